@@ -1,0 +1,1 @@
+"""onnxgate's data plane: a gRPC inference gateway for ONNX model versions."""

@@ -1,0 +1,1 @@
+"""The gRPC surface: servicer, codec, status mapping and interceptors."""

@@ -1,0 +1,138 @@
+"""The error-mapping interceptor every RPC goes through.
+
+Domain errors become their status from api/status.py with their message; anything else
+becomes INTERNAL with a fixed message and a request id, and the traceback goes only to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from gateway.api.status import CLIENT_ERRORS, status_for
+from gateway.errors import GatewayError
+
+__all__ = ["ErrorMappingInterceptor"]
+
+_log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
+_RequestIdKey = "x-request-id"
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id when given, else a fresh one; only computed on errors."""
+    for key, value in context.invocation_metadata():
+        if key == _RequestIdKey and isinstance(value, str) and value.isprintable():
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> None:
+    request_id = _request_id(context)
+    if isinstance(error, GatewayError):
+        code = status_for(error)
+        if type(error) in CLIENT_ERRORS:
+            _log.info(
+                "request rejected",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "request_id": request_id,
+                    "detail": error.message,
+                },
+            )
+        else:
+            _log.warning(
+                "request not served",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "request_id": request_id,
+                    "detail": error.message,
+                },
+            )
+        context.abort(code, error.message)
+    _log.error("internal error", exc_info=error, extra={"method": method, "request_id": request_id})
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
+
+
+def _wrap_unary(
+    behavior: Callable[[Any, grpc.ServicerContext], Any], method: str
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except Exception as error:  # the one place that maps every error to a status
+            failure = error
+        _abort(failure, method, context)
+
+    return handle
+
+
+def _wrap_streaming(
+    behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
+) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behavior(request, context)
+            return
+        except Exception as error:  # the one place that maps every error to a status
+            failure = error
+        _abort(failure, method, context)
+
+    return handle
+
+
+def _wrapped(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, method), **serializers
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary, method), **serializers
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_streaming(handler.unary_stream, method), **serializers
+        )
+    assert handler.stream_stream is not None  # a handler has exactly one of the four kinds
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_streaming(handler.stream_stream, method), **serializers
+    )
+
+
+class ErrorMappingInterceptor(_Interceptor):
+    """Wraps each method's handler once; the per-request cost is one dict lookup."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = _wrapped(handler, method)
+        self._handlers[method] = wrapped
+        return wrapped

@@ -1,0 +1,128 @@
+"""The GRPCInferenceService servicer: it only translates between protobuf and the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.codec import decode_infer_request, encode_infer_response
+from gateway.api.metadata import model_config, model_metadata
+from gateway.errors import GatewayError
+from gateway.models.store import VersionState, VersionStore
+from gateway.pipeline import InferencePipeline
+from gateway.serving_state import ServingState
+
+__all__ = ["SERVER_NAME", "InferenceServicer"]
+
+SERVER_NAME = "onnxgate"
+_MODEL_CONTROL = (
+    "loading and unloading through the API is not supported: versions come from the model"
+    " repository given with --models"
+)
+# Only what is really implemented: perf_analyzer and tritonclient read this list.
+EXTENSIONS = ("model_configuration", "parameters")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Open Inference Protocol RPCs over the pipeline and the version store."""
+
+    def __init__(
+        self,
+        pipeline: InferencePipeline,
+        versions: VersionStore,
+        state: ServingState,
+        server_version: str,
+        max_batch_size: int,
+    ) -> None:
+        self._pipeline = pipeline
+        self._versions = versions
+        self._state = state
+        self._server_version = server_version
+        self._max_batch_size = max_batch_size
+
+    def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._state.is_ready())
+
+    def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        try:
+            self._pipeline.resolve(request.name, request.version)
+        except GatewayError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=self._server_version, extensions=EXTENSIONS
+        )
+
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        loaded, _ = self._pipeline.resolve(request.name, request.version)
+        return model_metadata(loaded.model, loaded.version, loaded.signature)
+
+    def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        loaded, _ = self._pipeline.resolve(request.name, request.version)
+        config = model_config(loaded.model, loaded.signature, self._max_batch_size)
+        return pb.ModelConfigResponse(config=config)
+
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=s.model, version=s.version, state=s.state.value, reason=s.reason
+                )
+                for s in self._versions.statuses()
+                if not request.ready or s.state is VersionState.READY
+            ]
+        )
+
+    def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInferResponse:
+        try:
+            decoded = decode_infer_request(request, context.time_remaining())
+        except GatewayError as exc:
+            self._pipeline.count_rejected(request.model_name, exc)
+            raise
+        return encode_infer_response(self._pipeline.infer(decoded), request.id)
+
+    def ModelStreamInfer(
+        self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming shape: a failed request answers error_message, the stream goes on."""
+        for request in request_iterator:
+            try:
+                response = self.ModelInfer(request, context)
+            except GatewayError as exc:
+                yield pb.ModelStreamInferResponse(error_message=exc.message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, _MODEL_CONTROL)
+
+    def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, _MODEL_CONTROL)

@@ -1,0 +1,61 @@
+"""`onnxgate serve ...`: flags over Settings.from_env, then app.serve()."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gateway.app import serve
+from gateway.settings import Settings, SettingsError
+
+__all__ = ["main", "parse_settings"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxgate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve ONNX models over the inference protocol")
+    run.add_argument(
+        "--models", type=Path, help="Triton-style repository: DIR/<model>/<version>/model.onnx"
+    )
+    run.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    run.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 picks one)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 none)")
+    run.add_argument("--grpc-threads", type=int, help="request threads (default 8)")
+    run.add_argument("--max-message-bytes", type=int, help="largest request/response (256 MiB)")
+    run.add_argument("--ort-intra-op-threads", type=int, help="onnxruntime threads per run (1)")
+    run.add_argument("--ort-inter-op-threads", type=int, help="onnxruntime inter-op threads (1)")
+    run.add_argument("--max-batch-size", type=int, help="largest batch a request may carry (1024)")
+    run.add_argument(
+        "--max-inflight-per-version", type=int, help="admission limit per version (64)"
+    )
+    run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
+    run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
+    return parser
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        _parser().error(str(exc))
+    return settings.with_overrides(**args)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of the `onnxgate` console script."""
+    import os
+
+    settings = parse_settings(
+        sys.argv[1:] if argv is None else argv, os.environ if env is None else env
+    )
+    if settings.models is not None and not settings.models.is_dir():
+        print(f"onnxgate: --models {settings.models}: not a directory", file=sys.stderr)
+        return 2
+    return serve(settings)

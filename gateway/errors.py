@@ -1,0 +1,52 @@
+"""Domain errors of the gateway; transport-free (api/status.py maps them to gRPC codes).
+
+    GatewayError
+    +-- InvalidInput        the request is malformed or does not fit the model's signature
+    +-- ModelNotFound       no such model, or no such version of it
+    +-- ModelNotReady       the model or version exists but cannot serve now (loading, failed)
+    +-- Overloaded          admission limit reached; retry later or on another replica
+    +-- DeadlineExceeded    the caller's deadline passed before the model ran
+
+Messages are written for the caller: they name the field and say what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeadlineExceeded",
+    "GatewayError",
+    "InvalidInput",
+    "ModelNotFound",
+    "ModelNotReady",
+    "Overloaded",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose; its message is safe to return."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(GatewayError):
+    """Raised when a request does not fit the protocol or the model's signature."""
+
+
+class ModelNotFound(GatewayError):
+    """Raised when the model, or the pinned version, is not deployed on this gateway."""
+
+
+class ModelNotReady(GatewayError):
+    """Raised when the model or version is known but loading or failed."""
+
+
+class Overloaded(GatewayError):
+    """Raised when a version's admission limit is reached; the request was not queued."""
+
+
+class DeadlineExceeded(GatewayError):
+    """Raised when the caller's deadline passed before the model ran; the model was not run."""
+
+    """Raised for new requests once a graceful shutdown has begun."""

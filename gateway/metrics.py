@@ -1,0 +1,91 @@
+"""Every Prometheus metric of the gateway, defined once on a registry passed in."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["UNKNOWN_LABEL", "GatewayMetrics", "VersionMetrics"]
+
+# 100 us to 10 s: the tiny models answer in well under a millisecond, heavy ones in seconds.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+UNKNOWN_LABEL = "_unknown"  # every name we do not serve collapses into this one label value
+PRIMARY = "primary"
+
+
+class VersionMetrics:
+    """The label children of one (model, version, role), resolved once, not per request."""
+
+    def __init__(self, metrics: GatewayMetrics, model: str, version: str, role: str) -> None:
+        self._metrics = metrics
+        self._labels = (model, version, role)
+        self.ok = metrics.requests.labels(model, version, role, "OK")
+        self.duration = metrics.request_duration.labels(model, version, role)
+        self.inference = metrics.inference_duration.labels(model, version, role)
+        self.inflight = metrics.inflight.labels(model)
+
+    def count(self, code: str) -> None:
+        """Count one finished request with the given gRPC status name."""
+        self._metrics.requests.labels(*self._labels, code).inc()
+
+
+class GatewayMetrics:
+    """Metric families; label values are bounded: served model/version names, role, code."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "onnxgate_requests",
+            "Inference requests by model, version, role and gRPC status code.",
+            ["model", "version", "role", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "onnxgate_request_duration_seconds",
+            "Time from decoded request to encoded response, successful requests.",
+            ["model", "version", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "onnxgate_inference_duration_seconds",
+            "Time inside onnxruntime session.run.",
+            ["model", "version", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "onnxgate_inflight_requests",
+            "Inference requests being served now.",
+            ["model"],
+            registry=registry,
+        )
+        self.model_loaded = Gauge(
+            "onnxgate_model_loaded",
+            "1 when the version is loaded and ready to serve, else 0.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_load_seconds = Histogram(
+            "onnxgate_model_load_seconds",
+            "Time to read, verify, load and warm a version.",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.model_load_failures = Counter(
+            "onnxgate_model_load_failures",
+            "Versions that failed to load.",
+            ["model", "version"],
+            registry=registry,
+        )
+
+    def for_version(self, model: str, version: str, role: str = PRIMARY) -> VersionMetrics:
+        """Resolve the label children of one version once, at load time."""
+        return VersionMetrics(self, model, version, role)
+
+    def count_unrouted(self, model: str, code: str) -> None:
+        """Count a request that failed before a version was chosen."""
+        self.requests.labels(model, UNKNOWN_LABEL, PRIMARY, code).inc()

@@ -1,0 +1,1 @@
+"""Model versions in the gateway: loading, signatures, input binding and running."""

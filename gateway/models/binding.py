@@ -1,0 +1,209 @@
+"""Check a request's tensors against a version's signature and turn them into numpy arrays.
+
+Every check runs before onnxruntime does, and every message is Triton's wording where Triton
+has one, naming the input and the expected versus the given value.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from gateway.datatypes import BYTES, Datatype
+from gateway.errors import InvalidInput
+from gateway.models.signature import Signature, TensorSpec
+from gateway.types import InputTensor
+
+__all__ = ["Binder", "decode_bytes_elements", "encode_bytes_elements"]
+
+_LENGTH = struct.Struct("<I")
+
+
+def _names(names: Sequence[str]) -> str:
+    return "[" + ",".join(f"'{n}'" for n in names) + "]"
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def decode_bytes_elements(raw: bytes, count: int, name: str, model: str) -> np.ndarray:
+    """Split raw BYTES (4-byte little-endian length, then the bytes, per element) into str."""
+    elements: list[str] = []
+    offset, size = 0, len(raw)
+    while offset < size:
+        if offset + 4 > size:
+            raise InvalidInput(
+                f"incomplete BYTES element length for input '{name}' for model '{model}'"
+                f" at byte {offset}"
+            )
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > size:
+            raise InvalidInput(
+                f"BYTES element {len(elements)} of input '{name}' for model '{model}' declares"
+                f" {length} bytes but only {size - offset} remain"
+            )
+        elements.append(_utf8(raw[offset : offset + length], name, model))
+        offset += length
+    if len(elements) != count:
+        raise InvalidInput(
+            f"unexpected number of BYTES elements for input '{name}' for model '{model}'."
+            f" Expected {count}, got {len(elements)}"
+        )
+    array = np.empty(count, dtype=object)
+    array[:] = elements
+    return array
+
+
+def _utf8(value: bytes, name: str, model: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"BYTES input '{name}' for model '{model}' is not valid UTF-8, which ONNX string"
+            " tensors require"
+        ) from exc
+
+
+def encode_bytes_elements(array: np.ndarray) -> bytes:
+    """Serialise a string/bytes array as raw BYTES: 4-byte length, then the bytes, per element."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(_LENGTH.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+class Binder:
+    """Validates and decodes requests for one model version; built once per version."""
+
+    def __init__(self, model: str, signature: Signature, max_batch_size: int) -> None:
+        self._model = model
+        self._inputs = signature.inputs
+        self._by_name = {spec.name: spec for spec in signature.inputs}
+        self._outputs = {spec.name: spec for spec in signature.outputs}
+        self._all_outputs = signature.outputs
+        self._max_batch = max_batch_size if signature.batchable else 0
+
+    def bind_inputs(self, tensors: Sequence[InputTensor]) -> dict[str, np.ndarray]:
+        """Return the feeds for session.run, or raise InvalidInput naming the bad input."""
+        if len(tensors) != len(self._inputs):
+            self._raise_count_mismatch(tensors)
+        feeds: dict[str, np.ndarray] = {}
+        for tensor in tensors:
+            spec = self._by_name.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(
+                    f"unexpected inference input '{tensor.name}' for model '{self._model}'"
+                )
+            if tensor.name in feeds:
+                raise InvalidInput(
+                    f"input '{tensor.name}' appears more than once in the request for model"
+                    f" '{self._model}'"
+                )
+            feeds[tensor.name] = self._decode(tensor, spec)
+        return feeds
+
+    def select_outputs(self, names: Sequence[str]) -> tuple[TensorSpec, ...]:
+        """Resolve the requested outputs (empty: all), or raise InvalidInput for unknown ones."""
+        if not names:
+            return self._all_outputs
+        chosen: list[TensorSpec] = []
+        for name in names:
+            spec = self._outputs.get(name)
+            if spec is None:
+                raise InvalidInput(
+                    f"unexpected inference output '{name}' for model '{self._model}'"
+                )
+            if spec in chosen:
+                raise InvalidInput(
+                    f"output '{name}' is requested more than once for model '{self._model}'"
+                )
+            chosen.append(spec)
+        return tuple(chosen)
+
+    def _raise_count_mismatch(self, tensors: Sequence[InputTensor]) -> None:
+        given = [t.name for t in tensors]
+        for name in given:
+            if name not in self._by_name:
+                raise InvalidInput(f"unexpected inference input '{name}' for model '{self._model}'")
+        missing = [s.name for s in self._inputs if s.name not in given]
+        raise InvalidInput(
+            f"expected {len(self._inputs)} inputs but got {len(tensors)} inputs for model"
+            f" '{self._model}'. Got input(s) {_names(given)}, but missing required input(s)"
+            f" {_names(missing)}. Please provide all required input(s)."
+        )
+
+    def _decode(self, tensor: InputTensor, spec: TensorSpec) -> np.ndarray:
+        datatype = spec.datatype
+        if tensor.datatype != datatype.name:
+            raise InvalidInput(
+                f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model"
+                f" '{self._model}' expects '{datatype.name}'"
+            )
+        shape = tuple(tensor.shape)
+        self._check_shape(tensor.name, shape, spec.shape)
+        count = math.prod(shape)
+        if tensor.raw is not None:
+            return self._from_raw(tensor.name, tensor.raw, datatype, shape, count)
+        return self._from_values(tensor.name, tensor.values or (), datatype, shape, count)
+
+    def _check_shape(self, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
+        if len(shape) != len(expected) or any(
+            d < 0 or (e != -1 and d != e) for d, e in zip(shape, expected, strict=False)
+        ):
+            raise InvalidInput(
+                f"unexpected shape for input '{name}' for model '{self._model}'."
+                f" Expected {_dims(expected)}, got {_dims(shape)}."
+            )
+        if self._max_batch and shape[0] > self._max_batch:
+            raise InvalidInput(
+                f"inference request batch-size must be <= {self._max_batch} for"
+                f" '{self._model}', got {shape[0]} for input '{name}'"
+            )
+
+    def _from_raw(
+        self, name: str, raw: bytes, datatype: Datatype, shape: tuple[int, ...], count: int
+    ) -> np.ndarray:
+        if datatype.name == BYTES:
+            return decode_bytes_elements(raw, count, name, self._model).reshape(shape)
+        expected = count * datatype.itemsize
+        if len(raw) != expected:
+            raise InvalidInput(
+                f"input byte size mismatch for input '{name}' for model '{self._model}'."
+                f" Expected {expected}, got {len(raw)}"
+            )
+        return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
+
+    def _from_values(
+        self,
+        name: str,
+        values: Sequence[object],
+        datatype: Datatype,
+        shape: tuple[int, ...],
+        count: int,
+    ) -> np.ndarray:
+        if len(values) != count:
+            raise InvalidInput(
+                f"unexpected number of elements in contents for input '{name}' for model"
+                f" '{self._model}'. Expected {count}, got {len(values)}"
+            )
+        if datatype.name == BYTES:
+            array = np.empty(count, dtype=object)
+            array[:] = [
+                _utf8(v, name, self._model) if isinstance(v, bytes) else str(v) for v in values
+            ]
+            return array.reshape(shape)
+        wide = np.asarray(values)
+        narrow = wide.astype(datatype.numpy)
+        if narrow.dtype.kind in "iu" and not np.array_equal(narrow, wide):
+            raise InvalidInput(
+                f"contents of input '{name}' for model '{self._model}' hold values outside the"
+                f" range of {datatype.name}"
+            )
+        return narrow.reshape(shape)

@@ -1,0 +1,110 @@
+"""Turn an artifact into a READY version: read, hash, create the session, warm it up."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from gateway.datatypes import BYTES
+from gateway.metrics import GatewayMetrics
+from gateway.models.binding import Binder
+from gateway.models.repository import VersionSource
+from gateway.models.signature import Signature, SignatureError, read_signature
+from gateway.models.version import LoadedVersion, VersionInfo
+
+__all__ = ["LoadError", "LoadOptions", "load_version"]
+
+
+# onnxruntime's own exception types derive from Exception directly; these are the ones a
+# corrupt, unsupported or unrunnable model raises.
+_ORT_ERRORS: tuple[type[Exception], ...] = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoModel,
+    ort_state.NoSuchFile,
+    ort_state.NotFound,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+    RuntimeError,
+    ValueError,
+    TypeError,
+)
+
+
+class LoadError(Exception):
+    """Raised when a version cannot be served; the message is its FAILED reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How sessions are built and guarded."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    max_batch_size: int = 1024
+    max_inflight_per_version: int = 64
+
+
+def _session_options(options: LoadOptions) -> ort.SessionOptions:
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.inter_op_num_threads = options.inter_op_threads
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.log_severity_level = 3  # ORT's own warnings go to stderr, not our log
+    return session_options
+
+
+def _warmup_feeds(signature: Signature) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype.name == BYTES:
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
+    return feeds
+
+
+def load_version(
+    source: VersionSource, options: LoadOptions, metrics: GatewayMetrics
+) -> LoadedVersion:
+    """Load one version; raises LoadError with a reason the operator can act on."""
+    started = time.perf_counter()
+    try:
+        data = source.path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read artifact: {exc.strerror}") from exc
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        # From bytes, not the path: the bytes hashed are the bytes loaded.
+        session = ort.InferenceSession(
+            data, sess_options=_session_options(options), providers=["CPUExecutionProvider"]
+        )
+    except _ORT_ERRORS as exc:
+        raise LoadError(f"onnxruntime rejected the model: {exc}") from exc
+    try:
+        signature = read_signature(session.get_inputs(), session.get_outputs())
+    except SignatureError as exc:
+        raise LoadError(str(exc)) from exc
+    try:
+        session.run(None, _warmup_feeds(signature))
+    except _ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
+        raise LoadError(f"warm-up run failed: {exc}") from exc
+    elapsed = time.perf_counter() - started
+    info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)
+    return LoadedVersion(
+        info=info,
+        session=session,
+        signature=signature,
+        binder=Binder(source.model, signature, options.max_batch_size),
+        max_inflight=options.max_inflight_per_version,
+        metrics=metrics.for_version(source.model, source.version),
+    )

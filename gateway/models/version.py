@@ -1,0 +1,87 @@
+"""One loaded, warmed model version: its session, binder and admission limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gateway.errors import DeadlineExceeded, Overloaded
+from gateway.metrics import VersionMetrics
+from gateway.models.binding import Binder
+from gateway.models.signature import Signature, TensorSpec
+
+__all__ = ["LoadedVersion", "Session", "VersionInfo"]
+
+
+class Session(Protocol):
+    """What the gateway needs of an onnxruntime InferenceSession (run releases the GIL)."""
+
+    def run(
+        self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]
+    ) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """Where a version came from, for metadata and the repository index."""
+
+    model: str
+    version: str
+    path: str
+    sha256: str
+    load_seconds: float
+
+
+class LoadedVersion:
+    """A READY version. Thread-safe: many request threads call infer() at once."""
+
+    def __init__(
+        self,
+        info: VersionInfo,
+        session: Session,
+        signature: Signature,
+        binder: Binder,
+        max_inflight: int,
+        metrics: VersionMetrics,
+    ) -> None:
+        self.info = info
+        self.model = info.model
+        self.version = info.version
+        self.signature = signature
+        self.binder = binder
+        self.metrics = metrics
+        self._session = session
+        self._slots = threading.BoundedSemaphore(max_inflight)
+
+    def infer(
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: Sequence[TensorSpec],
+        deadline: float | None,
+    ) -> list[np.ndarray]:
+        """Run the model; Overloaded at once when the admission limit is reached."""
+        if not self._slots.acquire(blocking=False):  # fail fast, never queue behind the limit
+            raise Overloaded(
+                f"model '{self.model}' version '{self.version}' has reached its limit of"
+                " requests in flight; retry later or on another replica"
+            )
+        inflight = self.metrics.inflight
+        inflight.inc()
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"deadline passed before model '{self.model}' version '{self.version}' ran"
+                )
+            started = time.perf_counter()
+            # ORT releases the GIL in run(); the grpc thread pool is the concurrency limit.
+            results = self._session.run([o.name for o in outputs], feeds)
+            self.metrics.inference.observe(time.perf_counter() - started)
+            return results
+        finally:
+            inflight.dec()
+            self._slots.release()

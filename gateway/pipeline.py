@@ -1,0 +1,75 @@
+"""One inference request, transport-free: route -> bind inputs -> run the version -> result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.errors import GatewayError, ModelNotFound, ModelNotReady
+from gateway.metrics import UNKNOWN_LABEL, GatewayMetrics
+from gateway.models.store import VersionStore
+from gateway.models.version import LoadedVersion
+from gateway.routing.router import Decision, route
+from gateway.routing.table import RouteSource
+from gateway.types import InferRequest, InferResult
+
+__all__ = ["InferencePipeline"]
+
+
+class InferencePipeline:
+    """Serves requests from memory only: the route table and the READY versions.
+
+    `code_name` names the status an error will be answered with (api/status.py owns that
+    table); it only labels metrics here.
+    """
+
+    def __init__(
+        self,
+        routes: RouteSource,
+        versions: VersionStore,
+        metrics: GatewayMetrics,
+        code_name: Callable[[GatewayError], str],
+    ) -> None:
+        self._routes = routes
+        self._versions = versions
+        self._metrics = metrics
+        self._code_name = code_name
+
+    def resolve(self, model: str, pinned_version: str) -> tuple[LoadedVersion, Decision]:
+        """The version that serves (model, pin) now, or ModelNotFound / ModelNotReady."""
+        decision = route(self._routes.current(), model, pinned_version)
+        if decision is None:
+            if self._versions.is_loading(model):
+                raise ModelNotReady(f"model '{model}' is loading and has no ready version yet")
+            raise ModelNotFound(f"Request for unknown model: '{model}' has no available versions")
+        return self._versions.get(model, decision.version), decision
+
+    def infer(self, request: InferRequest) -> InferResult:
+        """Run one request on the version its route chooses; counts it in the metrics."""
+        try:
+            loaded, decision = self.resolve(request.model, request.version)
+        except GatewayError as exc:
+            self.count_rejected(request.model, exc)
+            raise
+        metrics = loaded.metrics
+        try:
+            binder = loaded.binder
+            feeds = binder.bind_inputs(request.inputs)
+            outputs = binder.select_outputs(request.outputs)
+            arrays = loaded.infer(feeds, outputs, request.deadline)
+        except GatewayError as exc:
+            metrics.count(self._code_name(exc))
+            raise
+        metrics.ok.inc()
+        metrics.duration.observe(time.perf_counter() - request.received)
+        return InferResult(
+            loaded.model,
+            loaded.version,
+            decision.routed_by,
+            list(zip(outputs, arrays, strict=True)),
+        )
+
+    def count_rejected(self, model: str, exc: GatewayError) -> None:
+        """Count a request that failed before a version was chosen."""
+        label = model if self._versions.knows_model(model) else UNKNOWN_LABEL
+        self._metrics.count_unrouted(label, self._code_name(exc))

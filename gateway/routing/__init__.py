@@ -1,0 +1,1 @@
+"""Which version serves a request: an immutable route table and the pure router over it."""

@@ -1,0 +1,19 @@
+"""Routes for a model repository: each model's highest READY version serves it by default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from gateway.routing.table import RouteTable
+from registry_client.schema import version_sort_key
+
+__all__ = ["routes_for_ready_versions"]
+
+
+def routes_for_ready_versions(ready: Mapping[str, Iterable[str]], revision: int = 1) -> RouteTable:
+    """Build the table that sends each model's unpinned requests to its highest version."""
+    defaults = {
+        model: max(versions, key=version_sort_key) for model, versions in ready.items() if versions
+    }
+    return RouteTable(MappingProxyType(defaults), revision)

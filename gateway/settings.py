@@ -1,0 +1,67 @@
+"""Settings, read once: from the environment by Settings.from_env, then from flags in cli."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError"]
+
+ENV_PREFIX = "ONNXGATE_"
+
+
+class SettingsError(ValueError):
+    """Raised for a setting with a value of the wrong kind; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway can be told; tests build it directly.
+
+    Each field can be set by the environment variable ONNXGATE_<FIELD NAME IN CAPITALS>.
+    """
+
+    models: Path | None = None
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int = 8002  # 0: pick a free port; -1: no metrics endpoint
+    grpc_threads: int = 8
+    max_message_bytes: int = 256 * 1024 * 1024
+    ort_intra_op_threads: int = 1
+    ort_inter_op_threads: int = 1
+    load_threads: int = 2
+    max_batch_size: int = 1024
+    max_inflight_per_version: int = 64
+    shutdown_grace_seconds: float = 30.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Defaults overridden by ONNXGATE_* variables; SettingsError names a bad one."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f.name, str(f.type), raw)
+        return cls(**values)  # type: ignore[arg-type]  # converted per field type above
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """A copy with the given fields replaced (None values are ignored)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **changes)  # type: ignore[arg-type]  # argparse types match fields
+
+
+def _convert(name: str, annotation: str, raw: str) -> object:
+    variable = ENV_PREFIX + name.upper()
+    try:
+        if annotation == "int":
+            return int(raw)
+        if annotation == "float":
+            return float(raw)
+        if annotation.startswith("Path"):
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{variable}={raw!r}: expected {annotation}") from exc
+    return raw

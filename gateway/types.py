@@ -1,0 +1,45 @@
+"""Transport-free request and result of one inference, passed between api and pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.models.signature import TensorSpec
+
+__all__ = ["InferRequest", "InferResult", "InputTensor"]
+
+
+@dataclass(slots=True)
+class InputTensor:
+    """One input as the caller sent it: raw bytes, or the typed values for its datatype."""
+
+    name: str
+    datatype: str
+    shape: Sequence[int]
+    raw: bytes | None
+    values: Sequence[object] | None
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One inference call: target, inputs, wanted outputs and the deadline (monotonic s)."""
+
+    model: str
+    version: str  # "" = let the route decide
+    inputs: list[InputTensor]
+    outputs: Sequence[str]  # empty = every output
+    deadline: float | None
+    received: float  # time.perf_counter() when the request arrived, for its duration
+
+
+@dataclass(slots=True)
+class InferResult:
+    """What a version answered and how the request got there."""
+
+    model: str
+    version: str
+    routed_by: str
+    outputs: list[tuple[TensorSpec, np.ndarray]]
