@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.health import HealthService
 from gateway.api.interceptor import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
@@ -66,8 +67,8 @@ class Gateway:
         self.versions = VersionStore(options, self.metrics, settings.load_threads)
         self.routes = RouteTableHolder()
         self.pipeline = InferencePipeline(self.routes, self.versions, self.metrics, code_name)
-        self.health = health.HealthServicer()
-        self.state = ServingState(self.health, [INFERENCE_SERVICE])
+        self.health = HealthService([INFERENCE_SERVICE])
+        self.state = ServingState(self.health)
         self.loaded = threading.Event()
         self.grpc_port = 0
         self.metrics_port = 0
@@ -132,7 +133,9 @@ class Gateway:
         """Drain: NOT_SERVING, refuse new RPCs, let in-flight ones finish, then stop workers."""
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.state.mark_draining()
-        self._server.stop(grace).wait()
+        stopped = self._server.stop(grace)
+        self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
+        stopped.wait()
         self.versions.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -143,7 +146,8 @@ class Gateway:
 def serve(settings: Settings) -> int:
     """Run a gateway until SIGTERM or SIGINT, then drain gracefully; returns the exit code."""
     configure_logging(settings.log_level, settings.log_format)
-    disable_created_metrics()  # *_created series double the scrape size and no dashboard reads them
+    # *_created series double the scrape size and no dashboard reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
     gateway = Gateway(settings)
     stop_requested = threading.Event()
 

@@ -3,9 +3,11 @@
     GatewayError
     +-- InvalidInput        the request is malformed or does not fit the model's signature
     +-- ModelNotFound       no such model, or no such version of it
+    +-- ServiceUnknown      a health check names a service this server does not have
     +-- ModelNotReady       the model or version exists but cannot serve now (loading, failed)
     +-- Overloaded          admission limit reached; retry later or on another replica
     +-- DeadlineExceeded    the caller's deadline passed before the model ran
+    +-- Unsupported         the protocol has the call, this gateway does not offer it
 
 Messages are written for the caller: they name the field and say what was expected.
 """
@@ -19,6 +21,8 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "Overloaded",
+    "ServiceUnknown",
+    "Unsupported",
 ]
 
 
@@ -38,6 +42,10 @@ class ModelNotFound(GatewayError):
     """Raised when the model, or the pinned version, is not deployed on this gateway."""
 
 
+class ServiceUnknown(GatewayError):
+    """Raised when a health check names a service this server does not have."""
+
+
 class ModelNotReady(GatewayError):
     """Raised when the model or version is known but loading or failed."""
 
@@ -50,3 +58,7 @@ class DeadlineExceeded(GatewayError):
     """Raised when the caller's deadline passed before the model ran; the model was not run."""
 
     """Raised for new requests once a graceful shutdown has begun."""
+
+
+class Unsupported(GatewayError):
+    """Raised for protocol calls the gateway deliberately does not offer."""

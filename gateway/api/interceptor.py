@@ -70,6 +70,9 @@ def _wrap_unary(
         try:
             return behavior(request, context)
         except Exception as error:  # the one place that maps every error to a status
+            # The handler aborted itself: keep its status. (code() is newer than grpc-stubs.)
+            if context.code() is not None:  # type: ignore[attr-defined]
+                raise
             failure = error
         _abort(failure, method, context)
 
@@ -84,9 +87,29 @@ def _wrap_streaming(
             yield from behavior(request, context)
             return
         except Exception as error:  # the one place that maps every error to a status
+            # The handler aborted itself: keep its status. (code() is newer than grpc-stubs.)
+            if context.code() is not None:  # type: ignore[attr-defined]
+                raise
             failure = error
         _abort(failure, method, context)
 
+    return handle
+
+
+def _wrap_non_blocking(behavior: Callable[..., object], method: str) -> Callable[..., None]:
+    """For grpc's callback-style streams (health Watch): same mapping, same call shape."""
+
+    def handle(request: Any, context: grpc.ServicerContext, send_response: Any) -> None:
+        try:
+            behavior(request, context, send_response)
+            return
+        except Exception as error:  # the one place that maps every error to a status
+            if context.code() is not None:  # type: ignore[attr-defined]
+                raise
+            failure = error
+        _abort(failure, method, context)
+
+    handle.experimental_non_blocking = True  # type: ignore[attr-defined]
     return handle
 
 
@@ -106,6 +129,10 @@ def _wrapped(
             _wrap_unary(handler.stream_unary, method), **serializers
         )
     if handler.unary_stream is not None:
+        if getattr(handler.unary_stream, "experimental_non_blocking", False):
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_non_blocking(handler.unary_stream, method), **serializers
+            )
         return grpc.unary_stream_rpc_method_handler(
             _wrap_streaming(handler.unary_stream, method), **serializers
         )

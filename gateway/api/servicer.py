@@ -10,7 +10,7 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.codec import decode_infer_request, encode_infer_response
 from gateway.api.metadata import model_config, model_metadata
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Unsupported
 from gateway.models.store import VersionState, VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.serving_state import ServingState
@@ -120,9 +120,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, _MODEL_CONTROL)
+        raise Unsupported(_MODEL_CONTROL)
 
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, _MODEL_CONTROL)
+        raise Unsupported(_MODEL_CONTROL)

@@ -11,6 +11,8 @@ from gateway.errors import (
     ModelNotFound,
     ModelNotReady,
     Overloaded,
+    ServiceUnknown,
+    Unsupported,
 )
 
 __all__ = ["CLIENT_ERRORS", "code_name", "status_for"]
@@ -18,13 +20,17 @@ __all__ = ["CLIENT_ERRORS", "code_name", "status_for"]
 _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ServiceUnknown: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.UNAVAILABLE,  # clients retry another replica
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 # Errors the caller can fix or retry: logged at INFO without a traceback.
-CLIENT_ERRORS = frozenset({InvalidInput, ModelNotFound, DeadlineExceeded})
+CLIENT_ERRORS = frozenset(
+    {InvalidInput, ModelNotFound, ServiceUnknown, DeadlineExceeded, Unsupported}
+)
 
 
 def status_for(error: GatewayError) -> grpc.StatusCode:

@@ -1,0 +1,146 @@
+"""Fixtures: model repositories built with onnx.helper, real gateways on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from gateway.settings import Settings
+from tests import onnx_models
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with a two-version classifier, identity models per datatype and more."""
+    repo = tmp_path_factory.mktemp("models")
+    onnx_models.save(onnx_models.classifier(seed=1), repo, "classifier", "1")
+    onnx_models.save(onnx_models.classifier(seed=2), repo, "classifier", "2")
+    onnx_models.save(onnx_models.two_inputs(), repo, "two_inputs", "1")
+    for name, elem_type, _ in onnx_models.SERVED_TYPES:
+        onnx_models.save(onnx_models.identity(elem_type), repo, f"identity_{name.lower()}", "1")
+    return repo
+
+
+def make_gateway(repo: Path | None, **overrides: object) -> Gateway:
+    """A started in-process gateway on free ports with its own metrics registry."""
+    settings = Settings(
+        models=repo, host="127.0.0.1", grpc_port=0, metrics_port=0, log_format="text"
+    ).with_overrides(**overrides)
+    gateway = Gateway(settings, CollectorRegistry())
+    gateway.start()
+    assert gateway.loaded.wait(30), "versions did not finish loading"
+    return gateway
+
+
+@pytest.fixture(scope="module")
+def gateway(model_repo: Path) -> Iterator[Gateway]:
+    """One gateway over model_repo for a test module."""
+    gw = make_gateway(model_repo)
+    yield gw
+    gw.stop(grace_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def channel(gateway: Gateway) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> pb_grpc.GRPCInferenceServiceStub:
+    return pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@dataclass
+class GatewayProcess:
+    """A gateway run as `python -m gateway serve`, as users run it."""
+
+    process: subprocess.Popen[str]
+    grpc_port: int
+    metrics_port: int
+    log: list[str]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def terminate(self) -> int:
+        """Send SIGTERM and wait for the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def _pump(stream: IO[str], lines: list[str], started: threading.Event) -> None:
+    for line in stream:
+        lines.append(line)
+        if '"gateway started"' in line:
+            started.set()
+
+
+def start_gateway_process(repo: Path, *args: str) -> GatewayProcess:
+    """Start a gateway subprocess on free ports; returns once it has logged its ports."""
+    command = [sys.executable, "-m", "gateway", "serve", "--models", str(repo), "--host",
+               "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--log-format", "json",
+               *args]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    started = threading.Event()
+    threading.Thread(target=_pump, args=(process.stderr, lines, started), daemon=True).start()
+    if not started.wait(30):
+        process.kill()
+        raise AssertionError("gateway did not start:\n" + "".join(lines))
+    entry = json.loads(next(line for line in lines if '"gateway started"' in line))
+    return GatewayProcess(process, entry["grpc_port"], entry["metrics_port"], lines)
+
+
+@pytest.fixture
+def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory for gateway subprocesses; every one is killed at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def start(repo: Path, *args: str) -> GatewayProcess:
+        gp = start_gateway_process(repo, *args)
+        started.append(gp)
+        return gp
+
+    yield start
+    for gp in started:
+        if gp.process.poll() is None:
+            gp.process.kill()
+            gp.process.wait(timeout=10)
+        if gp.process.stderr is not None:
+            gp.process.stderr.close()
+
+
+def wait_until_ready(stub: pb_grpc.GRPCInferenceServiceStub, timeout: float = 30) -> None:
+    """Poll ServerReady until true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stub.ServerReady(pb.ServerReadyRequest(), timeout=1).ready:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("gateway did not become ready")

@@ -1,0 +1,112 @@
+"""ONNX models for the tests, built with onnx.helper: nothing is downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# Every datatype the gateway serves: (OIP name, ONNX element type, numpy dtype).
+SERVED_TYPES = [
+    ("BOOL", TensorProto.BOOL, np.bool_),
+    ("UINT8", TensorProto.UINT8, np.uint8),
+    ("UINT16", TensorProto.UINT16, np.uint16),
+    ("UINT32", TensorProto.UINT32, np.uint32),
+    ("UINT64", TensorProto.UINT64, np.uint64),
+    ("INT8", TensorProto.INT8, np.int8),
+    ("INT16", TensorProto.INT16, np.int16),
+    ("INT32", TensorProto.INT32, np.int32),
+    ("INT64", TensorProto.INT64, np.int64),
+    ("FP16", TensorProto.FLOAT16, np.float16),
+    ("FP32", TensorProto.FLOAT, np.float32),
+    ("FP64", TensorProto.DOUBLE, np.float64),
+    ("BYTES", TensorProto.STRING, np.object_),
+]
+
+
+def _model(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model: onnx.ModelProto, repo: Path, name: str, version: str) -> Path:
+    """Write model as repo/name/version/model.onnx and return the path."""
+    path = repo / name / version / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def classifier(features: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """input FP32 [N,features] -> Gemm 2 -> Softmax -> probabilities; plus logits."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0, 1, (features, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["input", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", features])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [numpy_helper.from_array(weights, "W")],
+    )
+    return _model(graph)
+
+
+def identity(elem_type: int) -> onnx.ModelProto:
+    """x [N,3] -> Identity -> y [N,3], for one datatype."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", elem_type, ["N", 3])],
+        [helper.make_tensor_value_info("y", elem_type, ["N", 3])],
+    )
+    return _model(graph)
+
+
+def two_inputs() -> onnx.ModelProto:
+    """a FP32 [N,2] + b FP32 [N,2] -> sum; a fixed-shape, non-batch model input c INT64 [3]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["a", "b"], ["sum"]),
+            helper.make_node("Identity", ["c"], ["c_out"]),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("c", TensorProto.INT64, [3]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("c_out", TensorProto.INT64, [3]),
+        ],
+    )
+    return _model(graph)
+
+
+def slow(width: int = 256, layers: int = 48) -> onnx.ModelProto:
+    """x FP32 [N,width] through `layers` square Gemms: its run time grows with N."""
+    rng = np.random.default_rng(1)
+    nodes, inits, previous = [], [], "x"
+    for i in range(layers):
+        w = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        nodes.append(helper.make_node("Gemm", [previous, f"W{i}"], [f"h{i}"]))
+        previous = f"h{i}"
+    nodes.append(helper.make_node("Identity", [previous], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        inits,
+    )
+    return _model(graph)

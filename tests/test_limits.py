@@ -1,0 +1,141 @@
+"""Admission limit, deadlines and message size limits, on a real server with a slow model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from tests import onnx_models
+from tests.conftest import make_gateway
+from tests.wire import infer_request
+
+SLOW_ROWS = 8192  # about half a second per run of the slow model on one core
+
+
+@pytest.fixture(scope="module")
+def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("slow")
+    onnx_models.save(onnx_models.slow(), repo, "slow", "1")
+    onnx_models.save(onnx_models.classifier(), repo, "classifier", "1")
+    return repo
+
+
+CLIENT_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
+
+
+def _slow_request() -> tuple:
+    return (infer_request("slow", {"x": np.ones((SLOW_ROWS, 256), np.float32)}),)
+
+
+def _gateway(repo: Path, **overrides: object) -> Gateway:
+    return make_gateway(repo, max_batch_size=SLOW_ROWS, **overrides)
+
+
+def _channel(gateway: Gateway) -> grpc.Channel:
+    return grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}", options=CLIENT_OPTIONS)
+
+
+def _wait_for(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def _inflight(gateway: Gateway) -> float:
+    value = gateway.registry.get_sample_value("onnxgate_inflight_requests", {"model": "slow"})
+    return value or 0.0
+
+
+def _runs(gateway: Gateway) -> float:
+    labels = {"model": "slow", "version": "1", "role": "primary"}
+    value = gateway.registry.get_sample_value("onnxgate_inference_duration_seconds_count", labels)
+    return value or 0.0
+
+
+@pytest.fixture
+def limited(slow_repo: Path) -> Iterator[tuple[Gateway, pb_grpc.GRPCInferenceServiceStub]]:
+    gateway = _gateway(slow_repo, max_inflight_per_version=1, grpc_threads=4)
+    with _channel(gateway) as channel:
+        yield gateway, pb_grpc.GRPCInferenceServiceStub(channel)
+    gateway.stop(grace_seconds=5)
+
+
+def test_admission_limit_refuses_at_once_with_unavailable(limited):
+    gateway, stub = limited
+    first = stub.ModelInfer.future(*_slow_request())
+    _wait_for(lambda: _inflight(gateway) == 1)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(*_slow_request())
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "limit of requests in flight" in str(err.value.details())
+    assert time.monotonic() - started < 0.25  # refused, not queued behind the running one
+    assert first.result().model_version == "1"
+
+
+def test_other_models_are_not_limited_by_a_busy_version(limited):
+    gateway, stub = limited
+    first = stub.ModelInfer.future(*_slow_request())
+    _wait_for(lambda: _inflight(gateway) == 1)
+    answer = stub.ModelInfer(infer_request("classifier", {"input": np.ones((1, 4), np.float32)}))
+    assert answer.model_version == "1"
+    first.result()
+
+
+def test_request_whose_deadline_passed_in_the_queue_is_not_run(slow_repo):
+    gateway = _gateway(slow_repo, grpc_threads=1)
+    try:
+        with _channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            first = stub.ModelInfer.future(*_slow_request())
+            _wait_for(lambda: _inflight(gateway) == 1)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(*_slow_request(), timeout=0.1)
+            assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            first.result()
+            # The only thread is free again: a later request runs, the expired one never did.
+            stub.ModelInfer(infer_request("classifier", {"input": np.ones((1, 4), np.float32)}))
+            assert _runs(gateway) == 1
+    finally:
+        gateway.stop(grace_seconds=5)
+
+
+def test_message_over_the_size_limit_is_resource_exhausted(slow_repo):
+    gateway = _gateway(slow_repo, max_message_bytes=1024 * 1024)
+    try:
+        with _channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(*_slow_request())
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        gateway.stop(grace_seconds=1)
+
+
+def test_default_limit_accepts_messages_well_above_grpc_default(slow_repo):
+    gateway = _gateway(slow_repo)
+    try:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{gateway.grpc_port}",
+            options=[("grpc.max_send_message_length", 64 << 20)],
+        ) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            big = np.ones((1024 * 1024 * 2, 4), np.float32)  # 32 MiB, 8x gRPC's 4 MiB default
+            request = infer_request("classifier", {"input": big[:1]})
+            request.inputs[0].shape[0] = big.shape[0]
+            request.raw_input_contents[0] = big.tobytes()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(request)
+            # Received and decoded (not RESOURCE_EXHAUSTED): refused only by the batch limit.
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "batch-size must be <= 8192" in str(err.value.details())
+    finally:
+        gateway.stop(grace_seconds=1)
