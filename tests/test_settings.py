@@ -1,0 +1,51 @@
+"""Settings come from the environment once, flags override them, bad values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main, parse_settings
+from gateway.settings import Settings, SettingsError
+
+
+def test_defaults_follow_tritons_ports():
+    settings = Settings.from_env({})
+    assert (settings.grpc_port, settings.metrics_port) == (8001, 8002)
+    assert settings.max_message_bytes > 4 * 1024 * 1024
+
+
+def test_environment_sets_fields_by_name():
+    settings = Settings.from_env(
+        {"ONNXGATE_GRPC_PORT": "9001", "ONNXGATE_MODELS": "/srv/models",
+         "ONNXGATE_SHUTDOWN_GRACE_SECONDS": "2.5", "UNRELATED": "x"}
+    )  # fmt: skip
+    assert settings.grpc_port == 9001
+    assert settings.models == Path("/srv/models")
+    assert settings.shutdown_grace_seconds == 2.5
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(SettingsError, match=r"ONNXGATE_GRPC_PORT='eighty': expected int"):
+        Settings.from_env({"ONNXGATE_GRPC_PORT": "eighty"})
+
+
+def test_flags_override_the_environment():
+    settings = parse_settings(
+        ["serve", "--models", "m", "--grpc-port", "7001"],
+        {"ONNXGATE_GRPC_PORT": "9001", "ONNXGATE_METRICS_PORT": "9002"},
+    )
+    assert (settings.models, settings.grpc_port, settings.metrics_port) == (Path("m"), 7001, 9002)
+
+
+def test_bad_flag_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["serve", "--grpc-port", "x"], {})
+    assert exit_info.value.code == 2
+    assert "--grpc-port: invalid int value" in capsys.readouterr().err
+
+
+def test_missing_model_directory_exits_2_with_a_message(tmp_path, capsys):
+    assert main(["serve", "--models", str(tmp_path / "absent")], {}) == 2
+    assert "not a directory" in capsys.readouterr().err
