@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.app import serve
+from gateway.probe import probe
 from gateway.settings import Settings, SettingsError
 
 __all__ = ["main", "parse_settings"]
@@ -34,13 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
+    check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")
+    check.add_argument("--address", default="127.0.0.1:8001", help="gRPC address")
+    check.add_argument("--service", default="", help="health service name ('' = whole server)")
+    check.add_argument("--timeout", type=float, default=2.0, help="seconds to wait")
     return parser
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Settings from the environment, overridden by the flags given."""
     args = vars(_parser().parse_args(argv))
-    args.pop("command")
+    if args.pop("command") != "serve":
+        _parser().error("expected the serve command")
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:
@@ -49,12 +56,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Entry point of the `onnxgate` console script."""
-    import os
-
-    settings = parse_settings(
-        sys.argv[1:] if argv is None else argv, os.environ if env is None else env
-    )
+    """Entry point of the `onnxgate` console script: the only reader of argv and environ."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["probe"]:
+        args = _parser().parse_args(argv)
+        return probe(args.address, args.service, args.timeout)
+    settings = parse_settings(argv, os.environ if env is None else env)
     if settings.models is not None and not settings.models.is_dir():
         print(f"onnxgate: --models {settings.models}: not a directory", file=sys.stderr)
         return 2

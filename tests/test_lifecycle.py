@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.health import HealthService
+from gateway.cli import main
 from gateway.serving_state import ServingState
 from tests import onnx_models
 from tests.conftest import make_gateway
@@ -170,3 +171,9 @@ def test_sigterm_on_an_idle_gateway_exits_zero_quickly(tmp_path, gateway_process
     started = time.monotonic()
     assert gp.terminate() == 0
     assert time.monotonic() - started < 10
+
+
+def test_probe_exits_zero_on_a_serving_gateway_and_one_elsewhere(gateway, capsys):
+    assert main(["probe", "--address", f"127.0.0.1:{gateway.grpc_port}"]) == 0
+    assert "SERVING" in capsys.readouterr().out
+    assert main(["probe", "--address", "127.0.0.1:1", "--timeout", "0.5"]) == 1
