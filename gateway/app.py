@@ -65,6 +65,7 @@ class Gateway:
             max_inflight_per_version=settings.max_inflight_per_version,
         )
         self.versions = VersionStore(options, self.metrics, settings.load_threads)
+        self.metrics.watch_inflight(self.versions.inflight_by_model)
         self.routes = RouteTableHolder()
         self.pipeline = InferencePipeline(self.routes, self.versions, self.metrics, code_name)
         self.health = HealthService([INFERENCE_SERVICE])
@@ -73,6 +74,9 @@ class Gateway:
         self.grpc_port = 0
         self.metrics_port = 0
         self._metrics_server: WSGIServer | None = None
+        self.servicer = InferenceServicer(
+            self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
+        )
         self._server = self._build_server()
 
     def _build_server(self) -> grpc.Server:
@@ -87,14 +91,7 @@ class Gateway:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        servicer = InferenceServicer(
-            self.pipeline,
-            self.versions,
-            self.state,
-            _server_version(),
-            self.settings.max_batch_size,
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server

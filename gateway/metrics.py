@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["UNKNOWN_LABEL", "GatewayMetrics", "VersionMetrics"]
 
@@ -15,6 +19,21 @@ UNKNOWN_LABEL = "_unknown"  # every name we do not serve collapses into this one
 PRIMARY = "primary"
 
 
+class _InflightCollector(Collector):
+    """Reads in-flight counts when scraped, so requests pay nothing for the gauge."""
+
+    def __init__(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
+        self._source = inflight_by_model
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "onnxgate_inflight_requests", "Inference requests being served now.", labels=["model"]
+        )
+        for model, count in sorted(self._source().items()):
+            gauge.add_metric([model], count)
+        yield gauge
+
+
 class VersionMetrics:
     """The label children of one (model, version, role), resolved once, not per request."""
 
@@ -24,7 +43,6 @@ class VersionMetrics:
         self.ok = metrics.requests.labels(model, version, role, "OK")
         self.duration = metrics.request_duration.labels(model, version, role)
         self.inference = metrics.inference_duration.labels(model, version, role)
-        self.inflight = metrics.inflight.labels(model)
 
     def count(self, code: str) -> None:
         """Count one finished request with the given gRPC status name."""
@@ -56,12 +74,6 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.inflight = Gauge(
-            "onnxgate_inflight_requests",
-            "Inference requests being served now.",
-            ["model"],
-            registry=registry,
-        )
         self.model_loaded = Gauge(
             "onnxgate_model_loaded",
             "1 when the version is loaded and ready to serve, else 0.",
@@ -81,6 +93,10 @@ class GatewayMetrics:
             ["model", "version"],
             registry=registry,
         )
+
+    def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
+        """Export onnxgate_inflight_requests{model}, read from the source at scrape time."""
+        self.registry.register(_InflightCollector(inflight_by_model))
 
     def for_version(self, model: str, version: str, role: str = PRIMARY) -> VersionMetrics:
         """Resolve the label children of one version once, at load time."""

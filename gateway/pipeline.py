@@ -56,7 +56,7 @@ class InferencePipeline:
             binder = loaded.binder
             feeds = binder.bind_inputs(request.inputs)
             outputs = binder.select_outputs(request.outputs)
-            arrays = loaded.infer(feeds, outputs, request.deadline)
+            arrays = loaded.infer(feeds, outputs.names, request.deadline)
         except GatewayError as exc:
             metrics.count(self._code_name(exc))
             raise
@@ -66,7 +66,7 @@ class InferencePipeline:
             loaded.model,
             loaded.version,
             decision.routed_by,
-            list(zip(outputs, arrays, strict=True)),
+            list(zip(outputs.specs, arrays, strict=True)),
         )
 
     def count_rejected(self, model: str, exc: GatewayError) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from gateway.errors import InvalidInput
 from gateway.models.signature import Signature, TensorSpec
 from gateway.types import InputTensor
 
-__all__ = ["Binder", "decode_bytes_elements", "encode_bytes_elements"]
+__all__ = ["Binder", "OutputSelection", "decode_bytes_elements", "encode_bytes_elements"]
 
 _LENGTH = struct.Struct("<I")
 
@@ -79,6 +80,14 @@ def encode_bytes_elements(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class OutputSelection:
+    """The outputs a request wants, with their names ready for session.run."""
+
+    specs: tuple[TensorSpec, ...]
+    names: tuple[str, ...]
+
+
 class Binder:
     """Validates and decodes requests for one model version; built once per version."""
 
@@ -87,7 +96,9 @@ class Binder:
         self._inputs = signature.inputs
         self._by_name = {spec.name: spec for spec in signature.inputs}
         self._outputs = {spec.name: spec for spec in signature.outputs}
-        self._all_outputs = signature.outputs
+        self._every_output = OutputSelection(
+            signature.outputs, tuple(s.name for s in signature.outputs)
+        )
         self._max_batch = max_batch_size if signature.batchable else 0
 
     def bind_inputs(self, tensors: Sequence[InputTensor]) -> dict[str, np.ndarray]:
@@ -109,10 +120,10 @@ class Binder:
             feeds[tensor.name] = self._decode(tensor, spec)
         return feeds
 
-    def select_outputs(self, names: Sequence[str]) -> tuple[TensorSpec, ...]:
+    def select_outputs(self, names: Sequence[str]) -> OutputSelection:
         """Resolve the requested outputs (empty: all), or raise InvalidInput for unknown ones."""
         if not names:
-            return self._all_outputs
+            return self._every_output
         chosen: list[TensorSpec] = []
         for name in names:
             spec = self._outputs.get(name)
@@ -125,7 +136,7 @@ class Binder:
                     f"output '{name}' is requested more than once for model '{self._model}'"
                 )
             chosen.append(spec)
-        return tuple(chosen)
+        return OutputSelection(tuple(chosen), tuple(s.name for s in chosen))
 
     def _raise_count_mismatch(self, tensors: Sequence[InputTensor]) -> None:
         given = [t.name for t in tensors]

@@ -133,6 +133,13 @@ class VersionStore:
         """Snapshot of READY versions by model and version."""
         return self._ready
 
+    def inflight_by_model(self) -> dict[str, int]:
+        """Requests being served now, per model, over its READY versions."""
+        return {
+            model: sum(v.inflight for v in versions.values())
+            for model, versions in self._ready.items()
+        }
+
     def statuses(self) -> list[VersionStatus]:
         """Every known version's state, sorted by model then version name."""
         with self._lock:

@@ -13,7 +13,7 @@ import numpy as np
 from gateway.errors import DeadlineExceeded, Overloaded
 from gateway.metrics import VersionMetrics
 from gateway.models.binding import Binder
-from gateway.models.signature import Signature, TensorSpec
+from gateway.models.signature import Signature
 
 __all__ = ["LoadedVersion", "Session", "VersionInfo"]
 
@@ -37,6 +37,33 @@ class VersionInfo:
     load_seconds: float
 
 
+class _Admission:
+    """Counts requests in flight against a limit; a lock and an int, cheaper than a
+    BoundedSemaphore (which is Python code around a Condition)."""
+
+    __slots__ = ("_active", "_limit", "_lock")
+
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._limit = limit
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self._active >= self._limit:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+
 class LoadedVersion:
     """A READY version. Thread-safe: many request threads call infer() at once."""
 
@@ -56,22 +83,25 @@ class LoadedVersion:
         self.binder = binder
         self.metrics = metrics
         self._session = session
-        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._admission = _Admission(max_inflight)
+
+    @property
+    def inflight(self) -> int:
+        """Requests of this version being served now (for the inflight gauge)."""
+        return self._admission.active
 
     def infer(
         self,
         feeds: dict[str, np.ndarray],
-        outputs: Sequence[TensorSpec],
+        output_names: Sequence[str],
         deadline: float | None,
     ) -> list[np.ndarray]:
         """Run the model; Overloaded at once when the admission limit is reached."""
-        if not self._slots.acquire(blocking=False):  # fail fast, never queue behind the limit
+        if not self._admission.try_enter():  # fail fast, never queue behind the limit
             raise Overloaded(
                 f"model '{self.model}' version '{self.version}' has reached its limit of"
                 " requests in flight; retry later or on another replica"
             )
-        inflight = self.metrics.inflight
-        inflight.inc()
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded(
@@ -79,9 +109,8 @@ class LoadedVersion:
                 )
             started = time.perf_counter()
             # ORT releases the GIL in run(); the grpc thread pool is the concurrency limit.
-            results = self._session.run([o.name for o in outputs], feeds)
+            results = self._session.run(output_names, feeds)
             self.metrics.inference.observe(time.perf_counter() - started)
             return results
         finally:
-            inflight.dec()
-            self._slots.release()
+            self._admission.leave()

@@ -1,0 +1,94 @@
+"""Per-request cost of the gateway's own code, without the gRPC framework.
+
+Times the servicer's ModelInfer (decode -> route -> bind -> run -> encode -> metrics) in a
+loop in-process on the tiny model, next to onnxruntime's session.run alone, and optionally
+prints a cProfile of the loop: what the gateway adds per request and where it goes.
+
+    python benchmarks/hot_path.py [--seconds 5] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from prometheus_client import CollectorRegistry
+
+from benchmarks.models import build_tiny
+from gateway._proto import grpc_service_pb2 as pb
+from gateway.app import Gateway
+from gateway.settings import Settings
+
+
+class _Context:
+    """The one thing ModelInfer asks of its gRPC context."""
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def _request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="tiny")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 32])
+    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    return request
+
+
+def _per_call_us(fn, seconds: float) -> float:
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(1000):
+            fn()
+        calls += 1000
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    repo = Path(tempfile.mkdtemp())
+    (repo / "tiny" / "1").mkdir(parents=True)
+    build_tiny(repo / "tiny" / "1" / "model.onnx")
+    gateway = Gateway(
+        Settings(models=repo, host="127.0.0.1", grpc_port=0, metrics_port=-1),
+        CollectorRegistry(),
+    )
+    gateway.start()
+    gateway.loaded.wait(30)
+    servicer = gateway.servicer
+    request, context = _request(), _Context()
+    wire = request.SerializeToString()
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(repo / "tiny" / "1" / "model.onnx"), options)
+    feeds = {"input": np.ones((1, 32), np.float32)}
+
+    def full() -> None:
+        parsed = pb.ModelInferRequest.FromString(wire)
+        servicer.ModelInfer(parsed, context).SerializeToString()
+
+    results = {
+        "onnxruntime session.run": _per_call_us(lambda: session.run(None, feeds), args.seconds),
+        "gateway ModelInfer incl. protobuf parse + serialise": _per_call_us(full, args.seconds),
+    }
+    for what, us in results.items():
+        print(f"{what}: {us:.1f} us per request")
+    print(f"gateway's own work: {results[list(results)[1]] - results[list(results)[0]]:.1f} us")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [full() for _ in range(20000)])
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+    gateway.stop(grace_seconds=0)
+
+
+if __name__ == "__main__":
+    main()
