@@ -270,28 +270,27 @@ def run_floor(args: argparse.Namespace, model_path: Path, work: Path) -> dict[st
 
 
 def bench_server(
-    kind: str, args: argparse.Namespace, repo: Path, work: Path, runs: list[Run]
+    kind: str, args: argparse.Namespace, repo: Path, work: Path, runs: list[Run], repeat: int
 ) -> None:
-    """Start one server, run every (repeat, concurrency, tool), append to runs, stop it."""
+    """Start one server, run one round of every (concurrency, tool), append to runs, stop it."""
     port = free_port()
     # The kernel may hand the same ephemeral port out twice once the probe socket is closed.
     while (metrics_port := free_port()) == port:
         pass
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = work / f"server_{kind}.log"
+    log = work / f"server_{kind}_{repeat}.log"
     cmd = server_command(kind, args, repo, port, metrics_port)
-    print(f"\n== {SERVER_LABELS[kind]}: {shlex.join(cmd)}", flush=True)
+    print(f"\n== round {repeat + 1}: {SERVER_LABELS[kind]}: {shlex.join(cmd)}", flush=True)
     with running_server(cmd, log, env) as proc:
         wait_ready(port, args.model, proc, args.ready_timeout, log)
-        for repeat in range(args.repeats):
-            for conc in args.concurrency:
-                for tool in args.tools:
-                    run = measure_one(tool, args, port, conc, work)
-                    run.server, run.repeat = kind, repeat
-                    runs.append(run)
-                    print(f"   {describe(run)}", flush=True)
-                    if proc.poll() is not None:
-                        raise BenchError(f"server died: {tail(log.read_bytes())}")
+        for conc in args.concurrency:
+            for tool in args.tools:
+                run = measure_one(tool, args, port, conc, work)
+                run.server, run.repeat = kind, repeat
+                runs.append(run)
+                print(f"   {describe(run)}", flush=True)
+                if proc.poll() is not None:
+                    raise BenchError(f"server died: {tail(log.read_bytes())}")
 
 
 def measure_one(tool: str, args: argparse.Namespace, port: int, conc: int, work: Path) -> Run:
@@ -494,12 +493,14 @@ def main(argv: list[str] | None = None) -> int:
                 floor = run_floor(args, repo / args.model / "1" / "model.onnx", work)
             except BenchError as err:
                 failures.append(f"floor.py: {err}")
-        for kind in args.servers:
-            try:
-                bench_server(kind, args, repo, work, runs)
-            except BenchError as err:
-                failures.append(f"{SERVER_LABELS[kind]}: {err}")
-                print(f"   FAILED: {err}", flush=True)
+        # Rounds interleave the servers, so drift in a shared host's load hits them alike.
+        for repeat in range(args.repeats):
+            for kind in args.servers:
+                try:
+                    bench_server(kind, args, repo, work, runs, repeat)
+                except BenchError as err:
+                    failures.append(f"{SERVER_LABELS[kind]} round {repeat + 1}: {err}")
+                    print(f"   FAILED: {err}", flush=True)
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     failures += [
         f"{SERVER_LABELS[r.server]} {r.tool} c={r.concurrency}: {r.error}" for r in runs if r.error

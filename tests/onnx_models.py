@@ -110,3 +110,17 @@ def slow(width: int = 256, layers: int = 48) -> onnx.ModelProto:
         inits,
     )
     return _model(graph)
+
+
+def lookup() -> onnx.ModelProto:
+    """index INT64 [N] -> Gather from a 3-entry table -> value FP32 [N]; an index past the
+    table makes onnxruntime itself fail at run time (warm-up with index 0 succeeds)."""
+    table = numpy_helper.from_array(np.array([1.0, 2.0, 3.0], dtype=np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["value"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("index", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N"])],
+        [table],
+    )
+    return _model(graph)

@@ -38,26 +38,18 @@ def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> None
     request_id = _request_id(context)
     if isinstance(error, GatewayError):
         code = status_for(error)
-        if type(error) in CLIENT_ERRORS:
-            _log.info(
-                "request rejected",
-                extra={
-                    "method": method,
-                    "code": code.name,
-                    "request_id": request_id,
-                    "detail": error.message,
-                },
-            )
-        else:
-            _log.warning(
-                "request not served",
-                extra={
-                    "method": method,
-                    "code": code.name,
-                    "request_id": request_id,
-                    "detail": error.message,
-                },
-            )
+        # Callers' mistakes are routine: INFO without a traceback; the rest deserve a look.
+        level = logging.INFO if type(error) in CLIENT_ERRORS else logging.WARNING
+        _log.log(
+            level,
+            "request not served",
+            extra={
+                "method": method,
+                "code": code.name,
+                "request_id": request_id,
+                "detail": error.message,
+            },
+        )
         context.abort(code, error.message)
     _log.error("internal error", exc_info=error, extra={"method": method, "request_id": request_id})
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")

@@ -1,0 +1,67 @@
+"""Unexpected failures answer INTERNAL with a fixed message and a request id, never details."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from tests import onnx_models
+from tests.conftest import make_gateway
+from tests.wire import infer_request
+
+OUT_OF_TABLE = {"index": np.array([0, 7], dtype=np.int64)}
+
+
+@pytest.fixture(scope="module")
+def lookup_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    repo = tmp_path_factory.mktemp("lookup")
+    onnx_models.save(onnx_models.lookup(), repo, "lookup", "1")
+    gateway = make_gateway(repo)
+    yield gateway
+    gateway.stop(grace_seconds=1)
+
+
+@pytest.fixture
+def stub(lookup_gateway: Gateway) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{lookup_gateway.grpc_port}") as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def test_onnxruntime_failure_is_internal_with_a_fixed_message(stub, tmp_path):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(infer_request("lookup", OUT_OF_TABLE))
+    assert err.value.code() is grpc.StatusCode.INTERNAL
+    assert re.fullmatch(r"internal error \(request [0-9a-f]{32}\)", str(err.value.details()))
+
+
+def test_internal_error_carries_the_callers_request_id(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(
+            infer_request("lookup", OUT_OF_TABLE), metadata=[("x-request-id", "abc-123")]
+        )
+    assert err.value.details() == "internal error (request abc-123)"
+
+
+def test_internal_error_details_go_only_to_the_log(stub, caplog):
+    with caplog.at_level(logging.ERROR, logger="gateway.api.interceptor"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(
+                infer_request("lookup", OUT_OF_TABLE), metadata=[("x-request-id", "log-1")]
+            )
+    assert "Gather" not in str(err.value.details())
+    record = next(r for r in caplog.records if getattr(r, "request_id", "") == "log-1")
+    assert record.exc_info is not None  # the traceback is logged, with the same id
+
+
+def test_gateway_keeps_serving_after_an_internal_error(stub):
+    with pytest.raises(grpc.RpcError):
+        stub.ModelInfer(infer_request("lookup", OUT_OF_TABLE))
+    response = stub.ModelInfer(infer_request("lookup", {"index": np.array([2], np.int64)}))
+    assert response.model_version == "1"
