@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (default 0.0.0.0)")
     run.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 picks one)")
     run.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 none)")
-    run.add_argument("--grpc-threads", type=int, help="request threads (default 8)")
+    run.add_argument("--grpc-threads", type=int, help="request threads (default 4)")
     run.add_argument("--max-message-bytes", type=int, help="largest request/response (256 MiB)")
     run.add_argument("--ort-intra-op-threads", type=int, help="onnxruntime threads per run (1)")
     run.add_argument("--ort-inter-op-threads", type=int, help="onnxruntime inter-op threads (1)")

@@ -26,7 +26,7 @@ class Settings:
     host: str = "0.0.0.0"
     grpc_port: int = 8001
     metrics_port: int = 8002  # 0: pick a free port; -1: no metrics endpoint
-    grpc_threads: int = 8
+    grpc_threads: int = 4  # measured: 8 lost 5-10% to 4 on one core (benchmarks/RESULTS.md)
     max_message_bytes: int = 256 * 1024 * 1024
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1

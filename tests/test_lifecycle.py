@@ -158,7 +158,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, gateway_proc
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 stub.ModelInfer(fast, timeout=5)  # accepted only until the drain closes intake
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        # UNAVAILABLE once intake is closed; a call that raced into gRPC core's queue of
+        # not-yet-dispatched calls at that instant is CANCELLED by core, before any handler.
+        assert refused.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
         assert [f.result(timeout=60).model_version for f in in_flight] == ["1", "1", "1"]
     assert gp.process.wait(timeout=30) == 0
