@@ -269,28 +269,50 @@ def run_floor(args: argparse.Namespace, model_path: Path, work: Path) -> dict[st
     return result
 
 
-def bench_server(
-    kind: str, args: argparse.Namespace, repo: Path, work: Path, runs: list[Run], repeat: int
-) -> None:
-    """Start one server, run one round of every (concurrency, tool), append to runs, stop it."""
-    port = free_port()
-    # The kernel may hand the same ephemeral port out twice once the probe socket is closed.
-    while (metrics_port := free_port()) == port:
-        pass
+@dataclass
+class Server:
+    """A server under test, started once for the whole run."""
+
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_servers(
+    args: argparse.Namespace, repo: Path, work: Path, stack: contextlib.ExitStack
+) -> list[Server]:
+    """Start every server (all pinned to the server CPU; an idle one costs nothing)."""
+    servers: list[Server] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = work / f"server_{kind}_{repeat}.log"
-    cmd = server_command(kind, args, repo, port, metrics_port)
-    print(f"\n== round {repeat + 1}: {SERVER_LABELS[kind]}: {shlex.join(cmd)}", flush=True)
-    with running_server(cmd, log, env) as proc:
+    for kind in args.servers:
+        port = free_port()
+        # The kernel may hand the same ephemeral port out twice once the probe socket closes.
+        while (metrics_port := free_port()) in {port, *(s.port for s in servers)}:
+            pass
+        log = work / f"server_{kind}.log"
+        cmd = server_command(kind, args, repo, port, metrics_port)
+        print(f"== {SERVER_LABELS[kind]}: {shlex.join(cmd)}", flush=True)
+        proc = stack.enter_context(running_server(cmd, log, env))
         wait_ready(port, args.model, proc, args.ready_timeout, log)
-        for conc in args.concurrency:
-            for tool in args.tools:
-                run = measure_one(tool, args, port, conc, work)
-                run.server, run.repeat = kind, repeat
+        servers.append(Server(kind, port, proc, log))
+    return servers
+
+
+def bench_round(
+    servers: list[Server], args: argparse.Namespace, work: Path, runs: list[Run], repeat: int
+) -> None:
+    """One round: every (concurrency, tool), the servers measured back to back."""
+    print(f"\n== round {repeat + 1}", flush=True)
+    for conc in args.concurrency:
+        for tool in args.tools:
+            for server in servers:
+                if server.proc.poll() is not None:
+                    raise BenchError(f"{server.kind} died: {tail(server.log.read_bytes())}")
+                run = measure_one(tool, args, server.port, conc, work)
+                run.server, run.repeat = server.kind, repeat
                 runs.append(run)
-                print(f"   {describe(run)}", flush=True)
-                if proc.poll() is not None:
-                    raise BenchError(f"server died: {tail(log.read_bytes())}")
+                print(f"   {server.kind:12s} {describe(run)}", flush=True)
 
 
 def measure_one(tool: str, args: argparse.Namespace, port: int, conc: int, work: Path) -> Run:
@@ -330,23 +352,33 @@ def medians(runs: list[Run]) -> list[dict[str, Any]]:
         }
         for (tool, server, conc), group in groups.items()
     ]
-    bare = {(r["tool"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "bare"}
+    bare = {(r.tool, r.concurrency, r.repeat): r for r in runs if r.server == "bare" and r.rps}
     for row in rows:
-        base = bare.get((row["tool"], row["concurrency"]))
-        row["vs_bare"] = round(row["rps"] / base, 3) if base else None
+        ratios = [
+            r.rps / base.rps
+            for r in runs
+            if (r.tool, r.server, r.concurrency) == (row["tool"], row["server"], row["concurrency"])
+            and r.rps
+            and (base := bare.get((r.tool, r.concurrency, r.repeat))) is not None
+            and base.rps
+        ]
+        row["vs_bare"] = round(statistics.median(ratios), 3) if ratios else None
+        row["vs_bare_rounds"] = [round(x, 2) for x in ratios]
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]], tool: str, order: list[str]) -> list[str]:
     """The Markdown table of one tool's medians, in server then concurrency order."""
     lines = [
-        "| server | concurrency | req/s (median) | p50 ms | p99 ms | req/s vs bare thread-pool |",
+        "| server | concurrency | req/s (median) | p50 ms | p99 ms"
+        " | req/s / bare thread-pool, same round: median (each round) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     mine = [r for r in rows if r["tool"] == tool]
     mine.sort(key=lambda r: (order.index(r["server"]), r["concurrency"]))
     for r in mine:
-        ratio = "-" if r["vs_bare"] is None else f"{r['vs_bare']:.2f}"
+        rounds = ", ".join(f"{x:.2f}" for x in r["vs_bare_rounds"])
+        ratio = "-" if r["vs_bare"] is None else f"{r['vs_bare']:.2f} ({rounds})"
         lines.append(
             f"| {SERVER_LABELS[r['server']]} | {r['concurrency']} | {r['rps']:,.0f} | "
             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} |"
@@ -493,14 +525,16 @@ def main(argv: list[str] | None = None) -> int:
                 floor = run_floor(args, repo / args.model / "1" / "model.onnx", work)
             except BenchError as err:
                 failures.append(f"floor.py: {err}")
-        # Rounds interleave the servers, so drift in a shared host's load hits them alike.
-        for repeat in range(args.repeats):
-            for kind in args.servers:
-                try:
-                    bench_server(kind, args, repo, work, runs, repeat)
-                except BenchError as err:
-                    failures.append(f"{SERVER_LABELS[kind]} round {repeat + 1}: {err}")
-                    print(f"   FAILED: {err}", flush=True)
+        # Servers measured back to back within each round, so drift in a shared host's load
+        # hits them alike; ratios are taken per round, then their median reported.
+        try:
+            with contextlib.ExitStack() as stack:
+                servers = start_servers(args, repo, work, stack)
+                for repeat in range(args.repeats):
+                    bench_round(servers, args, work, runs, repeat)
+        except BenchError as err:
+            failures.append(str(err))
+            print(f"   FAILED: {err}", flush=True)
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     failures += [
         f"{SERVER_LABELS[r.server]} {r.tool} c={r.concurrency}: {r.error}" for r in runs if r.error
