@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
+from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from tests import onnx_models
@@ -30,8 +31,8 @@ def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CLIENT_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
 
-def _slow_request() -> tuple:
-    return (infer_request("slow", {"x": np.ones((SLOW_ROWS, 256), np.float32)}),)
+def _slow_request() -> pb.ModelInferRequest:
+    return infer_request("slow", {"x": np.ones((SLOW_ROWS, 256), np.float32)})
 
 
 def _gateway(repo: Path, **overrides: object) -> Gateway:
@@ -70,11 +71,11 @@ def limited(slow_repo: Path) -> Iterator[tuple[Gateway, pb_grpc.GRPCInferenceSer
 
 def test_admission_limit_refuses_at_once_with_unavailable(limited):
     gateway, stub = limited
-    first = stub.ModelInfer.future(*_slow_request())
+    first = stub.ModelInfer.future(_slow_request())
     _wait_for(lambda: _inflight(gateway) == 1)
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
-        stub.ModelInfer(*_slow_request())
+        stub.ModelInfer(_slow_request())
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "limit of requests in flight" in str(err.value.details())
     assert time.monotonic() - started < 0.25  # refused, not queued behind the running one
@@ -83,7 +84,7 @@ def test_admission_limit_refuses_at_once_with_unavailable(limited):
 
 def test_other_models_are_not_limited_by_a_busy_version(limited):
     gateway, stub = limited
-    first = stub.ModelInfer.future(*_slow_request())
+    first = stub.ModelInfer.future(_slow_request())
     _wait_for(lambda: _inflight(gateway) == 1)
     answer = stub.ModelInfer(infer_request("classifier", {"input": np.ones((1, 4), np.float32)}))
     assert answer.model_version == "1"
@@ -95,10 +96,10 @@ def test_request_whose_deadline_passed_in_the_queue_is_not_run(slow_repo):
     try:
         with _channel(gateway) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            first = stub.ModelInfer.future(*_slow_request())
+            first = stub.ModelInfer.future(_slow_request())
             _wait_for(lambda: _inflight(gateway) == 1)
             with pytest.raises(grpc.RpcError) as err:
-                stub.ModelInfer(*_slow_request(), timeout=0.1)
+                stub.ModelInfer(_slow_request(), timeout=0.1)
             assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             first.result()
             # The only thread is free again: a later request runs, the expired one never did.
@@ -114,7 +115,7 @@ def test_message_over_the_size_limit_is_resource_exhausted(slow_repo):
         with _channel(gateway) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             with pytest.raises(grpc.RpcError) as err:
-                stub.ModelInfer(*_slow_request())
+                stub.ModelInfer(_slow_request())
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         gateway.stop(grace_seconds=1)

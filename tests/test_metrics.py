@@ -52,7 +52,9 @@ def _scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def _value(samples, name: str, **labels: str) -> float:
+def _value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
