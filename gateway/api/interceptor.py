@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -34,7 +34,7 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> None:
+def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> NoReturn:
     request_id = _request_id(context)
     if isinstance(error, GatewayError):
         code = status_for(error)
@@ -55,19 +55,25 @@ def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> None
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
 
 
-def _wrap_unary(
-    behavior: Callable[[Any, grpc.ServicerContext], Any], method: str
-) -> Callable[[Any, grpc.ServicerContext], Any]:
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return behavior(request, context)
-        except Exception as error:  # the one place that maps every error to a status
-            # The handler aborted itself: keep its status. (code() is newer than grpc-stubs.)
-            if context.code() is not None:  # type: ignore[attr-defined]
-                raise
-            failure = error
-        _abort(failure, method, context)
+def _fail(error: Exception, method: str, context: grpc.ServicerContext) -> NoReturn:
+    # A handler that aborted itself keeps its status (code() is newer than grpc-stubs).
+    if context.code() is not None:  # type: ignore[attr-defined]
+        raise error
+    _abort(error, method, context)
 
+
+def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """Unary responses, and grpc's callback-style streams (health Watch), which take a third
+    argument and must keep their `experimental_non_blocking` mark."""
+
+    def handle(request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
+        try:
+            return behavior(request, context, *rest)
+        except Exception as error:  # the one place that maps every error to a status
+            _fail(error, method, context)
+
+    if getattr(behavior, "experimental_non_blocking", False):
+        handle.experimental_non_blocking = True  # type: ignore[attr-defined]
     return handle
 
 
@@ -77,31 +83,9 @@ def _wrap_streaming(
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from behavior(request, context)
-            return
         except Exception as error:  # the one place that maps every error to a status
-            # The handler aborted itself: keep its status. (code() is newer than grpc-stubs.)
-            if context.code() is not None:  # type: ignore[attr-defined]
-                raise
-            failure = error
-        _abort(failure, method, context)
+            _fail(error, method, context)
 
-    return handle
-
-
-def _wrap_non_blocking(behavior: Callable[..., object], method: str) -> Callable[..., None]:
-    """For grpc's callback-style streams (health Watch): same mapping, same call shape."""
-
-    def handle(request: Any, context: grpc.ServicerContext, send_response: Any) -> None:
-        try:
-            behavior(request, context, send_response)
-            return
-        except Exception as error:  # the one place that maps every error to a status
-            if context.code() is not None:  # type: ignore[attr-defined]
-                raise
-            failure = error
-        _abort(failure, method, context)
-
-    handle.experimental_non_blocking = True  # type: ignore[attr-defined]
     return handle
 
 
@@ -114,16 +98,16 @@ def _wrapped(
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, method), **serializers
+            _wrap_call(handler.unary_unary, method), **serializers
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary, method), **serializers
+            _wrap_call(handler.stream_unary, method), **serializers
         )
     if handler.unary_stream is not None:
         if getattr(handler.unary_stream, "experimental_non_blocking", False):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_non_blocking(handler.unary_stream, method), **serializers
+                _wrap_call(handler.unary_stream, method), **serializers
             )
         return grpc.unary_stream_rpc_method_handler(
             _wrap_streaming(handler.unary_stream, method), **serializers
