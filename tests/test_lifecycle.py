@@ -179,3 +179,14 @@ def test_probe_exits_zero_on_a_serving_gateway_and_one_elsewhere(gateway, capsys
     assert main(["probe", "--address", f"127.0.0.1:{gateway.grpc_port}"]) == 0
     assert "SERVING" in capsys.readouterr().out
     assert main(["probe", "--address", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+
+
+def test_stop_ends_the_load_executor_and_the_metrics_endpoint(tmp_path):
+    onnx_models.save(onnx_models.classifier(), tmp_path, "classifier", "1")
+    gateway = make_gateway(tmp_path)
+    metrics_url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    assert urllib.request.urlopen(metrics_url, timeout=5).status == 200
+    gateway.stop(grace_seconds=1)
+    assert not [t for t in threading.enumerate() if t.name.startswith("onnxgate-load")]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(metrics_url, timeout=2)

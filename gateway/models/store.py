@@ -54,9 +54,7 @@ class VersionStore:
         self._ready: Mapping[str, Mapping[str, LoadedVersion]] = MappingProxyType({})
         self._status: dict[tuple[str, str], VersionStatus] = {}
 
-    def load_all(
-        self, sources: Iterable[VersionSource], on_done: Callable[[], None]
-    ) -> list[Future[None]]:
+    def load_all(self, sources: Iterable[VersionSource], on_done: Callable[[], None]) -> None:
         """Load every source in the background; on_done runs once all have finished."""
         sources = list(sources)
         with self._lock:
@@ -79,7 +77,6 @@ class VersionStore:
             on_done()
         for future in futures:
             future.add_done_callback(finished)
-        return futures
 
     def _load(self, source: VersionSource) -> None:
         key = (source.model, source.version)
