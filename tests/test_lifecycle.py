@@ -183,10 +183,12 @@ def test_probe_exits_zero_on_a_serving_gateway_and_one_elsewhere(gateway, capsys
 
 def test_stop_ends_the_load_executor_and_the_metrics_endpoint(tmp_path):
     onnx_models.save(onnx_models.classifier(), tmp_path, "classifier", "1")
+    before = set(threading.enumerate())  # other tests' gateways may still be running
     gateway = make_gateway(tmp_path)
     metrics_url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
     assert urllib.request.urlopen(metrics_url, timeout=5).status == 200
     gateway.stop(grace_seconds=1)
-    assert not [t for t in threading.enumerate() if t.name.startswith("onnxgate-load")]
+    started = set(threading.enumerate()) - before
+    assert not [t for t in started if t.name.startswith("onnxgate-load")]
     with pytest.raises(OSError):
         urllib.request.urlopen(metrics_url, timeout=2)
