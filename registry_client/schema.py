@@ -1,13 +1,35 @@
-"""Names and documents shared by the registry client and the gateway."""
+"""Names, key layout and documents of the registry; validation with messages naming the field.
+
+Shared by the registry client and the gateway (which may import this module, never the client).
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
-__all__ = ["NAME_PATTERN", "is_valid_name", "version_sort_key"]
+__all__ = [
+    "MAX_ROUTE_VERSIONS",
+    "NAME_PATTERN",
+    "Keys",
+    "RouteRule",
+    "SchemaError",
+    "Shadow",
+    "Split",
+    "is_valid_name",
+    "validate_name",
+    "version_sort_key",
+]
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(NAME_PATTERN)
+MAX_ROUTE_VERSIONS = 16  # versions named by one rule (split and shadows together)
+MAX_REASON_CHARS = 500
+
+
+class SchemaError(ValueError):
+    """Raised for a document or name that breaks the schema; the message names the field."""
 
 
 def is_valid_name(name: str) -> bool:
@@ -15,8 +37,169 @@ def is_valid_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None and ".." not in name
 
 
+def validate_name(name: str, what: str) -> str:
+    """Return name, or raise SchemaError saying what was expected."""
+    if not is_valid_name(name):
+        raise SchemaError(f"{what} {name!r} is not valid: expected {NAME_PATTERN} without '..'")
+    return name
+
+
 def version_sort_key(version: str) -> tuple[int, int, str]:
     """Order versions: numeric ones by value, then the others by name; the last is highest."""
     if version.isdigit():
         return (0, int(version), "")
     return (1, 0, version)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis key names under one namespace. Every control-plane key carries the hash tag
+    `{ns}` so multi-key atomic writes stay in one Redis Cluster slot."""
+
+    namespace: str = "onnxgate"
+
+    @property
+    def prefix(self) -> str:
+        return "{" + self.namespace + "}"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
+
+    def model(self, name: str) -> str:
+        return f"{self.prefix}:model:{name}"
+
+    def versions(self, name: str) -> str:
+        return f"{self.prefix}:versions:{name}"
+
+    def version(self, name: str, version: str) -> str:
+        return f"{self.prefix}:version:{name}:{version}"
+
+    def route(self, name: str) -> str:
+        return f"{self.prefix}:route:{name}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One version of the weighted split."""
+
+    version: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A version mirrored for `percent` of requests; never returned to the caller."""
+
+    version: str
+    percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """A model's routing rule (DESIGN.md 6); `revision` counts committed changes."""
+
+    model: str
+    split: tuple[Split, ...]
+    shadows: tuple[Shadow, ...] = ()
+    sticky: bool = True
+    revision: int = 0
+    updated_by: str = ""
+    updated_at: str = ""
+    reason: str = ""
+
+    def validate(self) -> RouteRule:
+        """Return self, or raise SchemaError naming the first field that is wrong."""
+        validate_name(self.model, "model")
+        if not self.split:
+            raise SchemaError("split: expected at least one version")
+        seen: set[str] = set()
+        for i, entry in enumerate(self.split):
+            validate_name(entry.version, f"split[{i}].version")
+            if isinstance(entry.weight, bool) or not isinstance(entry.weight, int):
+                raise SchemaError(f"split[{i}].weight: expected an integer, got {entry.weight!r}")
+            if entry.weight < 0:
+                raise SchemaError(f"split[{i}].weight: expected >= 0, got {entry.weight}")
+            if entry.version in seen:
+                raise SchemaError(f"split[{i}].version: {entry.version!r} appears twice")
+            seen.add(entry.version)
+        if sum(e.weight for e in self.split) <= 0:
+            raise SchemaError("split: weights must have a positive sum")
+        for i, shadow in enumerate(self.shadows):
+            validate_name(shadow.version, f"shadows[{i}].version")
+            if shadow.version in seen:
+                raise SchemaError(
+                    f"shadows[{i}].version: {shadow.version!r} is already in the split or"
+                    " shadowed; a version is either served or shadowed, once"
+                )
+            seen.add(shadow.version)
+            if isinstance(shadow.percent, bool) or not 0 <= shadow.percent <= 100:
+                raise SchemaError(
+                    f"shadows[{i}].percent: expected a number from 0 to 100, got {shadow.percent!r}"
+                )
+        if len(seen) > MAX_ROUTE_VERSIONS:
+            raise SchemaError(
+                f"a rule names at most {MAX_ROUTE_VERSIONS} versions, got {len(seen)}"
+            )
+        if len(self.reason) > MAX_REASON_CHARS:
+            raise SchemaError(f"reason: expected at most {MAX_REASON_CHARS} characters")
+        return self
+
+    @property
+    def versions(self) -> list[str]:
+        """Every version the rule names, split first."""
+        return [e.version for e in self.split] + [s.version for s in self.shadows]
+
+    def to_json(self) -> str:
+        """The stored document."""
+        return json.dumps(
+            {
+                "model": self.model,
+                "revision": self.revision,
+                "split": [{"version": e.version, "weight": e.weight} for e in self.split],
+                "shadows": [{"version": s.version, "percent": s.percent} for s in self.shadows],
+                "sticky": self.sticky,
+                "updated_by": self.updated_by,
+                "updated_at": self.updated_at,
+                "reason": self.reason,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RouteRule:
+        """Parse and validate a stored document; SchemaError names what is wrong."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SchemaError(f"route document is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise SchemaError("route document: expected a JSON object")
+        try:
+            rule = cls(
+                model=str(doc["model"]),
+                split=tuple(Split(str(e["version"]), e["weight"]) for e in doc["split"]),
+                shadows=tuple(
+                    Shadow(str(s["version"]), s["percent"]) for s in doc.get("shadows", [])
+                ),
+                sticky=bool(doc.get("sticky", True)),
+                revision=int(doc.get("revision", 0)),
+                updated_by=str(doc.get("updated_by", "")),
+                updated_at=str(doc.get("updated_at", "")),
+                reason=str(doc.get("reason", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SchemaError(f"route document: missing or malformed field {exc}") from exc
+        return rule.validate()

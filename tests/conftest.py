@@ -23,6 +23,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from gateway.settings import Settings
 from tests import onnx_models
+from tests.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +145,11 @@ def wait_until_ready(stub: pb_grpc.GRPCInferenceServiceStub, timeout: float = 30
             pass
         time.sleep(0.05)
     raise AssertionError("gateway did not become ready")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server for one test."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -1,0 +1,354 @@
+"""RegistryClient: models, versions and routing rules in Redis, every write audited.
+
+Every write is validated first and is atomic (WATCH/MULTI): it bumps `{ns}:epoch`, appends to
+the audit stream and publishes a hint on `{ns}:events` (DESIGN.md 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import onnxruntime as ort
+import redis
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from registry_client.errors import Conflict, NotFound, Rejected, Unreachable
+from registry_client.schema import (
+    Keys,
+    RouteRule,
+    SchemaError,
+    Shadow,
+    Split,
+    validate_name,
+    version_sort_key,
+)
+
+__all__ = ["AuditEntry", "RegistryClient"]
+
+AUDIT_MAX_ENTRIES = 100_000
+VERSION_STATUSES = ("registered", "serving", "retired")
+_T = TypeVar("_T")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+AuditEntry = dict[str, str]
+
+
+def _signature(data: bytes, artifact: Path) -> dict[str, list[dict[str, Any]]]:
+    """Inputs and outputs as onnxruntime sees them: name, type, shape (-1 = dynamic)."""
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
+            ort_state.InvalidArgument, ort_state.NotImplemented, RuntimeError) as exc:  # fmt: skip
+        raise Rejected(f"artifact {artifact} is not a model onnxruntime can load: {exc}") from exc
+
+    def describe(args: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": a.name, "type": a.type,
+             "shape": [d if isinstance(d, int) and d >= 0 else -1 for d in a.shape]}
+            for a in args
+        ]  # fmt: skip
+
+    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
+
+
+def _name(name: str, what: str) -> str:
+    try:
+        return validate_name(name, what)
+    except SchemaError as exc:
+        raise Rejected(str(exc)) from exc
+
+
+def _hset(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None:
+    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's key type is invariant
+
+
+class RegistryClient:
+    """The registry over one Redis connection pool. Thread-safe (redis-py pools are)."""
+
+    def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
+        self._redis = client
+        self.keys = Keys(_name(namespace, "namespace"))
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:
+        """Connect lazily to `redis://`, `rediss://` or `unix://` URLs, with retries."""
+        retry = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=1.0, base=0.05), 3)
+        client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, retry=retry,
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )  # fmt: skip
+        return cls(client, namespace)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._redis.close()
+
+    # -- models -------------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, *, actor: str, owner: str = "", description: str = "",
+        tags: Sequence[str] = (),
+    ) -> dict[str, str]:  # fmt: skip
+        """Create or update a model's description; returns the stored fields."""
+        _name(name, "model")
+        fields = {"owner": owner, "description": description, "tags": ",".join(tags)}
+
+        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+            before = {_text(k): _text(v) for k, v in pipe.hgetall(self.keys.model(name)).items()}
+            after = {**before, **fields, "created_at": before.get("created_at") or _now()}
+            pipe.multi()
+            _hset(pipe, self.keys.model(name), after)
+            pipe.sadd(self.keys.models, name)
+            self._audit(pipe, actor, "model.create" if not before else "model.update", name,
+                        before or None, after, "")  # fmt: skip
+            return after
+
+        return self._transaction([self.keys.model(name)], write, retry=True)
+
+    def list_models(self) -> list[str]:
+        """Every model name, sorted."""
+        return sorted(_text(m) for m in self._call(self._redis.smembers, self.keys.models))
+
+    def show_model(self, name: str) -> dict[str, Any]:
+        """The model's fields and its versions, oldest first."""
+        fields = self._call(self._redis.hgetall, self.keys.model(name))
+        if not fields:
+            raise NotFound(f"model {name!r} is not registered (gatectl models lists them)")
+        info: dict[str, Any] = {_text(k): _text(v) for k, v in fields.items()}
+        info["versions"] = self.list_versions(name)
+        return info
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def register_version(
+        self, model: str, version: str, artifact: Path, *, actor: str,
+        description: str = "", lineage: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> dict[str, str]:  # fmt: skip
+        """Register an ONNX file by reference (file:// URI) with its sha256, size and the
+        input/output signature onnxruntime reads from it.
+
+        Versions are immutable: registering the same bytes again returns the stored fields;
+        other bytes under the same version are Rejected."""
+        _name(model, "model")
+        _name(version, "version")
+        path = artifact.resolve()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise Rejected(f"artifact {artifact}: cannot read it ({exc.strerror})") from exc
+        for name, value in (metrics or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
+        fields = {
+            "artifact_uri": path.as_uri(),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": str(len(data)),
+            "signature": json.dumps(_signature(data, artifact), sort_keys=True),
+            "description": description,
+            "lineage": json.dumps(lineage or {}, sort_keys=True),
+            "metrics": json.dumps(metrics or {}, sort_keys=True),
+            "status": "registered",
+            "created_by": actor,
+            "created_at": _now(),
+        }
+        key = self.keys.version(model, version)
+
+        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+            if not pipe.exists(self.keys.model(model)):
+                raise NotFound(f"model {model!r} is not registered: create it first")
+            stored = {_text(k): _text(v) for k, v in pipe.hgetall(key).items()}
+            if stored:
+                if stored["sha256"] != fields["sha256"]:
+                    raise Rejected(
+                        f"version {version!r} of {model!r} is already registered with sha256"
+                        f" {stored['sha256'][:12]}...; versions are immutable: use a new one"
+                    )
+                return stored
+            pipe.multi()
+            _hset(pipe, key, fields)
+            pipe.zadd(self.keys.versions(model), {version: time.time()})
+            self._audit(pipe, actor, "version.register", model, None,
+                        {"version": version, "sha256": fields["sha256"]}, "")  # fmt: skip
+            return fields
+
+        return self._transaction([key, self.keys.model(model)], write, retry=True)
+
+    def list_versions(self, model: str) -> list[str]:
+        """The model's versions, lowest first by version order."""
+        raw = self._call(self._redis.zrange, self.keys.versions(model), 0, -1)
+        names = [_text(v) for v in raw if isinstance(v, bytes | str)]
+        return sorted(names, key=version_sort_key)
+
+    def show_version(self, model: str, version: str) -> dict[str, str]:
+        """The stored fields of one version."""
+        fields = self._call(self._redis.hgetall, self.keys.version(model, version))
+        if not fields:
+            raise NotFound(f"version {version!r} of model {model!r} is not registered")
+        return {_text(k): _text(v) for k, v in fields.items()}
+
+    def set_version_status(self, model: str, version: str, status: str, *, actor: str) -> None:
+        """Mark a version registered, serving or retired (retired ones cannot be routed to)."""
+        if status not in VERSION_STATUSES:
+            raise Rejected(f"status: expected one of {', '.join(VERSION_STATUSES)}, got {status!r}")
+        key = self.keys.version(model, version)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            before = _text(pipe.hget(key, "status"))
+            if not before:
+                raise NotFound(f"version {version!r} of model {model!r} is not registered")
+            pipe.multi()
+            pipe.hset(key, "status", status)
+            self._audit(pipe, actor, "version.status", model,
+                        {"version": version, "status": before},
+                        {"version": version, "status": status}, "")  # fmt: skip
+
+        self._transaction([key], write, retry=True)
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def get_route(self, model: str) -> RouteRule | None:
+        """The model's rule, or None when it has none."""
+        raw = self._call(self._redis.get, self.keys.route(model))
+        return None if raw is None else RouteRule.from_json(raw)
+
+    def set_route(
+        self, model: str, split: Sequence[Split], shadows: Sequence[Shadow] = (), *,
+        actor: str, reason: str = "", sticky: bool = True,
+        expected_revision: int | None = None,
+    ) -> RouteRule:  # fmt: skip
+        """Replace the model's rule atomically; the result carries the new revision.
+
+        With expected_revision the write happens only if the stored revision still equals it
+        (compare-and-set), else Conflict; without it, a concurrent write is retried on top."""
+        candidate = RouteRule(model, tuple(split), tuple(shadows), sticky, reason=reason)
+        try:
+            candidate.validate()
+        except SchemaError as exc:
+            raise Rejected(str(exc)) from exc
+        return self._write_route(candidate, actor, "route.set", expected_revision)
+
+    def history(self, model: str, limit: int = 50) -> list[AuditEntry]:
+        """The model's audit entries, newest first."""
+        entries: list[AuditEntry] = []
+        stream = self._call(self._redis.xrevrange, self.keys.audit, count=10_000) or []
+        for entry_id, fields in stream:
+            entry = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            if entry.get("model") == model:
+                entries.append({"id": _text(entry_id), **entry})
+                if len(entries) == limit:
+                    break
+        return entries
+
+    def rollback(
+        self, model: str, to_revision: int, *, actor: str, reason: str = "",
+        expected_revision: int | None = None,
+    ) -> RouteRule:  # fmt: skip
+        """A new revision with the content the rule had at `to_revision` (from the audit)."""
+        for entry in self.history(model, limit=10_000):
+            if entry.get("action", "").startswith("route.") and entry.get("after"):
+                old = RouteRule.from_json(entry["after"])
+                if old.revision == to_revision:
+                    why = reason or f"rollback to revision {to_revision}"
+                    candidate = RouteRule(model, old.split, old.shadows, old.sticky, reason=why)
+                    return self._write_route(candidate, actor, "route.rollback", expected_revision)
+        raise NotFound(f"revision {to_revision} of model {model!r}'s rule is not in the audit")
+
+    def _write_route(
+        self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None
+    ) -> RouteRule:
+        model = candidate.model
+        key = self.keys.route(model)
+        version_keys = [self.keys.version(model, v) for v in candidate.versions]
+
+        def write(pipe: redis.client.Pipeline) -> RouteRule:
+            raw = pipe.get(key)
+            current = None if raw is None else RouteRule.from_json(raw)
+            revision = 0 if current is None else current.revision
+            if expected_revision is not None and expected_revision != revision:
+                raise Conflict(
+                    f"rule of {model!r} is at revision {revision}, not {expected_revision}:"
+                    " read it again (gatectl route show) and retry"
+                )
+            for version, version_key in zip(candidate.versions, version_keys, strict=True):
+                status = _text(pipe.hget(version_key, "status"))
+                if not status:
+                    raise NotFound(f"version {version!r} of model {model!r} is not registered")
+                if status == "retired":
+                    raise Rejected(f"version {version!r} of model {model!r} is retired")
+            new = RouteRule(
+                model, candidate.split, candidate.shadows, candidate.sticky,
+                revision=revision + 1, updated_by=actor, updated_at=_now(),
+                reason=candidate.reason,
+            )  # fmt: skip
+            pipe.multi()
+            pipe.set(key, new.to_json())
+            before = None if current is None else current.to_json()
+            self._audit(pipe, actor, action, model, before, new.to_json(), new.reason)
+            pipe.publish(self.keys.events, json.dumps({"model": model, "revision": new.revision}))
+            return new
+
+        return self._transaction([key, *version_keys], write, retry=expected_revision is None)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _audit(
+        self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,
+        before: object, after: object, reason: str,
+    ) -> None:  # fmt: skip
+        def encode(value: object) -> str:
+            return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+        pipe.xadd(
+            self.keys.audit,
+            {"who": actor, "when": _now(), "action": action, "model": model,
+             "before": "" if before is None else encode(before),
+             "after": "" if after is None else encode(after), "reason": reason},
+            maxlen=AUDIT_MAX_ENTRIES, approximate=True,
+        )  # fmt: skip
+        pipe.incr(self.keys.epoch)
+
+    def _transaction(
+        self, watched: list[str], body: Callable[[redis.client.Pipeline], _T], *, retry: bool
+    ) -> _T:
+        with self._connection():
+            while True:
+                with self._redis.pipeline() as pipe:
+                    try:
+                        pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
+                        result = body(pipe)
+                        if pipe.explicit_transaction:
+                            pipe.execute()
+                        return result
+                    except redis.WatchError as exc:
+                        if not retry:
+                            raise Conflict(
+                                "the rule changed while it was being written: read it again"
+                                " and retry"
+                            ) from exc
+
+    def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        with self._connection():
+            return method(*args, **kwargs)
+
+    @contextmanager
+    def _connection(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unreachable(f"Redis is unreachable: {exc}; check --redis-url") from exc
