@@ -1,0 +1,252 @@
+"""`gatectl`: the operators' CLI over RegistryClient. It prints; the client holds the logic.
+
+Exit codes (DESIGN.md 10): 0 ok, 1 rejected (validation, not found), 2 usage, 3 conflict (the
+rule changed underneath: read again and retry), 4 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from registry_client.client import RegistryClient
+from registry_client.errors import Conflict, Rejected, Unreachable
+from registry_client.schema import RouteRule, Shadow, Split
+
+__all__ = ["main"]
+
+REDIS_URL_VARIABLE = "ONNXGATE_REDIS_URL"
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+
+
+def _pairs(text: str, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{what}: expected NAME=VALUE, got {item!r}")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _split(text: str) -> list[Split]:
+    out = []
+    for version, weight in _pairs(text, "--split"):
+        if not weight.lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(f"--split: weight of {version!r} must be an integer")
+        out.append(Split(version, int(weight)))
+    return out
+
+
+def _shadows(text: str) -> list[Shadow]:
+    out = []
+    for version, percent in _pairs(text, "--shadow"):
+        try:
+            out.append(Shadow(version, float(percent)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--shadow: percent of {version!r} must be a number"
+            ) from None
+    return out
+
+
+def _metrics(text: str) -> dict[str, float]:
+    out = {}
+    for name, value in _pairs(text, "--metrics"):
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--metrics: {name} must be a number") from None
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatectl", description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
+    parser.add_argument("--namespace", default="onnxgate", help="key namespace (onnxgate)")
+    parser.add_argument("--actor", help="who is acting, for the audit (default: login name)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list models")
+    model = commands.add_parser("model", help="create or describe a model")
+    model.add_argument("action", choices=["create", "show"])
+    model.add_argument("name")
+    model.add_argument("--owner", default="")
+    model.add_argument("--description", default="")
+    model.add_argument("--tags", default="", help="comma-separated")
+
+    versions = commands.add_parser("versions", help="list a model's versions")
+    versions.add_argument("model")
+
+    register = commands.add_parser("register", help="register an ONNX file as a version")
+    register.add_argument("model")
+    register.add_argument("version")
+    register.add_argument("file", type=Path)
+    register.add_argument("--description", default="")
+    register.add_argument("--metrics", type=_metrics, default={}, help="auc=0.91,recall=0.8")
+    register.add_argument("--lineage", default="", help="data=URI,data_sha256=H,code=REV,parent=V")
+    register.add_argument("--create-model", action="store_true", help="create the model too")
+
+    route = commands.add_parser("route", help="show, change, audit or roll back a rule")
+    actions = route.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show")
+    show.add_argument("model")
+    change = actions.add_parser("set")
+    change.add_argument("model")
+    change.add_argument("--split", type=_split, required=True, help="VERSION=WEIGHT,...")
+    change.add_argument("--shadow", type=_shadows, default=[], help="VERSION=PERCENT,...")
+    change.add_argument("--no-sticky", action="store_true", help="random split even with a key")
+    change.add_argument("--reason", default="")
+    change.add_argument("--expected-revision", type=int, help="write only at this revision")
+    history = actions.add_parser("history")
+    history.add_argument("model")
+    history.add_argument("--limit", type=int, default=20)
+    rollback = actions.add_parser("rollback")
+    rollback.add_argument("model")
+    rollback.add_argument("--to-revision", type=int, required=True)
+    rollback.add_argument("--reason", default="")
+    rollback.add_argument("--expected-revision", type=int)
+    return parser
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str], out: TextIO) -> None:
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _rule_view(rule: RouteRule) -> dict[str, Any]:
+    view: dict[str, Any] = json.loads(rule.to_json())
+    return view
+
+
+def _print_rule(rule: RouteRule, out: TextIO) -> None:
+    total = sum(s.weight for s in rule.split)
+    print(f"model {rule.model}  revision {rule.revision}  sticky {rule.sticky}", file=out)
+    rows: list[list[object]] = [
+        [s.version, "split", s.weight, f"{100 * s.weight / total:.1f}%"] for s in rule.split
+    ]
+    rows += [[s.version, "shadow", "-", f"{s.percent:g}% mirrored"] for s in rule.shadows]
+    _table(rows, ["version", "role", "weight", "share"], out)
+    print(f"updated by {rule.updated_by} at {rule.updated_at}: {rule.reason}", file=out)
+
+
+def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO) -> None:
+    emit_json = args.json
+    if args.command == "models":
+        models = {name: client.show_model(name) for name in client.list_models()}
+        if emit_json:
+            print(json.dumps(models), file=out)
+        else:
+            rows = [
+                [name, m.get("owner", ""), len(m["versions"]), m.get("description", "")]
+                for name, m in models.items()
+            ]
+            _table(rows, ["model", "owner", "versions", "description"], out)
+    elif args.command == "model":
+        if args.action == "create":
+            tags = [t for t in args.tags.split(",") if t]
+            client.create_model(args.name, actor=actor, owner=args.owner,
+                                description=args.description, tags=tags)  # fmt: skip
+        shown = client.show_model(args.name)
+        if emit_json:
+            print(json.dumps(shown), file=out)
+        else:
+            _table([[k, v] for k, v in shown.items()], ["field", "value"], out)
+    elif args.command == "versions":
+        listed = [client.show_version(args.model, v) | {"version": v}
+                  for v in client.list_versions(args.model)]  # fmt: skip
+        if emit_json:
+            print(json.dumps(listed), file=out)
+        else:
+            rows = [[v["version"], v["status"], v["sha256"][:12], v["size"], v["created_by"],
+                     v["created_at"]] for v in listed]  # fmt: skip
+            _table(rows, ["version", "status", "sha256", "bytes", "by", "at"], out)
+    elif args.command == "register":
+        lineage = dict(_pairs(args.lineage, "--lineage"))
+        if args.create_model:
+            client.create_model(args.model, actor=actor)
+        stored = client.register_version(
+            args.model, args.version, args.file, actor=actor, description=args.description,
+            lineage=lineage, metrics=args.metrics,
+        )  # fmt: skip
+        if emit_json:
+            print(json.dumps(stored), file=out)
+        else:
+            print(f"registered {args.model} version {args.version} sha256 {stored['sha256']}",
+                  file=out)  # fmt: skip
+    else:
+        _run_route(args, client, actor, out)
+
+
+def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO) -> None:
+    if args.action == "history":
+        entries = client.history(args.model, limit=args.limit)
+        if args.json:
+            print(json.dumps(entries), file=out)
+            return
+        rows = []
+        for e in entries:
+            revision = json.loads(e["after"]).get("revision", "") if e["after"] else ""
+            rows.append([e["when"], e["who"], e["action"], revision, e["reason"]])
+        _table(rows, ["when", "who", "action", "revision", "reason"], out)
+        return
+    if args.action == "show":
+        rule = client.get_route(args.model)
+        if rule is None:
+            raise Rejected(f"model {args.model!r} has no rule: set one with gatectl route set")
+    elif args.action == "set":
+        rule = client.set_route(
+            args.model, args.split, args.shadow, actor=actor, reason=args.reason,
+            sticky=not args.no_sticky, expected_revision=args.expected_revision,
+        )  # fmt: skip
+    else:
+        rule = client.rollback(args.model, args.to_revision, actor=actor, reason=args.reason,
+                               expected_revision=args.expected_revision)  # fmt: skip
+    if args.json:
+        print(json.dumps(_rule_view(rule)), file=out)
+    else:
+        _print_rule(rule, out)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Entry point of the `gatectl` console script; returns the exit code."""
+    env = os.environ if env is None else env
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    url = args.redis_url or env.get(REDIS_URL_VARIABLE)
+    if not url:
+        print(f"gatectl: no Redis: pass --redis-url or set {REDIS_URL_VARIABLE}", file=err)
+        return EXIT_USAGE
+    actor = args.actor or env.get("USER") or getpass.getuser()
+    try:
+        client = RegistryClient.from_url(url, args.namespace)
+    except Rejected as exc:
+        print(f"gatectl: {exc}", file=err)
+        return EXIT_REJECTED
+    try:
+        _run(args, client, actor, out)
+    except Rejected as exc:
+        print(f"gatectl: {exc}", file=err)
+        return EXIT_REJECTED
+    except Conflict as exc:
+        print(f"gatectl: {exc}", file=err)
+        return EXIT_CONFLICT
+    except Unreachable as exc:
+        print(f"gatectl: {exc}", file=err)
+        return EXIT_UNREACHABLE
+    finally:
+        client.close()
+    return EXIT_OK
