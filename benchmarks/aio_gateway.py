@@ -25,12 +25,12 @@ from gateway.api.status import code_name, status_for
 from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
-from gateway.models.repository import scan_repository
 from gateway.models.store import VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.serving_state import ServingState
+from registry_client.repository import scan_repository
 
 METHODS = ["ServerLive", "ServerReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
            "ModelReady", "ModelInfer"]  # fmt: skip

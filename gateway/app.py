@@ -30,13 +30,13 @@ from gateway.api.status import code_name
 from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
-from gateway.models.repository import scan_repository
 from gateway.models.store import VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
+from registry_client.repository import scan_repository
 
 __all__ = ["Gateway", "serve"]
 

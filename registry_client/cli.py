@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--lineage", default="", help="data=URI,data_sha256=H,code=REV,parent=V")
     register.add_argument("--create-model", action="store_true", help="create the model too")
 
+    imports = commands.add_parser("import", help="register a Triton-style model directory")
+    imports.add_argument("directory", type=Path)
+
     route = commands.add_parser("route", help="show, change, audit or roll back a rule")
     actions = route.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show")
@@ -183,6 +186,14 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         else:
             print(f"registered {args.model} version {args.version} sha256 {stored['sha256']}",
                   file=out)  # fmt: skip
+    elif args.command == "import":
+        if not args.directory.is_dir():
+            raise Rejected(f"{args.directory} is not a directory")
+        found = client.import_repository(args.directory, actor=actor)
+        if emit_json:
+            print(json.dumps([{"model": m, "version": v} for m, v in found]), file=out)
+        else:
+            _table(found, ["model", "version"], out)
     else:
         _run_route(args, client, actor, out)
 

@@ -20,6 +20,7 @@ import redis
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from registry_client.errors import Conflict, NotFound, Rejected, Unreachable
+from registry_client.repository import scan_repository
 from registry_client.schema import (
     Keys,
     RouteRule,
@@ -188,6 +189,21 @@ class RegistryClient:
             return fields
 
         return self._transaction([key, self.keys.model(model)], write, retry=True)
+
+    def import_repository(self, root: Path, *, actor: str) -> list[tuple[str, str]]:
+        """Register every version of a Triton-style directory, creating missing models.
+
+        Idempotent: versions already registered with the same bytes are left as they are.
+        Returns the (model, version) pairs found."""
+        found: list[tuple[str, str]] = []
+        known = set(self.list_models())
+        for source in scan_repository(root):
+            if source.model not in known:
+                self.create_model(source.model, actor=actor, description=f"imported from {root}")
+                known.add(source.model)
+            self.register_version(source.model, source.version, source.path, actor=actor)
+            found.append((source.model, source.version))
+        return found
 
     def list_versions(self, model: str) -> list[str]:
         """The model's versions, lowest first by version order."""

@@ -110,3 +110,20 @@ def test_models_and_versions_tables(url):
     assert [v["version"] for v in listed] == ["1", "2", "3"]
     assert json.loads(listed[0]["metrics"]) == {"auc": 0.9}
     assert json.loads(listed[0]["lineage"]) == {"data": "s3://bucket/train.csv", "parent": "0"}
+
+
+def test_import_registers_a_model_directory_idempotently(redis_server):
+    examples = Path(__file__).resolve().parent.parent / "examples" / "models"
+    code, out, _ = _gatectl(redis_server.url, "import", str(examples))
+    assert code == 0
+    assert [line.split() for line in out.splitlines()[1:]] == [
+        ["credit", "1"], ["credit", "2"], ["echo", "1"],
+    ]  # fmt: skip
+    assert _gatectl(redis_server.url, "import", str(examples))[0] == 0  # again: no change
+    code, out, _ = _gatectl(redis_server.url, "--json", "versions", "credit")
+    assert [v["version"] for v in json.loads(out)] == ["1", "2"]
+
+
+def test_import_of_a_missing_directory_exits_1(redis_server, tmp_path):
+    code, _, err = _gatectl(redis_server.url, "import", str(tmp_path / "absent"))
+    assert code == 1 and "is not a directory" in err

@@ -13,9 +13,9 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from gateway.datatypes import BYTES
 from gateway.metrics import GatewayMetrics
 from gateway.models.binding import Binder
-from gateway.models.repository import VersionSource
 from gateway.models.signature import Signature, SignatureError, read_signature
 from gateway.models.version import LoadedVersion, VersionInfo
+from registry_client.repository import VersionSource
 
 __all__ = ["LoadError", "LoadOptions", "load_version"]
 

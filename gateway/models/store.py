@@ -13,8 +13,8 @@ from types import MappingProxyType
 from gateway.errors import ModelNotFound, ModelNotReady
 from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadError, LoadOptions, load_version
-from gateway.models.repository import VersionSource
 from gateway.models.version import LoadedVersion
+from registry_client.repository import VersionSource
 
 __all__ = ["VersionState", "VersionStatus", "VersionStore"]
 

@@ -1,4 +1,8 @@
-"""Find model versions in a Triton-style repository: DIR/<model>/<version>/model.onnx."""
+"""Find model versions in a Triton-style repository: DIR/<model>/<version>/model.onnx.
+
+File-system layout only (no Redis): the gateway serves such a directory and the registry
+imports one.
+"""
 
 from __future__ import annotations
 
