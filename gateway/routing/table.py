@@ -7,15 +7,47 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-__all__ = ["RouteSource", "RouteTable", "RouteTableHolder"]
+__all__ = ["Route", "RouteSource", "RouteTable", "RouteTableHolder"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One model's active rule: versions with positive weights, in rule order."""
+
+    versions: tuple[str, ...]
+    cumulative_weights: tuple[int, ...]  # running sums, the last is the total
+    revision: int = 0
+
+    @classmethod
+    def of(cls, split: tuple[tuple[str, int], ...], revision: int = 0) -> Route:
+        """Build from (version, weight) pairs; versions with weight 0 receive nothing."""
+        versions, sums, total = [], [], 0
+        for version, weight in split:
+            if weight > 0:
+                total += weight
+                versions.append(version)
+                sums.append(total)
+        if not versions:
+            raise ValueError("a route needs a version with a positive weight")
+        return cls(tuple(versions), tuple(sums), revision)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Each served version's weight."""
+        previous = (0, *self.cumulative_weights[:-1])
+        return {
+            v: total - before
+            for v, total, before in zip(
+                self.versions, self.cumulative_weights, previous, strict=True
+            )
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
-    """Which version serves each model's unpinned requests. Never mutated: replaced whole."""
+    """Each model's active route. Never mutated: replaced whole."""
 
-    defaults: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    revision: int = 0
+    routes: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class RouteSource(Protocol):
