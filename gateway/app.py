@@ -8,8 +8,12 @@ is served from memory; loading runs on the VersionStore's executor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
@@ -34,14 +38,24 @@ from gateway.models.store import VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
+from gateway.routing.watcher import RuleWatcher
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
+from registry_client.client import RegistryClient
+from registry_client.errors import Conflict
 from registry_client.repository import scan_repository
+from registry_client.schema import Split
 
 __all__ = ["Gateway", "serve"]
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 _log = logging.getLogger(__name__)
+
+
+def _replica_id(settings: Settings) -> str:
+    if settings.replica_id:
+        return settings.replica_id
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{socket.gethostname()}-{os.getpid()}")[:128]
 
 
 def _server_version() -> str:
@@ -74,6 +88,17 @@ class Gateway:
         self.grpc_port = 0
         self.metrics_port = 0
         self._metrics_server: WSGIServer | None = None
+        self.replica = _replica_id(settings)
+        self.registry_client: RegistryClient | None = None
+        self.watcher: RuleWatcher | None = None
+        if settings.redis_url:
+            self.registry_client = RegistryClient.from_url(settings.redis_url, settings.namespace)
+            self.watcher = RuleWatcher(
+                self.registry_client, self.versions, self.routes, self.metrics,
+                replica=self.replica, poll_seconds=settings.rules_poll_seconds,
+                heartbeat_seconds=settings.heartbeat_seconds, on_first_sync=self._on_synced,
+                bootstrap=self._import_models if settings.models else None,
+            )  # fmt: skip
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
         )
@@ -101,7 +126,8 @@ class Gateway:
     def start(self) -> None:
         """Bind and start serving; versions load in the background (ready when loaded)."""
         settings = self.settings
-        sources = scan_repository(settings.models) if settings.models else []
+        following = self.watcher is not None
+        sources = scan_repository(settings.models) if settings.models and not following else []
         self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         self._server.start()
         if settings.metrics_port >= 0:
@@ -117,7 +143,31 @@ class Gateway:
                 "versions": len(sources),
             },
         )
-        self.versions.load_all(sources, on_done=self._on_loaded)
+        if self.watcher is not None:
+            self.watcher.start()
+        else:
+            self.versions.load_all(sources, on_done=self._on_loaded)
+
+    def _import_models(self) -> None:
+        """Register --models DIR in the registry; models without a rule get their highest
+        version at weight 100. Idempotent, and a rule someone set meanwhile wins."""
+        assert self.registry_client is not None and self.settings.models is not None
+        registry = self.registry_client
+        registry.import_repository(self.settings.models, actor=self.replica)
+        rules, _ = registry.rules()
+        for model in registry.list_models():
+            versions = registry.list_versions(model)
+            if model in rules or not versions:
+                continue
+            with contextlib.suppress(Conflict):
+                registry.set_route(
+                    model, [Split(versions[-1], 100)], actor=self.replica,
+                    reason="default rule: highest version", expected_revision=0,
+                )  # fmt: skip
+
+    def _on_synced(self) -> None:
+        self.state.mark_ready(True)
+        self.loaded.set()
 
     def _on_loaded(self) -> None:
         ready = self.versions.ready_versions()
@@ -133,7 +183,11 @@ class Gateway:
         stopped = self._server.stop(grace)
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.versions.close()
+        if self.registry_client is not None:
+            self.registry_client.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

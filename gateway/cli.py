@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-inflight-per-version", type=int, help="admission limit per version (64)"
     )
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
+    run.add_argument("--redis-url", help="follow the registry's routing rules in this Redis")
+    run.add_argument("--namespace", help="registry key namespace (onnxgate)")
+    run.add_argument("--replica-id", help="name in heartbeats (default <hostname>-<pid>)")
+    run.add_argument("--rules-poll-seconds", type=float, help="epoch poll interval (2)")
+    run.add_argument("--heartbeat-seconds", type=float, help="heartbeat interval (5)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

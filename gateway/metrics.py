@@ -93,6 +93,28 @@ class GatewayMetrics:
             ["model", "version"],
             registry=registry,
         )
+        self._control_plane(registry)
+
+    def _control_plane(self, registry: CollectorRegistry) -> None:
+        self.redis_connected = Gauge(
+            "onnxgate_redis_connected",
+            "1 while the registry answers, 0 while the last good rules serve without it.",
+            registry=registry,
+        )
+        self.route_revision = Gauge(
+            "onnxgate_route_revision", "Revision of the rule serving each model.", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.route_weight = Gauge(
+            "onnxgate_route_weight", "Weight of each version in the serving rule.",
+            ["model", "version"], registry=registry,
+        )  # fmt: skip
+        self.route_applied_timestamp = Gauge(
+            "onnxgate_route_applied_timestamp_seconds",
+            "When the serving rule of each model became active (Unix time).",
+            ["model"],
+            registry=registry,
+        )
 
     def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
         """Export onnxgate_inflight_requests{model}, read from the source at scrape time."""

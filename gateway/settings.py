@@ -34,6 +34,11 @@ class Settings:
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
     shutdown_grace_seconds: float = 30.0
+    redis_url: str | None = None  # follow the registry's rules in this Redis
+    namespace: str = "onnxgate"
+    replica_id: str = ""  # heartbeat name; empty: <hostname>-<pid>
+    rules_poll_seconds: float = 2.0  # epoch poll, the backstop for lost pub/sub hints
+    heartbeat_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -321,6 +321,59 @@ class RegistryClient:
 
         return self._transaction([key, *version_keys], write, retry=expected_revision is None)
 
+    # -- what gateways read and write ----------------------------------------------------------
+
+    def epoch(self) -> int:
+        """The counter every registry write bumps (0 on an empty registry)."""
+        raw = self._call(self._redis.get, self.keys.epoch)
+        return int(raw) if raw else 0
+
+    def rules(self) -> tuple[dict[str, RouteRule], dict[str, str]]:
+        """Every model's rule in one round trip: (valid rules, reasons of invalid ones)."""
+        models = self.list_models()
+        with self._connection(), self._redis.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.get(self.keys.route(model))
+            documents = pipe.execute()
+        valid: dict[str, RouteRule] = {}
+        invalid: dict[str, str] = {}
+        for model, document in zip(models, documents, strict=True):
+            if document is None:
+                continue
+            try:
+                valid[model] = RouteRule.from_json(document)
+            except SchemaError as exc:
+                invalid[model] = str(exc)
+        return valid, invalid
+
+    def events(self) -> redis.client.PubSub:
+        """A subscription to the change hints on `{ns}:events` (hints only: poll the epoch)."""
+        with self._connection():
+            pubsub: redis.client.PubSub = self._redis.pubsub(  # type: ignore[no-untyped-call]
+                ignore_subscribe_messages=True
+            )
+            pubsub.subscribe(self.keys.events)
+            return pubsub
+
+    def heartbeat(self, replica: str, fields: dict[str, str], ttl_seconds: int) -> None:
+        """Overwrite this replica's status hash; it expires unless renewed."""
+        key = self.keys.gateway(validate_name(replica, "replica id"))
+        with self._connection(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            _hset(pipe, key, fields)
+            pipe.expire(key, ttl_seconds)
+            pipe.execute()
+
+    def gateways(self) -> dict[str, dict[str, str]]:
+        """Every live replica's heartbeat, by replica id."""
+        found: dict[str, dict[str, str]] = {}
+        prefix = self.keys.gateway("")
+        for key in self._call(self._redis.scan_iter, match=prefix + "*", count=200):
+            fields = self._call(self._redis.hgetall, key)
+            if fields:
+                found[_text(key)[len(prefix) :]] = {_text(k): _text(v) for k, v in fields.items()}
+        return found
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _audit(

@@ -25,6 +25,7 @@ class VersionSource:
     model: str
     version: str
     path: Path
+    sha256: str = ""  # what the registry recorded; empty when there is no registry
 
 
 def scan_repository(root: Path) -> list[VersionSource]:

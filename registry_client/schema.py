@@ -78,6 +78,9 @@ class Keys:
     def route(self, name: str) -> str:
         return f"{self.prefix}:route:{name}"
 
+    def gateway(self, replica: str) -> str:
+        return f"{self.prefix}:gateway:{replica}"
+
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"

@@ -83,6 +83,11 @@ def load_version(
     except OSError as exc:
         raise LoadError(f"cannot read artifact: {exc.strerror}") from exc
     sha256 = hashlib.sha256(data).hexdigest()
+    if source.sha256 and sha256 != source.sha256:
+        raise LoadError(
+            f"sha256 mismatch: the registry has {source.sha256[:12]}..., the artifact has"
+            f" {sha256[:12]}...; the file changed after it was registered"
+        )
     try:
         # From bytes, not the path: the bytes hashed are the bytes loaded.
         session = ort.InferenceSession(

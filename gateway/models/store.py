@@ -56,13 +56,7 @@ class VersionStore:
 
     def load_all(self, sources: Iterable[VersionSource], on_done: Callable[[], None]) -> None:
         """Load every source in the background; on_done runs once all have finished."""
-        sources = list(sources)
-        with self._lock:
-            for s in sources:
-                self._status[(s.model, s.version)] = VersionStatus(
-                    s.model, s.version, VersionState.LOADING
-                )
-        futures = [self._executor.submit(self._load, s) for s in sources]
+        futures = [self.load(s) for s in sources]
         remaining = [len(futures)]
         countdown = threading.Lock()
 
@@ -77,6 +71,28 @@ class VersionStore:
             on_done()
         for future in futures:
             future.add_done_callback(finished)
+
+    def load(self, source: VersionSource) -> Future[None]:
+        """Load one version on the load executor; its state is LOADING until it finishes."""
+        with self._lock:
+            self._status[(source.model, source.version)] = VersionStatus(
+                source.model, source.version, VersionState.LOADING
+            )
+        return self._executor.submit(self._load, source)
+
+    def unload(self, model: str, version: str) -> None:
+        """Forget a version: new requests cannot reach it, in-flight ones finish on it."""
+        with self._lock:
+            models = {m: dict(v) for m, v in self._ready.items()}
+            models.get(model, {}).pop(version, None)
+            self._ready = MappingProxyType({m: MappingProxyType(v) for m, v in models.items() if v})
+            self._status.pop((model, version), None)
+        self._metrics.model_loaded.labels(model, version).set(0)
+        _log.info("version unloaded", extra={"model": model, "version": version})
+
+    def status(self, model: str, version: str) -> VersionStatus | None:
+        """One version's state, if known."""
+        return self._status.get((model, version))
 
     def _load(self, source: VersionSource) -> None:
         key = (source.model, source.version)

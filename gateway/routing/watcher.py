@@ -1,0 +1,234 @@
+"""Follow the registry's routing rules (DESIGN.md 5-6), off the request path.
+
+One thread resyncs: at start, after every reconnect, on an `{ns}:events` hint and whenever the
+`{ns}:epoch` poll shows a change (pub/sub loses what is sent while disconnected). A rule becomes
+active only once every version it names is fetched, sha256-verified, loaded and warmed; until
+then, and whenever Redis is away, the last good table keeps serving. A second thread only
+listens for hints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import wait
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import redis
+
+from gateway.metrics import GatewayMetrics
+from gateway.models.store import VersionState, VersionStore
+from gateway.routing.table import Route, RouteTable, RouteTableHolder
+from registry_client.client import RegistryClient
+from registry_client.errors import RegistryError
+from registry_client.repository import VersionSource
+from registry_client.schema import RouteRule
+
+__all__ = ["RuleWatcher"]
+
+_log = logging.getLogger(__name__)
+LOAD_TIMEOUT_SECONDS = 600.0
+MAX_BACKOFF_SECONDS = 2.0
+
+
+def _artifact_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"artifact scheme {parsed.scheme!r} is not supported yet")
+    return Path(url2pathname(parsed.path))
+
+
+class RuleWatcher:
+    """Keeps the route table equal to the registry's rules; owns its two threads."""
+
+    def __init__(
+        self,
+        registry: RegistryClient,
+        versions: VersionStore,
+        routes: RouteTableHolder,
+        metrics: GatewayMetrics,
+        *,
+        replica: str,
+        poll_seconds: float,
+        heartbeat_seconds: float,
+        on_first_sync: Callable[[], None],
+        bootstrap: Callable[[], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._versions = versions
+        self._routes = routes
+        self._metrics = metrics
+        self._replica = replica
+        self._poll_seconds = poll_seconds
+        self._heartbeat_seconds = heartbeat_seconds
+        self._on_first_sync = on_first_sync
+        self._bootstrap = bootstrap
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._resync_needed = True
+        self._synced_once = False
+        self._epoch = -1
+        self._given_up: dict[str, Route] = {}  # model -> the route whose versions failed to load
+        self._errors: dict[str, str] = {}
+        self._last_heartbeat = 0.0
+        self._threads = [
+            threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True),
+            threading.Thread(target=self._listen, name="onnxgate-events", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Start following; returns at once (readiness comes with the first sync)."""
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both threads and wait for them."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # -- the follower thread ----------------------------------------------------------------
+
+    def _follow(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                if self._bootstrap is not None:
+                    self._bootstrap()
+                    self._bootstrap = None
+                epoch = self._registry.epoch()
+                self._metrics.redis_connected.set(1)
+                if self._resync_needed or epoch != self._epoch:
+                    self._resync_needed = False
+                    self._resync()
+                    self._epoch = epoch
+                self._maybe_heartbeat()
+                backoff = 0.05
+            except (RegistryError, redis.RedisError) as exc:
+                self._metrics.redis_connected.set(0)
+                self._resync_needed = True  # what changed while away is read on return
+                _log.warning("registry unreachable; serving the last good rules",
+                             extra={"detail": str(exc)})  # fmt: skip
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            self._wake.wait(self._poll_seconds)
+            self._wake.clear()
+
+    def _resync(self) -> None:
+        rules, invalid = self._registry.rules()
+        for model, reason in invalid.items():
+            self._errors[model] = f"invalid rule document: {reason}"
+            _log.error("invalid rule ignored", extra={"model": model, "reason": reason})
+        current = self._routes.current().routes
+        routes = dict(current)
+        for model, rule in rules.items():
+            # Content, not only the revision: a registry restored from scratch counts again.
+            wanted = Route.of(tuple((s.version, s.weight) for s in rule.split), rule.revision)
+            if current.get(model) == wanted or self._given_up.get(model) == wanted:
+                continue
+            if self._load_versions(rule):
+                routes[model] = wanted
+                self._errors.pop(model, None)
+                self._record_applied(model, wanted)
+            else:
+                self._given_up[model] = wanted
+        if routes != dict(current):
+            self._routes.replace(RouteTable(MappingProxyType(routes)))
+        self._unload_unrouted(routes, rules)
+        if not self._synced_once:
+            self._synced_once = True
+            self._on_first_sync()
+
+    def _load_versions(self, rule: RouteRule) -> bool:
+        """Load what the rule needs; True when every version it names is READY."""
+        pending = []
+        for version in rule.versions:
+            status = self._versions.status(rule.model, version)
+            if status is not None and status.state is VersionState.READY:
+                continue
+            stored = self._registry.show_version(rule.model, version)
+            try:
+                path = _artifact_path(stored["artifact_uri"])
+            except ValueError as exc:
+                self._errors[rule.model] = f"version {version}: {exc}"
+                return False
+            source = VersionSource(rule.model, version, path, stored["sha256"])
+            pending.append(self._versions.load(source))
+        wait(pending, timeout=LOAD_TIMEOUT_SECONDS)
+        for version in rule.versions:
+            status = self._versions.status(rule.model, version)
+            if status is None or status.state is not VersionState.READY:
+                reason = status.reason if status is not None else "not loaded"
+                self._errors[rule.model] = f"revision {rule.revision} not applied: version" \
+                    f" {version} {reason}"  # fmt: skip
+                _log.error(
+                    "rule not applied: a version did not load; the previous rule keeps serving",
+                    extra={"model": rule.model, "revision": rule.revision, "version": version,
+                           "reason": reason},
+                )  # fmt: skip
+                return False
+        return True
+
+    def _record_applied(self, model: str, route: Route) -> None:
+        self._metrics.route_revision.labels(model).set(route.revision)
+        self._metrics.route_applied_timestamp.labels(model).set(time.time())
+        for version, weight in route.weights.items():
+            self._metrics.route_weight.labels(model, version).set(weight)
+        _log.info("rule applied", extra={"model": model, "revision": route.revision,
+                                         "weights": route.weights})  # fmt: skip
+
+    def _unload_unrouted(self, routes: dict[str, Route], rules: dict[str, RouteRule]) -> None:
+        needed = {(m, v) for m, r in routes.items() for v in r.versions}
+        needed |= {(m, v) for m, rule in rules.items() for v in rule.versions}
+        for status in self._versions.statuses():
+            key = (status.model, status.version)
+            if key not in needed and status.state is not VersionState.LOADING:
+                self._versions.unload(*key)
+
+    def _maybe_heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat < self._heartbeat_seconds:
+            return
+        self._last_heartbeat = now
+        applied = {m: r.revision for m, r in self._routes.current().routes.items()}
+        loaded = [f"{s.model}:{s.version}:{s.state.name}" for s in self._versions.statuses()]
+        failed = {f"{s.model}:{s.version}": s.reason for s in self._versions.statuses()
+                  if s.state is VersionState.FAILED}  # fmt: skip
+        self._registry.heartbeat(
+            self._replica,
+            {"applied": json.dumps(applied), "versions": json.dumps(loaded),
+             "failed": json.dumps(failed), "errors": json.dumps(self._errors),
+             "updated_at": str(time.time())},
+            ttl_seconds=max(3, int(self._heartbeat_seconds * 3)),
+        )  # fmt: skip
+
+    # -- the hint thread --------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                pubsub = self._registry.events()
+            except (RegistryError, redis.RedisError):
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.05
+            self._resync_needed = True  # (re)subscribed: read what may have been missed
+            self._wake.set()
+            try:
+                while not self._stop.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self._wake.set()
+            except (redis.RedisError, OSError):
+                self._wake.set()
+            finally:
+                pubsub.close()

@@ -1,0 +1,135 @@
+"""Gateways follow the registry's rules in a real redis-server, and survive it going away."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from registry_client.client import RegistryClient
+from registry_client.schema import Split
+from tests import onnx_models
+from tests.conftest import make_gateway
+from tests.wire import infer_request
+
+FEATURES = {"input": np.ones((1, 4), np.float32)}
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
+    """credit 1, 2, 3 registered; the rule sends everything to 1."""
+    client = RegistryClient.from_url(redis_server.url)
+    client.create_model("credit", actor="ops")
+    for version in ("1", "2", "3"):
+        path = onnx_models.save(onnx_models.classifier(seed=int(version)), tmp_path, "credit",
+                                version)  # fmt: skip
+        client.register_version("credit", version, path, actor="ops")
+    client.set_route("credit", [Split("1", 100)], actor="ops")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def following(redis_server, registry) -> Iterator[tuple[Gateway, pb_grpc.GRPCInferenceServiceStub]]:
+    gateway = make_gateway(
+        None, redis_url=redis_server.url, rules_poll_seconds=0.2, heartbeat_seconds=0.2
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        yield gateway, pb_grpc.GRPCInferenceServiceStub(channel)
+    gateway.stop(grace_seconds=1)
+
+
+def _served(stub: pb_grpc.GRPCInferenceServiceStub) -> str:
+    return stub.ModelInfer(infer_request("credit", FEATURES)).model_version
+
+
+def test_gateway_serves_the_registry_rule_once_synced(following):
+    gateway, stub = following
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert {_served(stub) for _ in range(20)} == {"1"}
+    assert gateway.registry.get_sample_value("onnxgate_route_revision", {"model": "credit"}) == 1
+
+
+def test_route_change_is_followed_and_unused_versions_unload(following, registry):
+    gateway, stub = following
+    registry.set_route("credit", [Split("2", 100)], actor="ops", reason="promote")
+    _eventually(lambda: _served(stub) == "2")
+    assert {_served(stub) for _ in range(20)} == {"2"}
+    _eventually(lambda: gateway.versions.status("credit", "1") is None)  # no rule names it
+
+
+def test_weighted_rule_splits_traffic(following, registry):
+    _, stub = following
+    registry.set_route("credit", [Split("1", 50), Split("2", 50)], actor="ops")
+    _eventually(lambda: _served(stub) == "2")
+    served = [_served(stub) for _ in range(400)]
+    assert 0.40 < served.count("2") / len(served) < 0.60
+
+
+def test_rule_naming_a_tampered_artifact_is_not_applied(following, registry, tmp_path):
+    gateway, stub = following
+    onnx_models.save(onnx_models.classifier(seed=99), tmp_path, "credit", "3")  # other bytes
+    registry.set_route("credit", [Split("3", 100)], actor="ops")
+    _eventually(
+        lambda: (s := gateway.versions.status("credit", "3")) is not None and bool(s.reason)
+    )
+    assert "sha256 mismatch" in gateway.versions.status("credit", "3").reason
+    assert {_served(stub) for _ in range(20)} == {"1"}  # the old rule keeps serving
+
+    def reported() -> bool:
+        heartbeat = registry.gateways().get(gateway.replica, {})
+        return "sha256 mismatch" in json.loads(heartbeat.get("errors", "{}")).get("credit", "")
+
+    _eventually(reported)
+
+
+def test_redis_down_keeps_serving_and_changes_after_restart_arrive(following, redis_server,
+                                                                   tmp_path):  # fmt: skip
+    gateway, stub = following
+    redis_server.stop()
+    _eventually(
+        lambda: gateway.registry.get_sample_value("onnxgate_redis_connected") == 0, timeout=15
+    )
+    assert {_served(stub) for _ in range(50)} == {"1"}  # last good rules, no failures
+    redis_server.start()  # empty: the registry is written again, as after a restore
+    fresh = RegistryClient.from_url(redis_server.url)
+    fresh.create_model("credit", actor="ops")
+    path = tmp_path / "credit" / "2" / "model.onnx"
+    fresh.register_version("credit", "2", path, actor="ops")
+    fresh.set_route("credit", [Split("2", 100)], actor="ops")  # sent while maybe unsubscribed
+    _eventually(lambda: _served(stub) == "2", timeout=10)
+    assert gateway.registry.get_sample_value("onnxgate_redis_connected") == 1
+    fresh.close()
+
+
+def test_models_directory_is_imported_with_default_rules(redis_server, tmp_path):
+    repo = tmp_path / "repo"
+    onnx_models.save(onnx_models.classifier(seed=1), repo, "credit", "1")
+    onnx_models.save(onnx_models.classifier(seed=2), repo, "credit", "2")
+    gateway = make_gateway(repo, redis_url=redis_server.url, rules_poll_seconds=0.2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert _served(stub) == "2"
+        client = RegistryClient.from_url(redis_server.url)
+        rule = client.get_route("credit")
+        assert rule is not None
+        assert (rule.revision, rule.updated_by) == (1, gateway.replica)
+        client.close()
+    finally:
+        gateway.stop(grace_seconds=1)
