@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     history = actions.add_parser("history")
     history.add_argument("model")
     history.add_argument("--limit", type=int, default=20)
+    status = actions.add_parser("status", help="which gateway serves which revision")
+    status.add_argument("model")
     rollback = actions.add_parser("rollback")
     rollback.add_argument("model")
     rollback.add_argument("--to-revision", type=int, required=True)
@@ -209,6 +211,19 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
             revision = json.loads(e["after"]).get("revision", "") if e["after"] else ""
             rows.append([e["when"], e["who"], e["action"], revision, e["reason"]])
         _table(rows, ["when", "who", "action", "revision", "reason"], out)
+        return
+    if args.action == "status":
+        report = client.rollout_status(args.model)
+        if args.json:
+            print(json.dumps(report), file=out)
+            return
+        print(f"model {args.model}  rule revision {report['revision']}", file=out)
+        rows = [
+            [r["replica"], r["applied_revision"], " ".join(r["versions"]),
+             "; ".join(f"{v}: {why}" for v, why in r["failed"].items()) or r["error"] or "-"]
+            for r in report["replicas"]
+        ]  # fmt: skip
+        _table(rows, ["replica", "applied", "versions", "problems"], out)
         return
     if args.action == "show":
         rule = client.get_route(args.model)

@@ -374,6 +374,24 @@ class RegistryClient:
                 found[_text(key)[len(prefix) :]] = {_text(k): _text(v) for k, v in fields.items()}
         return found
 
+    def rollout_status(self, model: str) -> dict[str, Any]:
+        """Which live replica serves which revision of the model's rule, and what failed."""
+        rule = self.get_route(model)
+        replicas = []
+        for replica, beat in sorted(self.gateways().items()):
+            applied = json.loads(beat.get("applied", "{}")).get(model)
+            prefix = f"{model}:"
+            versions = [v[len(prefix) :] for v in json.loads(beat.get("versions", "[]"))
+                        if v.startswith(prefix)]  # fmt: skip
+            failures: dict[str, str] = json.loads(beat.get("failed", "{}"))
+            failed = {k[len(prefix) :]: why for k, why in failures.items() if k.startswith(prefix)}
+            replicas.append({
+                "replica": replica, "applied_revision": applied, "versions": versions,
+                "failed": failed, "error": json.loads(beat.get("errors", "{}")).get(model, ""),
+            })  # fmt: skip
+        return {"model": model, "revision": None if rule is None else rule.revision,
+                "replicas": replicas}  # fmt: skip
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _audit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
+from registry_client.cli import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
@@ -133,3 +135,26 @@ def test_models_directory_is_imported_with_default_rules(redis_server, tmp_path)
         client.close()
     finally:
         gateway.stop(grace_seconds=1)
+
+
+def test_route_status_shows_each_replica_and_its_problems(following, registry, tmp_path,
+                                                           redis_server):  # fmt: skip
+    gateway, _ = following
+    onnx_models.save(onnx_models.classifier(seed=99), tmp_path, "credit", "3")  # tampered
+    registry.set_route("credit", [Split("3", 100)], actor="ops")
+
+    def shown() -> list[list[str]]:
+        code, out, _ = _gatectl(redis_server.url, "route", "status", "credit")
+        assert code == 0
+        return [line.split(None, 3) for line in out.splitlines()[2:]]
+
+    _eventually(lambda: any("sha256" in row[-1] for row in shown()))
+    replica, applied, versions, problems = shown()[0]
+    assert (replica, applied) == (gateway.replica, "1")  # still serving revision 1
+    assert versions.startswith("1:READY")
+    assert "3: sha256 mismatch" in problems
+
+
+def _gatectl(url: str, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return gatectl(["--redis-url", url, *argv], {}, out, err), out.getvalue(), err.getvalue()
