@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from registry_client.cli import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
-from tests.conftest import make_gateway
+from tests.conftest import make_gateway, wait_until_ready
 from tests.wire import infer_request
 
 FEATURES = {"input": np.ones((1, 4), np.float32)}
@@ -54,6 +57,18 @@ def following(redis_server, registry) -> Iterator[tuple[Gateway, pb_grpc.GRPCInf
     with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         yield gateway, pb_grpc.GRPCInferenceServiceStub(channel)
     gateway.stop(grace_seconds=1)
+
+
+def _revision(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith('onnxgate_route_revision{model="credit"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _all_at_revision(metrics_ports: list[int], revision: int) -> bool:
+    return all(_revision(port) == revision for port in metrics_ports)
 
 
 def _served(stub: pb_grpc.GRPCInferenceServiceStub) -> str:
@@ -158,3 +173,51 @@ def test_route_status_shows_each_replica_and_its_problems(following, registry, t
 def _gatectl(url: str, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     return gatectl(["--redis-url", url, *argv], {}, out, err), out.getvalue(), err.getvalue()
+
+
+@pytest.mark.timeout(120)
+def test_three_gateway_processes_apply_a_change_under_load_without_failures(
+    redis_server, registry, gateway_process, tmp_path
+):
+    registry.set_route("credit", [Split("1", 100), Split("2", 0)], actor="ops")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    gateways = [
+        gateway_process(empty, "--redis-url", redis_server.url, "--rules-poll-seconds", "0.5")
+        for _ in range(3)
+    ]
+    channels = [grpc.insecure_channel(g.address) for g in gateways]
+    stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    for stub in stubs:
+        wait_until_ready(stub)
+    failures: list[str] = []
+    served: list[str] = []
+    stop = threading.Event()
+
+    def load(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+        while not stop.is_set():
+            try:
+                served.append(_served(stub))
+            except grpc.RpcError as exc:
+                failures.append(exc.code().name)
+
+    workers = [threading.Thread(target=load, args=(s,)) for s in stubs]
+    for worker in workers:
+        worker.start()
+    try:
+        for step in (10, 50, 100):  # a canary growing under continuous traffic
+            rule = registry.set_route(
+                "credit", [Split("1", 100 - step), Split("2", step)], actor="ops"
+            )
+            ports = [g.metrics_port for g in gateways]
+            _eventually(functools.partial(_all_at_revision, ports, rule.revision))
+        for stub in stubs:
+            assert _served(stub) == "2"
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+        for channel in channels:
+            channel.close()
+    assert failures == []
+    assert len(served) > 100 and {"1", "2"} <= set(served)
