@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import redis
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
@@ -221,3 +222,26 @@ def test_three_gateway_processes_apply_a_change_under_load_without_failures(
             channel.close()
     assert failures == []
     assert len(served) > 100 and {"1", "2"} <= set(served)
+
+
+def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, registry,
+                                                                     redis_server):  # fmt: skip
+    gateway, stub = following
+    registry.set_route("credit", [Split("2", 100)], actor="ops")
+    _eventually(lambda: _served(stub) == "2")
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.delete(registry.keys.version("credit", "3"))  # the registry lost it behind our back
+    registry_rule = json.loads(raw.get(registry.keys.route("credit")) or b"{}")
+    registry_rule["split"] = [{"version": "3", "weight": 100}]
+    registry_rule["revision"] += 1
+    raw.set(registry.keys.route("credit"), json.dumps(registry_rule))
+    raw.incr(registry.keys.epoch)
+    raw.close()
+
+    def reported() -> bool:
+        heartbeat = registry.gateways().get(gateway.replica, {})
+        return "is not registered" in json.loads(heartbeat.get("errors", "{}")).get("credit", "")
+
+    _eventually(reported)
+    assert {_served(stub) for _ in range(20)} == {"2"}
+    assert gateway.registry.get_sample_value("onnxgate_redis_connected") == 1

@@ -26,7 +26,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models.store import VersionState, VersionStore
 from gateway.routing.table import Route, RouteTable, RouteTableHolder
 from registry_client.client import RegistryClient
-from registry_client.errors import RegistryError
+from registry_client.errors import NotFound, RegistryError, Rejected
 from registry_client.repository import VersionSource
 from registry_client.schema import RouteRule
 
@@ -101,8 +101,7 @@ class RuleWatcher:
         while not self._stop.is_set():
             try:
                 if self._bootstrap is not None:
-                    self._bootstrap()
-                    self._bootstrap = None
+                    self._run_bootstrap()
                 epoch = self._registry.epoch()
                 self._metrics.redis_connected.set(1)
                 if self._resync_needed or epoch != self._epoch:
@@ -121,6 +120,14 @@ class RuleWatcher:
                 continue
             self._wake.wait(self._poll_seconds)
             self._wake.clear()
+
+    def _run_bootstrap(self) -> None:
+        assert self._bootstrap is not None
+        try:
+            self._bootstrap()
+        except Rejected as exc:  # a bad directory is reported once, not retried forever
+            _log.error("model directory not imported", extra={"reason": str(exc)})
+        self._bootstrap = None
 
     def _resync(self) -> None:
         rules, invalid = self._registry.rules()
@@ -154,11 +161,11 @@ class RuleWatcher:
             status = self._versions.status(rule.model, version)
             if status is not None and status.state is VersionState.READY:
                 continue
-            stored = self._registry.show_version(rule.model, version)
             try:
+                stored = self._registry.show_version(rule.model, version)
                 path = _artifact_path(stored["artifact_uri"])
-            except ValueError as exc:
-                self._errors[rule.model] = f"version {version}: {exc}"
+            except (NotFound, ValueError) as exc:
+                self._errors[rule.model] = f"revision {rule.revision} not applied: {exc}"
                 return False
             source = VersionSource(rule.model, version, path, stored["sha256"])
             pending.append(self._versions.load(source))
