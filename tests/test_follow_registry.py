@@ -245,3 +245,33 @@ def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, 
     _eventually(reported)
     assert {_served(stub) for _ in range(20)} == {"2"}
     assert gateway.registry.get_sample_value("onnxgate_redis_connected") == 1
+
+
+# Least privilege for a gateway (README "Redis security"): read the registry, write only its own
+# heartbeat, subscribe only to the hints.
+GATEWAY_ACL = (
+    "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:* resetchannels"
+    " &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange +subscribe"
+    " +multi +exec +del +hset +expire"
+)
+
+
+def test_gateway_runs_under_a_least_privilege_redis_user(redis_server, registry):
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "gateway", *GATEWAY_ACL.split())
+    url = redis_server.url.replace("redis://", "redis://gateway:gateway-secret@")
+    gateway = make_gateway(None, redis_url=url, rules_poll_seconds=0.2, heartbeat_seconds=0.2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert _served(stub) == "1"
+            registry.set_route("credit", [Split("2", 100)], actor="ops")
+            _eventually(lambda: _served(stub) == "2")
+        _eventually(lambda: gateway.replica in registry.gateways())
+        restricted = redis.Redis.from_url(url)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            restricted.set(registry.keys.route("credit"), "{}")
+        restricted.close()
+    finally:
+        gateway.stop(grace_seconds=1)
+        admin.close()

@@ -222,3 +222,29 @@ def test_unreachable_redis_is_reported_as_such(redis_server):
     with pytest.raises(Unreachable, match="Redis is unreachable"):
         client.list_models()
     client.close()
+
+
+# An operator (README "Redis security"): the registry's keys and hints, no admin commands.
+OPERATOR_ACL = (
+    "on >operator-secret resetkeys ~{onnxgate}:* resetchannels &{onnxgate}:*"
+    " +@all -@admin -@dangerous"
+)
+
+
+def test_operator_works_under_its_acl_user_and_cannot_flush(redis_server, tmp_path):
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "operator", *OPERATOR_ACL.split())
+    url = redis_server.url.replace("redis://", "redis://operator:operator-secret@")
+    client = RegistryClient.from_url(url)
+    client.create_model("credit", actor=ACTOR)
+    path = onnx_models.save(onnx_models.classifier(), tmp_path, "credit", "1")
+    client.register_version("credit", "1", path, actor=ACTOR)
+    assert client.set_route("credit", [Split("1", 100)], actor=ACTOR).revision == 1
+    assert client.history("credit")[0]["action"] == "route.set"
+    assert client.gateways() == {}
+    client.close()
+    operator = redis.Redis.from_url(url)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        operator.flushall()
+    operator.close()
+    admin.close()
