@@ -1,7 +1,9 @@
 # onnxgate: gRPC inference gateway for ONNX models. Mount or bake models at /models.
 FROM python:3.11-slim
 
-RUN useradd --create-home --uid 10001 onnxgate
+# redis-server: without --redis-url the gateway runs a private one in its data directory.
+RUN apt-get update && apt-get install -y --no-install-recommends redis-server \
+    && rm -rf /var/lib/apt/lists/* && useradd --create-home --uid 10001 onnxgate
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
@@ -16,4 +18,5 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD ["onnxgate", "probe", "--address", "127.0.0.1:8001"]
 ENTRYPOINT ["onnxgate", "serve"]
-CMD ["--models", "/models"]
+# Replicas sharing a registry: override with --redis-url redis://HOST:6379/0 --models /models
+CMD ["--models", "/models", "--data-dir", "/home/onnxgate/data"]

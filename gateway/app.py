@@ -36,6 +36,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
 from gateway.pipeline import InferencePipeline
+from gateway.private_redis import PrivateRedis, PrivateRedisError
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
@@ -91,8 +92,13 @@ class Gateway:
         self.replica = _replica_id(settings)
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
-        if settings.redis_url:
-            self.registry_client = RegistryClient.from_url(settings.redis_url, settings.namespace)
+        self.private_redis: PrivateRedis | None = None
+        redis_url = settings.redis_url
+        if redis_url is None and settings.data_dir is not None:
+            self.private_redis = PrivateRedis(settings.data_dir)
+            redis_url = self.private_redis.url
+        if redis_url:
+            self.registry_client = RegistryClient.from_url(redis_url, settings.namespace)
             self.watcher = RuleWatcher(
                 self.registry_client, self.versions, self.routes, self.metrics,
                 replica=self.replica, poll_seconds=settings.rules_poll_seconds,
@@ -126,6 +132,8 @@ class Gateway:
     def start(self) -> None:
         """Bind and start serving; versions load in the background (ready when loaded)."""
         settings = self.settings
+        if self.private_redis is not None:
+            self.private_redis.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
         self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
@@ -188,6 +196,8 @@ class Gateway:
         self.versions.close()
         if self.registry_client is not None:
             self.registry_client.close()
+        if self.private_redis is not None:
+            self.private_redis.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -208,7 +218,11 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    gateway.start()
+    try:
+        gateway.start()
+    except PrivateRedisError as exc:
+        _log.error("cannot start", extra={"reason": str(exc)})
+        return 2
     stop_requested.wait()
     gateway.stop()
     return 0

@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from gateway.app import serve
 from gateway.probe import probe
 from gateway.settings import Settings, SettingsError
+from registry_client.schema import default_data_dir
 
 __all__ = ["main", "parse_settings"]
 
@@ -35,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
     run.add_argument("--redis-url", help="follow the registry's routing rules in this Redis")
+    run.add_argument(
+        "--data-dir", type=Path,
+        help="without --redis-url: run a private redis-server here (~/.local/share/onnxgate)",
+    )  # fmt: skip
+    run.add_argument(
+        "--no-registry", action="store_true",
+        help="serve --models directly, without a registry or routing rules",
+    )  # fmt: skip
     run.add_argument("--namespace", help="registry key namespace (onnxgate)")
     run.add_argument("--replica-id", help="name in heartbeats (default <hostname>-<pid>)")
     run.add_argument("--rules-poll-seconds", type=float, help="epoch poll interval (2)")
@@ -53,11 +63,16 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     args = vars(_parser().parse_args(argv))
     if args.pop("command") != "serve":
         _parser().error("expected the serve command")
+    no_registry = args.pop("no_registry")
     try:
-        settings = Settings.from_env(env)
+        settings = Settings.from_env(env).with_overrides(**args)
     except SettingsError as exc:
         _parser().error(str(exc))
-    return settings.with_overrides(**args)
+    if no_registry:
+        return replace(settings, redis_url=None, data_dir=None)
+    if settings.redis_url is None and settings.data_dir is None:
+        return replace(settings, data_dir=default_data_dir(env))
+    return settings
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -35,6 +35,7 @@ class Settings:
     max_inflight_per_version: int = 64
     shutdown_grace_seconds: float = 30.0
     redis_url: str | None = None  # follow the registry's rules in this Redis
+    data_dir: Path | None = None  # without redis_url: a private redis-server lives here
     namespace: str = "onnxgate"
     replica_id: str = ""  # heartbeat name; empty: <hostname>-<pid>
     rules_poll_seconds: float = 2.0  # epoch poll, the backstop for lost pub/sub hints

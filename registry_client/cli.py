@@ -17,7 +17,14 @@ from typing import Any, TextIO
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict, Rejected, Unreachable
-from registry_client.schema import RouteRule, Shadow, Split
+from registry_client.schema import (
+    PRIVATE_SOCKET_NAME,
+    RouteRule,
+    Shadow,
+    Split,
+    default_data_dir,
+    private_redis_url,
+)
 
 __all__ = ["main"]
 
@@ -69,6 +76,11 @@ def _metrics(text: str) -> dict[str, float]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatectl", description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
+    parser.add_argument(
+        "--data-dir", type=Path,
+        help="without a URL: the data directory of a gateway's private Redis"
+        " (default ~/.local/share/onnxgate)",
+    )  # fmt: skip
     parser.add_argument("--namespace", default="onnxgate", help="key namespace (onnxgate)")
     parser.add_argument("--actor", help="who is acting, for the audit (default: login name)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -254,8 +266,15 @@ def main(
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     url = args.redis_url or env.get(REDIS_URL_VARIABLE)
     if not url:
-        print(f"gatectl: no Redis: pass --redis-url or set {REDIS_URL_VARIABLE}", file=err)
-        return EXIT_USAGE
+        data_dir = args.data_dir or default_data_dir(env)
+        if not (data_dir / PRIVATE_SOCKET_NAME).exists():
+            print(
+                f"gatectl: no Redis: pass --redis-url, set {REDIS_URL_VARIABLE}, or start"
+                f" `onnxgate serve` so that its private Redis runs in {data_dir}",
+                file=err,
+            )
+            return EXIT_USAGE
+        url = private_redis_url(data_dir)
     actor = args.actor or env.get("USER") or getpass.getuser()
     try:
         client = RegistryClient.from_url(url, args.namespace)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "MAX_ROUTE_VERSIONS",
@@ -17,7 +19,9 @@ __all__ = [
     "SchemaError",
     "Shadow",
     "Split",
+    "default_data_dir",
     "is_valid_name",
+    "private_redis_url",
     "validate_name",
     "version_sort_key",
 ]
@@ -26,6 +30,7 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(NAME_PATTERN)
 MAX_ROUTE_VERSIONS = 16  # versions named by one rule (split and shadows together)
 MAX_REASON_CHARS = 500
+PRIVATE_SOCKET_NAME = "redis.sock"
 
 
 class SchemaError(ValueError):
@@ -42,6 +47,18 @@ def validate_name(name: str, what: str) -> str:
     if not is_valid_name(name):
         raise SchemaError(f"{what} {name!r} is not valid: expected {NAME_PATTERN} without '..'")
     return name
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where a gateway started without --redis-url keeps its private Redis; gatectl looks
+    for it there too."""
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", ".")) / ".local" / "share")
+    return Path(base) / "onnxgate"
+
+
+def private_redis_url(data_dir: Path) -> str:
+    """The unix-socket URL of the private Redis in a data directory."""
+    return f"unix://{data_dir / PRIVATE_SOCKET_NAME}"
 
 
 def version_sort_key(version: str) -> tuple[int, int, str]:

@@ -101,6 +101,8 @@ def start_gateway_process(repo: Path, *args: str) -> GatewayProcess:
     command = [sys.executable, "-m", "gateway", "serve", "--models", str(repo), "--host",
                "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--log-format", "json",
                *args]  # fmt: skip
+    if not {"--redis-url", "--data-dir"} & set(args):
+        command.append("--no-registry")  # serve the directory itself
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
     )
