@@ -45,7 +45,7 @@ from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
 from registry_client.repository import scan_repository
-from registry_client.schema import Split
+from registry_client.schema import MAX_ROUTE_VERSIONS, Split
 
 __all__ = ["Gateway", "serve"]
 
@@ -157,20 +157,23 @@ class Gateway:
             self.versions.load_all(sources, on_done=self._on_loaded)
 
     def _import_models(self) -> None:
-        """Register --models DIR in the registry; models without a rule get their highest
-        version at weight 100. Idempotent, and a rule someone set meanwhile wins."""
+        """Register --models DIR in the registry. A model without a rule gets one that sends
+        everything to its highest version and keeps the others loaded at weight 0, so each
+        stays reachable by `model_version`, as when serving the directory directly.
+        Idempotent, and a rule someone set meanwhile wins."""
         assert self.registry_client is not None and self.settings.models is not None
         registry = self.registry_client
         registry.import_repository(self.settings.models, actor=self.replica)
         rules, _ = registry.rules()
         for model in registry.list_models():
-            versions = registry.list_versions(model)
+            versions = registry.list_versions(model)[-MAX_ROUTE_VERSIONS:]
             if model in rules or not versions:
                 continue
+            split = [Split(v, 100 if v == versions[-1] else 0) for v in versions]
             with contextlib.suppress(Conflict):
                 registry.set_route(
-                    model, [Split(versions[-1], 100)], actor=self.replica,
-                    reason="default rule: highest version", expected_revision=0,
+                    model, split, actor=self.replica, expected_revision=0,
+                    reason="default rule: highest version, the others pinnable",
                 )  # fmt: skip
 
     def _on_synced(self) -> None:

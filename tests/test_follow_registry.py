@@ -168,6 +168,8 @@ def test_models_directory_is_imported_with_default_rules(redis_server, tmp_path)
         with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert _served(stub) == "2"
+            pinned = stub.ModelInfer(infer_request("credit", FEATURES, version="1"))
+            assert pinned.model_version == "1"  # the lower version stays reachable by pin
         client = RegistryClient.from_url(redis_server.url)
         rule = client.get_route("credit")
         assert rule is not None
