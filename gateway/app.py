@@ -14,9 +14,11 @@ import os
 import re
 import signal
 import socket
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
@@ -93,6 +95,7 @@ class Gateway:
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
         self.private_redis: PrivateRedis | None = None
+        self._temporary_cache: tempfile.TemporaryDirectory[str] | None = None
         redis_url = settings.redis_url
         if redis_url is None and settings.data_dir is not None:
             self.private_redis = PrivateRedis(settings.data_dir)
@@ -103,6 +106,7 @@ class Gateway:
                 self.registry_client, self.versions, self.routes, self.metrics,
                 replica=self.replica, poll_seconds=settings.rules_poll_seconds,
                 heartbeat_seconds=settings.heartbeat_seconds, on_first_sync=self._on_synced,
+                artifact_cache=self._artifact_cache(),
                 bootstrap=self._import_models if settings.models else None,
             )  # fmt: skip
         self.servicer = InferenceServicer(
@@ -156,6 +160,16 @@ class Gateway:
         else:
             self.versions.load_all(sources, on_done=self._on_loaded)
 
+    def _artifact_cache(self) -> Path:
+        """Where uploaded artifacts are kept: the data directory, else a private temporary
+        one removed at stop."""
+        if self.settings.data_dir is not None:
+            cache = self.settings.data_dir / "artifacts"
+            cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return cache
+        self._temporary_cache = tempfile.TemporaryDirectory(prefix="onnxgate-artifacts-")
+        return Path(self._temporary_cache.name)
+
     def _import_models(self) -> None:
         """Register --models DIR in the registry. A model without a rule gets one that sends
         everything to its highest version and keeps the others loaded at weight 0, so each
@@ -201,6 +215,8 @@ class Gateway:
             self.registry_client.close()
         if self.private_redis is not None:
             self.private_redis.stop()
+        if self._temporary_cache is not None:
+            self._temporary_cache.cleanup()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

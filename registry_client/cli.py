@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--metrics", type=_metrics, default={}, help="auc=0.91,recall=0.8")
     register.add_argument("--lineage", default="", help="data=URI,data_sha256=H,code=REV,parent=V")
     register.add_argument("--create-model", action="store_true", help="create the model too")
+    register.add_argument(
+        "--upload", action="store_true", help="store the bytes in Redis (for other hosts)"
+    )
 
     imports = commands.add_parser("import", help="register a Triton-style model directory")
     imports.add_argument("directory", type=Path)
@@ -193,7 +196,7 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             client.create_model(args.model, actor=actor)
         stored = client.register_version(
             args.model, args.version, args.file, actor=actor, description=args.description,
-            lineage=lineage, metrics=args.metrics,
+            lineage=lineage, metrics=args.metrics, upload=args.upload,
         )  # fmt: skip
         if emit_json:
             print(json.dumps(stored), file=out)

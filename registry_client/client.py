@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from registry_client.errors import Conflict, NotFound, Rejected, Unreachable
 from registry_client.repository import scan_repository
 from registry_client.schema import (
+    BLOB_CHUNK_BYTES,
+    BLOB_SCHEME,
     Keys,
     RouteRule,
     SchemaError,
@@ -139,10 +142,11 @@ class RegistryClient:
     def register_version(
         self, model: str, version: str, artifact: Path, *, actor: str,
         description: str = "", lineage: dict[str, str] | None = None,
-        metrics: dict[str, float] | None = None,
+        metrics: dict[str, float] | None = None, upload: bool = False,
     ) -> dict[str, str]:  # fmt: skip
-        """Register an ONNX file by reference (file:// URI) with its sha256, size and the
-        input/output signature onnxruntime reads from it.
+        """Register an ONNX file with its sha256, size and the input/output signature
+        onnxruntime reads from it: by reference (file:// URI), or with `upload` as
+        content-addressed chunks in Redis (redis-blob:<sha256>) for gateways on other hosts.
 
         Versions are immutable: registering the same bytes again returns the stored fields;
         other bytes under the same version are Rejected."""
@@ -156,11 +160,15 @@ class RegistryClient:
         for name, value in (metrics or {}).items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
+        sha256 = hashlib.sha256(data).hexdigest()
+        signature = json.dumps(_signature(data, artifact), sort_keys=True)
+        if upload:
+            self._upload_blob(sha256, data)
         fields = {
-            "artifact_uri": path.as_uri(),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "artifact_uri": f"{BLOB_SCHEME}:{sha256}" if upload else path.as_uri(),
+            "sha256": sha256,
             "size": str(len(data)),
-            "signature": json.dumps(_signature(data, artifact), sort_keys=True),
+            "signature": signature,
             "description": description,
             "lineage": json.dumps(lineage or {}, sort_keys=True),
             "metrics": json.dumps(metrics or {}, sort_keys=True),
@@ -189,6 +197,31 @@ class RegistryClient:
             return fields
 
         return self._transaction([key, self.keys.model(model)], write, retry=True)
+
+    def _upload_blob(self, sha256: str, data: bytes) -> None:
+        """Store bytes under their hash, chunked; written whole or not at all (rename)."""
+        final = self.keys.blob(sha256)
+        if self._call(self._redis.exists, final):
+            return  # content-addressed: already there
+        partial = f"{final}:partial:{uuid.uuid4().hex}"
+        with self._connection(), self._redis.pipeline(transaction=False) as pipe:
+            for offset in range(0, max(len(data), 1), BLOB_CHUNK_BYTES):
+                pipe.rpush(partial, data[offset : offset + BLOB_CHUNK_BYTES])
+            pipe.execute()
+        try:
+            self._call(self._redis.renamenx, partial, final)
+        finally:
+            self._call(self._redis.delete, partial)
+
+    def fetch_blob(self, sha256: str) -> bytes:
+        """The bytes uploaded under a hash; NotFound when absent, Rejected when corrupt."""
+        chunks = self._call(self._redis.lrange, self.keys.blob(sha256), 0, -1)
+        if not chunks:
+            raise NotFound(f"blob {sha256[:12]}... is not in the registry")
+        data = b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Rejected(f"blob {sha256[:12]}... does not hash to its name")
+        return data
 
     def import_repository(self, root: Path, *, actor: str) -> list[tuple[str, str]]:
         """Register every version of a Triton-style directory, creating missing models.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "BLOB_SCHEME",
     "MAX_ROUTE_VERSIONS",
     "NAME_PATTERN",
     "Keys",
@@ -31,6 +32,8 @@ _NAME = re.compile(NAME_PATTERN)
 MAX_ROUTE_VERSIONS = 16  # versions named by one rule (split and shadows together)
 MAX_REASON_CHARS = 500
 PRIVATE_SOCKET_NAME = "redis.sock"
+BLOB_SCHEME = "redis-blob"  # artifact_uri of bytes uploaded into Redis: redis-blob:<sha256>
+BLOB_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class SchemaError(ValueError):
@@ -94,6 +97,9 @@ class Keys:
 
     def route(self, name: str) -> str:
         return f"{self.prefix}:route:{name}"
+
+    def blob(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}"
 
     def gateway(self, replica: str) -> str:
         return f"{self.prefix}:gateway:{replica}"

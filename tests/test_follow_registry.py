@@ -277,7 +277,7 @@ def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, 
 # heartbeat, subscribe only to the hints.
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:* resetchannels"
-    " &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange +subscribe"
+    " &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange +lrange +subscribe"
     " +multi +exec +del +hset +expire"
 )
 
@@ -301,3 +301,14 @@ def test_gateway_runs_under_a_least_privilege_redis_user(redis_server, registry)
     finally:
         gateway.stop(grace_seconds=1)
         admin.close()
+
+
+def test_uploaded_artifact_is_served_without_the_original_file(following, registry, tmp_path):
+    _, stub = following
+    path = onnx_models.save(onnx_models.classifier(seed=7), tmp_path / "elsewhere", "credit", "7")
+    stored = registry.register_version("credit", "7", path, actor="ops", upload=True)
+    assert stored["artifact_uri"] == f"redis-blob:{stored['sha256']}"
+    path.unlink()  # only the registry has the bytes now
+    registry.set_route("credit", [Split("7", 100)], actor="ops")
+    _eventually(lambda: _served(stub) == "7")
+    assert registry.fetch_blob(stored["sha256"])[:4]  # content-addressed, fetchable

@@ -28,7 +28,7 @@ from gateway.routing.table import Route, RouteTable, RouteTableHolder
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, RegistryError, Rejected
 from registry_client.repository import VersionSource
-from registry_client.schema import RouteRule
+from registry_client.schema import BLOB_SCHEME, RouteRule
 
 __all__ = ["RuleWatcher"]
 
@@ -37,10 +37,10 @@ LOAD_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 2.0
 
 
-def _artifact_path(uri: str) -> Path:
+def _file_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme not in ("", "file"):
-        raise ValueError(f"artifact scheme {parsed.scheme!r} is not supported yet")
+        raise ValueError(f"artifact scheme {parsed.scheme!r} is not supported")
     return Path(url2pathname(parsed.path))
 
 
@@ -58,6 +58,7 @@ class RuleWatcher:
         poll_seconds: float,
         heartbeat_seconds: float,
         on_first_sync: Callable[[], None],
+        artifact_cache: Path,
         bootstrap: Callable[[], None] | None = None,
     ) -> None:
         self._registry = registry
@@ -69,6 +70,7 @@ class RuleWatcher:
         self._heartbeat_seconds = heartbeat_seconds
         self._on_first_sync = on_first_sync
         self._bootstrap = bootstrap
+        self._artifact_cache = artifact_cache
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._resync_needed = True
@@ -163,8 +165,8 @@ class RuleWatcher:
                 continue
             try:
                 stored = self._registry.show_version(rule.model, version)
-                path = _artifact_path(stored["artifact_uri"])
-            except (NotFound, ValueError) as exc:
+                path = self._artifact_path(stored["artifact_uri"], stored["sha256"])
+            except (NotFound, Rejected, ValueError) as exc:
                 self._errors[rule.model] = f"revision {rule.revision} not applied: {exc}"
                 return False
             source = VersionSource(rule.model, version, path, stored["sha256"])
@@ -183,6 +185,20 @@ class RuleWatcher:
                 )  # fmt: skip
                 return False
         return True
+
+    def _artifact_path(self, uri: str, sha256: str) -> Path:
+        """A local file with the artifact's bytes; uploaded ones are fetched into the cache.
+
+        The cache is keyed by sha256 and written by rename, and the loader hashes what it
+        loads, so a torn or tampered cache file fails the load instead of serving."""
+        if not uri.startswith(f"{BLOB_SCHEME}:"):
+            return _file_path(uri)
+        cached = self._artifact_cache / f"{sha256}.onnx"
+        if not cached.exists():
+            partial = cached.with_suffix(f".partial-{threading.get_ident()}")
+            partial.write_bytes(self._registry.fetch_blob(sha256))
+            partial.replace(cached)
+        return cached
 
     def _record_applied(self, model: str, route: Route) -> None:
         self._metrics.route_revision.labels(model).set(route.revision)
