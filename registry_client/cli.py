@@ -97,11 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     versions = commands.add_parser("versions", help="list a model's versions")
     versions.add_argument("model")
 
+    version_status = commands.add_parser("version-status", help="mark a version's status")
+    version_status.add_argument("model")
+    version_status.add_argument("version")
+    version_status.add_argument("status", choices=["registered", "serving", "retired"])
+
     register = commands.add_parser("register", help="register an ONNX file as a version")
     register.add_argument("model")
     register.add_argument("version")
     register.add_argument("file", type=Path)
     register.add_argument("--description", default="")
+    register.add_argument("--tags", default="", help="comma-separated")
     register.add_argument("--metrics", type=_metrics, default={}, help="auc=0.91,recall=0.8")
     register.add_argument("--lineage", default="", help="data=URI,data_sha256=H,code=REV,parent=V")
     register.add_argument("--create-model", action="store_true", help="create the model too")
@@ -197,12 +203,16 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         stored = client.register_version(
             args.model, args.version, args.file, actor=actor, description=args.description,
             lineage=lineage, metrics=args.metrics, upload=args.upload,
+            tags=[t for t in args.tags.split(",") if t],
         )  # fmt: skip
         if emit_json:
             print(json.dumps(stored), file=out)
         else:
             print(f"registered {args.model} version {args.version} sha256 {stored['sha256']}",
                   file=out)  # fmt: skip
+    elif args.command == "version-status":
+        client.set_version_status(args.model, args.version, args.status, actor=actor)
+        print(f"{args.model} version {args.version}: {args.status}", file=out)
     elif args.command == "import":
         if not args.directory.is_dir():
             raise Rejected(f"{args.directory} is not a directory")

@@ -143,6 +143,7 @@ class RegistryClient:
         self, model: str, version: str, artifact: Path, *, actor: str,
         description: str = "", lineage: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None, upload: bool = False,
+        tags: Sequence[str] = (),
     ) -> dict[str, str]:  # fmt: skip
         """Register an ONNX file with its sha256, size and the input/output signature
         onnxruntime reads from it: by reference (file:// URI), or with `upload` as
@@ -170,6 +171,7 @@ class RegistryClient:
             "size": str(len(data)),
             "signature": signature,
             "description": description,
+            "tags": ",".join(tags),
             "lineage": json.dumps(lineage or {}, sort_keys=True),
             "metrics": json.dumps(metrics or {}, sort_keys=True),
             "status": "registered",

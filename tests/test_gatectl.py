@@ -127,3 +127,20 @@ def test_import_registers_a_model_directory_idempotently(redis_server):
 def test_import_of_a_missing_directory_exits_1(redis_server, tmp_path):
     code, _, err = _gatectl(redis_server.url, "import", str(tmp_path / "absent"))
     assert code == 1 and "is not a directory" in err
+
+
+def test_retired_version_cannot_be_routed_to(url):
+    code, out, _ = _gatectl(url, "version-status", "credit", "3", "retired")
+    assert (code, out) == (0, "credit version 3: retired\n")
+    code, _, err = _gatectl(url, "route", "set", "credit", "--split", "3=100")
+    assert code == 1 and "is retired" in err
+
+
+def test_register_records_tags_and_description(url, tmp_path):
+    path = onnx_models.save(onnx_models.classifier(seed=8), tmp_path, "credit", "8")
+    code, _, _ = _gatectl(url, "register", "credit", "8", str(path), "--tags", "gbm,2026q4",
+                          "--description", "retrained on October")  # fmt: skip
+    assert code == 0
+    listed = json.loads(_gatectl(url, "--json", "versions", "credit")[1])
+    eight = next(v for v in listed if v["version"] == "8")
+    assert (eight["tags"], eight["description"]) == ("gbm,2026q4", "retrained on October")
