@@ -17,10 +17,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
-    """One redis-server on 127.0.0.1; `url` to connect, `stop()` to end it."""
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
 
-    def __init__(self, directory: Path) -> None:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out",
+            str(ca), "-days", "1", "-subj", "/CN=onnxgate-test-ca")  # fmt: skip
+    san = directory / "san.ext"
+    san.write_text("subjectAltName=IP:127.0.0.1\n")
+    paths = {"ca": ca}
+    for name in ("server", "client"):
+        key, csr, crt = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                "-subj", f"/CN={name}")  # fmt: skip
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                "-CAcreateserial", "-out", str(crt), "-days", "1",
+                "-extfile", str(san))  # fmt: skip
+        paths[f"{name}_cert"], paths[f"{name}_key"] = crt, key
+    return paths
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1; `url` to connect, `stop()` to end it. With
+    `certificates`, it speaks only TLS and requires client certificates."""
+
+    def __init__(self, directory: Path, certificates: dict[str, Path] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
@@ -30,6 +54,17 @@ class RedisServer:
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
             "--save", "", "--appendonly", "no", "--protected-mode", "yes",
         ]  # fmt: skip
+        if certificates is not None:
+            self._command[1:3] = ["--port", "0", "--tls-port", str(self.port),
+                                  "--tls-cert-file", str(certificates["server_cert"]),
+                                  "--tls-key-file", str(certificates["server_key"]),
+                                  "--tls-ca-cert-file", str(certificates["ca"]),
+                                  "--tls-auth-clients", "yes"]  # fmt: skip
+            self.url = (
+                f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={certificates['ca']}"
+                f"&ssl_certfile={certificates['client_cert']}"
+                f"&ssl_keyfile={certificates['client_key']}"
+            )
         self.start()
 
     def start(self) -> None:
@@ -37,7 +72,7 @@ class RedisServer:
         self._process = subprocess.Popen(
             self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:

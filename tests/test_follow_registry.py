@@ -24,6 +24,7 @@ from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
 from tests.conftest import make_gateway, wait_until_ready
+from tests.redis_server import RedisServer, make_certificates
 from tests.wire import infer_request
 
 FEATURES = {"input": np.ones((1, 4), np.float32)}
@@ -312,3 +313,28 @@ def test_uploaded_artifact_is_served_without_the_original_file(following, regist
     registry.set_route("credit", [Split("7", 100)], actor="ops")
     _eventually(lambda: _served(stub) == "7")
     assert registry.fetch_blob(stored["sha256"])[:4]  # content-addressed, fetchable
+
+
+def test_gateway_and_gatectl_work_over_mutual_tls(tmp_path):
+    tls = RedisServer(tmp_path, make_certificates(tmp_path))
+    try:
+        client = RegistryClient.from_url(tls.url)
+        client.create_model("credit", actor="ops")
+        path = onnx_models.save(onnx_models.classifier(), tmp_path, "credit", "1")
+        client.register_version("credit", "1", path, actor="ops")
+        client.set_route("credit", [Split("1", 100)], actor="ops")
+        gateway = make_gateway(None, redis_url=tls.url, rules_poll_seconds=0.2)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+                assert _served(pb_grpc.GRPCInferenceServiceStub(channel)) == "1"
+        finally:
+            gateway.stop(grace_seconds=1)
+        code, out, _ = _gatectl(tls.url, "route", "show", "credit")
+        assert code == 0 and "revision 1" in out
+        plain = redis.Redis(port=tls.port, socket_connect_timeout=1)
+        with pytest.raises(redis.ConnectionError):
+            plain.ping()  # no TLS, no entry
+        plain.close()
+        client.close()
+    finally:
+        tls.stop()
