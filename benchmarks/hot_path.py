@@ -27,10 +27,13 @@ from gateway.settings import Settings
 
 
 class _Context:
-    """The one thing ModelInfer asks of its gRPC context."""
+    """The two things ModelInfer asks of its gRPC context."""
 
     def time_remaining(self) -> float | None:
         return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
 
 
 def _request() -> pb.ModelInferRequest:

@@ -35,9 +35,11 @@ class InferencePipeline:
         self._metrics = metrics
         self._code_name = code_name
 
-    def resolve(self, model: str, pinned_version: str) -> tuple[LoadedVersion, Decision]:
-        """The version that serves (model, pin) now, or ModelNotFound / ModelNotReady."""
-        decision = route(self._routes.current(), model, pinned_version)
+    def resolve(
+        self, model: str, pinned_version: str, routing_key: str | None = None
+    ) -> tuple[LoadedVersion, Decision]:
+        """The version that serves (model, pin, key) now, or ModelNotFound / ModelNotReady."""
+        decision = route(self._routes.current(), model, pinned_version, routing_key)
         if decision is None:
             if self._versions.is_loading(model):
                 raise ModelNotReady(f"model '{model}' is loading and has no ready version yet")
@@ -47,7 +49,7 @@ class InferencePipeline:
     def infer(self, request: InferRequest) -> InferResult:
         """Run one request on the version its route chooses; counts it in the metrics."""
         try:
-            loaded, decision = self.resolve(request.model, request.version)
+            loaded, decision = self.resolve(request.model, request.version, request.routing_key)
         except GatewayError as exc:
             self.count_rejected(request.model, exc)
             raise

@@ -33,6 +33,7 @@ class InferRequest:
     outputs: Sequence[str]  # empty = every output
     deadline: float | None
     received: float  # time.perf_counter() when the request arrived, for its duration
+    routing_key: str | None = None  # sticky routing: same key, same version
 
 
 @dataclass(slots=True)

@@ -338,3 +338,21 @@ def test_gateway_and_gatectl_work_over_mutual_tls(tmp_path):
         client.close()
     finally:
         tls.stop()
+
+
+def test_routing_key_from_parameter_or_metadata_is_sticky(following, registry):
+    gateway, stub = following
+    registry.set_route("credit", [Split("1", 50), Split("2", 50)], actor="ops")
+    _eventually(lambda: gateway.routes.current().routes["credit"].versions == ("1", "2"))
+    for key in ("alice", "bob", "carol", "dave"):
+        by_parameter = infer_request("credit", FEATURES)
+        by_parameter.parameters["routing_key"].string_param = key
+        answers = {stub.ModelInfer(by_parameter).model_version for _ in range(10)}
+        answers |= {
+            stub.ModelInfer(infer_request("credit", FEATURES),
+                            metadata=[("x-routing-key", key)]).model_version
+            for _ in range(10)
+        }  # fmt: skip
+        assert len(answers) == 1, key
+        response = stub.ModelInfer(by_parameter)
+        assert response.parameters["routed_by"].string_param == "sticky"

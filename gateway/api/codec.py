@@ -49,8 +49,27 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor, model: str) -> 
     return values
 
 
+ROUTING_KEY_PARAMETER = "routing_key"
+ROUTING_KEY_METADATA = "x-routing-key"
+
+
+def routing_key_of(
+    request: pb.ModelInferRequest, metadata: Sequence[tuple[str, str | bytes]]
+) -> str | None:
+    """The request parameter `routing_key`, else the metadata `x-routing-key`, else None."""
+    parameters = request.parameters
+    if ROUTING_KEY_PARAMETER in parameters:
+        return parameters[ROUTING_KEY_PARAMETER].string_param or None
+    for key, value in metadata:
+        if key == ROUTING_KEY_METADATA and isinstance(value, str):
+            return value or None
+    return None
+
+
 def decode_infer_request(
-    request: pb.ModelInferRequest, time_remaining: float | None
+    request: pb.ModelInferRequest,
+    time_remaining: float | None,
+    metadata: Sequence[tuple[str, str | bytes]] = (),
 ) -> InferRequest:
     """Translate a ModelInferRequest; InvalidInput when raw and typed contents are mixed."""
     received = time.perf_counter()
@@ -84,6 +103,7 @@ def decode_infer_request(
         outputs=[o.name for o in request.outputs],
         deadline=deadline,
         received=received,
+        routing_key=routing_key_of(request, metadata),
     )
 
 

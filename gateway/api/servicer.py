@@ -99,7 +99,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
         try:
-            decoded = decode_infer_request(request, context.time_remaining())
+            decoded = decode_infer_request(
+                request, context.time_remaining(), context.invocation_metadata()
+            )
         except GatewayError as exc:
             self._pipeline.count_rejected(request.model_name, exc)
             raise

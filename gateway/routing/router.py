@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import random
 from dataclasses import dataclass
 
-from gateway.routing.table import RouteTable
+from gateway.routing.table import BUCKETS, RouteTable
 
-__all__ = ["PIN", "WEIGHT", "Decision", "route"]
+__all__ = ["PIN", "STICKY", "WEIGHT", "Decision", "bucket_of", "route"]
 
 PIN = "pin"
+STICKY = "sticky"
 WEIGHT = "weight"
 _draw = random.Random().random  # per process; only unkeyed traffic uses it
 
@@ -23,13 +25,24 @@ class Decision:
     routed_by: str
 
 
-def route(table: RouteTable, model: str, pinned_version: str) -> Decision | None:
+def bucket_of(model: str, routing_key: str) -> int:
+    """The key's bucket: the same on every replica and process (never Python's hash())."""
+    digest = hashlib.blake2b(f"{model}\0{routing_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def route(
+    table: RouteTable, model: str, pinned_version: str, routing_key: str | None = None
+) -> Decision | None:
     """Choose the version for a request; None when the model has no route."""
     if pinned_version:
         return Decision(pinned_version, PIN)
     active = table.routes.get(model)
     if active is None:
         return None
+    if routing_key and active.sticky:
+        index = bisect.bisect_right(active.bucket_bounds, bucket_of(model, routing_key))
+        return Decision(active.versions[index], STICKY)
     if len(active.versions) == 1:
         return Decision(active.versions[0], WEIGHT)
     point = _draw() * active.cumulative_weights[-1]

@@ -7,19 +7,29 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-__all__ = ["Route", "RouteSource", "RouteTable", "RouteTableHolder"]
+__all__ = ["BUCKETS", "Route", "RouteSource", "RouteTable", "RouteTableHolder"]
+
+
+BUCKETS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One model's active rule: versions with positive weights, in rule order."""
+    """One model's active rule: versions with positive weights, in rule order.
+
+    For sticky routing each version owns a consecutive range of the 10,000 buckets, in rule
+    order (DESIGN.md 6): raising the last version's weight only moves buckets into it."""
 
     versions: tuple[str, ...]
     cumulative_weights: tuple[int, ...]  # running sums, the last is the total
     revision: int = 0
+    sticky: bool = True
+    bucket_bounds: tuple[int, ...] = ()  # exclusive upper bucket of each version
 
     @classmethod
-    def of(cls, split: tuple[tuple[str, int], ...], revision: int = 0) -> Route:
+    def of(
+        cls, split: tuple[tuple[str, int], ...], revision: int = 0, sticky: bool = True
+    ) -> Route:
         """Build from (version, weight) pairs; versions with weight 0 receive nothing."""
         versions, sums, total = [], [], 0
         for version, weight in split:
@@ -29,7 +39,8 @@ class Route:
                 sums.append(total)
         if not versions:
             raise ValueError("a route needs a version with a positive weight")
-        return cls(tuple(versions), tuple(sums), revision)
+        bounds = tuple(running * BUCKETS // total for running in sums)
+        return cls(tuple(versions), tuple(sums), revision, sticky, bounds)
 
     @property
     def weights(self) -> dict[str, int]:

@@ -140,7 +140,8 @@ class RuleWatcher:
         routes = dict(current)
         for model, rule in rules.items():
             # Content, not only the revision: a registry restored from scratch counts again.
-            wanted = Route.of(tuple((s.version, s.weight) for s in rule.split), rule.revision)
+            split = tuple((s.version, s.weight) for s in rule.split)
+            wanted = Route.of(split, rule.revision, rule.sticky)
             if current.get(model) == wanted or self._given_up.get(model) == wanted:
                 continue
             if self._load_versions(rule):
