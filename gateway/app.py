@@ -44,6 +44,7 @@ from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
+from gateway.shadow import ShadowDispatcher
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
 from registry_client.repository import scan_repository
@@ -84,7 +85,12 @@ class Gateway:
         self.versions = VersionStore(options, self.metrics, settings.load_threads)
         self.metrics.watch_inflight(self.versions.inflight_by_model)
         self.routes = RouteTableHolder()
-        self.pipeline = InferencePipeline(self.routes, self.versions, self.metrics, code_name)
+        self.shadows = ShadowDispatcher(
+            self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers
+        )
+        self.pipeline = InferencePipeline(
+            self.routes, self.versions, self.metrics, code_name, self.shadows
+        )
         self.health = HealthService([INFERENCE_SERVICE])
         self.state = ServingState(self.health)
         self.loaded = threading.Event()
@@ -138,6 +144,7 @@ class Gateway:
         settings = self.settings
         if self.private_redis is not None:
             self.private_redis.start()
+        self.shadows.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
         self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
@@ -208,6 +215,7 @@ class Gateway:
         stopped = self._server.stop(grace)
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
+        self.shadows.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.versions.close()

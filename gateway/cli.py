@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--replica-id", help="name in heartbeats (default <hostname>-<pid>)")
     run.add_argument("--rules-poll-seconds", type=float, help="epoch poll interval (2)")
     run.add_argument("--heartbeat-seconds", type=float, help="heartbeat interval (5)")
+    run.add_argument("--shadow-queue-size", type=int, help="mirrored copies waiting (1000)")
+    run.add_argument("--shadow-workers", type=int, help="threads running shadows (1)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["UNKNOWN_LABEL", "GatewayMetrics", "VersionMetrics"]
+__all__ = ["PRIMARY", "SHADOW", "UNKNOWN_LABEL", "GatewayMetrics", "VersionMetrics"]
 
 # 100 us to 10 s: the tiny models answer in well under a millisecond, heavy ones in seconds.
 LATENCY_BUCKETS = (
@@ -17,6 +17,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 UNKNOWN_LABEL = "_unknown"  # every name we do not serve collapses into this one label value
 PRIMARY = "primary"
+SHADOW = "shadow"
 
 
 class _InflightCollector(Collector):
@@ -94,6 +95,7 @@ class GatewayMetrics:
             registry=registry,
         )
         self._control_plane(registry)
+        self._shadows(registry)
 
     def _control_plane(self, registry: CollectorRegistry) -> None:
         self.redis_connected = Gauge(
@@ -115,6 +117,30 @@ class GatewayMetrics:
             ["model"],
             registry=registry,
         )
+
+    def _shadows(self, registry: CollectorRegistry) -> None:
+        pair = ["model", "primary", "shadow", "output"]
+        self.shadow_dropped = Counter(
+            "onnxgate_shadow_dropped", "Mirrored copies dropped because the shadow queue was full.",
+            ["model", "version"], registry=registry,
+        )  # fmt: skip
+        self.shadow_rows = Counter(
+            "onnxgate_shadow_rows", "Rows of class-score outputs compared with the primary.",
+            pair, registry=registry,
+        )  # fmt: skip
+        self.shadow_agreeing_rows = Counter(
+            "onnxgate_shadow_agreeing_rows",
+            "Compared rows whose argmax equals the primary's (agreement = agreeing / rows).",
+            pair, registry=registry,
+        )  # fmt: skip
+        self.shadow_abs_diff = Histogram(
+            "onnxgate_shadow_abs_diff", "Mean absolute difference from the primary, per request.",
+            pair, buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0), registry=registry,
+        )  # fmt: skip
+        self.shadow_max_abs_diff = Gauge(
+            "onnxgate_shadow_max_abs_diff", "Largest absolute difference from the primary seen.",
+            pair, registry=registry,
+        )  # fmt: skip
 
     def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
         """Export onnxgate_inflight_requests{model}, read from the source at scrape time."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from gateway.errors import GatewayError, ModelNotFound, ModelNotReady
 from gateway.metrics import UNKNOWN_LABEL, GatewayMetrics
 from gateway.models.store import VersionStore
 from gateway.models.version import LoadedVersion
 from gateway.routing.router import Decision, route
 from gateway.routing.table import RouteSource
+from gateway.shadow import ShadowDispatcher, ShadowJob
 from gateway.types import InferRequest, InferResult
 
 __all__ = ["InferencePipeline"]
@@ -29,11 +32,13 @@ class InferencePipeline:
         versions: VersionStore,
         metrics: GatewayMetrics,
         code_name: Callable[[GatewayError], str],
+        shadows: ShadowDispatcher | None = None,
     ) -> None:
         self._routes = routes
         self._versions = versions
         self._metrics = metrics
         self._code_name = code_name
+        self._shadows = shadows
 
     def resolve(
         self, model: str, pinned_version: str, routing_key: str | None = None
@@ -64,12 +69,31 @@ class InferencePipeline:
             raise
         metrics.ok.inc()
         metrics.duration.observe(time.perf_counter() - request.received)
+        if decision.shadows and self._shadows is not None:
+            self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
         return InferResult(
             loaded.model,
             loaded.version,
             decision.routed_by,
             list(zip(outputs.specs, arrays, strict=True)),
         )
+
+    def _mirror(
+        self,
+        primary: LoadedVersion,
+        shadow_versions: tuple[str, ...],
+        feeds: dict[str, np.ndarray],
+        output_names: tuple[str, ...],
+        outputs: list[np.ndarray],
+    ) -> None:
+        """Offer copies to the shadows; never waits, never fails the primary."""
+        assert self._shadows is not None
+        ready = self._versions.ready_versions().get(primary.model, {})
+        for version in shadow_versions:
+            shadow = ready.get(version)
+            if shadow is not None:
+                job = ShadowJob(shadow, primary.version, feeds, output_names, outputs)
+                self._shadows.offer(job)
 
     def count_rejected(self, model: str, exc: GatewayError) -> None:
         """Count a request that failed before a version was chosen."""

@@ -40,6 +40,8 @@ class Settings:
     replica_id: str = ""  # heartbeat name; empty: <hostname>-<pid>
     rules_poll_seconds: float = 2.0  # epoch poll, the backstop for lost pub/sub hints
     heartbeat_seconds: float = 5.0
+    shadow_queue_size: int = 1000  # mirrored copies waiting; beyond it they are dropped
+    shadow_workers: int = 1
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -17,12 +17,12 @@ from gateway.models.signature import Signature, SignatureError, read_signature
 from gateway.models.version import LoadedVersion, VersionInfo
 from registry_client.repository import VersionSource
 
-__all__ = ["LoadError", "LoadOptions", "load_version"]
+__all__ = ["ORT_ERRORS", "LoadError", "LoadOptions", "load_version"]
 
 
 # onnxruntime's own exception types derive from Exception directly; these are the ones a
 # corrupt, unsupported or unrunnable model raises.
-_ORT_ERRORS: tuple[type[Exception], ...] = (
+ORT_ERRORS: tuple[type[Exception], ...] = (
     ort_state.Fail,
     ort_state.InvalidArgument,
     ort_state.InvalidGraph,
@@ -93,7 +93,7 @@ def load_version(
         session = ort.InferenceSession(
             data, sess_options=_session_options(options), providers=["CPUExecutionProvider"]
         )
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise LoadError(f"onnxruntime rejected the model: {exc}") from exc
     try:
         signature = read_signature(session.get_inputs(), session.get_outputs())
@@ -101,7 +101,7 @@ def load_version(
         raise LoadError(str(exc)) from exc
     try:
         session.run(None, _warmup_feeds(signature))
-    except _ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
+    except ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
         raise LoadError(f"warm-up run failed: {exc}") from exc
     elapsed = time.perf_counter() - started
     info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)

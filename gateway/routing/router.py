@@ -23,6 +23,7 @@ class Decision:
 
     version: str
     routed_by: str
+    shadows: tuple[str, ...] = ()  # shadow versions this request is mirrored to
 
 
 def bucket_of(model: str, routing_key: str) -> int:
@@ -41,10 +42,21 @@ def route(
     if active is None:
         return None
     if routing_key and active.sticky:
-        index = bisect.bisect_right(active.bucket_bounds, bucket_of(model, routing_key))
-        return Decision(active.versions[index], STICKY)
+        bucket = bucket_of(model, routing_key)
+        index = bisect.bisect_right(active.bucket_bounds, bucket)
+        return Decision(active.versions[index], STICKY, _mirrors(active.shadows, bucket))
+    shadows = _mirrors(active.shadows, None) if active.shadows else ()
     if len(active.versions) == 1:
-        return Decision(active.versions[0], WEIGHT)
+        return Decision(active.versions[0], WEIGHT, shadows)
     point = _draw() * active.cumulative_weights[-1]
     index = bisect.bisect_right(active.cumulative_weights, point)
-    return Decision(active.versions[index], WEIGHT)
+    return Decision(active.versions[index], WEIGHT, shadows)
+
+
+def _mirrors(shadows: tuple[tuple[str, float], ...], bucket: int | None) -> tuple[str, ...]:
+    """The shadows a request goes to: by the key's bucket when keyed, else at random."""
+    if not shadows:
+        return ()
+    if bucket is None:
+        return tuple(v for v, percent in shadows if _draw() * 100 < percent)
+    return tuple(v for v, percent in shadows if bucket < percent * BUCKETS / 100)

@@ -25,10 +25,15 @@ class Route:
     revision: int = 0
     sticky: bool = True
     bucket_bounds: tuple[int, ...] = ()  # exclusive upper bucket of each version
+    shadows: tuple[tuple[str, float], ...] = ()  # (version, percent of requests mirrored)
 
     @classmethod
     def of(
-        cls, split: tuple[tuple[str, int], ...], revision: int = 0, sticky: bool = True
+        cls,
+        split: tuple[tuple[str, int], ...],
+        revision: int = 0,
+        sticky: bool = True,
+        shadows: tuple[tuple[str, float], ...] = (),
     ) -> Route:
         """Build from (version, weight) pairs; versions with weight 0 receive nothing."""
         versions, sums, total = [], [], 0
@@ -40,7 +45,8 @@ class Route:
         if not versions:
             raise ValueError("a route needs a version with a positive weight")
         bounds = tuple(running * BUCKETS // total for running in sums)
-        return cls(tuple(versions), tuple(sums), revision, sticky, bounds)
+        mirrored = tuple((v, p) for v, p in shadows if p > 0)
+        return cls(tuple(versions), tuple(sums), revision, sticky, bounds, mirrored)
 
     @property
     def weights(self) -> dict[str, int]:

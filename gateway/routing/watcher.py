@@ -141,7 +141,8 @@ class RuleWatcher:
         for model, rule in rules.items():
             # Content, not only the revision: a registry restored from scratch counts again.
             split = tuple((s.version, s.weight) for s in rule.split)
-            wanted = Route.of(split, rule.revision, rule.sticky)
+            shadows = tuple((s.version, s.percent) for s in rule.shadows)
+            wanted = Route.of(split, rule.revision, rule.sticky, shadows)
             if current.get(model) == wanted or self._given_up.get(model) == wanted:
                 continue
             if self._load_versions(rule):

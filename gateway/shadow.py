@@ -1,0 +1,129 @@
+"""Shadow traffic: a bounded mirror of requests to shadow versions, compared with the primary.
+
+The request thread only offers a job to a bounded queue (never blocks; a full queue drops the
+copy and counts it). Worker threads run the shadow version and compare its outputs with what
+the primary answered: argmax agreement for class-score outputs (rank 2, more than one column),
+mean and max absolute difference for every numeric output. Shadow errors and latency are
+recorded under role="shadow" and never reach the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.errors import GatewayError
+from gateway.metrics import SHADOW, GatewayMetrics, VersionMetrics
+from gateway.models.loader import ORT_ERRORS
+from gateway.models.version import LoadedVersion
+
+__all__ = ["ShadowDispatcher", "ShadowJob"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowJob:
+    """One mirrored request: the shadow to run and what the primary answered."""
+
+    shadow: LoadedVersion
+    primary_version: str
+    feeds: Mapping[str, np.ndarray]
+    output_names: tuple[str, ...]
+    primary_outputs: Sequence[np.ndarray]
+
+
+class ShadowDispatcher:
+    """Owns the shadow queue and its worker threads; start() and stop() are the app's."""
+
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        code_name: Callable[[GatewayError], str],
+        queue_size: int,
+        workers: int,
+    ) -> None:
+        self._metrics = metrics
+        self._code_name = code_name
+        self._lock = threading.Lock()
+        self._role_metrics: dict[tuple[str, str], VersionMetrics] = {}
+        self._max_abs_diff: dict[tuple[str, str, str, str], float] = {}
+        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=queue_size)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"onnxgate-shadow-{i}", daemon=True)
+            for i in range(workers)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Let queued jobs finish, then end the workers."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def offer(self, job: ShadowJob) -> None:
+        """Queue a job without waiting; when the queue is full the copy is dropped."""
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self._metrics.shadow_dropped.labels(job.shadow.model, job.shadow.version).inc()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            self._run(job)
+
+    def _shadow_metrics(self, shadow: LoadedVersion) -> VersionMetrics:
+        key = (shadow.model, shadow.version)
+        with self._lock:
+            if key not in self._role_metrics:
+                self._role_metrics[key] = self._metrics.for_version(*key, role=SHADOW)
+            return self._role_metrics[key]
+
+    def _run(self, job: ShadowJob) -> None:
+        shadow = job.shadow
+        metrics = self._shadow_metrics(shadow)
+        started = time.perf_counter()
+        try:
+            outputs = shadow.infer(dict(job.feeds), job.output_names, None)
+        except GatewayError as exc:
+            metrics.count(self._code_name(exc))
+            return
+        except ORT_ERRORS:  # the shadow model failed; the caller never knows
+            _log.warning("shadow run failed", exc_info=True,
+                         extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
+            metrics.count("INTERNAL")
+            return
+        metrics.ok.inc()
+        metrics.duration.observe(time.perf_counter() - started)
+        for name, primary, mirrored in zip(
+            job.output_names, job.primary_outputs, outputs, strict=True
+        ):
+            self._compare(job, name, primary, mirrored)
+
+    def _compare(
+        self, job: ShadowJob, output: str, primary: np.ndarray, shadow: np.ndarray
+    ) -> None:
+        labels = (job.shadow.model, job.primary_version, job.shadow.version, output)
+        if primary.shape != shadow.shape or primary.dtype.kind not in "biuf":
+            return
+        if primary.ndim == 2 and primary.shape[1] > 1:
+            agreeing = int(np.count_nonzero(primary.argmax(axis=1) == shadow.argmax(axis=1)))
+            self._metrics.shadow_rows.labels(*labels).inc(primary.shape[0])
+            self._metrics.shadow_agreeing_rows.labels(*labels).inc(agreeing)
+        if primary.size:
+            diff = np.abs(primary.astype(np.float64) - shadow.astype(np.float64))
+            self._metrics.shadow_abs_diff.labels(*labels).observe(float(diff.mean()))
+            with self._lock:
+                largest = max(float(diff.max()), self._max_abs_diff.get(labels, 0.0))
+                self._max_abs_diff[labels] = largest
+            self._metrics.shadow_max_abs_diff.labels(*labels).set(largest)
