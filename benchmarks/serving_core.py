@@ -189,6 +189,8 @@ def server_command(
             str(metrics_port),
             "--host",
             HOST,
+            "--data-dir",  # its private registry lives with the run, not in the user's home
+            str(repo.parent / "gateway-data"),
             *shlex.split(args.gateway_args),
         ]
     if kind == "gateway-aio":
