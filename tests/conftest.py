@@ -136,6 +136,14 @@ def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
             gp.process.stderr.close()
 
 
+def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    """Poll check until it holds; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
 def wait_until_ready(stub: pb_grpc.GRPCInferenceServiceStub, timeout: float = 30) -> None:
     """Poll ServerReady until true."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,18 +23,11 @@ from registry_client.cli import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
-from tests.conftest import make_gateway, wait_until_ready
+from tests.conftest import eventually, make_gateway, wait_until_ready
 from tests.redis_server import RedisServer, make_certificates
 from tests.wire import infer_request
 
 FEATURES = {"input": np.ones((1, 4), np.float32)}
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -87,15 +80,15 @@ def test_gateway_serves_the_registry_rule_once_synced(following):
 def test_route_change_is_followed_and_unused_versions_unload(following, registry):
     gateway, stub = following
     registry.set_route("credit", [Split("2", 100)], actor="ops", reason="promote")
-    _eventually(lambda: _served(stub) == "2")
+    eventually(lambda: _served(stub) == "2")
     assert {_served(stub) for _ in range(20)} == {"2"}
-    _eventually(lambda: gateway.versions.status("credit", "1") is None)  # no rule names it
+    eventually(lambda: gateway.versions.status("credit", "1") is None)  # no rule names it
 
 
 def test_weighted_rule_splits_traffic(following, registry):
     _, stub = following
     registry.set_route("credit", [Split("1", 50), Split("2", 50)], actor="ops")
-    _eventually(lambda: _served(stub) == "2")
+    eventually(lambda: _served(stub) == "2")
     served = [_served(stub) for _ in range(400)]
     assert 0.40 < served.count("2") / len(served) < 0.60
 
@@ -104,9 +97,7 @@ def test_rule_naming_a_tampered_artifact_is_not_applied(following, registry, tmp
     gateway, stub = following
     onnx_models.save(onnx_models.classifier(seed=99), tmp_path, "credit", "3")  # other bytes
     registry.set_route("credit", [Split("3", 100)], actor="ops")
-    _eventually(
-        lambda: (s := gateway.versions.status("credit", "3")) is not None and bool(s.reason)
-    )
+    eventually(lambda: (s := gateway.versions.status("credit", "3")) is not None and bool(s.reason))
     assert "sha256 mismatch" in gateway.versions.status("credit", "3").reason
     assert {_served(stub) for _ in range(20)} == {"1"}  # the old rule keeps serving
 
@@ -114,7 +105,7 @@ def test_rule_naming_a_tampered_artifact_is_not_applied(following, registry, tmp
         heartbeat = registry.gateways().get(gateway.replica, {})
         return "sha256 mismatch" in json.loads(heartbeat.get("errors", "{}")).get("credit", "")
 
-    _eventually(reported)
+    eventually(reported)
 
 
 @pytest.mark.timeout(120)
@@ -139,9 +130,9 @@ def test_redis_killed_under_load_fails_no_request_and_resyncs_within_5s(
     worker.start()
     try:
         redis_server.stop()
-        _eventually(lambda: gateway.registry.get_sample_value("onnxgate_redis_connected") == 0, 15)
+        eventually(lambda: gateway.registry.get_sample_value("onnxgate_redis_connected") == 0, 15)
         before_restart = served
-        _eventually(lambda: served > before_restart + 50)  # serving on the last good rules
+        eventually(lambda: served > before_restart + 50)  # serving on the last good rules
         redis_server.start()  # empty: the registry is written again, as after a restore
         fresh = RegistryClient.from_url(redis_server.url)
         fresh.create_model("credit", actor="ops")
@@ -149,7 +140,7 @@ def test_redis_killed_under_load_fails_no_request_and_resyncs_within_5s(
                                actor="ops")  # fmt: skip
         fresh.set_route("credit", [Split("2", 100)], actor="ops")  # perhaps before resubscribing
         written = time.monotonic()
-        _eventually(lambda: gateway.routes.current().routes["credit"].versions == ("2",), 5)
+        eventually(lambda: gateway.routes.current().routes["credit"].versions == ("2",), 5)
         resync_seconds = time.monotonic() - written
         fresh.close()
     finally:
@@ -191,7 +182,7 @@ def test_route_status_shows_each_replica_and_its_problems(following, registry, t
         assert code == 0
         return [line.split(None, 3) for line in out.splitlines()[2:]]
 
-    _eventually(lambda: any("sha256" in row[-1] for row in shown()))
+    eventually(lambda: any("sha256" in row[-1] for row in shown()))
     replica, applied, versions, problems = shown()[0]
     assert (replica, applied) == (gateway.replica, "1")  # still serving revision 1
     assert versions.startswith("1:READY")
@@ -238,7 +229,7 @@ def test_three_gateway_processes_apply_a_change_under_load_without_failures(
                 "credit", [Split("1", 100 - step), Split("2", step)], actor="ops"
             )
             ports = [g.metrics_port for g in gateways]
-            _eventually(functools.partial(_all_at_revision, ports, rule.revision))
+            eventually(functools.partial(_all_at_revision, ports, rule.revision))
         for stub in stubs:
             assert _served(stub) == "2"
     finally:
@@ -255,7 +246,7 @@ def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, 
                                                                      redis_server):  # fmt: skip
     gateway, stub = following
     registry.set_route("credit", [Split("2", 100)], actor="ops")
-    _eventually(lambda: _served(stub) == "2")
+    eventually(lambda: _served(stub) == "2")
     raw = redis.Redis.from_url(redis_server.url)
     raw.delete(registry.keys.version("credit", "3"))  # the registry lost it behind our back
     registry_rule = json.loads(raw.get(registry.keys.route("credit")) or b"{}")
@@ -269,7 +260,7 @@ def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, 
         heartbeat = registry.gateways().get(gateway.replica, {})
         return "is not registered" in json.loads(heartbeat.get("errors", "{}")).get("credit", "")
 
-    _eventually(reported)
+    eventually(reported)
     assert {_served(stub) for _ in range(20)} == {"2"}
     assert gateway.registry.get_sample_value("onnxgate_redis_connected") == 1
 
@@ -293,8 +284,8 @@ def test_gateway_runs_under_a_least_privilege_redis_user(redis_server, registry)
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert _served(stub) == "1"
             registry.set_route("credit", [Split("2", 100)], actor="ops")
-            _eventually(lambda: _served(stub) == "2")
-        _eventually(lambda: gateway.replica in registry.gateways())
+            eventually(lambda: _served(stub) == "2")
+        eventually(lambda: gateway.replica in registry.gateways())
         restricted = redis.Redis.from_url(url)
         with pytest.raises(redis.exceptions.NoPermissionError):
             restricted.set(registry.keys.route("credit"), "{}")
@@ -311,7 +302,7 @@ def test_uploaded_artifact_is_served_without_the_original_file(following, regist
     assert stored["artifact_uri"] == f"redis-blob:{stored['sha256']}"
     path.unlink()  # only the registry has the bytes now
     registry.set_route("credit", [Split("7", 100)], actor="ops")
-    _eventually(lambda: _served(stub) == "7")
+    eventually(lambda: _served(stub) == "7")
     assert registry.fetch_blob(stored["sha256"])[:4]  # content-addressed, fetchable
 
 
@@ -343,7 +334,7 @@ def test_gateway_and_gatectl_work_over_mutual_tls(tmp_path):
 def test_routing_key_from_parameter_or_metadata_is_sticky(following, registry):
     gateway, stub = following
     registry.set_route("credit", [Split("1", 50), Split("2", 50)], actor="ops")
-    _eventually(lambda: gateway.routes.current().routes["credit"].versions == ("1", "2"))
+    eventually(lambda: gateway.routes.current().routes["credit"].versions == ("1", "2"))
     for key in ("alice", "bob", "carol", "dave"):
         by_parameter = infer_request("credit", FEATURES)
         by_parameter.parameters["routing_key"].string_param = key

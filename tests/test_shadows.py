@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,17 +14,10 @@ from gateway.app import Gateway
 from registry_client.client import RegistryClient
 from registry_client.schema import Shadow, Split
 from tests import onnx_models
-from tests.conftest import make_gateway
+from tests.conftest import eventually, make_gateway
 from tests.wire import infer_request
 
 FEATURES = {"input": np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)}
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -66,7 +58,7 @@ def test_identical_shadow_agrees_fully_and_is_never_returned(redis_server, regis
     try:
         assert set(_send(gateway, 20)) == {"1"}
         pair = {"model": "credit", "primary": "1", "shadow": "2", "output": "probabilities"}
-        _eventually(lambda: _value(gateway, "onnxgate_shadow_rows_total", **pair) == 160)
+        eventually(lambda: _value(gateway, "onnxgate_shadow_rows_total", **pair) == 160)
         assert _value(gateway, "onnxgate_shadow_agreeing_rows_total", **pair) == 160
         assert _value(gateway, "onnxgate_shadow_max_abs_diff", **pair) == 0
         shadow_ok = {"model": "credit", "version": "2", "role": "shadow", "code": "OK"}
@@ -81,7 +73,7 @@ def test_different_shadow_shows_its_disagreement(redis_server, registry):
     try:
         _send(gateway, 25)
         pair = {"model": "credit", "primary": "1", "shadow": "3", "output": "logits"}
-        _eventually(lambda: _value(gateway, "onnxgate_shadow_rows_total", **pair) == 200)
+        eventually(lambda: _value(gateway, "onnxgate_shadow_rows_total", **pair) == 200)
         agreeing = _value(gateway, "onnxgate_shadow_agreeing_rows_total", **pair)
         assert agreeing < 200
         assert _value(gateway, "onnxgate_shadow_max_abs_diff", **pair) > 0
@@ -95,7 +87,7 @@ def test_failing_shadow_never_reaches_the_caller(redis_server, registry):
     try:
         assert set(_send(gateway, 10)) == {"1"}  # the shadow cannot even take these inputs
         failed = {"model": "credit", "version": "4", "role": "shadow", "code": "INTERNAL"}
-        _eventually(lambda: _value(gateway, "onnxgate_requests_total", **failed) == 10)
+        eventually(lambda: _value(gateway, "onnxgate_requests_total", **failed) == 10)
         primary_ok = {"model": "credit", "version": "1", "role": "primary", "code": "OK"}
         assert _value(gateway, "onnxgate_requests_total", **primary_ok) == 10
     finally:
