@@ -130,8 +130,12 @@ def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
     yield start
     for gp in started:
         if gp.process.poll() is None:
-            gp.process.kill()
-            gp.process.wait(timeout=10)
+            gp.process.terminate()  # a graceful stop also stops a private redis-server
+            try:
+                gp.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                gp.process.kill()
+                gp.process.wait(timeout=10)
         if gp.process.stderr is not None:
             gp.process.stderr.close()
 

@@ -57,6 +57,8 @@ def test_private_redis_is_found_by_gatectl_and_keeps_rules_across_restarts(
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         wait_until_ready(stub)
         assert _served(stub) == "1"  # the rule survived the restart (append-only file)
+    assert again.terminate() == 0
+    assert not (data / "redis.sock").exists()
 
 
 def test_missing_redis_server_is_a_clear_error(tmp_path):
