@@ -8,7 +8,6 @@ is served from memory; loading runs on the VersionStore's executor.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -46,9 +45,7 @@ from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
 from registry_client.client import RegistryClient
-from registry_client.errors import Conflict
 from registry_client.repository import scan_repository
-from registry_client.schema import MAX_ROUTE_VERSIONS, Split
 
 __all__ = ["Gateway", "serve"]
 
@@ -178,24 +175,10 @@ class Gateway:
         return Path(self._temporary_cache.name)
 
     def _import_models(self) -> None:
-        """Register --models DIR in the registry. A model without a rule gets one that sends
-        everything to its highest version and keeps the others loaded at weight 0, so each
-        stays reachable by `model_version`, as when serving the directory directly.
-        Idempotent, and a rule someone set meanwhile wins."""
+        """Register --models DIR in the registry and give its models default rules."""
         assert self.registry_client is not None and self.settings.models is not None
-        registry = self.registry_client
-        registry.import_repository(self.settings.models, actor=self.replica)
-        rules, _ = registry.rules()
-        for model in registry.list_models():
-            versions = registry.list_versions(model)[-MAX_ROUTE_VERSIONS:]
-            if model in rules or not versions:
-                continue
-            split = [Split(v, 100 if v == versions[-1] else 0) for v in versions]
-            with contextlib.suppress(Conflict):
-                registry.set_route(
-                    model, split, actor=self.replica, expected_revision=0,
-                    reason="default rule: highest version, the others pinnable",
-                )  # fmt: skip
+        self.registry_client.import_repository(self.settings.models, actor=self.replica)
+        self.registry_client.ensure_default_rules(actor=self.replica)
 
     def _on_synced(self) -> None:
         self.state.mark_ready(True)

@@ -6,6 +6,7 @@ the audit stream and publishes a hint on `{ns}:events` (DESIGN.md 5).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -25,6 +26,7 @@ from registry_client.repository import scan_repository
 from registry_client.schema import (
     BLOB_CHUNK_BYTES,
     BLOB_SCHEME,
+    MAX_ROUTE_VERSIONS,
     Keys,
     RouteRule,
     SchemaError,
@@ -239,6 +241,22 @@ class RegistryClient:
             self.register_version(source.model, source.version, source.path, actor=actor)
             found.append((source.model, source.version))
         return found
+
+    def ensure_default_rules(self, *, actor: str) -> None:
+        """Give every model without a rule one that sends everything to its highest version
+        and keeps the others loaded at weight 0, so each stays reachable by pin (as when a
+        gateway serves a directory directly). A rule someone sets meanwhile wins."""
+        rules, _ = self.rules()
+        for model in self.list_models():
+            versions = self.list_versions(model)[-MAX_ROUTE_VERSIONS:]
+            if model in rules or not versions:
+                continue
+            split = [Split(v, 100 if v == versions[-1] else 0) for v in versions]
+            with contextlib.suppress(Conflict):
+                self.set_route(
+                    model, split, actor=actor, expected_revision=0,
+                    reason="default rule: highest version, the others pinnable",
+                )  # fmt: skip
 
     def list_versions(self, model: str) -> list[str]:
         """The model's versions, lowest first by version order."""
