@@ -11,8 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ import onnxruntime as ort
 import redis
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from registry_client.errors import Conflict, NotFound, Rejected, Unreachable
+from registry_client.errors import Conflict, NotFound, Rejected, redis_unreachable_as_error
 from registry_client.repository import scan_repository
 from registry_client.schema import (
     BLOB_CHUNK_BYTES,
@@ -35,6 +34,7 @@ from registry_client.schema import (
     validate_name,
     version_sort_key,
 )
+from registry_client.stats_store import StatsStore
 
 __all__ = ["AuditEntry", "RegistryClient"]
 
@@ -89,6 +89,7 @@ class RegistryClient:
     def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
         self._redis = client
         self.keys = Keys(_name(namespace, "namespace"))
+        self.stats = StatsStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:
@@ -486,9 +487,5 @@ class RegistryClient:
         with self._connection():
             return method(*args, **kwargs)
 
-    @contextmanager
-    def _connection(self) -> Iterator[None]:
-        try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise Unreachable(f"Redis is unreachable: {exc}; check --redis-url") from exc
+    def _connection(self) -> contextlib.AbstractContextManager[None]:
+        return redis_unreachable_as_error()

@@ -9,7 +9,19 @@ RegistryError
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "NotFound", "RegistryError", "Rejected", "Unreachable"]
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+__all__ = [
+    "Conflict",
+    "NotFound",
+    "RegistryError",
+    "Rejected",
+    "Unreachable",
+    "redis_unreachable_as_error",
+]
 
 
 class RegistryError(Exception):
@@ -30,3 +42,12 @@ class Conflict(RegistryError):
 
 class Unreachable(RegistryError):
     """Raised when Redis cannot be reached; nothing is known to have been written."""
+
+
+@contextmanager
+def redis_unreachable_as_error() -> Iterator[None]:
+    """Turn a lost connection or a timeout into Unreachable, with what to check."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unreachable(f"Redis is unreachable: {exc}; check --redis-url") from exc

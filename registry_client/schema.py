@@ -104,6 +104,11 @@ class Keys:
     def gateway(self, replica: str) -> str:
         return f"{self.prefix}:gateway:{replica}"
 
+    def stats(self, model: str, window: int) -> str:
+        """Request statistics of one model and 1-minute window. Tagged per model, not with
+        the control-plane tag, so their volume spreads over a Redis Cluster."""
+        return "{" + f"{self.namespace}:{model}" + "}" + f":stats:{window}"
+
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"

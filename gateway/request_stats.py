@@ -1,0 +1,119 @@
+"""Per-version request statistics of the current 1-minute windows, kept in memory.
+
+Request and shadow threads record into it (a lock, two dict lookups, one t-digest update);
+the StatsFlusher encodes the changed windows and writes them to Redis in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from registry_client.stats import VersionStats, encode_window, window_of
+from registry_client.stats_store import WindowWrite
+
+__all__ = ["RequestStats"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _ModelWindow:
+    by_version: dict[tuple[str, str], VersionStats] = field(default_factory=dict)
+    dirty: bool = True
+
+    def version(self, version: str, role: str) -> VersionStats:
+        key = (version, role)
+        found = self.by_version.get(key)
+        if found is None:
+            found = self.by_version[key] = VersionStats(version, role)
+        return found
+
+
+class RequestStats:
+    """Statistics per (model, window, version, role). Thread-safe.
+
+    A closed window stays until a flush after its last change has succeeded; while Redis is
+    unreachable at most `keep_windows` windows are kept, the oldest are given up (and logged).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, keep_windows: int = 60) -> None:
+        self._clock = clock
+        self._keep_windows = keep_windows
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, int], _ModelWindow] = {}
+
+    def record(self, model: str, version: str, role: str, code: str, seconds: float) -> None:
+        """One finished request; `seconds` counts only when `code` is OK."""
+        window = window_of(self._clock())
+        with self._lock:
+            state = self._model_window(model, window)
+            state.version(version, role).record(code, seconds)
+
+    def record_comparison(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        output: str,
+        *,
+        rows: int,
+        agreeing_rows: int,
+        abs_diff_sum: float,
+        elements: int,
+        max_abs_diff: float,
+    ) -> None:
+        """One shadow output compared with the primary's."""
+        window = window_of(self._clock())
+        with self._lock:
+            state = self._model_window(model, window)
+            compared = state.version(shadow, "shadow").comparison(primary, output)
+            compared.rows += rows
+            compared.agreeing_rows += agreeing_rows
+            compared.abs_diff_sum += abs_diff_sum
+            compared.elements += elements
+            compared.max_abs_diff = max(compared.max_abs_diff, max_abs_diff)
+
+    def _model_window(self, model: str, window: int) -> _ModelWindow:
+        key = (model, window)
+        state = self._windows.get(key)
+        if state is None:
+            state = self._windows[key] = _ModelWindow()
+        state.dirty = True
+        return state
+
+    def pending(self) -> list[WindowWrite]:
+        """Encode every changed window and mark it written; closed windows already written
+        are forgotten. Call failed() with the result when the write does not succeed."""
+        current = window_of(self._clock())
+        writes: list[WindowWrite] = []
+        with self._lock:
+            for (model, window), state in list(self._windows.items()):
+                if window < current - self._keep_windows:
+                    del self._windows[model, window]
+                    _log.warning("statistics window given up: Redis was unreachable too long",
+                                 extra={"model": model, "window": window})  # fmt: skip
+                elif state.dirty:
+                    writes.append(
+                        WindowWrite(model, window, encode_window(state.by_version.values()))
+                    )
+                    state.dirty = False
+                elif window < current:
+                    del self._windows[model, window]
+        return writes
+
+    def failed(self, writes: Iterable[WindowWrite]) -> None:
+        """Mark windows whose write failed as changed, so the next flush writes them again."""
+        with self._lock:
+            for item in writes:
+                state = self._windows.get((item.model, item.window))
+                if state is not None:
+                    state.dirty = True
+
+    def windows(self) -> int:
+        """Windows held in memory (for tests and the log)."""
+        with self._lock:
+            return len(self._windows)

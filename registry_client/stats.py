@@ -1,0 +1,185 @@
+"""Per-version request statistics of one 1-minute window: the format gateways write and
+readers merge.
+
+Each gateway replica overwrites its own cumulative state of a window (one hash field per
+replica), so a retried flush never counts twice; readers merge replicas and windows. Latency
+is a t-digest (Apache DataSketches): mergeable, and accurate at the tail quantiles a latency
+table is read for, where a rank-error sketch such as KLL drifts by whole percentiles.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasketches import tdigest_double
+
+__all__ = [
+    "WINDOW_SECONDS",
+    "Comparison",
+    "StatsFormatError",
+    "VersionStats",
+    "decode_window",
+    "encode_window",
+    "merge_into",
+    "window_of",
+]
+
+WINDOW_SECONDS = 60
+FORMAT = 1
+TDIGEST_K = 100  # about 1% error at p99, a few kB per version and window
+
+
+class StatsFormatError(ValueError):
+    """A stored window that this version of the format cannot read."""
+
+
+def window_of(unix_seconds: float) -> int:
+    """The window (minutes since the Unix epoch) a moment falls in."""
+    return int(unix_seconds // WINDOW_SECONDS)
+
+
+@dataclass(slots=True)
+class Comparison:
+    """A shadow's outputs against the primary's, for one (primary version, output)."""
+
+    primary: str
+    output: str
+    rows: int = 0  # class-score rows whose argmax was compared
+    agreeing_rows: int = 0
+    abs_diff_sum: float = 0.0  # over every compared element, so the mean is exact when merged
+    elements: int = 0
+    max_abs_diff: float = 0.0
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreeing_rows / self.rows if self.rows else None
+
+    @property
+    def mean_abs_diff(self) -> float | None:
+        return self.abs_diff_sum / self.elements if self.elements else None
+
+    def merge(self, other: Comparison) -> None:
+        self.rows += other.rows
+        self.agreeing_rows += other.agreeing_rows
+        self.abs_diff_sum += other.abs_diff_sum
+        self.elements += other.elements
+        self.max_abs_diff = max(self.max_abs_diff, other.max_abs_diff)
+
+
+@dataclass(slots=True)
+class VersionStats:
+    """Requests of one (version, role): count, errors by status code, latency of the
+    successful ones, and for a shadow its comparisons with the primary."""
+
+    version: str
+    role: str
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency: tdigest_double = field(default_factory=lambda: tdigest_double(TDIGEST_K))
+    comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def record(self, code: str, seconds: float | None) -> None:
+        """One finished request: `code` is its gRPC status name, `seconds` its latency."""
+        self.requests += 1
+        if code != "OK":
+            self.errors[code] = self.errors.get(code, 0) + 1
+        elif seconds is not None:
+            self.latency.update(seconds)
+
+    def comparison(self, primary: str, output: str) -> Comparison:
+        key = (primary, output)
+        found = self.comparisons.get(key)
+        if found is None:
+            found = self.comparisons[key] = Comparison(primary, output)
+        return found
+
+    def quantile(self, q: float) -> float | None:
+        return None if self.latency.is_empty() else float(self.latency.get_quantile(q))
+
+    def merge(self, other: VersionStats) -> None:
+        self.requests += other.requests
+        for code, count in other.errors.items():
+            self.errors[code] = self.errors.get(code, 0) + count
+        if not other.latency.is_empty():
+            self.latency.merge(other.latency)
+        for (primary, output), compared in other.comparisons.items():
+            self.comparison(primary, output).merge(compared)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "role": self.role,
+            "requests": self.requests,
+            "errors": dict(sorted(self.errors.items())),
+            "latency": base64.b64encode(self.latency.serialize()).decode("ascii"),
+            "comparisons": [
+                {
+                    "primary": c.primary,
+                    "output": c.output,
+                    "rows": c.rows,
+                    "agreeing_rows": c.agreeing_rows,
+                    "abs_diff_sum": c.abs_diff_sum,
+                    "elements": c.elements,
+                    "max_abs_diff": c.max_abs_diff,
+                }
+                for c in self.comparisons.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> VersionStats:
+        try:
+            stats = cls(str(doc["version"]), str(doc["role"]), int(doc["requests"]))
+            stats.errors = {str(k): int(v) for k, v in doc["errors"].items()}
+            sketch = base64.b64decode(doc["latency"], validate=True)
+            stats.latency = tdigest_double.deserialize(sketch)
+            for c in doc["comparisons"]:
+                compared = stats.comparison(str(c["primary"]), str(c["output"]))
+                compared.rows = int(c["rows"])
+                compared.agreeing_rows = int(c["agreeing_rows"])
+                compared.abs_diff_sum = float(c["abs_diff_sum"])
+                compared.elements = int(c["elements"])
+                compared.max_abs_diff = float(c["max_abs_diff"])
+        # The sketch library reports truncated or foreign bytes as IndexError/RuntimeError.
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError,
+                binascii.Error) as exc:  # fmt: skip
+            raise StatsFormatError(f"malformed version statistics: {exc!r}") from exc
+        return stats
+
+
+def encode_window(stats: Iterable[VersionStats]) -> str:
+    """One replica's cumulative state of one model's window."""
+    return json.dumps({"format": FORMAT, "stats": [s.to_json() for s in stats]})
+
+
+def decode_window(payload: str | bytes) -> list[VersionStats]:
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise StatsFormatError(f"window is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StatsFormatError(f"window format is not {FORMAT}")
+    stats = doc.get("stats")
+    if not isinstance(stats, list):
+        raise StatsFormatError("window has no 'stats' list")
+    return [VersionStats.from_json(s) for s in stats]
+
+
+def merge_into(merged: dict[tuple[str, str], VersionStats], stats: Iterable[VersionStats]) -> None:
+    """Add windows or replicas into `merged`, keyed by (version, role)."""
+    for item in stats:
+        key = (item.version, item.role)
+        if key in merged:
+            merged[key].merge(item)
+        else:
+            merged[key] = VersionStats(item.version, item.role)
+            merged[key].merge(item)
