@@ -38,12 +38,14 @@ from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.private_redis import PrivateRedis, PrivateRedisError
+from gateway.request_stats import RequestStats
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
+from gateway.stats_flusher import StatsFlusher
 from registry_client.client import RegistryClient
 from registry_client.repository import scan_repository
 
@@ -72,7 +74,14 @@ class Gateway:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = GatewayMetrics(self.registry)
+        self.private_redis: PrivateRedis | None = None
+        redis_url = settings.redis_url
+        if redis_url is None and settings.data_dir is not None:
+            self.private_redis = PrivateRedis(settings.data_dir)
+            redis_url = self.private_redis.url
+        # Statistics windows are kept only when there is a registry to write them to.
+        self.request_stats = RequestStats() if redis_url else None
+        self.metrics = GatewayMetrics(self.registry, self.request_stats)
         options = LoadOptions(
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.ort_inter_op_threads,
@@ -83,8 +92,9 @@ class Gateway:
         self.metrics.watch_inflight(self.versions.inflight_by_model)
         self.routes = RouteTableHolder()
         self.shadows = ShadowDispatcher(
-            self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers
-        )
+            self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers,
+            settings.shadow_nice,
+        )  # fmt: skip
         self.pipeline = InferencePipeline(
             self.routes, self.versions, self.metrics, code_name, self.shadows
         )
@@ -97,12 +107,8 @@ class Gateway:
         self.replica = _replica_id(settings)
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
-        self.private_redis: PrivateRedis | None = None
+        self.stats_flusher: StatsFlusher | None = None
         self._temporary_cache: tempfile.TemporaryDirectory[str] | None = None
-        redis_url = settings.redis_url
-        if redis_url is None and settings.data_dir is not None:
-            self.private_redis = PrivateRedis(settings.data_dir)
-            redis_url = self.private_redis.url
         if redis_url:
             self.registry_client = RegistryClient.from_url(redis_url, settings.namespace)
             self.watcher = RuleWatcher(
@@ -111,6 +117,12 @@ class Gateway:
                 heartbeat_seconds=settings.heartbeat_seconds, on_first_sync=self._on_synced,
                 artifact_cache=self._artifact_cache(),
                 bootstrap=self._import_models if settings.models else None,
+            )  # fmt: skip
+            assert self.request_stats is not None
+            self.stats_flusher = StatsFlusher(
+                self.request_stats, self.registry_client.stats, self.replica,
+                settings.stats_flush_seconds, settings.stats_retention_seconds,
+                self.metrics.stats_flush_failures,
             )  # fmt: skip
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
@@ -159,6 +171,8 @@ class Gateway:
                 "versions": len(sources),
             },
         )
+        if self.stats_flusher is not None:
+            self.stats_flusher.start()
         if self.watcher is not None:
             self.watcher.start()
         else:
@@ -199,6 +213,8 @@ class Gateway:
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
         self.shadows.stop()
+        if self.stats_flusher is not None:  # after the shadows, so their last runs count
+            self.stats_flusher.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.versions.close()

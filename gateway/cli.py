@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-seconds", type=float, help="heartbeat interval (5)")
     run.add_argument("--shadow-queue-size", type=int, help="mirrored copies waiting (1000)")
     run.add_argument("--shadow-workers", type=int, help="threads running shadows (1)")
+    run.add_argument(
+        "--shadow-nice", type=int, help="shadow threads' nice value, 0-19 (19: idle CPU only)"
+    )
+    run.add_argument(
+        "--stats-flush-seconds", type=float, help="per-version statistics write interval (10)"
+    )
+    run.add_argument(
+        "--stats-retention-seconds", type=int, help="per-version statistics kept (86400)"
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from gateway.request_stats import RequestStats
 
 __all__ = ["PRIMARY", "SHADOW", "UNKNOWN_LABEL", "GatewayMetrics", "VersionMetrics"]
 
@@ -20,41 +22,69 @@ PRIMARY = "primary"
 SHADOW = "shadow"
 
 
-class _InflightCollector(Collector):
-    """Reads in-flight counts when scraped, so requests pay nothing for the gauge."""
+class _ScrapeTimeGauge(Collector):
+    """A gauge whose values are read from a source when scraped, so requests pay nothing."""
 
-    def __init__(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
-        self._source = inflight_by_model
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        source: Callable[[], Mapping[tuple[str, ...], float]],
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = list(labels)
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "onnxgate_inflight_requests", "Inference requests being served now.", labels=["model"]
-        )
-        for model, count in sorted(self._source().items()):
-            gauge.add_metric([model], count)
+        gauge = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
+        for label_values, value in sorted(self._source().items()):
+            gauge.add_metric(list(label_values), value)
         yield gauge
 
 
 class VersionMetrics:
-    """The label children of one (model, version, role), resolved once, not per request."""
+    """The label children of one (model, version, role), resolved once, not per request;
+    also feeds the per-version statistics windows when the gateway keeps them."""
 
-    def __init__(self, metrics: GatewayMetrics, model: str, version: str, role: str) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        model: str,
+        version: str,
+        role: str,
+        stats: RequestStats | None,
+    ) -> None:
         self._metrics = metrics
         self._labels = (model, version, role)
-        self.ok = metrics.requests.labels(model, version, role, "OK")
-        self.duration = metrics.request_duration.labels(model, version, role)
+        self._stats = stats
+        self._ok = metrics.requests.labels(model, version, role, "OK")
+        self._duration = metrics.request_duration.labels(model, version, role)
         self.inference = metrics.inference_duration.labels(model, version, role)
 
-    def count(self, code: str) -> None:
-        """Count one finished request with the given gRPC status name."""
+    def succeeded(self, seconds: float) -> None:
+        """Count one successful request that took `seconds`."""
+        self._ok.inc()
+        self._duration.observe(seconds)
+        if self._stats is not None:
+            self._stats.record(*self._labels, "OK", seconds)
+
+    def failed(self, code: str) -> None:
+        """Count one failed request with the given gRPC status name."""
         self._metrics.requests.labels(*self._labels, code).inc()
+        if self._stats is not None:
+            self._stats.record(*self._labels, code, 0.0)
 
 
 class GatewayMetrics:
     """Metric families; label values are bounded: served model/version names, role, code."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, request_stats: RequestStats | None = None
+    ) -> None:
         self.registry = registry
+        self.request_stats = request_stats
         self.requests = Counter(
             "onnxgate_requests",
             "Inference requests by model, version, role and gRPC status code.",
@@ -118,6 +148,12 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.stats_flush_failures = Counter(
+            "onnxgate_stats_flush_failures",
+            "Writes of per-version statistics to Redis that failed (retried next interval).",
+            registry=registry,
+        )
+
     def _shadows(self, registry: CollectorRegistry) -> None:
         pair = ["model", "primary", "shadow", "output"]
         self.shadow_dropped = Counter(
@@ -144,11 +180,35 @@ class GatewayMetrics:
 
     def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
         """Export onnxgate_inflight_requests{model}, read from the source at scrape time."""
-        self.registry.register(_InflightCollector(inflight_by_model))
+
+        def by_label() -> dict[tuple[str, ...], float]:
+            return {(model,): count for model, count in inflight_by_model().items()}
+
+        gauge = _ScrapeTimeGauge(
+            "onnxgate_inflight_requests",
+            "Inference requests being served now.",
+            ["model"],
+            by_label,
+        )
+        self.registry.register(gauge)
+
+    def watch_shadow_agreement(
+        self, agreement: Callable[[], Mapping[tuple[str, ...], float]]
+    ) -> None:
+        """Export onnxgate_shadow_agreement{model,primary,shadow,output} read at scrape time."""
+        self.registry.register(
+            _ScrapeTimeGauge(
+                "onnxgate_shadow_agreement",
+                "Share of compared rows whose argmax equals the primary's, since start"
+                " (rate(shadow_agreeing_rows) / rate(shadow_rows) gives it per window).",
+                ["model", "primary", "shadow", "output"],
+                agreement,
+            )
+        )
 
     def for_version(self, model: str, version: str, role: str = PRIMARY) -> VersionMetrics:
         """Resolve the label children of one version once, at load time."""
-        return VersionMetrics(self, model, version, role)
+        return VersionMetrics(self, model, version, role, self.request_stats)
 
     def count_unrouted(self, model: str, code: str) -> None:
         """Count a request that failed before a version was chosen."""

@@ -65,10 +65,9 @@ class InferencePipeline:
             outputs = binder.select_outputs(request.outputs)
             arrays = loaded.infer(feeds, outputs.names, request.deadline)
         except GatewayError as exc:
-            metrics.count(self._code_name(exc))
+            metrics.failed(self._code_name(exc))
             raise
-        metrics.ok.inc()
-        metrics.duration.observe(time.perf_counter() - request.received)
+        metrics.succeeded(time.perf_counter() - request.received)
         if decision.shadows and self._shadows is not None:
             self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
         return InferResult(

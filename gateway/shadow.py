@@ -10,6 +10,7 @@ recorded under role="shadow" and never reach the caller.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,6 +27,25 @@ from gateway.models.version import LoadedVersion
 __all__ = ["ShadowDispatcher", "ShadowJob"]
 
 _log = logging.getLogger(__name__)
+
+
+def _lower_this_threads_priority(nice: int) -> None:
+    """Shadows are best effort: at a high nice value the kernel gives their threads (and the
+    onnxruntime work they run inline) only the CPU the primaries leave idle, so a saturated
+    gateway sheds shadow copies at the full queue instead of slowing its callers."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:  # on Linux a thread id addresses one thread; raising nice needs no privilege
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        _log.warning("shadow threads run at normal priority", exc_info=True)
+
+
+@dataclass(slots=True)
+class _Seen:
+    rows: int = 0
+    agreeing_rows: int = 0
+    max_abs_diff: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +68,21 @@ class ShadowDispatcher:
         code_name: Callable[[GatewayError], str],
         queue_size: int,
         workers: int,
+        nice: int = 0,
     ) -> None:
         self._metrics = metrics
         self._code_name = code_name
         self._lock = threading.Lock()
         self._role_metrics: dict[tuple[str, str], VersionMetrics] = {}
-        self._max_abs_diff: dict[tuple[str, str, str, str], float] = {}
+        self._seen: dict[tuple[str, str, str, str], _Seen] = {}
+        self._stats = metrics.request_stats
+        self._nice = nice
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=queue_size)
         self._threads = [
             threading.Thread(target=self._work, name=f"onnxgate-shadow-{i}", daemon=True)
             for i in range(workers)
         ]
+        metrics.watch_shadow_agreement(self.agreement)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -79,6 +103,7 @@ class ShadowDispatcher:
             self._metrics.shadow_dropped.labels(job.shadow.model, job.shadow.version).inc()
 
     def _work(self) -> None:
+        _lower_this_threads_priority(self._nice)
         while (job := self._queue.get()) is not None:
             self._run(job)
 
@@ -94,17 +119,16 @@ class ShadowDispatcher:
         metrics = self._shadow_metrics(shadow)
         started = time.perf_counter()
         try:
-            outputs = shadow.infer(dict(job.feeds), job.output_names, None)
+            outputs = shadow.infer(dict(job.feeds), job.output_names, None, metrics)
         except GatewayError as exc:
-            metrics.count(self._code_name(exc))
+            metrics.failed(self._code_name(exc))
             return
         except ORT_ERRORS:  # the shadow model failed; the caller never knows
             _log.warning("shadow run failed", exc_info=True,
                          extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
-            metrics.count("INTERNAL")
+            metrics.failed("INTERNAL")
             return
-        metrics.ok.inc()
-        metrics.duration.observe(time.perf_counter() - started)
+        metrics.succeeded(time.perf_counter() - started)
         for name, primary, mirrored in zip(
             job.output_names, job.primary_outputs, outputs, strict=True
         ):
@@ -114,16 +138,32 @@ class ShadowDispatcher:
         self, job: ShadowJob, output: str, primary: np.ndarray, shadow: np.ndarray
     ) -> None:
         labels = (job.shadow.model, job.primary_version, job.shadow.version, output)
-        if primary.shape != shadow.shape or primary.dtype.kind not in "biuf":
+        if primary.shape != shadow.shape or primary.dtype.kind not in "biuf" or not primary.size:
             return
-        if primary.ndim == 2 and primary.shape[1] > 1:
+        rows = agreeing = 0
+        if primary.ndim == 2 and primary.shape[1] > 1:  # class scores: one row per example
+            rows = primary.shape[0]
             agreeing = int(np.count_nonzero(primary.argmax(axis=1) == shadow.argmax(axis=1)))
-            self._metrics.shadow_rows.labels(*labels).inc(primary.shape[0])
+            self._metrics.shadow_rows.labels(*labels).inc(rows)
             self._metrics.shadow_agreeing_rows.labels(*labels).inc(agreeing)
-        if primary.size:
-            diff = np.abs(primary.astype(np.float64) - shadow.astype(np.float64))
-            self._metrics.shadow_abs_diff.labels(*labels).observe(float(diff.mean()))
-            with self._lock:
-                largest = max(float(diff.max()), self._max_abs_diff.get(labels, 0.0))
-                self._max_abs_diff[labels] = largest
-            self._metrics.shadow_max_abs_diff.labels(*labels).set(largest)
+        diff = np.abs(primary.astype(np.float64) - shadow.astype(np.float64))
+        diff_sum, diff_max = float(diff.sum()), float(diff.max())
+        self._metrics.shadow_abs_diff.labels(*labels).observe(diff_sum / diff.size)
+        with self._lock:
+            seen = self._seen.setdefault(labels, _Seen())
+            seen.rows += rows
+            seen.agreeing_rows += agreeing
+            seen.max_abs_diff = max(seen.max_abs_diff, diff_max)
+            largest = seen.max_abs_diff
+        self._metrics.shadow_max_abs_diff.labels(*labels).set(largest)
+        if self._stats is not None:
+            self._stats.record_comparison(
+                job.shadow.model, job.primary_version, job.shadow.version, output,
+                rows=rows, agreeing_rows=agreeing, abs_diff_sum=diff_sum, elements=diff.size,
+                max_abs_diff=diff_max,
+            )  # fmt: skip
+
+    def agreement(self) -> dict[tuple[str, ...], float]:
+        """Argmax agreement since start per (model, primary, shadow, output), for the gauge."""
+        with self._lock:
+            return {k: s.agreeing_rows / s.rows for k, s in self._seen.items() if s.rows}

@@ -60,6 +60,56 @@ def classifier(features: int = 4, seed: int = 0) -> onnx.ModelProto:
     return _model(graph)
 
 
+def linear_classifier(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """Like classifier(), with the given weights [features,2] and bias [2]: logits = xW + b."""
+    features = weights.shape[0]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["input", "W", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "linear_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", features])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [
+            numpy_helper.from_array(weights.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "B"),
+        ],
+    )
+    return _model(graph)
+
+
+def slow_classifier(seed: int, width: int = 512, layers: int = 12) -> onnx.ModelProto:
+    """classifier(seed=seed)'s answers, computed next to `layers` square Gemms of `width` on
+    the input that add zero: tens of times slower than classifier(), same outputs."""
+    model = classifier(seed=seed)
+    graph = model.graph
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.05, (4, width)).astype(np.float32), "Wup"),
+             numpy_helper.from_array(np.zeros((1, 2), np.float32), "zero")]  # fmt: skip
+    nodes = [helper.make_node("Gemm", ["input", "Wup"], ["busy0"])]
+    for i in range(layers):
+        weights = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(weights, f"Wbusy{i}"))
+        nodes.append(helper.make_node("Gemm", [f"busy{i}", f"Wbusy{i}"], [f"busy{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"busy{layers}"], ["busy_sum"], keepdims=1),
+        helper.make_node("Mul", ["busy_sum", "zero"], ["nothing"]),  # [N,2] of zeros
+        helper.make_node("Add", ["raw_logits", "nothing"], ["logits"]),
+    ]
+    old = list(graph.node)
+    old[0].output[0] = "raw_logits"
+    old[1].input[0] = "logits"
+    new_graph = helper.make_graph(
+        [old[0], *nodes, old[1]], "slow_classifier", list(graph.input), list(graph.output),
+        [*graph.initializer, *inits],
+    )  # fmt: skip
+    return _model(new_graph)
+
+
 def identity(elem_type: int) -> onnx.ModelProto:
     """x [N,3] -> Identity -> y [N,3], for one datatype."""
     graph = helper.make_graph(

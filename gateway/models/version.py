@@ -95,8 +95,10 @@ class LoadedVersion:
         feeds: dict[str, np.ndarray],
         output_names: Sequence[str],
         deadline: float | None,
+        metrics: VersionMetrics | None = None,
     ) -> list[np.ndarray]:
-        """Run the model; Overloaded at once when the admission limit is reached."""
+        """Run the model; Overloaded at once when the admission limit is reached. `metrics`
+        replaces the version's own (a shadow run is timed under role="shadow")."""
         if not self._admission.try_enter():  # fail fast, never queue behind the limit
             raise Overloaded(
                 f"model '{self.model}' version '{self.version}' has reached its limit of"
@@ -110,7 +112,7 @@ class LoadedVersion:
             started = time.perf_counter()
             # ORT releases the GIL in run(); the grpc thread pool is the concurrency limit.
             results = self._session.run(output_names, feeds)
-            self.metrics.inference.observe(time.perf_counter() - started)
+            (metrics or self.metrics).inference.observe(time.perf_counter() - started)
             return results
         finally:
             self._admission.leave()
