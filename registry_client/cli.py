@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from registry_client.client import RegistryClient
+from registry_client.compare import compare_versions, parse_duration, print_comparison
 from registry_client.errors import Conflict, Rejected, Unreachable
 from registry_client.schema import (
     PRIVATE_SOCKET_NAME,
@@ -73,6 +74,13 @@ def _metrics(text: str) -> dict[str, float]:
     return out
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatectl", description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
@@ -117,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
 
     imports = commands.add_parser("import", help="register a Triton-style model directory")
     imports.add_argument("directory", type=Path)
+
+    compare = commands.add_parser(
+        "compare", help="versions side by side: share, errors, latency, agreement, metrics"
+    )
+    compare.add_argument("model")
+    compare.add_argument("versions", nargs="*", help="only these versions (default: all)")
+    compare.add_argument(
+        "--since", type=_duration, default=900.0, help="how far back: 30s, 15m, 2h, 1d (15m)"
+    )
 
     route = commands.add_parser("route", help="show, change, audit or roll back a rule")
     actions = route.add_subparsers(dest="action", required=True)
@@ -221,6 +238,12 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             print(json.dumps([{"model": m, "version": v} for m, v in found]), file=out)
         else:
             _table(found, ["model", "version"], out)
+    elif args.command == "compare":
+        report = compare_versions(client, args.model, args.versions, args.since)
+        if emit_json:
+            print(json.dumps(report), file=out)
+        else:
+            print_comparison(report, out)
     else:
         _run_route(args, client, actor, out)
 
