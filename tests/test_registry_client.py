@@ -224,10 +224,11 @@ def test_unreachable_redis_is_reported_as_such(redis_server):
     client.close()
 
 
-# An operator (README "Redis security"): the registry's keys and hints, no admin commands.
+# An operator (README "Redis security"): the registry's keys and hints, reads the statistics,
+# no admin commands.
 OPERATOR_ACL = (
-    "on >operator-secret resetkeys ~{onnxgate}:* resetchannels &{onnxgate}:*"
-    " +@all -@admin -@dangerous"
+    "on >operator-secret resetkeys ~{onnxgate}:* %R~{onnxgate:*}:stats:* resetchannels"
+    " &{onnxgate}:* +@all -@admin -@dangerous"
 )
 
 
@@ -242,6 +243,7 @@ def test_operator_works_under_its_acl_user_and_cannot_flush(redis_server, tmp_pa
     assert client.set_route("credit", [Split("1", 100)], actor=ACTOR).revision == 1
     assert client.history("credit")[0]["action"] == "route.set"
     assert client.gateways() == {}
+    assert client.stats.read("credit", 900).by_version == {}
     client.close()
     operator = redis.Redis.from_url(url)
     with pytest.raises(redis.exceptions.NoPermissionError):
