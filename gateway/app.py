@@ -93,7 +93,7 @@ class Gateway:
         self.routes = RouteTableHolder()
         self.shadows = ShadowDispatcher(
             self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers,
-            settings.shadow_nice,
+            settings.shadow_nice, settings.shadow_max_cpu_busy,
         )  # fmt: skip
         self.pipeline = InferencePipeline(
             self.routes, self.versions, self.metrics, code_name, self.shadows

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stats-retention-seconds", type=int, help="per-version statistics kept (86400)"
     )
+    run.add_argument(
+        "--shadow-max-cpu-busy", type=float,
+        help="drop shadow copies while the process uses more than this share of its CPUs (0.85)",
+    )  # fmt: skip
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

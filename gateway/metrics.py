@@ -157,8 +157,9 @@ class GatewayMetrics:
     def _shadows(self, registry: CollectorRegistry) -> None:
         pair = ["model", "primary", "shadow", "output"]
         self.shadow_dropped = Counter(
-            "onnxgate_shadow_dropped", "Mirrored copies dropped because the shadow queue was full.",
-            ["model", "version"], registry=registry,
+            "onnxgate_shadow_dropped",
+            "Mirrored copies not run: reason busy (no spare CPU) or queue_full.",
+            ["model", "version", "reason"], registry=registry,
         )  # fmt: skip
         self.shadow_rows = Counter(
             "onnxgate_shadow_rows", "Rows of class-score outputs compared with the primary.",

@@ -43,6 +43,7 @@ class Settings:
     shadow_queue_size: int = 1000  # mirrored copies waiting; beyond it they are dropped
     shadow_workers: int = 1
     shadow_nice: int = 19  # shadow threads' priority; 0 = the same as the primaries'
+    shadow_max_cpu_busy: float = 0.85  # shed shadow copies above this use of our CPUs; 1 = never
     stats_flush_seconds: float = 10.0  # per-version statistics written to Redis this often
     stats_retention_seconds: int = 86400  # how long those 1-minute windows stay in Redis
     log_level: str = "INFO"

@@ -1,9 +1,10 @@
 """Shadow traffic: a bounded mirror of requests to shadow versions, compared with the primary.
 
-The request thread only offers a job to a bounded queue (never blocks; a full queue drops the
-copy and counts it). Worker threads run the shadow version and compare its outputs with what
-the primary answered: argmax agreement for class-score outputs (rank 2, more than one column),
-mean and max absolute difference for every numeric output. Shadow errors and latency are
+The request thread only offers a job to a bounded queue (never blocks; a full queue, or a
+process without spare CPU, drops the copy and counts it). Worker threads run the shadow
+version and compare its outputs with what the primary answered: argmax agreement for
+class-score outputs (rank 2, more than one column), mean and max absolute difference for every
+numeric output. Shadow errors and latency are
 recorded under role="shadow" and never reach the caller.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.errors import GatewayError
+from gateway.headroom import CpuHeadroom
 from gateway.metrics import SHADOW, GatewayMetrics, VersionMetrics
 from gateway.models.loader import ORT_ERRORS
 from gateway.models.version import LoadedVersion
@@ -69,6 +71,7 @@ class ShadowDispatcher:
         queue_size: int,
         workers: int,
         nice: int = 0,
+        max_cpu_busy: float = 1.0,
     ) -> None:
         self._metrics = metrics
         self._code_name = code_name
@@ -77,6 +80,7 @@ class ShadowDispatcher:
         self._seen: dict[tuple[str, str, str, str], _Seen] = {}
         self._stats = metrics.request_stats
         self._nice = nice
+        self._headroom = CpuHeadroom(max_cpu_busy)
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=queue_size)
         self._threads = [
             threading.Thread(target=self._work, name=f"onnxgate-shadow-{i}", daemon=True)
@@ -85,6 +89,7 @@ class ShadowDispatcher:
         metrics.watch_shadow_agreement(self.agreement)
 
     def start(self) -> None:
+        self._headroom.start()
         for thread in self._threads:
             thread.start()
 
@@ -94,13 +99,21 @@ class ShadowDispatcher:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=30)
+        self._headroom.stop()
 
     def offer(self, job: ShadowJob) -> None:
-        """Queue a job without waiting; when the queue is full the copy is dropped."""
+        """Queue a job without waiting. The copy is dropped (and counted) while the process
+        has no spare CPU, so a saturated gateway sheds shadows before its callers feel them,
+        and when the queue is full."""
+        if not self._headroom.spare:
+            self._metrics.shadow_dropped.labels(job.shadow.model, job.shadow.version, "busy").inc()
+            return
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._metrics.shadow_dropped.labels(job.shadow.model, job.shadow.version).inc()
+            self._metrics.shadow_dropped.labels(
+                job.shadow.model, job.shadow.version, "queue_full"
+            ).inc()
 
     def _work(self) -> None:
         _lower_this_threads_priority(self._nice)

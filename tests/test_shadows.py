@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,9 @@ def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
 
 
 def _gateway(redis_server, **settings: object) -> Gateway:
+    """A gateway that runs every shadow copy while its queue has room, however busy the
+    (shared) test machine is; test_busy_gateway_sheds_shadow_copies covers the busy case."""
+    settings = {"shadow_max_cpu_busy": 1.0, **settings}
     return make_gateway(None, redis_url=redis_server.url, rules_poll_seconds=0.2, **settings)
 
 
@@ -109,7 +113,7 @@ def test_full_shadow_queue_drops_and_counts(redis_server, registry):
     gateway = _gateway(redis_server, shadow_queue_size=1, shadow_workers=0)  # nothing drains
     try:
         assert set(_send(gateway, 5)) == {"1"}
-        dropped = {"model": "credit", "version": "2"}
+        dropped = {"model": "credit", "version": "2", "reason": "queue_full"}
         assert _value(gateway, "onnxgate_shadow_dropped_total", **dropped) == 4
     finally:
         gateway.stop(grace_seconds=1)
@@ -194,8 +198,22 @@ def test_primary_answers_are_byte_identical_whatever_the_shadow_does(
     finally:
         gateway.stop(grace_seconds=5)  # lets the shadow workers finish what was queued
     if outcome == "dropped":
-        dropped = {"model": "credit", "version": shadow}
+        dropped = {"model": "credit", "version": shadow, "reason": "queue_full"}
         assert _value(gateway, "onnxgate_shadow_dropped_total", **dropped) == 99
     else:
         ran = {"model": "credit", "version": shadow, "role": "shadow", "code": outcome}
         assert _value(gateway, "onnxgate_requests_total", **ran) == 100
+
+
+def test_busy_gateway_sheds_shadow_copies_and_counts_them(redis_server, registry):
+    registry.set_route("credit", [Split("1", 100)], [Shadow("2", 100)], actor="ops")
+    gateway = _gateway(redis_server, shadow_max_cpu_busy=0.0)  # never has spare CPU
+    try:
+        time.sleep(0.3)  # the first CPU sample is taken
+        assert set(_send(gateway, 10)) == {"1"}
+        busy = {"model": "credit", "version": "2", "reason": "busy"}
+        assert _value(gateway, "onnxgate_shadow_dropped_total", **busy) == 10
+    finally:
+        gateway.stop(grace_seconds=1)
+    ran = {"model": "credit", "version": "2", "role": "shadow", "code": "OK"}
+    assert _value(gateway, "onnxgate_requests_total", **ran) == 0
