@@ -14,6 +14,7 @@ from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Rejected
 from registry_client.schema import RouteRule, version_sort_key
 from registry_client.stats import WINDOW_SECONDS, Comparison, VersionStats
+from registry_client.stats_store import MergedStats
 
 __all__ = ["MAX_SINCE_SECONDS", "compare_versions", "parse_duration", "print_comparison"]
 
@@ -52,6 +53,7 @@ def _ms(stats: VersionStats, q: float) -> float | None:
 
 def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
          metrics: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """`primary_requests`: the model's primary requests in the minutes this row counts."""
     rows = sum(c.rows for c in stats.comparisons.values())
     agreeing = sum(c.agreeing_rows for c in stats.comparisons.values())
     elements = sum(c.elements for c in stats.comparisons.values())
@@ -75,6 +77,25 @@ def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
         ],
         "metrics": metrics,
     }
+
+
+class _ShareBase:
+    """The model's primary requests a row's share is taken of: all of them for a primary;
+    for a shadow, those in the minutes it was mirrored, not before it was."""
+
+    def __init__(self, merged: MergedStats) -> None:
+        self._merged = merged
+        self._primary_by_window: dict[int, int] = {}
+        for (_, role), counts in merged.requests_by_window.items():
+            if role == PRIMARY:
+                for window, count in counts.items():
+                    self._primary_by_window[window] = self._primary_by_window.get(window, 0) + count
+
+    def of(self, version: str, role: str) -> int:
+        if role != SHADOW:
+            return sum(self._primary_by_window.values())
+        windows = self._merged.requests_by_window.get((version, role), {})
+        return sum(self._primary_by_window.get(window, 0) for window in windows)
 
 
 def _comparison(compared: Comparison) -> dict[str, Any]:
@@ -107,14 +128,14 @@ def compare_versions(
         for shadow in rule.shadows:
             by_key.setdefault((shadow.version, SHADOW), VersionStats(shadow.version, SHADOW))
     wanted = set(versions) or set(registered) | {v for v, _ in by_key}
-    primary_requests = sum(s.requests for (_, role), s in by_key.items() if role == PRIMARY)
     for version in set(versions) - {v for v, _ in by_key}:  # asked for, yet idle
         by_key[version, "-"] = VersionStats(version, "-")
+    base = _ShareBase(merged)
+    ordered = sorted(by_key.items(), key=lambda item: (item[0][1] != PRIMARY,
+                                                       version_sort_key(item[0][0])))  # fmt: skip
     rows = [
-        _row(stats, primary_requests, rule, _registered_metrics(client, model, version))
-        for (version, role), stats in sorted(
-            by_key.items(), key=lambda item: (item[0][1] != PRIMARY, version_sort_key(item[0][0]))
-        )
+        _row(stats, base.of(version, role), rule, _registered_metrics(client, model, version))
+        for (version, role), stats in ordered
         if version in wanted
     ]
     return {

@@ -43,6 +43,8 @@ class MergedStats:
     first_window: int
     last_window: int
     by_version: Mapping[tuple[str, str], VersionStats]
+    # requests per (version, role) and window, so shares can be taken over the same minutes
+    requests_by_window: Mapping[tuple[str, str], Mapping[int, int]]
     replicas: frozenset[str]
     unreadable: int  # replica windows skipped because their format could not be read
 
@@ -73,15 +75,20 @@ class StatsStore:
                 pipe.hgetall(self._keys.stats(model, window))
             found: list[Mapping[bytes, bytes]] = pipe.execute()
         merged: dict[tuple[str, str], VersionStats] = {}
+        by_window: dict[tuple[str, str], dict[int, int]] = {}
         replicas: set[str] = set()
         unreadable = 0
-        for fields in found:
+        for window, fields in zip(range(first, last + 1), found, strict=True):
             for replica, payload in fields.items():
                 try:
-                    merge_into(merged, decode_window(payload))
+                    stats = decode_window(payload)
                 except StatsFormatError as exc:
                     unreadable += 1
                     _log.warning("statistics skipped", extra={"model": model, "reason": str(exc)})
                     continue
+                merge_into(merged, stats)
+                for item in stats:
+                    counts = by_window.setdefault((item.version, item.role), {})
+                    counts[window] = counts.get(window, 0) + item.requests
                 replicas.add(replica.decode(errors="replace"))
-        return MergedStats(model, first, last, merged, frozenset(replicas), unreadable)
+        return MergedStats(model, first, last, merged, by_window, frozenset(replicas), unreadable)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,10 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.cli import main as gatectl
 from registry_client.client import RegistryClient
+from registry_client.compare import compare_versions
 from registry_client.schema import Shadow, Split
+from registry_client.stats import VersionStats, encode_window, window_of
+from registry_client.stats_store import WindowWrite
 from tests import onnx_models
 from tests.conftest import make_gateway
 from tests.wire import infer_request
@@ -56,7 +60,13 @@ def served(redis_server, tmp_path: Path) -> str:
     client.set_route("credit", [Split("1", 100), Split("3", 0)], [Shadow("2", 100)], actor="ops")
     client.close()
     replicas = [
-        make_gateway(None, redis_url=redis_server.url, replica_id=name, stats_flush_seconds=3600)
+        make_gateway(
+            None,
+            redis_url=redis_server.url,
+            replica_id=name,
+            stats_flush_seconds=3600,
+            shadow_max_cpu_busy=1.0,
+        )
         for name in ("replica-a", "replica-b")
     ]
     _send(replicas[0], GOOD, 20)
@@ -120,3 +130,26 @@ def test_compare_rejects_what_it_cannot_answer(served, argv, exit_code, message,
         code, err = int(str(usage.code)), ""
     assert code == exit_code
     assert message in err + capsys.readouterr().err
+
+
+def test_a_shadows_share_counts_only_the_minutes_it_was_mirrored(redis_server, tmp_path):
+    client = RegistryClient.from_url(redis_server.url)
+    client.create_model("credit", actor="ops")
+    for version in ("1", "2"):
+        path = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "credit", version)
+        client.register_version("credit", version, path, actor="ops")
+    now = window_of(time.time())
+    before, during = VersionStats("1", "primary"), VersionStats("1", "primary")
+    mirrored = VersionStats("2", "shadow")
+    for _ in range(40):
+        before.record("OK", 0.001)
+    for _ in range(10):
+        during.record("OK", 0.001)
+        mirrored.record("OK", 0.001)
+    client.stats.write("replica-a", [WindowWrite("credit", now - 2, encode_window([before])),
+                                     WindowWrite("credit", now, encode_window([during, mirrored]))],
+                       600)  # fmt: skip
+    rows = {r["version"]: r for r in compare_versions(client, "credit", [], 900)["versions"]}
+    assert rows["1"]["requests"] == 50 and rows["1"]["observed_percent"] == 100
+    assert rows["2"]["requests"] == 10 and rows["2"]["observed_percent"] == 100  # not 20
+    client.close()
