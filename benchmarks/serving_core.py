@@ -220,7 +220,9 @@ def run_perf_analyzer(args: argparse.Namespace, port: int, conc: int, work: Path
     out_csv = work / f"pa_{port}_{conc}.csv"
     out_csv.unlink(missing_ok=True)
     cmd = ["taskset", "-c", CLIENT_CPU, str(args.perf_analyzer), "-m", args.model, "-i", "grpc"]
-    cmd += ["-u", f"{HOST}:{port}", "-b", "1", "--concurrency-range", str(conc)]
+    cmd += ["-u", f"{HOST}:{port}", "-b", "1"]
+    rate = getattr(args, "request_rate", None)  # a fixed arrival rate instead of concurrency
+    cmd += ["--request-rate-range", str(rate)] if rate else ["--concurrency-range", str(conc)]
     cmd += ["-p", str(args.pa_window_ms), "--max-trials", str(args.pa_max_trials)]
     cmd += ["--stability-percentage", str(args.pa_stability), "-f", str(out_csv)]
     env = dict(os.environ)
