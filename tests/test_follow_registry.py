@@ -381,3 +381,18 @@ def test_routing_key_from_parameter_or_metadata_is_sticky(following, registry):
         assert len(answers) == 1, key
         response = stub.ModelInfer(by_parameter)
         assert response.parameters["routed_by"].string_param == "sticky"
+
+
+def test_pinned_request_ignores_the_split_and_needs_a_deployed_version(following, registry):
+    gateway, stub = following
+    registry.set_route("credit", [Split("1", 100), Split("2", 0)], actor="ops")
+    eventually(lambda: gateway.routes.current().routes["credit"].revision == 2)
+    for _ in range(20):  # the split never sends traffic to 2, a pin always does
+        response = stub.ModelInfer(infer_request("credit", FEATURES, version="2"))
+        assert response.model_version == "2"
+        assert response.parameters["routed_by"].string_param == "pin"
+    with pytest.raises(grpc.RpcError) as err:  # registered, but no rule deploys it here
+        stub.ModelInfer(infer_request("credit", FEATURES, version="3"))
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    details = err.value.details() or ""
+    assert "'credit'" in details and "'3'" in details
