@@ -33,10 +33,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_core import (
     CLIENT_CPU,
     HOST,
-    ROOT,
     SERVER_CPU,
     BenchError,
     Run,
+    add_perf_analyzer_args,
     check_cpus,
     environment,
     free_port,
@@ -493,7 +493,6 @@ def report(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
-    venv_triton = ROOT / ".venv-triton"
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=4, help="rounds of (a), (b), (c)")
     p.add_argument("--concurrency", type=int, default=32)
@@ -501,17 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--request-rate", type=int, default=None,
         help="send this many requests/s instead of a fixed concurrency (spare-capacity runs)",
     )  # fmt: skip
-    p.add_argument("--pa-window-ms", type=int, default=3000)
-    p.add_argument("--pa-max-trials", type=int, default=6)
-    p.add_argument("--pa-stability", type=int, default=15)
-    p.add_argument("--pa-retries", type=int, default=1, help="reruns of an unstable measurement")
-    p.add_argument("--perf-analyzer", type=Path, default=venv_triton / "bin" / "perf_analyzer")
-    p.add_argument(
-        "--perf-analyzer-lib",
-        type=Path,
-        default=venv_triton / "lib/python3.11/site-packages/nvidia/cuda_runtime/lib",
-    )
-    p.add_argument("--onnxgate", type=Path, default=ROOT / ".venv" / "bin" / "onnxgate")
+    add_perf_analyzer_args(p, window_ms=3000)
     p.add_argument(
         "--shadow-queue-size", type=int, default=GATEWAY_DEFAULTS.shadow_queue_size,
         help="gateway flag: mirrored copies waiting (gateway default)",

@@ -461,9 +461,24 @@ def csv_list(kind: type[int] | type[str], choices: tuple[str, ...] = ()) -> Any:
     return parse
 
 
+def add_perf_analyzer_args(p: argparse.ArgumentParser, window_ms: int) -> None:
+    """perf_analyzer's flags and where it and the gateway are installed; shared by drivers."""
+    venv_triton = ROOT / ".venv-triton"
+    p.add_argument("--pa-window-ms", type=int, default=window_ms)
+    p.add_argument("--pa-max-trials", type=int, default=6)
+    p.add_argument("--pa-stability", type=int, default=15)
+    p.add_argument("--pa-retries", type=int, default=1, help="reruns of an unstable measurement")
+    p.add_argument("--perf-analyzer", type=Path, default=venv_triton / "bin" / "perf_analyzer")
+    p.add_argument(
+        "--perf-analyzer-lib",
+        type=Path,
+        default=venv_triton / "lib/python3.11/site-packages/nvidia/cuda_runtime/lib",
+    )
+    p.add_argument("--onnxgate", type=Path, default=ROOT / ".venv" / "bin" / "onnxgate")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
-    venv_triton = ROOT / ".venv-triton"
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--servers", type=csv_list(str, tuple(SERVER_LABELS)), default=["gateway", "bare", "aio"]
@@ -477,17 +492,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-warmup", type=float, default=2.0)
     p.add_argument("--floor-duration", type=float, default=5.0)
     p.add_argument("--no-floor", action="store_true")
-    p.add_argument("--pa-window-ms", type=int, default=5000)
-    p.add_argument("--pa-max-trials", type=int, default=6)
-    p.add_argument("--pa-stability", type=int, default=15)
-    p.add_argument("--pa-retries", type=int, default=1, help="reruns of an unstable measurement")
-    p.add_argument("--perf-analyzer", type=Path, default=venv_triton / "bin" / "perf_analyzer")
-    p.add_argument(
-        "--perf-analyzer-lib",
-        type=Path,
-        default=venv_triton / "lib/python3.11/site-packages/nvidia/cuda_runtime/lib",
-    )
-    p.add_argument("--onnxgate", type=Path, default=ROOT / ".venv" / "bin" / "onnxgate")
+    add_perf_analyzer_args(p, window_ms=5000)
     p.add_argument("--gateway-args", default="", help="extra flags for onnxgate serve")
     p.add_argument("--python", default=sys.executable, help="interpreter for bare/load/floor")
     p.add_argument("--ready-timeout", type=float, default=60.0)
