@@ -45,9 +45,10 @@ from gateway.routing.watcher import RuleWatcher
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
-from gateway.stats_flusher import StatsFlusher
+from gateway.stats_flusher import WindowFlusher
 from registry_client.client import RegistryClient
 from registry_client.repository import scan_repository
+from registry_client.stats_store import WindowWrite
 
 __all__ = ["Gateway", "serve"]
 
@@ -107,7 +108,7 @@ class Gateway:
         self.replica = _replica_id(settings)
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
-        self.stats_flusher: StatsFlusher | None = None
+        self.stats_flusher: WindowFlusher[WindowWrite] | None = None
         self._temporary_cache: tempfile.TemporaryDirectory[str] | None = None
         if redis_url:
             self.registry_client = RegistryClient.from_url(redis_url, settings.namespace)
@@ -119,10 +120,14 @@ class Gateway:
                 bootstrap=self._import_models if settings.models else None,
             )  # fmt: skip
             assert self.request_stats is not None
-            self.stats_flusher = StatsFlusher(
-                self.request_stats, self.registry_client.stats, self.replica,
-                settings.stats_flush_seconds, settings.stats_retention_seconds,
-                self.metrics.stats_flush_failures,
+            stats_store, replica = self.registry_client.stats, self.replica
+
+            def write_stats(writes: list[WindowWrite]) -> None:
+                stats_store.write(replica, writes, settings.stats_retention_seconds)
+
+            self.stats_flusher = WindowFlusher(
+                "statistics", self.request_stats, write_stats, settings.stats_flush_seconds,
+                self.metrics.flush_failures,
             )  # fmt: skip
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size

@@ -148,9 +148,11 @@ class GatewayMetrics:
             registry=registry,
         )
 
-        self.stats_flush_failures = Counter(
-            "onnxgate_stats_flush_failures",
-            "Writes of per-version statistics to Redis that failed (retried next interval).",
+        self.flush_failures = Counter(
+            "onnxgate_flush_failures",
+            "Writes of windowed state to Redis that failed (retried next interval), by what:"
+            " statistics or sketches.",
+            ["what"],
             registry=registry,
         )
 

@@ -1,42 +1,50 @@
-"""Background writer of per-version request statistics: never on the request path."""
+"""Background writer of windowed state (request statistics, drift sketches): never on the
+request path."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from gateway.request_stats import RequestStats
 from registry_client.errors import RegistryError
-from registry_client.stats_store import StatsStore
 
-__all__ = ["StatsFlusher"]
+__all__ = ["PendingWindows", "WindowFlusher"]
 
 _log = logging.getLogger(__name__)
+W = TypeVar("W")
 
 
-class StatsFlusher:
-    """Every `interval_seconds`, writes this replica's changed windows; stop() flushes once
-    more so a draining gateway's last requests are counted."""
+class PendingWindows(Protocol[W]):
+    """In-memory windows that know which of them changed since they were last written."""
+
+    def pending(self) -> list[W]: ...
+
+    def failed(self, writes: Iterable[W]) -> None: ...
+
+
+class WindowFlusher(Generic[W]):
+    """Every `interval_seconds`, writes what changed; stop() flushes once more so a draining
+    gateway's last requests are counted. A failed write is retried at the next interval."""
 
     def __init__(
         self,
-        stats: RequestStats,
-        store: StatsStore,
-        replica: str,
+        what: str,
+        source: PendingWindows[W],
+        write: Callable[[list[W]], None],
         interval_seconds: float,
-        ttl_seconds: int,
         failures: Counter,
     ) -> None:
-        self._stats = stats
-        self._store = store
-        self._replica = replica
+        self._what = what
+        self._source = source
+        self._write = write
         self._interval = interval_seconds
-        self._ttl = ttl_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="onnxgate-stats", daemon=True)
         self._failures = failures
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"onnxgate-{what}", daemon=True)
         self._failing = False
 
     def start(self) -> None:
@@ -54,19 +62,19 @@ class StatsFlusher:
 
     def flush(self) -> bool:
         """Write what changed; True when it reached Redis (or nothing had changed)."""
-        writes = self._stats.pending()
+        writes = self._source.pending()
         if not writes:
             return True
         try:
-            self._store.write(self._replica, writes, self._ttl)
+            self._write(writes)
         except RegistryError as exc:
-            self._stats.failed(writes)
-            self._failures.inc()
+            self._source.failed(writes)
+            self._failures.labels(self._what).inc()
             if not self._failing:  # once per outage, not every interval
-                _log.warning("statistics not written; will retry", extra={"reason": str(exc)})
+                _log.warning(f"{self._what} not written; will retry", extra={"reason": str(exc)})
             self._failing = True
             return False
         if self._failing:
-            _log.info("statistics written again")
+            _log.info(f"{self._what} written again")
         self._failing = False
         return True

@@ -10,7 +10,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.request_stats import RequestStats
-from gateway.stats_flusher import StatsFlusher
+from gateway.stats_flusher import WindowFlusher
 from registry_client.client import RegistryClient
 from registry_client.stats import (
     WINDOW_SECONDS,
@@ -20,6 +20,7 @@ from registry_client.stats import (
     encode_window,
     window_of,
 )
+from registry_client.stats_store import WindowWrite
 
 NOW = 1_800_000_000.0  # a window boundary: 30,000,000 minutes since the epoch
 
@@ -36,6 +37,15 @@ class Clock:
 
 def _latencies(seed: int, count: int) -> np.ndarray:
     return np.random.default_rng(seed).lognormal(-7, 0.6, count)
+
+
+def _flusher(
+    stats: RequestStats, client: RegistryClient, replica: str, failures: Counter
+) -> WindowFlusher[WindowWrite]:
+    def write(writes: list[WindowWrite]) -> None:
+        client.stats.write(replica, writes, 600)
+
+    return WindowFlusher("statistics", stats, write, 60, failures)
 
 
 def test_replicas_merge_into_the_quantiles_of_all_their_requests():
@@ -136,14 +146,14 @@ def test_a_failed_write_is_retried_and_a_closed_window_kept_until_written():
 
 def test_flushes_are_idempotent_and_replicas_add_up(redis_server):
     client = RegistryClient.from_url(redis_server.url)
-    failures = Counter("failures", "", registry=CollectorRegistry())
+    failures = Counter("failures", "", ["what"], registry=CollectorRegistry())
     replicas = []
     for name, requests in (("replica-a", 3), ("replica-b", 4)):
         stats = RequestStats()
         for _ in range(requests):
             stats.record("credit", "1", "primary", "OK", 0.001)
         stats.record("credit", "1", "primary", "NOT_FOUND", 0.0)
-        replicas.append((stats, StatsFlusher(stats, client.stats, name, 60, 600, failures)))
+        replicas.append((stats, _flusher(stats, client, name, failures)))
     for _, flusher in replicas:
         assert flusher.flush()
     first_stats, first_flusher = replicas[0]
@@ -178,13 +188,13 @@ def test_a_replica_whose_window_is_unreadable_is_skipped_and_counted(redis_serve
 def test_an_unreachable_redis_is_retried_until_it_answers(redis_server):
     client = RegistryClient.from_url(redis_server.url)
     registry = CollectorRegistry()
-    failures = Counter("failures", "", registry=registry)
+    failures = Counter("failures", "", ["what"], registry=registry)
     stats = RequestStats()
-    flusher = StatsFlusher(stats, client.stats, "replica-a", 60, 600, failures)
+    flusher = _flusher(stats, client, "replica-a", failures)
     stats.record("credit", "1", "primary", "OK", 0.001)
     redis_server.stop()
     assert not flusher.flush()
-    assert registry.get_sample_value("failures_total") == 1
+    assert registry.get_sample_value("failures_total", {"what": "statistics"}) == 1
     redis_server.start()
     assert flusher.flush()
     assert client.stats.read("credit", 900).by_version["1", "primary"].requests == 1
