@@ -32,10 +32,13 @@ from gateway.api.health import HealthService
 from gateway.api.interceptor import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
+from gateway.drift.monitor import DriftMonitor
+from gateway.drift.recorder import DriftRecorder
 from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
+from gateway.periodic import Periodic
 from gateway.pipeline import InferencePipeline
 from gateway.private_redis import PrivateRedis, PrivateRedisError
 from gateway.request_stats import RequestStats
@@ -47,6 +50,7 @@ from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
 from gateway.stats_flusher import WindowFlusher
 from registry_client.client import RegistryClient
+from registry_client.drift_store import SketchWrite
 from registry_client.repository import scan_repository
 from registry_client.stats_store import WindowWrite
 
@@ -96,8 +100,12 @@ class Gateway:
             self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers,
             settings.shadow_nice, settings.shadow_max_cpu_busy,
         )  # fmt: skip
+        # Sketches, like statistics, are kept only when there is a registry to write them to.
+        self.drift: DriftRecorder | None = None
+        if redis_url and settings.drift_buffer_rows > 0:
+            self.drift = DriftRecorder(self.metrics.sketch_dropped, settings.drift_buffer_rows)
         self.pipeline = InferencePipeline(
-            self.routes, self.versions, self.metrics, code_name, self.shadows
+            self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift
         )
         self.health = HealthService([INFERENCE_SERVICE])
         self.state = ServingState(self.health)
@@ -109,6 +117,9 @@ class Gateway:
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
         self.stats_flusher: WindowFlusher[WindowWrite] | None = None
+        self.drift_tasks: list[Periodic | WindowFlusher[SketchWrite]] = []
+        self.drift_monitor: DriftMonitor | None = None
+        self.sketch_flusher: WindowFlusher[SketchWrite] | None = None
         self._temporary_cache: tempfile.TemporaryDirectory[str] | None = None
         if redis_url:
             self.registry_client = RegistryClient.from_url(redis_url, settings.namespace)
@@ -129,10 +140,35 @@ class Gateway:
                 "statistics", self.request_stats, write_stats, settings.stats_flush_seconds,
                 self.metrics.flush_failures,
             )  # fmt: skip
+            if self.drift is not None:
+                self._drift_tasks(self.registry_client, self.drift)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
         )
         self._server = self._build_server()
+
+    def _drift_tasks(self, client: RegistryClient, recorder: DriftRecorder) -> None:
+        """Fold every second, write every drift_flush_seconds, refresh references and gauges
+        every drift_monitor_seconds: all off the request path."""
+        settings, replica = self.settings, self.replica
+
+        def write_sketches(writes: list[SketchWrite]) -> None:
+            client.drift.write(replica, writes, settings.drift_minute_ttl_seconds,
+                               settings.drift_hour_ttl_seconds)  # fmt: skip
+
+        self.drift_monitor = DriftMonitor(
+            client, recorder, self.versions, self.metrics,
+            settings.drift_monitor_window_seconds, settings.drift_minute_ttl_seconds,
+        )  # fmt: skip
+        self.sketch_flusher = WindowFlusher(
+            "sketches", recorder, write_sketches, settings.drift_flush_seconds,
+            self.metrics.flush_failures,
+        )  # fmt: skip
+        self.drift_tasks = [
+            Periodic("drift-fold", 1.0, recorder.fold),
+            self.sketch_flusher,
+            Periodic("drift-monitor", settings.drift_monitor_seconds, self.drift_monitor.refresh),
+        ]
 
     def _build_server(self) -> grpc.Server:
         limit = self.settings.max_message_bytes
@@ -178,6 +214,8 @@ class Gateway:
         )
         if self.stats_flusher is not None:
             self.stats_flusher.start()
+        for task in self.drift_tasks:
+            task.start()
         if self.watcher is not None:
             self.watcher.start()
         else:
@@ -220,6 +258,8 @@ class Gateway:
         self.shadows.stop()
         if self.stats_flusher is not None:  # after the shadows, so their last runs count
             self.stats_flusher.stop()
+        for task in self.drift_tasks:  # the sketch flusher folds and writes what is left
+            task.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.versions.close()

@@ -64,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
         "--shadow-max-cpu-busy", type=float,
         help="drop shadow copies while the process uses more than this share of its CPUs (0.85)",
     )  # fmt: skip
+    run.add_argument(
+        "--drift-buffer-rows", type=int, help="input rows waiting to be sketched; 0: off (65536)"
+    )
+    run.add_argument("--drift-flush-seconds", type=float, help="sketch write interval (10)")
+    run.add_argument("--drift-minute-ttl-seconds", type=int, help="minute sketches kept (7200)")
+    run.add_argument("--drift-hour-ttl-seconds", type=int, help="hourly sketches kept (8 days)")
+    run.add_argument(
+        "--drift-monitor-seconds", type=float, help="drift gauges and reference refresh (60)"
+    )
+    run.add_argument(
+        "--drift-monitor-window-seconds", type=float, help="window of the drift gauges (900)"
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

@@ -126,6 +126,7 @@ class GatewayMetrics:
         )
         self._control_plane(registry)
         self._shadows(registry)
+        self._drift(registry)
 
     def _control_plane(self, registry: CollectorRegistry) -> None:
         self.redis_connected = Gauge(
@@ -179,6 +180,21 @@ class GatewayMetrics:
         self.shadow_max_abs_diff = Gauge(
             "onnxgate_shadow_max_abs_diff", "Largest absolute difference from the primary seen.",
             pair, registry=registry,
+        )  # fmt: skip
+
+    def _drift(self, registry: CollectorRegistry) -> None:
+        feature = ["model", "version", "feature"]
+        self.sketch_dropped = Counter(
+            "onnxgate_sketch_dropped", "Input rows not sketched because the drift buffer was full.",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.drift_psi = Gauge(
+            "onnxgate_drift_psi", "PSI of each feature against its reference (recent window).",
+            feature, registry=registry,
+        )  # fmt: skip
+        self.drift_ks = Gauge(
+            "onnxgate_drift_ks", "KS distance of each feature against its reference.",
+            feature, registry=registry,
         )  # fmt: skip
 
     def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gateway.drift.recorder import DriftRecorder
 from gateway.errors import GatewayError, ModelNotFound, ModelNotReady
 from gateway.metrics import UNKNOWN_LABEL, GatewayMetrics
 from gateway.models.store import VersionStore
@@ -33,12 +34,14 @@ class InferencePipeline:
         metrics: GatewayMetrics,
         code_name: Callable[[GatewayError], str],
         shadows: ShadowDispatcher | None = None,
+        drift: DriftRecorder | None = None,
     ) -> None:
         self._routes = routes
         self._versions = versions
         self._metrics = metrics
         self._code_name = code_name
         self._shadows = shadows
+        self._drift = drift
 
     def resolve(
         self, model: str, pinned_version: str, routing_key: str | None = None
@@ -68,6 +71,8 @@ class InferencePipeline:
             metrics.failed(self._code_name(exc))
             raise
         metrics.succeeded(time.perf_counter() - request.received)
+        if self._drift is not None:
+            self._drift.observe(loaded.model, loaded.version, feeds)
         if decision.shadows and self._shadows is not None:
             self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
         return InferResult(

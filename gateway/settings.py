@@ -46,6 +46,12 @@ class Settings:
     shadow_max_cpu_busy: float = 0.85  # shed shadow copies above this use of our CPUs; 1 = never
     stats_flush_seconds: float = 10.0  # per-version statistics written to Redis this often
     stats_retention_seconds: int = 86400  # how long those 1-minute windows stay in Redis
+    drift_buffer_rows: int = 65536  # input rows waiting to be sketched; 0 turns drift off
+    drift_flush_seconds: float = 10.0
+    drift_minute_ttl_seconds: int = 7200  # 1-minute sketch windows; hourly ones beyond
+    drift_hour_ttl_seconds: int = 8 * 86400
+    drift_monitor_seconds: float = 60.0  # reference bins and drift gauges refreshed this often
+    drift_monitor_window_seconds: float = 900.0  # the gauges' window
     log_level: str = "INFO"
     log_format: str = "json"
 

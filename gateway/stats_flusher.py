@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
+import redis
 from prometheus_client import Counter
 
 from registry_client.errors import RegistryError
@@ -67,7 +68,7 @@ class WindowFlusher(Generic[W]):
             return True
         try:
             self._write(writes)
-        except RegistryError as exc:
+        except (RegistryError, redis.RedisError) as exc:  # unreachable, or refused (ACL, OOM)
             self._source.failed(writes)
             self._failures.labels(self._what).inc()
             if not self._failing:  # once per outage, not every interval

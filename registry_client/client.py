@@ -20,6 +20,7 @@ import onnxruntime as ort
 import redis
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from registry_client.drift_store import DriftStore
 from registry_client.errors import Conflict, NotFound, Rejected, redis_unreachable_as_error
 from registry_client.repository import scan_repository
 from registry_client.schema import (
@@ -90,6 +91,7 @@ class RegistryClient:
         self._redis = client
         self.keys = Keys(_name(namespace, "namespace"))
         self.stats = StatsStore(client, self.keys)
+        self.drift = DriftStore(client, self.keys, self._audit)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:

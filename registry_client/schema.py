@@ -104,6 +104,9 @@ class Keys:
     def gateway(self, replica: str) -> str:
         return f"{self.prefix}:gateway:{replica}"
 
+    def reference(self, name: str, version: str) -> str:
+        return f"{self.prefix}:reference:{name}:{version}"
+
     def stats(self, model: str, window: int) -> str:
         """Request statistics of one model and 1-minute window. Tagged per model, not with
         the control-plane tag, so their volume spreads over a Redis Cluster."""

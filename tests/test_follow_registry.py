@@ -297,11 +297,12 @@ def test_rule_naming_a_version_gone_from_the_registry_is_not_applied(following, 
 
 
 # Least privilege for a gateway (README "Redis security"): read the registry, write only its own
-# heartbeat and statistics, subscribe only to the hints.
+# heartbeat, statistics and sketches, subscribe only to the hints.
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:*"
-    " %W~{onnxgate:*}:stats:* resetchannels &{onnxgate}:events -@all +ping +get +hget +hgetall"
-    " +smembers +zrange +lrange +subscribe +multi +exec +del +hset +expire"
+    " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* resetchannels &{onnxgate}:events"
+    " -@all +ping +get +hget +hgetall +smembers +zrange +lrange +subscribe +multi +exec +del"
+    " +hset +expire"
 )
 
 
@@ -318,6 +319,8 @@ def test_gateway_runs_under_a_least_privilege_redis_user(redis_server, registry)
             eventually(lambda: _served(stub) == "2")
         eventually(lambda: gateway.replica in registry.gateways())
         assert gateway.stats_flusher is not None and gateway.stats_flusher.flush()
+        assert gateway.sketch_flusher is not None and gateway.sketch_flusher.flush()
+        assert registry.drift.read("credit", "2", 900).rows >= 1
         served = registry.stats.read("credit", 900).by_version
         assert sum(s.requests for s in served.values()) >= 2
         restricted = redis.Redis.from_url(url)

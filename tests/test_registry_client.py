@@ -227,7 +227,8 @@ def test_unreachable_redis_is_reported_as_such(redis_server):
 # An operator (README "Redis security"): the registry's keys and hints, reads the statistics,
 # no admin commands.
 OPERATOR_ACL = (
-    "on >operator-secret resetkeys ~{onnxgate}:* %R~{onnxgate:*}:stats:* resetchannels"
+    "on >operator-secret resetkeys ~{onnxgate}:* %R~{onnxgate:*}:stats:*"
+    " %R~{onnxgate:*}:sketch:* resetchannels"
     " &{onnxgate}:* +@all -@admin -@dangerous"
 )
 

@@ -1,0 +1,74 @@
+"""Keeps each served version's reference bins in the recorder and its drift gauges fresh, from
+the merged state of every replica in Redis. Runs in the background, never per request."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.drift.recorder import DriftRecorder
+from gateway.metrics import GatewayMetrics
+from gateway.models.store import VersionStore
+from registry_client.client import RegistryClient
+from registry_client.drift_stats import feature_drift
+from registry_client.errors import NotFound, RegistryError
+
+__all__ = ["DriftMonitor"]
+
+_log = logging.getLogger(__name__)
+
+
+class DriftMonitor:
+    def __init__(
+        self,
+        client: RegistryClient,
+        recorder: DriftRecorder,
+        versions: VersionStore,
+        metrics: GatewayMetrics,
+        window_seconds: float,
+        minute_ttl: int,
+    ) -> None:
+        self._client = client
+        self._recorder = recorder
+        self._versions = versions
+        self._metrics = metrics
+        self._window = window_seconds
+        self._minute_ttl = minute_ttl
+        self._exported: set[tuple[str, str, str]] = set()
+
+    def refresh(self) -> None:
+        """Reload reference bins and recompute drift_psi / drift_ks for every READY version."""
+        exported: set[tuple[str, str, str]] = set()
+        for model, by_version in self._versions.ready_versions().items():
+            for version in by_version:
+                try:
+                    exported |= self._refresh_version(model, version)
+                except RegistryError as exc:
+                    _log.warning("drift not refreshed", extra={"model": model,
+                                 "version": version, "reason": str(exc)})  # fmt: skip
+                    exported |= {k for k in self._exported if k[:2] == (model, version)}
+        for labels in self._exported - exported:  # versions gone or references removed
+            self._metrics.drift_psi.remove(*labels)
+            self._metrics.drift_ks.remove(*labels)
+        self._exported = exported
+
+    def _refresh_version(self, model: str, version: str) -> set[tuple[str, str, str]]:
+        try:
+            references = self._client.drift.get_reference(model, version)
+        except NotFound:
+            self._recorder.set_bins(model, version, {})
+            return set()
+        self._recorder.set_bins(model, version, {n: r.bins for n, r in references.items()})
+        merged = self._client.drift.read(model, version, self._window,
+                                         minute_ttl=self._minute_ttl)  # fmt: skip
+        exported = set()
+        for feature, sketch in merged.features.items():
+            reference = references.get(feature)
+            if reference is None:
+                continue
+            drift = feature_drift(feature, sketch, reference)
+            labels = (model, version, feature)
+            if drift.psi is not None and drift.ks is not None:
+                self._metrics.drift_psi.labels(*labels).set(drift.psi)
+                self._metrics.drift_ks.labels(*labels).set(drift.ks)
+                exported.add(labels)
+        return exported

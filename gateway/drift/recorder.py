@@ -1,0 +1,144 @@
+"""Drift recording: the request path only queues a reference to its inputs; a background
+thread folds them into per-feature sketches of the current minute; closed minutes are merged
+into the hour (the rollup readers use beyond the minutes' retention)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Counter
+
+from gateway.drift.features import feature_columns
+from registry_client.drift_sketch import FeatureSketch, ReferenceBins, encode_sketches
+from registry_client.drift_store import HOUR, MINUTE, SketchWrite
+from registry_client.stats import window_of
+
+__all__ = ["DriftRecorder"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Window:
+    features: dict[str, FeatureSketch] = field(default_factory=dict)
+    rows: int = 0
+    dirty: bool = True
+    in_hour: bool = False  # a closed minute is merged into its hour once
+
+    def add(self, other: _Window) -> None:
+        self.rows += other.rows
+        for name, sketch in other.features.items():
+            self.features.setdefault(name, FeatureSketch()).merge(sketch)
+        self.dirty = True
+
+
+class DriftRecorder:
+    """Thread-safe. observe() is the request path's only call: it never folds and never
+    blocks on I/O; over `buffer_rows` queued rows, inputs are dropped and counted."""
+
+    def __init__(
+        self,
+        dropped: Counter,
+        buffer_rows: int,
+        clock: Callable[[], float] = time.time,
+        keep_minutes: int = 60,
+    ) -> None:
+        self._dropped = dropped
+        self._capacity = buffer_rows
+        self._clock = clock
+        self._keep_minutes = keep_minutes
+        self._buffer_lock = threading.Lock()
+        self._buffer: deque[tuple[str, str, Mapping[str, np.ndarray]]] = deque()
+        self._buffered_rows = 0
+        self._state_lock = threading.Lock()
+        self._windows: dict[tuple[str, str, str, int], _Window] = {}
+        self._bins: dict[tuple[str, str], Mapping[str, ReferenceBins]] = {}
+
+    def observe(self, model: str, version: str, feeds: Mapping[str, np.ndarray]) -> None:
+        """Queue the inputs of one served request (references, not copies: the arrays are
+        read-only views of the request)."""
+        first = next(iter(feeds.values()), None)
+        rows = first.shape[0] if first is not None and first.ndim else 1
+        with self._buffer_lock:
+            if self._buffered_rows + rows > self._capacity:
+                self._dropped.labels(model).inc(rows)
+                return
+            self._buffer.append((model, version, feeds))
+            self._buffered_rows += rows
+
+    def set_bins(self, model: str, version: str, bins: Mapping[str, ReferenceBins]) -> None:
+        """The reference's bins per feature of a version; histograms are counted on them."""
+        with self._state_lock:
+            self._bins[model, version] = bins
+
+    def fold(self) -> int:
+        """Fold the queued inputs into the current minute's sketches; returns rows folded."""
+        with self._buffer_lock:
+            queued, self._buffer = self._buffer, deque()
+            self._buffered_rows = 0
+        grouped: dict[tuple[str, str, str, tuple[int, ...]], list[np.ndarray]] = defaultdict(list)
+        for model, version, feeds in queued:
+            for name, array in feeds.items():
+                grouped[model, version, name, array.shape[1:]].append(array)
+        minute = window_of(self._clock())
+        folded = 0
+        with self._state_lock:
+            for (model, version, name, _), arrays in grouped.items():
+                batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+                state = self._windows.setdefault((model, version, MINUTE, minute), _Window())
+                bins = self._bins.get((model, version), {})
+                for feature, column in feature_columns(name, batch):
+                    sketch = state.features.setdefault(feature, FeatureSketch())
+                    sketch.update(column, bins.get(feature))
+                state.rows += batch.shape[0] if batch.ndim else 1
+                state.dirty = True
+                folded += batch.shape[0] if batch.ndim else 1
+        return folded
+
+    def pending(self) -> list[SketchWrite]:
+        """Fold, roll closed minutes into their hour, and encode every changed window; closed
+        windows already written are forgotten. Call failed() when the write does not
+        succeed."""
+        self.fold()
+        now = self._clock()
+        minute, hour = window_of(now), int(now // 3600)
+        writes: list[SketchWrite] = []
+        with self._state_lock:
+            for key, state in list(self._windows.items()):
+                model, version, granularity, window = key
+                current = minute if granularity == MINUTE else hour
+                if granularity == MINUTE and window < current and not state.in_hour:
+                    hour_key = (model, version, HOUR, window * 60 // 3600)
+                    self._windows.setdefault(hour_key, _Window()).add(state)
+                    state.in_hour = True
+            for key, state in list(self._windows.items()):
+                model, version, granularity, window = key
+                current = minute if granularity == MINUTE else hour
+                if granularity == MINUTE and window < current - self._keep_minutes:
+                    del self._windows[key]
+                    _log.warning("drift window given up: Redis was unreachable too long",
+                                 extra={"model": model, "version": version})  # fmt: skip
+                elif state.dirty:
+                    payload = encode_sketches(state.rows, state.features)
+                    writes.append(SketchWrite(model, version, granularity, window, payload))
+                    state.dirty = False
+                elif window < current:
+                    del self._windows[key]
+        return writes
+
+    def failed(self, writes: Iterable[SketchWrite]) -> None:
+        with self._state_lock:
+            for item in writes:
+                state = self._windows.get(item.key)
+                if state is not None:
+                    state.dirty = True
+
+    def windows(self) -> int:
+        with self._state_lock:
+            return len(self._windows)
