@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from registry_client.client import RegistryClient
 from registry_client.compare import compare_versions, parse_duration, print_comparison
+from registry_client.drift_report import run_drift_command
 from registry_client.errors import Conflict, Rejected, Unreachable
 from registry_client.schema import (
     PRIVATE_SOCKET_NAME,
@@ -135,6 +136,29 @@ def _parser() -> argparse.ArgumentParser:
         "--since", type=_duration, default=900.0, help="how far back: 30s, 15m, 2h, 1d (15m)"
     )
 
+    reference = commands.add_parser("reference", help="a version's reference input profile")
+    reference_actions = reference.add_subparsers(dest="action", required=True)
+    reference_set = reference_actions.add_parser("set", help="from training data or traffic")
+    reference_set.add_argument("model")
+    reference_set.add_argument("version")
+    source = reference_set.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help=".npy or .csv (one input), .npz (per input)")
+    source.add_argument("--from-traffic", metavar="VERSION", help="a version's recent inputs")
+    reference_set.add_argument(
+        "--since", type=_duration, default=3600.0, help="with --from-traffic: how far back (1h)"
+    )
+    reference_show = reference_actions.add_parser("show")
+    reference_show.add_argument("model")
+    reference_show.add_argument("version")
+
+    drift = commands.add_parser("drift", help="input drift per feature, with verdicts")
+    drift.add_argument("model")
+    drift.add_argument("--version", help="default: the rule's version with the largest weight")
+    drift.add_argument("--since", type=_duration, default=900.0, help="how far back (15m)")
+    drift.add_argument(
+        "--against", default="reference", help="'reference' (default) or another VERSION"
+    )
+
     route = commands.add_parser("route", help="show, change, audit or roll back a rule")
     actions = route.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show")
@@ -238,6 +262,8 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             print(json.dumps([{"model": m, "version": v} for m, v in found]), file=out)
         else:
             _table(found, ["model", "version"], out)
+    elif args.command in ("reference", "drift"):
+        run_drift_command(args, client, actor, out, sys.stderr)
     elif args.command == "compare":
         report = compare_versions(client, args.model, args.versions, args.since)
         if emit_json:

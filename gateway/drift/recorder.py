@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Counter
 
-from gateway.drift.features import feature_columns
 from registry_client.drift_sketch import FeatureSketch, ReferenceBins, encode_sketches
 from registry_client.drift_store import HOUR, MINUTE, SketchWrite
+from registry_client.features import feature_columns
 from registry_client.stats import window_of
 
 __all__ = ["DriftRecorder"]
