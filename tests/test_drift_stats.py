@@ -17,8 +17,14 @@ from registry_client.drift_stats import Thresholds, dataset_drift, feature_drift
 
 RNG = np.random.default_rng(42)
 TRAINING = RNG.normal(5.0, 2.0, 50_000)
-REFERENCE = FeatureReference.from_values(TRAINING)
-assert REFERENCE is not None
+
+def _reference(values: np.ndarray) -> FeatureReference:
+    reference = FeatureReference.from_values(values)
+    assert reference is not None
+    return reference
+
+
+REFERENCE = _reference(TRAINING)
 
 
 def _sketch(values: np.ndarray, exact_bins: bool = True) -> FeatureSketch:
