@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--drift-buffer-rows", type=int, help="input rows waiting to be sketched; 0: off (65536)"
     )
     run.add_argument("--drift-flush-seconds", type=float, help="sketch write interval (10)")
-    run.add_argument("--drift-minute-ttl-seconds", type=int, help="minute sketches kept (7200)")
+    run.add_argument("--drift-minute-ttl-seconds", type=int, help="minute sketches kept (3600)")
     run.add_argument("--drift-hour-ttl-seconds", type=int, help="hourly sketches kept (8 days)")
     run.add_argument(
         "--drift-monitor-seconds", type=float, help="drift gauges and reference refresh (60)"

@@ -48,7 +48,7 @@ class Settings:
     stats_retention_seconds: int = 86400  # how long those 1-minute windows stay in Redis
     drift_buffer_rows: int = 65536  # input rows waiting to be sketched; 0 turns drift off
     drift_flush_seconds: float = 10.0
-    drift_minute_ttl_seconds: int = 7200  # 1-minute sketch windows; hourly ones beyond
+    drift_minute_ttl_seconds: int = 3600  # 1-minute sketch windows; gatectl's default too
     drift_hour_ttl_seconds: int = 8 * 86400
     drift_monitor_seconds: float = 60.0  # reference bins and drift gauges refreshed this often
     drift_monitor_window_seconds: float = 900.0  # the gauges' window

@@ -2,8 +2,8 @@
 
 Sketches: `{ns:model}:sketch:{version}:m{minute}` and `...:h{hour}`, one hash field per replica
 holding its cumulative state of that window (so a retried write never counts twice). Minutes
-are kept `minute_ttl` (2 h by default), hours `hour_ttl` (8 days): a reader of the last two
-hours merges minutes, of a longer range whole hours. References: `{ns}:reference:{model}:{v}`,
+are kept `minute_ttl` (1 h by default), hours `hour_ttl` (8 days): a reader of the last hour
+merges minutes, of a longer range whole hours. References: `{ns}:reference:{model}:{v}`,
 one field per feature, written atomically and audited like every registry write.
 """
 
@@ -30,9 +30,21 @@ from registry_client.errors import NotFound, redis_unreachable_as_error
 from registry_client.schema import Keys, validate_name
 from registry_client.stats import WINDOW_SECONDS, window_of
 
-__all__ = ["HOUR", "MINUTE", "DriftStore", "MergedSketches", "SketchWrite"]
+__all__ = [
+    "HOUR",
+    "HOUR_TTL_SECONDS",
+    "MINUTE",
+    "MINUTE_TTL_SECONDS",
+    "DriftStore",
+    "MergedSketches",
+    "SketchWrite",
+]
 
 MINUTE, HOUR = "m", "h"
+# Minute windows are kept an hour (about 6.5 MiB per model-version and replica at 30 features
+# and 500 rows/s, benchmarks/RESULTS.md), hours 8 days; readers of longer ranges use hours.
+MINUTE_TTL_SECONDS = 3600
+HOUR_TTL_SECONDS = 8 * 86400
 META_FIELD = "_meta"
 _log = logging.getLogger(__name__)
 
@@ -89,9 +101,14 @@ class DriftStore:
             pipe.execute()
 
     def read(
-        self, model: str, version: str, since_seconds: float, *, minute_ttl: int = 7200,
+        self,
+        model: str,
+        version: str,
+        since_seconds: float,
+        *,
+        minute_ttl: int = MINUTE_TTL_SECONDS,
         now: float | None = None,
-    ) -> MergedSketches:  # fmt: skip
+    ) -> MergedSketches:
         """Every replica's sketches of the version over the last `since_seconds`: minutes
         while they are kept, whole hours for longer ranges."""
         validate_name(model, "model name")
