@@ -239,3 +239,22 @@ def test_a_large_csv_with_a_header_shows_progress(redis_server, registry, tmp_pa
     assert progress.getvalue().rstrip().endswith("100%")
     reference = FeatureReference.from_values(data["input"][:, 0])
     assert reference is not None and reference.count == 2_000
+
+
+def test_closed_minutes_roll_into_the_hour_that_long_ranges_read(redis_server):
+    clock = [3600.0 * 490_000 + 30]  # half a minute into an hour
+    recorder = DriftRecorder(Counter("d", "", ["model"], registry=CollectorRegistry()), 10_000,
+                             clock=lambda: clock[0])  # fmt: skip
+    client = RegistryClient.from_url(redis_server.url)
+    for minute in range(3):
+        recorder.observe("credit", "1", {"input": np.full((10, 4), minute, np.float32)})
+        client.drift.write("replica-a", recorder.pending(), 3600, 86400)
+        clock[0] += 60
+    client.drift.write("replica-a", recorder.pending(), 3600, 86400)
+    assert recorder.windows() == 1  # closed minutes written and forgotten; the open hour stays
+    recent = client.drift.read("credit", "1", 120, now=clock[0])
+    assert (recent.granularity, recent.rows) == ("m", 20)  # minutes 1 and 2 overlap the range
+    hours = client.drift.read("credit", "1", 3 * 3600, now=clock[0])
+    assert (hours.granularity, hours.rows) == ("h", 30)  # every closed minute, once
+    assert hours.features["input[0]"].maximum == 2.0
+    client.close()
