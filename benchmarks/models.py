@@ -1,4 +1,4 @@
-"""Build the benchmark ONNX models (tiny, medium) and write them as a Triton-style repository."""
+"""Build the benchmark ONNX models (tiny, medium, tabular30) as a Triton-style repository."""
 
 from __future__ import annotations
 
@@ -86,7 +86,16 @@ def build_medium(path: str | Path) -> Path:
     return _save(_mlp("medium", "input", 256, [1024, 1024], 10, "logits", softmax=False), path)
 
 
-BUILDERS: dict[str, Callable[[str | Path], Path]] = {"tiny": build_tiny, "medium": build_medium}
+def build_tabular30(path: str | Path) -> Path:
+    """FP32 input [N,30] -> Gemm 64 -> Relu -> Gemm 2 -> Softmax -> probabilities [N,2]."""
+    return _save(_mlp("tabular30", "input", 30, [64], 2, "probabilities", softmax=True), path)
+
+
+BUILDERS: dict[str, Callable[[str | Path], Path]] = {
+    "tiny": build_tiny,
+    "medium": build_medium,
+    "tabular30": build_tabular30,
+}
 
 
 def build_repository(out_dir: str | Path, names: list[str]) -> dict[str, Path]:
