@@ -165,7 +165,7 @@ class Gateway:
             self.metrics.flush_failures,
         )  # fmt: skip
         self.drift_tasks = [
-            Periodic("drift-fold", 1.0, recorder.fold),
+            Periodic("drift-fold", 1.0, self.drift_monitor.fold),
             self.sketch_flusher,
             Periodic("drift-monitor", settings.drift_monitor_seconds, self.drift_monitor.refresh),
         ]

@@ -75,6 +75,16 @@ def _metrics(text: str) -> dict[str, float]:
     return out
 
 
+def _feature_names(text: str) -> tuple[str, list[str]]:
+    """'[INPUT:]a,b,c' -> (INPUT or '', names)."""
+    head, sep, tail = text.partition(":")
+    input_name, names = (head, tail) if sep and "," not in head else ("", text)
+    listed = [n.strip() for n in names.split(",")]
+    if not all(listed):
+        raise argparse.ArgumentTypeError(f"--feature-names: empty name in {text!r}")
+    return input_name, listed
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -119,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tags", default="", help="comma-separated")
     register.add_argument("--metrics", type=_metrics, default={}, help="auc=0.91,recall=0.8")
     register.add_argument("--lineage", default="", help="data=URI,data_sha256=H,code=REV,parent=V")
+    register.add_argument(
+        "--feature-names", type=_feature_names, action="append", default=[],
+        metavar="[INPUT:]NAME,NAME,...",
+        help="name an input's columns for drift reports (INPUT: needed when several inputs)",
+    )  # fmt: skip
     register.add_argument("--create-model", action="store_true", help="create the model too")
     register.add_argument(
         "--upload", action="store_true", help="store the bytes in Redis (for other hosts)"
@@ -245,6 +260,7 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             args.model, args.version, args.file, actor=actor, description=args.description,
             lineage=lineage, metrics=args.metrics, upload=args.upload,
             tags=[t for t in args.tags.split(",") if t],
+            feature_names=dict(args.feature_names),
         )  # fmt: skip
         if emit_json:
             print(json.dumps(stored), file=out)

@@ -22,6 +22,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from registry_client.drift_store import DriftStore
 from registry_client.errors import Conflict, NotFound, Rejected, redis_unreachable_as_error
+from registry_client.features import validate_feature_names
 from registry_client.repository import scan_repository
 from registry_client.schema import (
     BLOB_CHUNK_BYTES,
@@ -148,12 +149,13 @@ class RegistryClient:
         self, model: str, version: str, artifact: Path, *, actor: str,
         description: str = "", lineage: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None, upload: bool = False,
-        tags: Sequence[str] = (),
+        tags: Sequence[str] = (), feature_names: dict[str, list[str]] | None = None,
     ) -> dict[str, str]:  # fmt: skip
         """Register an ONNX file with its sha256, size and the input/output signature
         onnxruntime reads from it: by reference (file:// URI), or with `upload` as
         content-addressed chunks in Redis (redis-blob:<sha256>) for gateways on other hosts.
 
+        `feature_names` names the columns of inputs (input -> names), as drift reports them.
         Versions are immutable: registering the same bytes again returns the stored fields;
         other bytes under the same version are Rejected."""
         _name(model, "model")
@@ -167,7 +169,9 @@ class RegistryClient:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
         sha256 = hashlib.sha256(data).hexdigest()
-        signature = json.dumps(_signature(data, artifact), sort_keys=True)
+        described = _signature(data, artifact)
+        signature = json.dumps(described, sort_keys=True)
+        names = validate_feature_names(feature_names or {}, described["inputs"])
         if upload:
             self._upload_blob(sha256, data)
         fields = {
@@ -179,6 +183,7 @@ class RegistryClient:
             "tags": ",".join(tags),
             "lineage": json.dumps(lineage or {}, sort_keys=True),
             "metrics": json.dumps(metrics or {}, sort_keys=True),
+            "feature_names": json.dumps(names, sort_keys=True),
             "status": "registered",
             "created_by": actor,
             "created_at": _now(),

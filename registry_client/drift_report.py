@@ -95,12 +95,14 @@ def load_reference_data(
     raise Rejected(f"--data {path}: expected a .npy, .npz or .csv file")
 
 
-def references_from_data(data: Mapping[str, np.ndarray]) -> dict[str, FeatureReference]:
-    """Per feature, named as the gateway names them (input[i], input.mean, ...)."""
+def references_from_data(
+    data: Mapping[str, np.ndarray], names: Mapping[str, list[str]]
+) -> dict[str, FeatureReference]:
+    """Per feature, named as the gateway names them (registered names, input[i], ...)."""
     found: dict[str, FeatureReference] = {}
     for name, array in data.items():
         try:
-            columns = feature_columns(name, np.asarray(array))
+            columns = feature_columns(name, np.asarray(array), names.get(name))
         except ValueError as exc:
             raise Rejected(f"--data: input {name!r}: {exc}") from exc
         if not columns:
@@ -206,7 +208,8 @@ def run_drift_command(
         if args.data is not None:
             data = load_reference_data(client, args.model, args.version, args.data,
                                        err if err.isatty() else None)  # fmt: skip
-            references = references_from_data(data)
+            registered = client.show_version(args.model, args.version).get("feature_names")
+            references = references_from_data(data, json.loads(registered or "{}"))
             rows = max(len(a) for a in data.values())
             meta: dict[str, object] = {"source": f"data:{args.data.name}", "rows": rows}
         else:

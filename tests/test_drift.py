@@ -258,3 +258,44 @@ def test_closed_minutes_roll_into_the_hour_that_long_ranges_read(redis_server):
     assert (hours.granularity, hours.rows) == ("h", 30)  # every closed minute, once
     assert hours.features["input[0]"].maximum == 2.0
     client.close()
+
+
+def test_registered_feature_names_name_sketches_and_references(redis_server, gateway, tmp_path):
+    url = redis_server.url
+    artifact = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "credit", "3")
+    code, _, err = _gatectl(url, "register", "credit", "3", str(artifact),
+                            "--feature-names", "age,income,debt,score")  # fmt: skip
+    assert (code, err) == (0, "")
+    np.save(tmp_path / "training.npy", TRAINING)
+    assert _gatectl(url, "reference", "set", "credit", "3", "--data",
+                    str(tmp_path / "training.npy"))[0] == 0  # fmt: skip
+    assert _gatectl(url, "route", "set", "credit", "--split", "1=0,3=100")[0] == 0
+    wait_until = time.monotonic() + 10
+    while "3" not in gateway.versions.ready_versions().get("credit", {}):
+        assert time.monotonic() < wait_until, "version 3 was not loaded"
+        time.sleep(0.05)
+    assert gateway.drift_monitor is not None
+    gateway.drift_monitor.fold()  # what the gateway does every second: names and bins first
+    _serve(f"127.0.0.1:{gateway.grpc_port}", _shifted(1_500), version="3")
+    _flushed(gateway)
+    code, out, _ = _gatectl(url, "--json", "drift", "credit", "--version", "3")
+    features = {f["feature"]: f for f in json.loads(out)["features"]}
+    assert list(features) == ["age", "debt", "income", "score"]
+    assert features["age"]["verdict"] == "alert" and features["age"]["exact_bins"]
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ("age,income", "expected 4 names, one per column, got 2"),
+        ("other:a,b,c,d", "'other' is not an input"),
+        ("age,age,debt,score", "'age' is given twice"),
+        ("age,in come,debt,score", "expected letters, digits"),
+    ],
+)
+def test_feature_names_are_checked_against_the_model(redis_server, registry, tmp_path, names,
+                                                     message):  # fmt: skip
+    artifact = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "credit", "5")
+    code, _, err = _gatectl(redis_server.url, "register", "credit", "5", str(artifact),
+                            "--feature-names", names)  # fmt: skip
+    assert code == 1 and message in err

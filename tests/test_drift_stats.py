@@ -18,6 +18,7 @@ from registry_client.drift_stats import Thresholds, dataset_drift, feature_drift
 RNG = np.random.default_rng(42)
 TRAINING = RNG.normal(5.0, 2.0, 50_000)
 
+
 def _reference(values: np.ndarray) -> FeatureReference:
     reference = FeatureReference.from_values(values)
     assert reference is not None

@@ -3,12 +3,14 @@ the merged state of every replica in Redis. Runs in the background, never per re
 
 from __future__ import annotations
 
+import json
 import logging
 
 from gateway.drift.recorder import DriftRecorder
 from gateway.metrics import GatewayMetrics
 from gateway.models.store import VersionStore
 from registry_client.client import RegistryClient
+from registry_client.drift_reference import FeatureReference
 from registry_client.drift_stats import feature_drift
 from registry_client.errors import NotFound, RegistryError
 
@@ -34,6 +36,32 @@ class DriftMonitor:
         self._window = window_seconds
         self._minute_ttl = minute_ttl
         self._exported: set[tuple[str, str, str]] = set()
+        self._configured: set[tuple[str, str]] = set()
+
+    def fold(self) -> None:
+        """Configure versions that became READY since the last call, then fold: a new
+        version's first rows are named and binned as its registry entry says."""
+        for model, by_version in self._versions.ready_versions().items():
+            for version in by_version:
+                if (model, version) not in self._configured:
+                    try:
+                        self._configure(model, version)
+                    except RegistryError as exc:  # retried on the next call
+                        _log.warning("drift not configured", extra={"model": model,
+                                     "version": version, "reason": str(exc)})  # fmt: skip
+        self._recorder.fold()
+
+    def _configure(self, model: str, version: str) -> dict[str, FeatureReference]:
+        """Feature names and reference bins of a version, into the recorder."""
+        raw = self._client.show_version(model, version).get("feature_names") or "{}"
+        self._recorder.set_feature_names(model, version, json.loads(raw))
+        try:
+            references = self._client.drift.get_reference(model, version)
+        except NotFound:
+            references = {}
+        self._recorder.set_bins(model, version, {n: r.bins for n, r in references.items()})
+        self._configured.add((model, version))
+        return references
 
     def refresh(self) -> None:
         """Reload reference bins and recompute drift_psi / drift_ks for every READY version."""
@@ -52,12 +80,9 @@ class DriftMonitor:
         self._exported = exported
 
     def _refresh_version(self, model: str, version: str) -> set[tuple[str, str, str]]:
-        try:
-            references = self._client.drift.get_reference(model, version)
-        except NotFound:
-            self._recorder.set_bins(model, version, {})
+        references = self._configure(model, version)
+        if not references:
             return set()
-        self._recorder.set_bins(model, version, {n: r.bins for n, r in references.items()})
         merged = self._client.drift.read(model, version, self._window,
                                          minute_ttl=self._minute_ttl)  # fmt: skip
         exported = set()

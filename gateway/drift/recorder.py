@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +59,7 @@ class DriftRecorder:
         self._state_lock = threading.Lock()
         self._windows: dict[tuple[str, str, str, int], _Window] = {}
         self._bins: dict[tuple[str, str], Mapping[str, ReferenceBins]] = {}
+        self._names: dict[tuple[str, str], Mapping[str, Sequence[str]]] = {}
 
     def observe(self, model: str, version: str, feeds: Mapping[str, np.ndarray]) -> None:
         """Queue the inputs of one served request (references, not copies: the arrays are
@@ -77,6 +78,13 @@ class DriftRecorder:
         with self._state_lock:
             self._bins[model, version] = bins
 
+    def set_feature_names(
+        self, model: str, version: str, names: Mapping[str, Sequence[str]]
+    ) -> None:
+        """The column names a version registered, per input."""
+        with self._state_lock:
+            self._names[model, version] = names
+
     def fold(self) -> int:
         """Fold the queued inputs into the current minute's sketches; returns rows folded."""
         with self._buffer_lock:
@@ -93,7 +101,8 @@ class DriftRecorder:
                 batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
                 state = self._windows.setdefault((model, version, MINUTE, minute), _Window())
                 bins = self._bins.get((model, version), {})
-                for feature, column in feature_columns(name, batch):
+                names = self._names.get((model, version), {}).get(name)
+                for feature, column in feature_columns(name, batch, names):
                     sketch = state.features.setdefault(feature, FeatureSketch())
                     sketch.update(column, bins.get(feature))
                 state.rows += batch.shape[0] if batch.ndim else 1
