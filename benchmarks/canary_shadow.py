@@ -18,21 +18,18 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_report import display_command, fmt, median_of, scrape, total
 from models import build_tiny
-from prometheus_client.parser import text_string_to_metric_families
 from serving_core import (
     CLIENT_CPU,
-    HOST,
     SERVER_CPU,
     BenchError,
     Run,
@@ -160,33 +157,6 @@ class Gateway:
             raise BenchError(
                 f"gateway exited {self.proc.returncode}: {tail(self.log.read_bytes())}"
             )
-
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(metrics_port: int) -> Samples:
-    """Every sample of the gateway's Prometheus endpoint."""
-    url = f"http://{HOST}:{metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except OSError as err:
-        raise BenchError(f"metrics endpoint {url}: {err}") from err
-    return [
-        (s.name, dict(s.labels), float(s.value))
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        value
-        for sample, have, value in samples
-        if sample == name and all(have.get(k) == v for k, v in labels.items())
-    )
 
 
 def read_counts(metrics_port: int) -> Counts:
@@ -346,12 +316,6 @@ def rotated(rnd: int) -> list[Config]:
     return [*CONFIGS[start:], *CONFIGS[:start]]
 
 
-def median_of(values: list[float | None]) -> float | None:
-    """Median of the values present, or None."""
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def ratio(got: dict[str, Measurement], top: str, bottom: str, what: str) -> float | None:
     """got[top].what / got[bottom].what, or None when either is missing."""
     if top not in got or bottom not in got:
@@ -389,24 +353,6 @@ def summarize(measurements: list[Measurement]) -> dict[str, Any]:
     keys = ("b_over_a_rps", "b_over_a_p99", "c_over_b_rps", "c_over_b_p99")
     ratios = {k: median_of([r[k] for r in rounds]) for k in keys}
     return {"configs": per_config, "rounds": rounds, "ratio_medians": ratios}
-
-
-def fmt(value: float | None, spec: str) -> str:
-    """Format a number, '-' when absent."""
-    return "-" if value is None else format(value, spec)
-
-
-def display_command() -> str:
-    """The command line of this run, with paths relative to the current directory."""
-    parts = [sys.executable, *sys.argv]
-    cwd = Path.cwd()
-    shown = []
-    for part in parts:
-        path = Path(part)
-        if path.is_absolute() and path.is_relative_to(cwd) and path.exists():
-            part = str(path.relative_to(cwd))
-        shown.append(part)
-    return shlex.join(shown)
 
 
 def report(

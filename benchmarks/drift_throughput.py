@@ -21,22 +21,19 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_report import display_command, fmt, median_of, scrape, total
 from models import build_tabular30
-from prometheus_client.parser import text_string_to_metric_families
 from serving_core import (
     CLIENT_CPU,
-    HOST,
     ROOT,
     SERVER_CPU,
     BenchError,
@@ -154,33 +151,6 @@ class Measurement:
         if self.mode == "off":
             return self.rows_sketched == 0 and self.rows_dropped == 0
         return self.rows_sketched + self.rows_dropped == self.requests_ok
-
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(metrics_port: int) -> Samples:
-    """Every sample of a gateway's Prometheus endpoint."""
-    url = f"http://{HOST}:{metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except OSError as err:
-        raise BenchError(f"metrics endpoint {url}: {err}") from err
-    return [
-        (s.name, dict(s.labels), float(s.value))
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        value
-        for sample, have, value in samples
-        if sample == name and all(have.get(k) == v for k, v in labels.items())
-    )
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -372,12 +342,6 @@ def ordered(rnd: int) -> tuple[str, ...]:
     return MODES if rnd % 2 == 0 else MODES[::-1]
 
 
-def median_of(values: list[float | None]) -> float | None:
-    """Median of the values present, or None."""
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def ratio(got: dict[str, Measurement], what: str) -> float | None:
     """got["on"].what / got["off"].what, or None when either is missing."""
     if "on" not in got or "off" not in got:
@@ -414,24 +378,6 @@ def summarize(measurements: list[Measurement]) -> dict[str, Any]:
     keys = ("on_over_off_rps", "on_over_off_p99")
     ratios = {k: median_of([r[k] for r in rounds]) for k in keys}
     return {"modes": per_mode, "rounds": rounds, "ratio_medians": ratios}
-
-
-def fmt(value: float | None, spec: str) -> str:
-    """Format a number, '-' when absent."""
-    return "-" if value is None else format(value, spec)
-
-
-def display_command() -> str:
-    """The command line of this run, with paths relative to the current directory."""
-    parts = [sys.executable, *sys.argv]
-    cwd = Path.cwd()
-    shown = []
-    for part in parts:
-        path = Path(part)
-        if path.is_absolute() and path.is_relative_to(cwd) and path.exists():
-            part = str(path.relative_to(cwd))
-        shown.append(part)
-    return shlex.join(shown)
 
 
 def report(

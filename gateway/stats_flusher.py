@@ -4,13 +4,13 @@ request path."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 import redis
 from prometheus_client import Counter
 
+from gateway.periodic import Periodic
 from registry_client.errors import RegistryError
 
 __all__ = ["PendingWindows", "WindowFlusher"]
@@ -42,24 +42,16 @@ class WindowFlusher(Generic[W]):
         self._what = what
         self._source = source
         self._write = write
-        self._interval = interval_seconds
         self._failures = failures
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"onnxgate-{what}", daemon=True)
+        self._periodic = Periodic(what, interval_seconds, self.flush)
         self._failing = False
 
     def start(self) -> None:
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self._periodic.stop()
         self.flush()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            self.flush()
 
     def flush(self) -> bool:
         """Write what changed; True when it reached Redis (or nothing had changed)."""

@@ -1,0 +1,61 @@
+"""Small helpers the benchmark drivers share: Prometheus scraping and report formatting."""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import sys
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from serving_core import HOST, BenchError
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(metrics_port: int) -> Samples:
+    """Every sample of a gateway's Prometheus endpoint."""
+    url = f"http://{HOST}:{metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as err:
+        raise BenchError(f"metrics endpoint {url}: {err}") from err
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        value
+        for sample, have, value in samples
+        if sample == name and all(have.get(k) == v for k, v in labels.items())
+    )
+
+
+def median_of(values: list[float | None]) -> float | None:
+    """Median of the values present, or None."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """Format a number, '-' when absent."""
+    return "-" if value is None else format(value, spec)
+
+
+def display_command() -> str:
+    """The command line of this run, with paths relative to the current directory."""
+    cwd = Path.cwd()
+    shown = []
+    for part in [sys.executable, *sys.argv]:
+        path = Path(part)
+        if path.is_absolute() and path.is_relative_to(cwd) and path.exists():
+            part = str(path.relative_to(cwd))
+        shown.append(part)
+    return shlex.join(shown)
