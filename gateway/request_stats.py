@@ -6,18 +6,16 @@ the StatsFlusher encodes the changed windows and writes them to Redis in the bac
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from gateway.window_ledger import mark_unwritten, take_pending
 from registry_client.stats import VersionStats, encode_window, window_of
 from registry_client.stats_store import WindowWrite
 
 __all__ = ["RequestStats"]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -89,29 +87,21 @@ class RequestStats:
         """Encode every changed window and mark it written; closed windows already written
         are forgotten. Call failed() with the result when the write does not succeed."""
         current = window_of(self._clock())
-        writes: list[WindowWrite] = []
         with self._lock:
-            for (model, window), state in list(self._windows.items()):
-                if window < current - self._keep_windows:
-                    del self._windows[model, window]
-                    _log.warning("statistics window given up: Redis was unreachable too long",
-                                 extra={"model": model, "window": window})  # fmt: skip
-                elif state.dirty:
-                    writes.append(
-                        WindowWrite(model, window, encode_window(state.by_version.values()))
-                    )
-                    state.dirty = False
-                elif window < current:
-                    del self._windows[model, window]
-        return writes
+            return take_pending(
+                self._windows,
+                closed=lambda key: key[1] < current,
+                expired=lambda key: key[1] < current - self._keep_windows,
+                encode=lambda key, state: WindowWrite(
+                    key[0], key[1], encode_window(state.by_version.values())
+                ),
+                what="statistics",
+            )
 
     def failed(self, writes: Iterable[WindowWrite]) -> None:
         """Mark windows whose write failed as changed, so the next flush writes them again."""
         with self._lock:
-            for item in writes:
-                state = self._windows.get((item.model, item.window))
-                if state is not None:
-                    state.dirty = True
+            mark_unwritten(self._windows, [(item.model, item.window) for item in writes])
 
     def windows(self) -> int:
         """Windows held in memory (for tests and the log)."""

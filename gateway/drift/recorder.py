@@ -4,7 +4,6 @@ into the hour (the rollup readers use beyond the minutes' retention)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import defaultdict, deque
@@ -14,14 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Counter
 
+from gateway.window_ledger import mark_unwritten, take_pending
 from registry_client.drift_sketch import FeatureSketch, ReferenceBins, encode_sketches
 from registry_client.drift_store import HOUR, MINUTE, SketchWrite
 from registry_client.features import feature_columns
 from registry_client.stats import window_of
 
 __all__ = ["DriftRecorder"]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -117,36 +115,25 @@ class DriftRecorder:
         self.fold()
         now = self._clock()
         minute, hour = window_of(now), int(now // 3600)
-        writes: list[SketchWrite] = []
         with self._state_lock:
-            for key, state in list(self._windows.items()):
-                model, version, granularity, window = key
-                current = minute if granularity == MINUTE else hour
-                if granularity == MINUTE and window < current and not state.in_hour:
+            for (model, version, granularity, window), state in list(self._windows.items()):
+                if granularity == MINUTE and window < minute and not state.in_hour:
                     hour_key = (model, version, HOUR, window * 60 // 3600)
                     self._windows.setdefault(hour_key, _Window()).add(state)
                     state.in_hour = True
-            for key, state in list(self._windows.items()):
-                model, version, granularity, window = key
-                current = minute if granularity == MINUTE else hour
-                if granularity == MINUTE and window < current - self._keep_minutes:
-                    del self._windows[key]
-                    _log.warning("drift window given up: Redis was unreachable too long",
-                                 extra={"model": model, "version": version})  # fmt: skip
-                elif state.dirty:
-                    payload = encode_sketches(state.rows, state.features)
-                    writes.append(SketchWrite(model, version, granularity, window, payload))
-                    state.dirty = False
-                elif window < current:
-                    del self._windows[key]
-        return writes
+            return take_pending(
+                self._windows,
+                closed=lambda key: key[3] < (minute if key[2] == MINUTE else hour),
+                expired=lambda key: key[2] == MINUTE and key[3] < minute - self._keep_minutes,
+                encode=lambda key, state: SketchWrite(
+                    *key, encode_sketches(state.rows, state.features)
+                ),
+                what="drift",
+            )
 
     def failed(self, writes: Iterable[SketchWrite]) -> None:
         with self._state_lock:
-            for item in writes:
-                state = self._windows.get(item.key)
-                if state is not None:
-                    state.dirty = True
+            mark_unwritten(self._windows, [item.key for item in writes])
 
     def windows(self) -> int:
         with self._state_lock:
