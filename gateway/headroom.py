@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
+
+from gateway.periodic import Periodic
 
 __all__ = ["CpuHeadroom"]
 
@@ -24,26 +25,23 @@ class CpuHeadroom:
 
     def __init__(self, max_busy: float, interval: float = 0.1) -> None:
         self._max_busy = max_busy
-        self._interval = interval
         self._cpus = _usable_cpus()
         self.spare = True
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="onnxgate-headroom", daemon=True)
+        self._last = (time.monotonic(), time.process_time())
+        self._sampler = Periodic("headroom", interval, self._sample)
 
     def start(self) -> None:
         if self._max_busy < 1.0:
-            self._thread.start()
+            self._last = (time.monotonic(), time.process_time())
+            self._sampler.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._sampler.stop()
         self.spare = True
 
-    def _run(self) -> None:
-        last_wall, last_cpu = time.monotonic(), time.process_time()
-        while not self._stopping.wait(self._interval):
-            wall, cpu = time.monotonic(), time.process_time()
-            busy = (cpu - last_cpu) / max(wall - last_wall, 1e-6) / self._cpus
-            self.spare = busy < self._max_busy
-            last_wall, last_cpu = wall, cpu
+    def _sample(self) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        last_wall, last_cpu = self._last
+        busy = (cpu - last_cpu) / max(wall - last_wall, 1e-6) / self._cpus
+        self.spare = busy < self._max_busy
+        self._last = (wall, cpu)
