@@ -212,8 +212,6 @@ def merge_sketches(
 ) -> None:
     """Add sketches into `merged`, by feature name."""
     for name, sketch in features:
-        if name in merged:
-            merged[name].merge(sketch)
-        else:
+        if name not in merged:
             merged[name] = FeatureSketch()
-            merged[name].merge(sketch)
+        merged[name].merge(sketch)

@@ -178,8 +178,6 @@ def merge_into(merged: dict[tuple[str, str], VersionStats], stats: Iterable[Vers
     """Add windows or replicas into `merged`, keyed by (version, role)."""
     for item in stats:
         key = (item.version, item.role)
-        if key in merged:
-            merged[key].merge(item)
-        else:
+        if key not in merged:
             merged[key] = VersionStats(item.version, item.role)
-            merged[key].merge(item)
+        merged[key].merge(item)

@@ -14,7 +14,12 @@ import numpy as np
 from prometheus_client import Counter
 
 from gateway.window_ledger import mark_unwritten, take_pending
-from registry_client.drift_sketch import FeatureSketch, ReferenceBins, encode_sketches
+from registry_client.drift_sketch import (
+    FeatureSketch,
+    ReferenceBins,
+    encode_sketches,
+    merge_sketches,
+)
 from registry_client.drift_store import HOUR, MINUTE, SketchWrite
 from registry_client.features import feature_columns
 from registry_client.stats import window_of
@@ -31,8 +36,7 @@ class _Window:
 
     def add(self, other: _Window) -> None:
         self.rows += other.rows
-        for name, sketch in other.features.items():
-            self.features.setdefault(name, FeatureSketch()).merge(sketch)
+        merge_sketches(self.features, other.features.items())
         self.dirty = True
 
 
