@@ -168,6 +168,7 @@ def test_unusual_inputs_are_sketched_or_skipped_without_failing():
                                 "image": np.zeros((2, 16, 16), np.uint8)})  # fmt: skip
     recorder.fold()
     (write,) = recorder.pending()
+    assert json.loads(write.payload)["rows"] == 2  # rows of a request, once for all its inputs
     features = json.loads(write.payload)["features"]
     assert set(features) == {"odd[0]", "odd[1]", "flag", "count[0]", "image.mean", "image.std"}
     assert features["odd[0]"]["missing"] == 2 and features["odd[1]"]["missing"] == 1

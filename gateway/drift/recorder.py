@@ -56,7 +56,7 @@ class DriftRecorder:
         self._clock = clock
         self._keep_minutes = keep_minutes
         self._buffer_lock = threading.Lock()
-        self._buffer: deque[tuple[str, str, Mapping[str, np.ndarray]]] = deque()
+        self._buffer: deque[tuple[str, str, Mapping[str, np.ndarray], int]] = deque()
         self._buffered_rows = 0
         self._state_lock = threading.Lock()
         self._windows: dict[tuple[str, str, str, int], _Window] = {}
@@ -72,7 +72,7 @@ class DriftRecorder:
             if self._buffered_rows + rows > self._capacity:
                 self._dropped.labels(model).inc(rows)
                 return
-            self._buffer.append((model, version, feeds))
+            self._buffer.append((model, version, feeds, rows))
             self._buffered_rows += rows
 
     def set_bins(self, model: str, version: str, bins: Mapping[str, ReferenceBins]) -> None:
@@ -93,24 +93,27 @@ class DriftRecorder:
             queued, self._buffer = self._buffer, deque()
             self._buffered_rows = 0
         grouped: dict[tuple[str, str, str, tuple[int, ...]], list[np.ndarray]] = defaultdict(list)
-        for model, version, feeds in queued:
+        rows: dict[tuple[str, str], int] = defaultdict(int)
+        for model, version, feeds, count in queued:
+            rows[model, version] += count
             for name, array in feeds.items():
                 grouped[model, version, name, array.shape[1:]].append(array)
         minute = window_of(self._clock())
-        folded = 0
         with self._state_lock:
+            for (model, version), count in rows.items():
+                state = self._windows.setdefault((model, version, MINUTE, minute), _Window())
+                state.rows += count
+                state.dirty = True
             for (model, version, name, _), arrays in grouped.items():
                 batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-                state = self._windows.setdefault((model, version, MINUTE, minute), _Window())
+                features = self._windows[model, version, MINUTE, minute].features
                 bins = self._bins.get((model, version), {})
                 names = self._names.get((model, version), {}).get(name)
                 for feature, column in feature_columns(name, batch, names):
-                    sketch = state.features.setdefault(feature, FeatureSketch())
-                    sketch.update(column, bins.get(feature))
-                state.rows += batch.shape[0] if batch.ndim else 1
-                state.dirty = True
-                folded += batch.shape[0] if batch.ndim else 1
-        return folded
+                    if feature not in features:
+                        features[feature] = FeatureSketch()
+                    features[feature].update(column, bins.get(feature))
+        return sum(rows.values())
 
     def pending(self) -> list[SketchWrite]:
         """Fold, roll closed minutes into their hour, and encode every changed window; closed
