@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-inflight-per-version", type=int, help="admission limit per version (64)"
     )
+    run.add_argument(
+        "--batch-delay-us", type=int,
+        help="dynamic batching: -1 off (default); else wait at most this long for more requests",
+    )  # fmt: skip
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
     run.add_argument("--redis-url", help="follow the registry's routing rules in this Redis")
     run.add_argument(

@@ -62,6 +62,14 @@ class VersionMetrics:
         self._ok = metrics.requests.labels(model, version, role, "OK")
         self._duration = metrics.request_duration.labels(model, version, role)
         self.inference = metrics.inference_duration.labels(model, version, role)
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._queue_duration = metrics.queue_duration.labels(model, version)
+
+    def observe_batch(self, rows: int, queued_seconds: float, run_seconds: float) -> None:
+        """One session.run of the dynamic batcher: its rows, queue wait and run time."""
+        self._batch_size.observe(rows)
+        self._queue_duration.observe(queued_seconds)
+        self.inference.observe(run_seconds)
 
     def succeeded(self, seconds: float) -> None:
         """Count one successful request that took `seconds`."""
@@ -105,6 +113,16 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.batch_size = Histogram(
+            "onnxgate_batch_size", "Rows per session.run when dynamic batching is on.",
+            ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )  # fmt: skip
+        self.queue_duration = Histogram(
+            "onnxgate_queue_duration_seconds",
+            "Time the oldest request of a batch waited for it to start.",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self.model_loaded = Gauge(
             "onnxgate_model_loaded",
             "1 when the version is loaded and ready to serve, else 0.",

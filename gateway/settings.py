@@ -33,6 +33,9 @@ class Settings:
     load_threads: int = 2
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
+    # Dynamic batching of versions with a dynamic batch dimension: -1 off; else concurrent
+    # requests are run together, waiting at most this many microseconds for more.
+    batch_delay_us: int = -1
     shutdown_grace_seconds: float = 30.0
     redis_url: str | None = None  # follow the registry's rules in this Redis
     data_dir: Path | None = None  # without redis_url: a private redis-server lives here

@@ -12,6 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from gateway.datatypes import BYTES
 from gateway.metrics import GatewayMetrics
+from gateway.models.batcher import DynamicBatcher
 from gateway.models.binding import Binder
 from gateway.models.signature import Signature, SignatureError, read_signature
 from gateway.models.version import LoadedVersion, VersionInfo
@@ -51,6 +52,7 @@ class LoadOptions:
     inter_op_threads: int = 1
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
+    batch_delay_us: int = -1  # dynamic batching: -1 off; else wait at most this long for more
 
 
 def _session_options(options: LoadOptions) -> ort.SessionOptions:
@@ -105,11 +107,18 @@ def load_version(
         raise LoadError(f"warm-up run failed: {exc}") from exc
     elapsed = time.perf_counter() - started
     info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)
+    version_metrics = metrics.for_version(source.model, source.version)
+    batcher = None
+    if options.batch_delay_us >= 0 and signature.batchable:
+        batcher = DynamicBatcher(session, f"{source.model}-{source.version}",
+                                 options.max_batch_size, options.batch_delay_us / 1e6,
+                                 version_metrics.observe_batch)  # fmt: skip
     return LoadedVersion(
         info=info,
         session=session,
         signature=signature,
         binder=Binder(source.model, signature, options.max_batch_size),
         max_inflight=options.max_inflight_per_version,
-        metrics=metrics.for_version(source.model, source.version),
+        metrics=version_metrics,
+        batcher=batcher,
     )

@@ -84,9 +84,11 @@ class VersionStore:
         """Forget a version: new requests cannot reach it, in-flight ones finish on it."""
         with self._lock:
             models = {m: dict(v) for m, v in self._ready.items()}
-            models.get(model, {}).pop(version, None)
+            gone = models.get(model, {}).pop(version, None)
             self._ready = MappingProxyType({m: MappingProxyType(v) for m, v in models.items() if v})
             self._status.pop((model, version), None)
+        if gone is not None:
+            gone.close()
         self._metrics.model_loaded.labels(model, version).set(0)
         _log.info("version unloaded", extra={"model": model, "version": version})
 
@@ -170,5 +172,9 @@ class VersionStore:
         )
 
     def close(self) -> None:
-        """Stop the load executor; loads under way finish, queued ones are dropped."""
+        """Stop the load executor (loads under way finish, queued ones are dropped) and the
+        versions' batchers."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        for versions in self._ready.values():
+            for loaded in versions.values():
+                loaded.close()

@@ -1,0 +1,165 @@
+"""Dynamic batching of one version: concurrent requests with the same non-batch shapes become
+one session.run, their outputs split back by rows.
+
+A worker thread takes the oldest request and every queued request it can be batched with, up
+to `max_rows`. It waits up to `max_delay` for more only when other requests are already
+queued (concurrency is present): a request alone is never delayed. Requests whose deadline
+passes while queued are answered DEADLINE_EXCEEDED without running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.errors import DeadlineExceeded
+from gateway.models.version import Session
+
+__all__ = ["DynamicBatcher"]
+
+_EXPIRED = "deadline passed while the request was queued for a batch; the model did not run it"
+_Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: _Key
+    feeds: dict[str, np.ndarray]
+    output_names: Sequence[str]
+    rows: int
+    deadline: float | None
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+def _key(feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> _Key:
+    inputs = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
+    return (tuple(output_names), inputs)
+
+
+class DynamicBatcher:
+    """Thread-safe. run() blocks its caller (a request thread) until its rows are answered."""
+
+    def __init__(
+        self,
+        session: Session,
+        name: str,
+        max_rows: int,
+        max_delay: float,
+        observe: Callable[[int, float, float], None],
+    ) -> None:
+        self._session = session
+        self._max_rows = max_rows
+        self._max_delay = max_delay
+        # (rows in the run, seconds its oldest request queued, seconds session.run took)
+        self._observe = observe
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name=f"onnxgate-batch-{name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def run(
+        self, output_names: Sequence[str], feeds: dict[str, np.ndarray], deadline: float | None
+    ) -> list[np.ndarray]:
+        rows = next(iter(feeds.values())).shape[0] if feeds else 0
+        pending = _Pending(_key(feeds, output_names), feeds, output_names, rows, deadline,
+                           time.monotonic())  # fmt: skip
+        with self._cond:
+            if self._stopping:  # unloaded while this request was on its way: serve it alone
+                return self._session.run(output_names, feeds)
+            self._queue.append(pending)
+            self._cond.notify()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def stop(self) -> None:
+        """Answer what is queued, then end the worker; later run() calls run inline."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            batch = [self._queue.popleft()]
+            rows = self._take_compatible(batch, batch[0].rows)
+            if self._max_delay > 0 and rows < self._max_rows and (len(batch) > 1 or self._queue):
+                until = time.monotonic() + self._max_delay
+                while rows < self._max_rows and (left := until - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                    rows = self._take_compatible(batch, rows)
+        now = time.monotonic()
+        live = []
+        for pending in batch:
+            if pending.deadline is not None and now >= pending.deadline:
+                pending.error = DeadlineExceeded(_EXPIRED)
+                pending.done.set()
+            else:
+                live.append(pending)
+        return live
+
+    def _take_compatible(self, batch: list[_Pending], rows: int) -> int:
+        """Move queued requests batchable with batch[0] into it, oldest first, up to max_rows;
+        returns the batch's rows. Called with the condition held."""
+        key = batch[0].key
+        kept: deque[_Pending] = deque()
+        while self._queue:
+            pending = self._queue.popleft()
+            if pending.key == key and rows + pending.rows <= self._max_rows:
+                batch.append(pending)
+                rows += pending.rows
+            else:
+                kept.append(pending)
+        self._queue = kept
+        return rows
+
+    def _run(self, batch: list[_Pending]) -> None:
+        first = batch[0]
+        started = time.monotonic()
+        try:
+            if len(batch) == 1:
+                first.result = self._session.run(first.output_names, first.feeds)
+            else:
+                self._run_together(batch)
+        except Exception as exc:  # every caller in the batch gets the model's error
+            for pending in batch:
+                pending.error = exc
+        finally:
+            for pending in batch:
+                pending.done.set()
+        rows = sum(p.rows for p in batch)
+        self._observe(rows, started - first.enqueued, time.monotonic() - started)
+
+    def _run_together(self, batch: list[_Pending]) -> None:
+        first = batch[0]
+        feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in first.feeds}
+        outputs = self._session.run(first.output_names, feeds)
+        offsets = np.cumsum([p.rows for p in batch])[:-1]
+        total = int(offsets[-1]) + batch[-1].rows
+        for output in outputs:
+            if output.shape[:1] != (total,):
+                raise RuntimeError(f"output of shape {output.shape} does not have the batch's"
+                                   f" {total} rows")  # fmt: skip
+        parts = [np.split(output, offsets) for output in outputs]
+        for i, pending in enumerate(batch):
+            pending.result = [part[i] for part in parts]
