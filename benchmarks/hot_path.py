@@ -4,7 +4,7 @@ Times the servicer's ModelInfer (decode -> route -> bind -> run -> encode -> met
 loop in-process on the tiny model, next to onnxruntime's session.run alone, and optionally
 prints a cProfile of the loop: what the gateway adds per request and where it goes.
 
-    python benchmarks/hot_path.py [--seconds 5] [--profile]
+    python -m benchmarks.hot_path [--seconds 5] [--profile] [--registry]
 """
 
 from __future__ import annotations
@@ -56,12 +56,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--registry", action="store_true",
+        help="with a private registry: routing rules, statistics windows and drift sketches on",
+    )  # fmt: skip
     args = parser.parse_args()
     repo = Path(tempfile.mkdtemp())
     (repo / "tiny" / "1").mkdir(parents=True)
     build_tiny(repo / "tiny" / "1" / "model.onnx")
+    data_dir = repo.parent / f"{repo.name}-data" if args.registry else None
     gateway = Gateway(
-        Settings(models=repo, host="127.0.0.1", grpc_port=0, metrics_port=-1),
+        Settings(models=repo, host="127.0.0.1", grpc_port=0, metrics_port=-1, data_dir=data_dir),
         CollectorRegistry(),
     )
     gateway.start()
