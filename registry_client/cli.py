@@ -109,9 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="create or describe a model")
     model.add_argument("action", choices=["create", "show"])
     model.add_argument("name")
-    model.add_argument("--owner", default="")
-    model.add_argument("--description", default="")
-    model.add_argument("--tags", default="", help="comma-separated")
+    model.add_argument("--owner")
+    model.add_argument("--description")
+    model.add_argument("--tags", help="comma-separated")
+    model.add_argument(
+        "--batch-delay-us", type=int,
+        help="dynamic batching for this model's versions: -1 off, else the longest wait",
+    )  # fmt: skip
+    model.add_argument("--max-batch-size", type=int, help="rows per batched run and request")
 
     versions = commands.add_parser("versions", help="list a model's versions")
     versions.add_argument("model")
@@ -235,9 +240,11 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             _table(rows, ["model", "owner", "versions", "description"], out)
     elif args.command == "model":
         if args.action == "create":
-            tags = [t for t in args.tags.split(",") if t]
+            tags = None if args.tags is None else [t for t in args.tags.split(",") if t]
             client.create_model(args.name, actor=actor, owner=args.owner,
-                                description=args.description, tags=tags)  # fmt: skip
+                                description=args.description, tags=tags,
+                                batch_delay_us=args.batch_delay_us,
+                                max_batch_size=args.max_batch_size)  # fmt: skip
         shown = client.show_model(args.name)
         if emit_json:
             print(json.dumps(shown), file=out)

@@ -41,6 +41,8 @@ from registry_client.stats_store import StatsStore
 __all__ = ["AuditEntry", "RegistryClient"]
 
 AUDIT_MAX_ENTRIES = 100_000
+MAX_BATCH_DELAY_US = 1_000_000  # a second: longer is a queue, not a batch
+MAX_BATCH_ROWS = 65_536
 VERSION_STATUSES = ("registered", "serving", "retired")
 _T = TypeVar("_T")
 
@@ -111,12 +113,27 @@ class RegistryClient:
     # -- models -------------------------------------------------------------------------------
 
     def create_model(
-        self, name: str, *, actor: str, owner: str = "", description: str = "",
-        tags: Sequence[str] = (),
+        self, name: str, *, actor: str, owner: str | None = None,
+        description: str | None = None, tags: Sequence[str] | None = None,
+        batch_delay_us: int | None = None, max_batch_size: int | None = None,
     ) -> dict[str, str]:  # fmt: skip
-        """Create or update a model's description; returns the stored fields."""
+        """Create a model, or update the fields given (None: leave as stored); returns the
+        stored fields. `batch_delay_us` and `max_batch_size` override the gateways' batching
+        flags for this model's versions as they load."""
         _name(name, "model")
-        fields = {"owner": owner, "description": description, "tags": ",".join(tags)}
+        given = {"owner": owner, "description": description,
+                 "tags": None if tags is None else ",".join(tags)}  # fmt: skip
+        fields = {k: v for k, v in given.items() if v is not None}
+        if batch_delay_us is not None:
+            if not -1 <= batch_delay_us <= MAX_BATCH_DELAY_US:
+                raise Rejected(f"batch_delay_us: expected -1 (off) to {MAX_BATCH_DELAY_US},"
+                               f" got {batch_delay_us}")  # fmt: skip
+            fields["batch_delay_us"] = str(batch_delay_us)
+        if max_batch_size is not None:
+            if not 1 <= max_batch_size <= MAX_BATCH_ROWS:
+                raise Rejected(f"max_batch_size: expected 1 to {MAX_BATCH_ROWS}, got"
+                               f" {max_batch_size}")  # fmt: skip
+            fields["max_batch_size"] = str(max_batch_size)
 
         def write(pipe: redis.client.Pipeline) -> dict[str, str]:
             before = {_text(k): _text(v) for k, v in pipe.hgetall(self.keys.model(name)).items()}

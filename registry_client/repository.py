@@ -26,6 +26,8 @@ class VersionSource:
     version: str
     path: Path
     sha256: str = ""  # what the registry recorded; empty when there is no registry
+    batch_delay_us: int | None = None  # the model's batching settings; None: the gateway's
+    max_batch_size: int | None = None
 
 
 def scan_repository(root: Path) -> list[VersionSource]:

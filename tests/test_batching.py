@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,9 @@ import pytest
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.errors import DeadlineExceeded
 from gateway.models.batcher import DynamicBatcher
+from registry_client.cli import main as gatectl
+from registry_client.client import RegistryClient
+from registry_client.schema import Split
 from tests import onnx_models
 from tests.conftest import eventually, make_gateway
 from tests.wire import infer_request
@@ -170,3 +174,49 @@ def test_through_the_gateway_batched_answers_equal_unbatched_ones(batching):
 
     assert answers(on) == answers(off)
     assert answers(on) == answers(off)
+
+
+def test_a_models_batching_settings_in_the_registry_apply_to_its_versions(redis_server, tmp_path):
+    client = RegistryClient.from_url(redis_server.url)
+    out, err = io.StringIO(), io.StringIO()
+    url = ["--redis-url", redis_server.url]
+    assert gatectl([*url, "model", "create", "credit", "--owner", "risk"], {}, out, err) == 0
+    assert gatectl([*url, "model", "create", "credit", "--batch-delay-us", "500",
+                    "--max-batch-size", "64"], {}, out, err) == 0  # fmt: skip
+    shown = client.show_model("credit")
+    assert (shown["owner"], shown["batch_delay_us"], shown["max_batch_size"]) == (
+        "risk", "500", "64")  # an update leaves the fields it does not name  # fmt: skip
+    for name in ("credit", "fraud"):
+        path = onnx_models.save(onnx_models.classifier(seed=4), tmp_path, name, "1")
+        if name == "fraud":
+            client.create_model(name, actor="ops")
+        client.register_version(name, "1", path, actor="ops")
+        client.set_route(name, [Split("1", 100)], actor="ops")
+    gateway = make_gateway(None, redis_url=redis_server.url)  # batching off by default
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for name in ("credit", "fraud"):
+                stub.ModelInfer(infer_request(name, {"input": np.ones((3, 4), np.float32)}))
+            too_many = infer_request("credit", {"input": np.ones((65, 4), np.float32)})
+            with pytest.raises(grpc.RpcError) as error:
+                stub.ModelInfer(too_many)
+            assert "batch-size must be <= 64" in (error.value.details() or "")
+        runs = gateway.registry.get_sample_value
+        assert runs("onnxgate_batch_size_count", {"model": "credit", "version": "1"}) == 1
+        assert runs("onnxgate_batch_size_count", {"model": "fraud", "version": "1"}) == 0
+    finally:
+        gateway.stop(grace_seconds=1)
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--batch-delay-us", "-2"], "batch_delay_us: expected -1 (off) to 1000000"),
+     (["--max-batch-size", "0"], "max_batch_size: expected 1 to 65536")],
+)  # fmt: skip
+def test_batching_settings_out_of_range_are_rejected(redis_server, argv, message):
+    out, err = io.StringIO(), io.StringIO()
+    code = gatectl(["--redis-url", redis_server.url, "model", "create", "credit", *argv], {},
+                   out, err)  # fmt: skip
+    assert code == 1 and message in err.getvalue()

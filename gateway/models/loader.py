@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -107,6 +107,13 @@ def load_version(
         raise LoadError(f"warm-up run failed: {exc}") from exc
     elapsed = time.perf_counter() - started
     info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)
+    if source.batch_delay_us is not None or source.max_batch_size is not None:
+        options = replace(
+            options,
+            batch_delay_us=options.batch_delay_us if source.batch_delay_us is None
+            else source.batch_delay_us,
+            max_batch_size=source.max_batch_size or options.max_batch_size,
+        )  # fmt: skip
     version_metrics = metrics.for_version(source.model, source.version)
     batcher = None
     if options.batch_delay_us >= 0 and signature.batchable:

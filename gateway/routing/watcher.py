@@ -44,6 +44,10 @@ def _file_path(uri: str) -> Path:
     return Path(url2pathname(parsed.path))
 
 
+def _optional_int(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
+
+
 class RuleWatcher:
     """Keeps the route table equal to the registry's rules; owns its two threads."""
 
@@ -168,10 +172,15 @@ class RuleWatcher:
             try:
                 stored = self._registry.show_version(rule.model, version)
                 path = self._artifact_path(stored["artifact_uri"], stored["sha256"])
+                model = self._registry.show_model(rule.model)
             except (NotFound, Rejected, ValueError) as exc:
                 self._errors[rule.model] = f"revision {rule.revision} not applied: {exc}"
                 return False
-            source = VersionSource(rule.model, version, path, stored["sha256"])
+            source = VersionSource(
+                rule.model, version, path, stored["sha256"],
+                batch_delay_us=_optional_int(model.get("batch_delay_us")),
+                max_batch_size=_optional_int(model.get("max_batch_size")),
+            )  # fmt: skip
             pending.append(self._versions.load(source))
         wait(pending, timeout=LOAD_TIMEOUT_SECONDS)
         for version in rule.versions:
