@@ -123,9 +123,12 @@ class VersionStore:
         )
         with self._lock:
             models = {m: dict(v) for m, v in self._ready.items()}
-            models.setdefault(source.model, {})[source.version] = loaded
+            replaced = models.setdefault(source.model, {}).get(source.version)
+            models[source.model][source.version] = loaded
             self._ready = MappingProxyType({m: MappingProxyType(v) for m, v in models.items()})
             self._status[key] = VersionStatus(*key, VersionState.READY)
+        if replaced is not None:  # a reload: the old copy's batcher answers what it holds
+            replaced.close()
 
     def get(self, model: str, version: str) -> LoadedVersion:
         """The READY version; ModelNotReady when loading or failed, else ModelNotFound."""
