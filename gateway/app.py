@@ -86,7 +86,8 @@ class Gateway:
             redis_url = self.private_redis.url
         # Statistics windows are kept only when there is a registry to write them to.
         self.request_stats = RequestStats() if redis_url else None
-        self.metrics = GatewayMetrics(self.registry, self.request_stats)
+        # One of several worker processes: metrics go to the supervisor's multiprocess files.
+        self.metrics = GatewayMetrics(self.registry, self.request_stats, settings.workers > 1)
         options = LoadOptions(
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.ort_inter_op_threads,
@@ -99,7 +100,7 @@ class Gateway:
         self.routes = RouteTableHolder()
         self.shadows = ShadowDispatcher(
             self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers,
-            settings.shadow_nice, settings.shadow_max_cpu_busy,
+            settings.shadow_nice, settings.shadow_max_cpu_busy, 1 / settings.workers,
         )  # fmt: skip
         # Sketches, like statistics, are kept only when there is a registry to write them to.
         self.drift: DriftRecorder | None = None
@@ -147,6 +148,13 @@ class Gateway:
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
         )
         self._server = self._build_server()
+        samplers = self.metrics.samplers
+
+        def sample_metrics() -> None:
+            for sample in samplers:
+                sample()
+
+        self._metric_sampler = Periodic("metric-samplers", 0.5, sample_metrics)
 
     def _drift_tasks(self, client: RegistryClient, recorder: DriftRecorder) -> None:
         """Fold every second, write every drift_flush_seconds, refresh references and gauges
@@ -179,8 +187,8 @@ class Gateway:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                # Two gateways must never share a port by accident.
-                ("grpc.so_reuseport", 0),
+                # Two gateways must never share a port by accident; a supervisor's workers do.
+                ("grpc.so_reuseport", int(self.settings.workers > 1)),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
@@ -213,6 +221,8 @@ class Gateway:
                 "versions": len(sources),
             },
         )
+        if self.metrics.samplers:
+            self._metric_sampler.start()
         if self.stats_flusher is not None:
             self.stats_flusher.start()
         for task in self.drift_tasks:
@@ -257,6 +267,7 @@ class Gateway:
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
         self.shadows.stop()
+        self._metric_sampler.stop()
         if self.stats_flusher is not None:  # after the shadows, so their last runs count
             self.stats_flusher.stop()
         for task in self.drift_tasks:  # the sketch flusher folds and writes what is left
@@ -276,8 +287,11 @@ class Gateway:
         _log.info("gateway stopped")
 
 
-def serve(settings: Settings) -> int:
-    """Run a gateway until SIGTERM or SIGINT, then drain gracefully; returns the exit code."""
+def serve(settings: Settings, parent_pid: int | None = None) -> int:
+    """Run a gateway until SIGTERM or SIGINT, then drain gracefully; returns the exit code.
+
+    A worker passes its supervisor's pid: it drains when orphaned, so a supervisor killed
+    without a chance to forward SIGTERM leaves no workers behind."""
     configure_logging(settings.log_level, settings.log_format)
     # *_created series double the scrape size and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
@@ -290,6 +304,16 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    orphan_watch: Periodic | None = None
+    if parent_pid is not None:
+
+        def stop_when_orphaned() -> None:
+            if os.getppid() != parent_pid:
+                _log.warning("supervisor gone; draining")
+                stop_requested.set()
+
+        orphan_watch = Periodic("orphan-watch", 1.0, stop_when_orphaned)
+        orphan_watch.start()
     try:
         gateway.start()
     except PrivateRedisError as exc:
@@ -297,4 +321,6 @@ def serve(settings: Settings) -> int:
         return 2
     stop_requested.wait()
     gateway.stop()
+    if orphan_watch is not None:
+        orphan_watch.stop()
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.app import serve
 from gateway.probe import probe
 from gateway.settings import Settings, SettingsError
+from gateway.supervisor import supervise
 from registry_client.schema import default_data_dir
 
 __all__ = ["main", "parse_settings"]
@@ -28,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 picks one)")
     run.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 none)")
     run.add_argument("--grpc-threads", type=int, help="request threads (default 4)")
+    run.add_argument(
+        "--workers", type=int,
+        help="gateway processes sharing the port, supervised and restarted (default 1)",
+    )  # fmt: skip
     run.add_argument("--max-message-bytes", type=int, help="largest request/response (256 MiB)")
     run.add_argument("--ort-intra-op-threads", type=int, help="onnxruntime threads per run (1)")
     run.add_argument("--ort-inter-op-threads", type=int, help="onnxruntime inter-op threads (1)")
@@ -116,4 +121,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if settings.models is not None and not settings.models.is_dir():
         print(f"onnxgate: --models {settings.models}: not a directory", file=sys.stderr)
         return 2
+    if settings.workers < 1:
+        print(f"onnxgate: --workers {settings.workers}: expected 1 or more", file=sys.stderr)
+        return 2
+    if settings.workers > 1:
+        return supervise(settings)
     return serve(settings)

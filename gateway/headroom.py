@@ -18,14 +18,15 @@ def _usable_cpus() -> int:
 
 class CpuHeadroom:
     """Samples this process's CPU time every `interval` seconds on a thread of its own;
-    `spare` is True while it used less than `max_busy` of the CPUs it may run on.
+    `spare` is True while it used less than `max_busy` of its share of the CPUs it may run on
+    (`cpu_share`: 1/N for one of N worker processes).
 
     Readers pay one attribute read. A limit of 1.0 or more always reports spare CPU.
     """
 
-    def __init__(self, max_busy: float, interval: float = 0.1) -> None:
+    def __init__(self, max_busy: float, cpu_share: float = 1.0, interval: float = 0.1) -> None:
         self._max_busy = max_busy
-        self._cpus = _usable_cpus()
+        self._cpus = _usable_cpus() * cpu_share
         self.spare = True
         self._last = (time.monotonic(), time.process_time())
         self._sampler = Periodic("headroom", interval, self._sample)

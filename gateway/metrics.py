@@ -1,7 +1,13 @@
-"""Every Prometheus metric of the gateway, defined once on a registry passed in."""
+"""Every Prometheus metric of the gateway, defined once on a registry passed in.
+
+Under `--workers N` each worker writes its values to prometheus_client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the supervisor before this module is imported) and the
+supervisor serves their aggregate; each gauge says how workers' values combine.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -89,10 +95,17 @@ class GatewayMetrics:
     """Metric families; label values are bounded: served model/version names, role, code."""
 
     def __init__(
-        self, registry: CollectorRegistry, request_stats: RequestStats | None = None
+        self,
+        registry: CollectorRegistry,
+        request_stats: RequestStats | None = None,
+        multiprocess: bool = False,
     ) -> None:
         self.registry = registry
         self.request_stats = request_stats
+        self.multiprocess = multiprocess
+        # Multiprocess mode cannot read values at scrape time: these copy them instead and
+        # the composition root runs them periodically.
+        self.samplers: list[Callable[[], None]] = []
         self.requests = Counter(
             "onnxgate_requests",
             "Inference requests by model, version, role and gRPC status code.",
@@ -128,6 +141,7 @@ class GatewayMetrics:
             "1 when the version is loaded and ready to serve, else 0.",
             ["model", "version"],
             registry=registry,
+            multiprocess_mode="livemin",  # 1 only when every worker has it loaded
         )
         self.model_load_seconds = Histogram(
             "onnxgate_model_load_seconds",
@@ -151,20 +165,22 @@ class GatewayMetrics:
             "onnxgate_redis_connected",
             "1 while the registry answers, 0 while the last good rules serve without it.",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.route_revision = Gauge(
             "onnxgate_route_revision", "Revision of the rule serving each model.", ["model"],
-            registry=registry,
+            registry=registry, multiprocess_mode="livemin",  # the worker furthest behind
         )  # fmt: skip
         self.route_weight = Gauge(
             "onnxgate_route_weight", "Weight of each version in the serving rule.",
-            ["model", "version"], registry=registry,
+            ["model", "version"], registry=registry, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.route_applied_timestamp = Gauge(
             "onnxgate_route_applied_timestamp_seconds",
             "When the serving rule of each model became active (Unix time).",
             ["model"],
             registry=registry,
+            multiprocess_mode="livemax",  # when the last worker applied it
         )
 
         self.flush_failures = Counter(
@@ -197,7 +213,7 @@ class GatewayMetrics:
         )  # fmt: skip
         self.shadow_max_abs_diff = Gauge(
             "onnxgate_shadow_max_abs_diff", "Largest absolute difference from the primary seen.",
-            pair, registry=registry,
+            pair, registry=registry, multiprocess_mode="max",
         )  # fmt: skip
 
     def _drift(self, registry: CollectorRegistry) -> None:
@@ -208,19 +224,32 @@ class GatewayMetrics:
         )  # fmt: skip
         self.drift_psi = Gauge(
             "onnxgate_drift_psi", "PSI of each feature against its reference (recent window).",
-            feature, registry=registry,
+            feature, registry=registry, multiprocess_mode="livemax",  # all read the same Redis
         )  # fmt: skip
         self.drift_ks = Gauge(
             "onnxgate_drift_ks", "KS distance of each feature against its reference.",
-            feature, registry=registry,
+            feature, registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
 
     def watch_inflight(self, inflight_by_model: Callable[[], Mapping[str, int]]) -> None:
-        """Export onnxgate_inflight_requests{model}, read from the source at scrape time."""
+        """Export onnxgate_inflight_requests{model}, read from the source at scrape time (in
+        multiprocess mode: sampled, and summed over the workers)."""
 
         def by_label() -> dict[tuple[str, ...], float]:
             return {(model,): count for model, count in inflight_by_model().items()}
 
+        if self.multiprocess:
+            sampled = Gauge(
+                "onnxgate_inflight_requests", "Inference requests being served now (sampled).",
+                ["model"], registry=self.registry, multiprocess_mode="livesum",
+            )  # fmt: skip
+
+            def sample() -> None:
+                for (model,), count in by_label().items():
+                    sampled.labels(model).set(count)
+
+            self.samplers.append(sample)
+            return
         gauge = _ScrapeTimeGauge(
             "onnxgate_inflight_requests",
             "Inference requests being served now.",
@@ -232,7 +261,10 @@ class GatewayMetrics:
     def watch_shadow_agreement(
         self, agreement: Callable[[], Mapping[tuple[str, ...], float]]
     ) -> None:
-        """Export onnxgate_shadow_agreement{model,primary,shadow,output} read at scrape time."""
+        """Export onnxgate_shadow_agreement{model,primary,shadow,output} read at scrape time.
+        In multiprocess mode the supervisor derives it from the workers' summed counters."""
+        if self.multiprocess:
+            return
         self.registry.register(
             _ScrapeTimeGauge(
                 "onnxgate_shadow_agreement",
@@ -242,6 +274,14 @@ class GatewayMetrics:
                 agreement,
             )
         )
+
+    def retire(self, gauge: Gauge, labels: Sequence[str]) -> None:
+        """Stop exporting one series. Multiprocess files cannot drop a series, so there it
+        becomes NaN: no value, rather than a stale one."""
+        if self.multiprocess:
+            gauge.labels(*labels).set(math.nan)
+        else:
+            gauge.remove(*labels)
 
     def for_version(self, model: str, version: str, role: str = PRIMARY) -> VersionMetrics:
         """Resolve the label children of one version once, at load time."""

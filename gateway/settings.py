@@ -31,6 +31,9 @@ class Settings:
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
     load_threads: int = 2
+    # Processes serving one port (SO_REUSEPORT) under a supervisor; a worker is told how many
+    # siblings it has, for its share of the CPUs and its metrics mode.
+    workers: int = 1
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
     # Dynamic batching of versions with a dynamic batch dimension: -1 off; else concurrent
@@ -67,6 +70,17 @@ class Settings:
             if raw is not None:
                 values[f.name] = _convert(f.name, str(f.type), raw)
         return cls(**values)  # type: ignore[arg-type]  # converted per field type above
+
+    def to_env(self) -> dict[str, str]:
+        """The ONNXGATE_* variables from which from_env rebuilds these settings exactly."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = (
+                    repr(value) if isinstance(value, float) else str(value)
+                )
+        return env
 
     def with_overrides(self, **overrides: object) -> Settings:
         """A copy with the given fields replaced (None values are ignored)."""

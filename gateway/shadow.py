@@ -72,6 +72,7 @@ class ShadowDispatcher:
         workers: int,
         nice: int = 0,
         max_cpu_busy: float = 1.0,
+        cpu_share: float = 1.0,
     ) -> None:
         self._metrics = metrics
         self._code_name = code_name
@@ -80,7 +81,7 @@ class ShadowDispatcher:
         self._seen: dict[tuple[str, str, str, str], _Seen] = {}
         self._stats = metrics.request_stats
         self._nice = nice
-        self._headroom = CpuHeadroom(max_cpu_busy)
+        self._headroom = CpuHeadroom(max_cpu_busy, cpu_share)
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=queue_size)
         self._threads = [
             threading.Thread(target=self._work, name=f"onnxgate-shadow-{i}", daemon=True)

@@ -75,8 +75,8 @@ class DriftMonitor:
                                  "version": version, "reason": str(exc)})  # fmt: skip
                     exported |= {k for k in self._exported if k[:2] == (model, version)}
         for labels in self._exported - exported:  # versions gone or references removed
-            self._metrics.drift_psi.remove(*labels)
-            self._metrics.drift_ks.remove(*labels)
+            self._metrics.retire(self._metrics.drift_psi, labels)
+            self._metrics.retire(self._metrics.drift_ks, labels)
         self._exported = exported
 
     def _refresh_version(self, model: str, version: str) -> set[tuple[str, str, str]]:

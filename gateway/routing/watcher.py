@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -206,7 +207,8 @@ class RuleWatcher:
             return _file_path(uri)
         cached = self._artifact_cache / f"{sha256}.onnx"
         if not cached.exists():
-            partial = cached.with_suffix(f".partial-{threading.get_ident()}")
+            # Worker processes share the cache: the name is unique per process and thread.
+            partial = cached.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
             partial.write_bytes(self._registry.fetch_blob(sha256))
             partial.replace(cached)
         return cached
