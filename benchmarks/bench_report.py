@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import shlex
 import statistics
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -59,3 +62,16 @@ def display_command() -> str:
             part = str(path.relative_to(cwd))
         shown.append(part)
     return shlex.join(shown)
+
+
+def args_json(args: argparse.Namespace) -> dict[str, object]:
+    """A driver's arguments, JSON-ready (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def write_results(out: Path, text: str, raw: Mapping[str, object]) -> None:
+    """Write the Markdown report to `out` and the raw results as JSON beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
