@@ -1,13 +1,15 @@
 """Per-version request statistics of the current 1-minute windows, kept in memory.
 
-Request and shadow threads record into it (a lock, two dict lookups, one t-digest update);
-the StatsFlusher encodes the changed windows and writes them to Redis in the background.
+Request threads only append a tuple to a deque (atomic, no lock); the flusher's thread folds
+the queue into the windows' t-digests, then encodes the changed windows and writes them to
+Redis, all in the background.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -43,13 +45,18 @@ class RequestStats:
         self._keep_windows = keep_windows
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int], _ModelWindow] = {}
+        self._recorded: deque[tuple[str, str, str, str, float, float]] = deque()
 
     def record(self, model: str, version: str, role: str, code: str, seconds: float) -> None:
-        """One finished request; `seconds` counts only when `code` is OK."""
-        window = window_of(self._clock())
-        with self._lock:
-            state = self._model_window(model, window)
-            state.version(version, role).record(code, seconds)
+        """One finished request; `seconds` counts only when `code` is OK. Costs an append."""
+        self._recorded.append((model, version, role, code, seconds, self._clock()))
+
+    def _fold(self) -> None:
+        """Move the recorded requests into their windows; the caller holds the lock."""
+        recorded = self._recorded
+        for _ in range(len(recorded)):  # appends racing with us wait for the next fold
+            model, version, role, code, seconds, at = recorded.popleft()
+            self._model_window(model, window_of(at)).version(version, role).record(code, seconds)
 
     def record_comparison(
         self,
@@ -88,6 +95,7 @@ class RequestStats:
         are forgotten. Call failed() with the result when the write does not succeed."""
         current = window_of(self._clock())
         with self._lock:
+            self._fold()
             return take_pending(
                 self._windows,
                 closed=lambda key: key[1] < current,
@@ -106,4 +114,5 @@ class RequestStats:
     def windows(self) -> int:
         """Windows held in memory (for tests and the log)."""
         with self._lock:
+            self._fold()
             return len(self._windows)

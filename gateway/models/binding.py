@@ -80,6 +80,16 @@ def encode_bytes_elements(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def _matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """Same rank, every dimension equal or dynamic (-1) in the model, none negative."""
+    if len(shape) != len(expected):
+        return False
+    for given, wanted in zip(shape, expected, strict=True):
+        if given < 0 or (wanted != -1 and given != wanted):
+            return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class OutputSelection:
     """The outputs a request wants, with their names ready for session.run."""
@@ -157,7 +167,7 @@ class Binder:
                 f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model"
                 f" '{self._model}' expects '{datatype.name}'"
             )
-        shape = tuple(tensor.shape)
+        shape = tuple(tensor.shape[:])  # a slice copies upb's repeated field at C speed
         self._check_shape(tensor.name, shape, spec.shape)
         count = math.prod(shape)
         if tensor.raw is not None:
@@ -165,9 +175,7 @@ class Binder:
         return self._from_values(tensor.name, tensor.values or (), datatype, shape, count)
 
     def _check_shape(self, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
-        if len(shape) != len(expected) or any(
-            d < 0 or (e != -1 and d != e) for d, e in zip(shape, expected, strict=False)
-        ):
+        if not _matches(shape, expected):
             raise InvalidInput(
                 f"unexpected shape for input '{name}' for model '{self._model}'."
                 f" Expected {_dims(expected)}, got {_dims(shape)}."
