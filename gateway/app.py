@@ -145,8 +145,9 @@ class Gateway:
             if self.drift is not None:
                 self._drift_tasks(self.registry_client, self.drift)
         self.servicer = InferenceServicer(
-            self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size
-        )
+            self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
+            settings.max_streams,
+        )  # fmt: skip
         self._server = self._build_server()
         samplers = self.metrics.samplers
 
@@ -182,7 +183,10 @@ class Gateway:
     def _build_server(self) -> grpc.Server:
         limit = self.settings.max_message_bytes
         server = grpc.server(
-            ThreadPoolExecutor(self.settings.grpc_threads, thread_name_prefix="onnxgate-rpc"),
+            ThreadPoolExecutor(
+                self.settings.grpc_threads + self.settings.max_streams,
+                thread_name_prefix="onnxgate-rpc",
+            ),
             interceptors=[ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),

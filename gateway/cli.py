@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 none)")
     run.add_argument("--grpc-threads", type=int, help="request threads (default 4)")
     run.add_argument(
+        "--max-streams", type=int,
+        help="ModelStreamInfer streams open at once, each on a thread of its own (16)",
+    )  # fmt: skip
+    run.add_argument(
         "--workers", type=int,
         help="gateway processes sharing the port, supervised and restarted (default 1)",
     )  # fmt: skip

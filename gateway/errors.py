@@ -22,6 +22,7 @@ __all__ = [
     "ModelNotReady",
     "Overloaded",
     "ServiceUnknown",
+    "TooManyStreams",
     "Unsupported",
 ]
 
@@ -57,7 +58,9 @@ class Overloaded(GatewayError):
 class DeadlineExceeded(GatewayError):
     """Raised when the caller's deadline passed before the model ran; the model was not run."""
 
-    """Raised for new requests once a graceful shutdown has begun."""
+
+class TooManyStreams(GatewayError):
+    """Raised when a new ModelStreamInfer stream would exceed the open-stream limit."""
 
 
 class Unsupported(GatewayError):

@@ -27,6 +27,9 @@ class Settings:
     grpc_port: int = 8001
     metrics_port: int = 8002  # 0: pick a free port; -1: no metrics endpoint
     grpc_threads: int = 4  # measured: 8 lost 5-10% to 4 on one core (benchmarks/RESULTS.md)
+    # A ModelStreamInfer stream holds a thread while open (grpcio's synchronous server), so
+    # streams get threads of their own, this many at once; more are RESOURCE_EXHAUSTED.
+    max_streams: int = 16
     max_message_bytes: int = 256 * 1024 * 1024
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1

@@ -55,6 +55,15 @@ def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> NoRe
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
 
 
+def _client_gone(error: Exception, context: grpc.ServicerContext) -> bool:
+    """A request stream raises RpcError when its client cancels or disconnects: routine,
+    and nobody is left to answer."""
+    if isinstance(error, grpc.RpcError) and not context.is_active():
+        _log.info("client went away", extra={"peer": context.peer()})
+        return True
+    return False
+
+
 def _fail(error: Exception, method: str, context: grpc.ServicerContext) -> NoReturn:
     # A handler that aborted itself keeps its status (code() is newer than grpc-stubs).
     if context.code() is not None:  # type: ignore[attr-defined]
@@ -70,6 +79,8 @@ def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         try:
             return behavior(request, context, *rest)
         except Exception as error:  # the one place that maps every error to a status
+            if _client_gone(error, context):
+                return None
             _fail(error, method, context)
 
     if getattr(behavior, "experimental_non_blocking", False):
@@ -84,6 +95,8 @@ def _wrap_streaming(
         try:
             yield from behavior(request, context)
         except Exception as error:  # the one place that maps every error to a status
+            if _client_gone(error, context):
+                return
             _fail(error, method, context)
 
     return handle

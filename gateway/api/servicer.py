@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -10,7 +11,7 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.codec import decode_infer_request, encode_infer_response
 from gateway.api.metadata import model_config, model_metadata
-from gateway.errors import GatewayError, Unsupported
+from gateway.errors import GatewayError, TooManyStreams, Unsupported
 from gateway.models.store import VersionState, VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.serving_state import ServingState
@@ -36,12 +37,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         state: ServingState,
         server_version: str,
         max_batch_size: int,
+        max_streams: int = 16,
     ) -> None:
         self._pipeline = pipeline
         self._versions = versions
         self._state = state
         self._server_version = server_version
         self._max_batch_size = max_batch_size
+        self._max_streams = max_streams
+        self._open_streams = 0
+        self._streams_lock = threading.Lock()
 
     def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
@@ -110,14 +115,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ModelStreamInferResponse]:
-        """Triton's streaming shape: a failed request answers error_message, the stream goes on."""
-        for request in request_iterator:
-            try:
-                response = self.ModelInfer(request, context)
-            except GatewayError as exc:
-                yield pb.ModelStreamInferResponse(error_message=exc.message)
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+        """Triton's streaming shape: a failed request answers error_message, the stream goes on.
+
+        The stream holds its thread until it ends, so at most max_streams are open at once;
+        one more is refused at once rather than left waiting for a thread."""
+        with self._streams_lock:
+            if self._open_streams >= self._max_streams:
+                raise TooManyStreams(
+                    f"this gateway already has {self._max_streams} ModelStreamInfer streams open"
+                    " (--max-streams); close one, use ModelInfer, or try another replica"
+                )
+            self._open_streams += 1
+        try:
+            for request in request_iterator:
+                try:
+                    response = self.ModelInfer(request, context)
+                except GatewayError as exc:
+                    yield pb.ModelStreamInferResponse(error_message=exc.message)
+                    continue
+                yield pb.ModelStreamInferResponse(infer_response=response)
+        finally:
+            with self._streams_lock:
+                self._open_streams -= 1
 
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext

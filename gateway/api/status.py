@@ -12,6 +12,7 @@ from gateway.errors import (
     ModelNotReady,
     Overloaded,
     ServiceUnknown,
+    TooManyStreams,
     Unsupported,
 )
 
@@ -23,6 +24,7 @@ _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     ServiceUnknown: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.UNAVAILABLE,  # clients retry another replica
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,  # as gRPC's own concurrency limit
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
