@@ -26,6 +26,12 @@ _EXPIRED = "deadline passed while the request was queued for a batch; the model 
 _Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(slots=True)
 class _Pending:
     key: _Key
@@ -34,7 +40,9 @@ class _Pending:
     rows: int
     deadline: float | None
     enqueued: float
-    done: threading.Event = field(default_factory=threading.Event)
+    # Released when answered: a bare lock is the cheapest wait CPython has (an Event is a
+    # Condition in Python code), and every request of a batch waits on one.
+    done: threading.Lock = field(default_factory=_held_lock)
     result: list[np.ndarray] | None = None
     error: BaseException | None = None
 
@@ -62,6 +70,10 @@ class DynamicBatcher:
         self._observe = observe
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        # Rows of the batch the worker is filling while it waits out the delay, else -1: a
+        # new request wakes it only when that would fill the batch, not once per request.
+        self._filling_rows = -1
         self._stopping = False
         self._thread = threading.Thread(target=self._work, name=f"onnxgate-batch-{name}",
                                         daemon=True)  # fmt: skip
@@ -77,8 +89,11 @@ class DynamicBatcher:
             if self._stopping:  # unloaded while this request was on its way: serve it alone
                 return self._session.run(output_names, feeds)
             self._queue.append(pending)
-            self._cond.notify()
-        pending.done.wait()
+            self._queued_rows += rows
+            filling = self._filling_rows
+            if filling < 0 or filling + self._queued_rows >= self._max_rows:
+                self._cond.notify()
+        pending.done.acquire()
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
@@ -102,18 +117,21 @@ class DynamicBatcher:
                     return None
                 self._cond.wait()
             batch = [self._queue.popleft()]
+            self._queued_rows -= batch[0].rows
             rows = self._take_compatible(batch, batch[0].rows)
             if self._max_delay > 0 and rows < self._max_rows and (len(batch) > 1 or self._queue):
                 until = time.monotonic() + self._max_delay
                 while rows < self._max_rows and (left := until - time.monotonic()) > 0:
+                    self._filling_rows = rows
                     self._cond.wait(left)
                     rows = self._take_compatible(batch, rows)
+                self._filling_rows = -1
         now = time.monotonic()
         live = []
         for pending in batch:
             if pending.deadline is not None and now >= pending.deadline:
                 pending.error = DeadlineExceeded(_EXPIRED)
-                pending.done.set()
+                pending.done.release()
             else:
                 live.append(pending)
         return live
@@ -128,6 +146,7 @@ class DynamicBatcher:
             if pending.key == key and rows + pending.rows <= self._max_rows:
                 batch.append(pending)
                 rows += pending.rows
+                self._queued_rows -= pending.rows
             else:
                 kept.append(pending)
         self._queue = kept
@@ -146,7 +165,7 @@ class DynamicBatcher:
                 pending.error = exc
         finally:
             for pending in batch:
-                pending.done.set()
+                pending.done.release()
         rows = sum(p.rows for p in batch)
         self._observe(rows, started - first.enqueued, time.monotonic() - started)
 
