@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.settings import Settings
+from registry_client.cli import main as gatectl
 from tests import onnx_models
 from tests.conftest import REPO_ROOT, GatewayProcess, eventually
 from tests.wire import infer_request
@@ -193,3 +196,39 @@ def test_settings_survive_the_trip_to_a_worker_through_the_environment(tmp_path)
         shutdown_grace_seconds=2.5, shadow_max_cpu_busy=0.1, replica_id="a-w1.2",
     )  # fmt: skip
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def _gatectl_json(url: str, *argv: str) -> Any:
+    out = io.StringIO()
+    assert gatectl(["--redis-url", url, "--json", *argv], {}, out, io.StringIO()) == 0
+    return json.loads(out.getvalue())
+
+
+def test_workers_follow_one_registry_each_as_a_replica_of_its_own(
+    repo, redis_server, gateway_process
+):
+    gp = gateway_process(
+        repo, "--workers", "2", "--redis-url", redis_server.url,
+        "--stats-flush-seconds", "0.2", "--heartbeat-seconds", "0.2",
+    )  # fmt: skip
+    workers = _running_workers(gp, 2)
+    by_worker = channels_per_worker(gp.address, gp.grpc_port, workers, each=1)
+    for channels in by_worker.values():
+        stub = pb_grpc.GRPCInferenceServiceStub(channels[0])
+        for _ in range(3):
+            assert stub.ModelInfer(REQUEST, timeout=10).model_version == "1"
+        channels[0].close()
+    replica = json.loads(next(line for line in gp.log if '"worker started"' in line))["replica"]
+    base = replica.rsplit("-w", 1)[0]
+
+    def reported() -> dict[str, Any]:
+        rows = _gatectl_json(redis_server.url, "compare", "classifier")["versions"]
+        return next(row for row in rows if row["version"] == "1" and row["role"] == "primary")
+
+    # Imported once by the supervisor; each worker writes statistics under its own name.
+    eventually(lambda: reported()["requests"] == 6, timeout=15)
+    assert sorted(_gatectl_json(redis_server.url, "compare", "classifier")["replicas"]) == [
+        f"{base}-w0",
+        f"{base}-w1",
+    ]
+    assert gp.terminate() == 0
