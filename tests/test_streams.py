@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -30,10 +31,11 @@ class _Stream:
     def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
         self.feed: queue.Queue[pb.ModelInferRequest | None] = queue.Queue()
         self.call = stub.ModelStreamInfer(_requests(self.feed), timeout=30)
+        self._answers = iter(self.call)
 
     def ask(self) -> pb.ModelStreamInferResponse:
         self.feed.put(REQUEST)
-        return next(self.call)
+        return next(self._answers)
 
     def close(self) -> None:
         self.feed.put(None)
@@ -71,7 +73,7 @@ def test_a_stream_beyond_the_limit_is_refused_at_once_and_a_closed_one_frees_its
         with pytest.raises(grpc.RpcError) as refused:
             extra.ask()
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "already has 3 ModelStreamInfer streams open (--max-streams)" in (
+        assert "already has 3 ModelStreamInfer streams open (--max-streams)" in str(
             refused.value.details()
         )
         streams[0].close()
@@ -88,19 +90,28 @@ def test_a_stream_beyond_the_limit_is_refused_at_once_and_a_closed_one_frees_its
             stream.close()
 
 
-def test_a_client_cancelling_its_stream_is_not_an_internal_error(small_gateway, caplog):
+def test_clients_cancelling_their_streams_are_not_internal_errors(small_gateway, caplog):
     caplog.set_level(logging.INFO)
     with grpc.insecure_channel(f"127.0.0.1:{small_gateway.grpc_port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stream = _Stream(stub)
-        stream.ask()
-        stream.call.cancel()
-        eventually(lambda: any(r.message == "client went away" for r in caplog.records))
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    # Its slot is free again: three more streams fit.
-    with grpc.insecure_channel(f"127.0.0.1:{small_gateway.grpc_port}") as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        streams = [_Stream(stub) for _ in range(3)]
-        assert all(s.ask().infer_response.model_name == "classifier" for s in streams)
+        # gRPC ends a cancelled stream's requests either with an RpcError (the interceptor
+        # must see a client gone, not a failure) or as a plain end: five tries meet the first.
+        for _ in range(5):
+            stream = _Stream(stub)
+            stream.ask()
+            time.sleep(0.1)
+            stream.call.cancel()
+        # Every slot is freed again: a full set of new streams is served.
+        eventually(lambda: _serves_streams(stub, 3), timeout=10)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _serves_streams(stub: pb_grpc.GRPCInferenceServiceStub, count: int) -> bool:
+    streams = [_Stream(stub) for _ in range(count)]
+    try:
+        return all(s.ask().infer_response.model_name == "classifier" for s in streams)
+    except grpc.RpcError:
+        return False
+    finally:
         for s in streams:
             s.close()
