@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import statistics
 import sys
 import urllib.request
@@ -12,9 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from serving_core import HOST, BenchError
+from serving_core import HOST, BenchError, check_cpus, environment, on_sigterm
 
 Samples = list[tuple[str, dict[str, str], float]]
+
+
+def start_run() -> dict[str, object]:
+    """A pinned driver's start: check CPUs 0 and 1, make SIGTERM, and SIGINT even when inherited
+    ignored (started from a script in the background), unwind through the blocks that stop the
+    servers; return serving_core's environment()."""
+    check_cpus()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return environment()
 
 
 def scrape(metrics_port: int) -> Samples:

@@ -1,10 +1,18 @@
-"""Closed-loop / open-loop asyncio load generator for ModelInfer (KServe v2 / Triton gRPC)."""
+"""Closed-loop / open-loop asyncio load generator for ModelInfer (KServe v2 / Triton gRPC).
+
+--channels K spreads the load over K connections (a multi-worker gateway gives each connection
+to one worker); --streaming sends the requests over ModelStreamInfer streams instead, one stream
+per request in flight; --cpu-pids adds the CPU time of those processes (and of this one) in the
+measured window to the results."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -20,11 +28,18 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 # gRPC's default receive limit is 4 MiB; large batches must not fail on the client side.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
 ]
+# grpcio channels to one target share one connection unless each has its own subchannel pool.
+OWN_CONNECTION: tuple[str, Any] = ("grpc.use_local_subchannel_pool", 1)
+# ModelStreamInferResponse field 1 (error_message), string: its tag byte, serialised first.
+STREAM_ERROR_TAG = b"\n"
+STREAM_CLOSE_S = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -112,6 +127,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     issued: int = 0
     last_done: float = 0.0
+    stalled_streams: int = 0  # --streaming: request slots that got no answer in the window
 
     def counts(self, t_sent: float) -> bool:
         """Return whether a request sent at t_sent belongs to the measurement window."""
@@ -195,6 +211,157 @@ async def open_loop(
             stats.errors["CANCELLED"] += len(late)
 
 
+def round_robin(calls: Sequence[RawCall]) -> RawCall:
+    """One call that sends each request over the next of `calls` (channels), in turn."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+
+    async def call(payload: bytes, **options: Any) -> bytes:
+        return await next(turn)(payload, **options)
+
+    return call
+
+
+def stream_error(raw: bytes) -> str | None:
+    """The error_message of a serialised ModelStreamInferResponse; None for an answer.
+
+    A set error_message is serialised first, so its tag byte tells without parsing: answers are
+    left unparsed, as on the unary path, which keeps the two paths' client costs alike."""
+    if not raw.startswith(STREAM_ERROR_TAG):
+        return None
+    return pb.ModelStreamInferResponse.FromString(raw).error_message or "empty error_message"
+
+
+async def stream_requests(
+    stream: grpc.aio.StreamStreamCall[bytes, bytes],
+    payload: bytes,
+    stats: Stats,
+    timeout_s: float,
+    hard_stop: float,
+) -> tuple[bool, int]:
+    """Send requests one at a time on an open stream until the window closes.
+
+    Returns whether the stream is still sound, and how many answers arrived in the window. It is
+    not after an error status, an end of stream or a late answer: an answer may still be on its
+    way then, so the caller opens a new stream to keep requests and answers paired."""
+    answers = 0
+    while (t0 := time.perf_counter()) < stats.measure_end:
+        if stats.counts(t0):
+            stats.issued += 1
+        timeout = max(0.001, min(timeout_s, hard_stop - t0))
+        try:
+            await stream.write(payload)
+            raw = await asyncio.wait_for(stream.read(), timeout)
+        except grpc.aio.AioRpcError as err:
+            stats.error(t0, err.code().name)
+            return False, answers
+        except TimeoutError:
+            stats.error(t0, "DEADLINE_EXCEEDED")
+            return False, answers
+        except asyncio.InvalidStateError:  # the server ended the stream before this write
+            stats.error(t0, (await stream.code()).name)
+            return False, answers
+        if not isinstance(raw, bytes):  # grpc.aio.EOF: the server ended the stream
+            stats.error(t0, "END_OF_STREAM")
+            return False, answers
+        answers += stats.counts(t0)
+        message = stream_error(raw)
+        if message is None:
+            stats.ok(t0, time.perf_counter())
+        else:  # Triton's stream shape: the request failed, the stream goes on
+            stats.error(t0, f"error_message: {message[:80]}")
+    return True, answers
+
+
+async def close_stream(stream: grpc.aio.StreamStreamCall[bytes, bytes], ended: bool) -> None:
+    """End a stream: half-close it and wait briefly for the server to finish it, then cancel
+    (a no-op once finished; a broken stream is cancelled at once).
+
+    A cancelled stream is an error on the server side; a clean half-close is what a client that
+    is done sends."""
+    if ended:
+        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+            await stream.done_writing()
+            await asyncio.wait_for(stream.read(), STREAM_CLOSE_S)  # EOF once the server ends it
+    stream.cancel()
+
+
+async def streaming_loop(
+    channels: Sequence[grpc.aio.Channel],
+    payload: bytes,
+    concurrency: int,
+    stats: Stats,
+    timeout_s: float,
+) -> None:
+    """Closed loop over ModelStreamInfer: `concurrency` streams (spread over the channels), each
+    with one request outstanding, the next sent when its answer arrives.
+
+    A stream the server never serves holds a request sent before the window, which the window's
+    counts cannot see: such stalled slots are counted in stats.stalled_streams instead."""
+    hard_stop = stats.measure_end + DRAIN_S
+
+    async def worker(channel: grpc.aio.Channel) -> None:
+        open_stream = channel.stream_stream(
+            MODEL_STREAM_INFER, request_serializer=None, response_deserializer=None
+        )
+        answered = 0
+        while time.perf_counter() < stats.measure_end:
+            # The stream's own deadline is the hard stop: no stream outlives the run.
+            stream = open_stream(None, timeout=max(0.001, hard_stop - time.perf_counter()))
+            sound = False
+            try:
+                sound, answers = await stream_requests(stream, payload, stats, timeout_s, hard_stop)
+                answered += answers
+            finally:
+                await close_stream(stream, sound)
+        if not answered:
+            stats.stalled_streams += 1
+
+    await asyncio.gather(*(worker(channels[i % len(channels)]) for i in range(concurrency)))
+
+
+def proc_stat(pid: int) -> tuple[str, list[str]] | None:
+    """A process's command name and the fields of /proc/<pid>/stat after it; None once gone.
+
+    The fields list starts at field 3 (state): session is [3], utime [11], stime [12]."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split at the last ")".
+    head, rest = text.rsplit(")", 1)
+    return head.split("(", 1)[1], rest.split()
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process; None once it is gone."""
+    stat = proc_stat(pid)
+    if stat is None:
+        return None
+    fields = stat[1]
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_snapshot(pids: Sequence[int]) -> dict[str, float | None]:
+    """CPU seconds so far of this process ("client") and of each pid."""
+    snap: dict[str, float | None] = {"client": time.process_time()}
+    snap.update({str(pid): proc_cpu_seconds(pid) for pid in pids})
+    return snap
+
+
+async def cpu_window(stats: Stats, pids: Sequence[int]) -> dict[str, float | None]:
+    """CPU seconds used between the window's start and end, by this process and each pid."""
+    await asyncio.sleep(max(0.0, stats.measure_start - time.perf_counter()))
+    before = cpu_snapshot(pids)
+    await asyncio.sleep(max(0.0, stats.measure_end - time.perf_counter()))
+    after = cpu_snapshot(pids)
+    return {
+        key: None if (a := after[key]) is None or (b := before[key]) is None else round(a - b, 3)
+        for key in before
+    }
+
+
 def summarise(stats: Stats, args: argparse.Namespace) -> dict[str, Any]:
     """Compute the result dictionary written as JSON."""
     duration = stats.measure_end - stats.measure_start
@@ -215,6 +382,9 @@ def summarise(stats: Stats, args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": {**pcts, "mean": mean},
         "errors": dict(sorted(stats.errors.items())),
         "mode": "open" if args.rate else "closed",
+        "streaming": args.streaming,
+        "stalled_streams": stats.stalled_streams,
+        "channels": args.channels,
         "concurrency": None if args.rate else args.concurrency,
         "rate": args.rate,
         "batch": args.batch,
@@ -234,6 +404,11 @@ def _fmt(value: float | None) -> str:
 def print_summary(result: dict[str, Any]) -> None:
     """Print a short human summary."""
     load = f"rate={result['rate']}/s" if result["rate"] else f"concurrency={result['concurrency']}"
+    # Only when asked for, so the default output stays what other tools may expect.
+    if result["streaming"]:
+        load += " over ModelStreamInfer"
+    if result["channels"] > 1:
+        load += f" on {result['channels']} channels"
     lat = result["latency_ms"]
     print(
         f"{result['model']} batch={result['batch']} {result['mode']} loop {load}: "
@@ -244,6 +419,16 @@ def print_summary(result: dict[str, Any]) -> None:
         f"p99.9 {_fmt(lat['p999'])}  mean {_fmt(lat['mean'])}"
     )
     print(f"  errors {result['errors'] or 'none'}")
+    if result["stalled_streams"]:
+        print(f"  streams without an answer in the window: {result['stalled_streams']}")
+    if len(result["cpu_us_per_request"]) > 1:
+        cpu = "  ".join(f"{k} {_fmt(v)}" for k, v in result["cpu_us_per_request"].items())
+        print(f"  CPU us per request: {cpu}")
+
+
+def describe_outputs(response: pb.ModelInferResponse) -> str:
+    """Name, datatype and shape of each output, for the probe line."""
+    return ", ".join(f"{o.name} {o.datatype} {list(o.shape)}" for o in response.outputs)
 
 
 async def probe(call: RawCall, payload: bytes) -> None:
@@ -253,15 +438,47 @@ async def probe(call: RawCall, payload: bytes) -> None:
     except grpc.aio.AioRpcError as err:
         print(f"probe ModelInfer failed: {err.code().name}: {err.details()}", file=sys.stderr)
         return
-    resp = pb.ModelInferResponse.FromString(raw)
-    outs = ", ".join(f"{o.name} {o.datatype} {list(o.shape)}" for o in resp.outputs)
-    print(f"probe ok: {outs}")
+    print(f"probe ok: {describe_outputs(pb.ModelInferResponse.FromString(raw))}")
+
+
+async def stream_probe(channel: grpc.aio.Channel, payload: bytes) -> None:
+    """The probe over ModelStreamInfer: one request on a stream of its own."""
+    stream = channel.stream_stream(
+        MODEL_STREAM_INFER, request_serializer=None, response_deserializer=None
+    )(None, timeout=10.0)
+    try:
+        await stream.write(payload)
+        raw = await stream.read()
+    except grpc.aio.AioRpcError as err:
+        print(f"probe ModelStreamInfer failed: {err.code().name}: {err.details()}", file=sys.stderr)
+        return
+    finally:
+        await close_stream(stream, ended=True)
+    if not isinstance(raw, bytes):  # grpc.aio.EOF
+        print("probe ModelStreamInfer: the stream ended without an answer", file=sys.stderr)
+        return
+    answer = pb.ModelStreamInferResponse.FromString(raw)
+    if answer.error_message:
+        print(f"probe ModelStreamInfer error_message: {answer.error_message}", file=sys.stderr)
+        return
+    print(f"probe stream ok: {describe_outputs(answer.infer_response)}")
+
+
+def open_channels(target: str, count: int) -> list[grpc.aio.Channel]:
+    """`count` channels; more than one each get their own connection (subchannel pool)."""
+    if count == 1:
+        return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)]
+    options = [*CHANNEL_OPTIONS, OWN_CONNECTION]
+    return [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any] | None:
     """Fetch metadata, pre-serialise the request, run the load; None if metadata fails."""
-    async with grpc.aio.insecure_channel(args.target, options=CHANNEL_OPTIONS) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [
+            await stack.enter_async_context(c) for c in open_channels(args.target, args.channels)
+        ]
+        stub = pb_grpc.GRPCInferenceServiceStub(channels[0])
         try:
             meta = await stub.ModelMetadata(
                 pb.ModelMetadataRequest(name=args.model, version=args.version), timeout=10.0
@@ -272,18 +489,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any] | None:
         specs = specs_from_metadata(meta, args.batch)
         rng = np.random.default_rng(args.seed)
         payload = build_request(args.model, args.version, specs, rng).SerializeToString()
-        call: RawCall = channel.unary_unary(
-            MODEL_INFER, request_serializer=None, response_deserializer=None
+        call = round_robin(
+            [
+                c.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
+                for c in channels
+            ]
         )
         print("inputs: " + ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs))
-        await probe(call, payload)
+        await (stream_probe(channels[0], payload) if args.streaming else probe(call, payload))
         t_start = time.perf_counter()
         stats = Stats(t_start + args.warmup, t_start + args.warmup + args.duration)
-        if args.rate:
+        cpu = asyncio.create_task(cpu_window(stats, args.cpu_pids))
+        if args.streaming:
+            await streaming_loop(channels, payload, args.concurrency, stats, args.timeout)
+        elif args.rate:
             await open_loop(call, payload, args.rate, t_start, stats, args.timeout)
         else:
             await closed_loop(call, payload, args.concurrency, stats, args.timeout)
-    return summarise(stats, args)
+    return {**summarise(stats, args), **cpu_fields(await cpu, stats)}
+
+
+def cpu_fields(cpu: dict[str, float | None], stats: Stats) -> dict[str, Any]:
+    """CPU seconds in the window (this process as "client", each --cpu-pids pid) and per request.
+
+    Per request divides by every request sent in the window, failed ones included: they cost
+    CPU too."""
+    sent = len(stats.latencies_s) + sum(stats.errors.values())
+    per_request = {
+        key: None if seconds is None or not sent else round(seconds / sent * 1e6, 2)
+        for key, seconds in cpu.items()
+    }
+    return {"cpu_s": cpu, "cpu_us_per_request": per_request}
 
 
 def positive_float(value: str) -> float:
@@ -309,10 +545,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=positive_float, default=5.0, help="per-request deadline")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--channels", type=int, default=1, help="connections to spread the requests over"
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="closed loop over ModelStreamInfer: one stream per request in flight",
+    )
+    parser.add_argument(
+        "--cpu-pids",
+        type=pid_list,
+        default=[],
+        help="comma-separated pids whose CPU time in the window to report (Linux /proc)",
+    )
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.concurrency < 1 or args.warmup < 0:
-        parser.error("--batch and --concurrency must be >= 1, --warmup >= 0")
+    if args.batch < 1 or args.concurrency < 1 or args.warmup < 0 or args.channels < 1:
+        parser.error("--batch, --concurrency and --channels must be >= 1, --warmup >= 0")
+    if args.streaming and args.rate:
+        parser.error("--streaming runs the closed loop only (one request per stream at a time)")
     return args
+
+
+def pid_list(value: str) -> list[int]:
+    """Argparse type: comma-separated process ids."""
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"bad pid list {value!r}") from err
 
 
 def main(argv: list[str] | None = None) -> int:
