@@ -11,20 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
@@ -34,13 +32,13 @@ from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
 from gateway.drift.monitor import DriftMonitor
 from gateway.drift.recorder import DriftRecorder
-from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
 from gateway.periodic import Periodic
 from gateway.pipeline import InferencePipeline
 from gateway.private_redis import PrivateRedis, PrivateRedisError
+from gateway.process import start_process
 from gateway.request_stats import RequestStats
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
@@ -296,18 +294,8 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
 
     A worker passes its supervisor's pid: it drains when orphaned, so a supervisor killed
     without a chance to forward SIGTERM leaves no workers behind."""
-    configure_logging(settings.log_level, settings.log_format)
-    # *_created series double the scrape size and no dashboard reads them.
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
+    stop_requested = start_process(settings, "draining")
     gateway = Gateway(settings)
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        _log.info("draining", extra={"signal": signal.Signals(signum).name})
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     orphan_watch: Periodic | None = None
     if parent_pid is not None:
 

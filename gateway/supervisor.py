@@ -28,15 +28,14 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
 import redis
-from prometheus_client import disable_created_metrics, start_http_server
+from prometheus_client import start_http_server
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.logs import configure_logging
 from gateway.private_redis import PrivateRedis, PrivateRedisError
+from gateway.process import start_process
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.worker_metrics import SupervisorMetrics
 from registry_client.client import RegistryClient
@@ -258,16 +257,7 @@ class Supervisor:
 
 def supervise(settings: Settings) -> int:
     """Run N workers until SIGTERM or SIGINT, then drain them all; returns the exit code."""
-    configure_logging(settings.log_level, settings.log_format)
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        _log.info("draining workers", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = start_process(settings, "draining workers")
     supervisor = Supervisor(settings, stop)
     try:
         supervisor.start()
