@@ -17,6 +17,10 @@ from registry_client.schema import default_data_dir
 
 __all__ = ["main", "parse_settings"]
 
+# (flag, setting, smallest value that works): zero request threads would serve nothing.
+_AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
+             ("--max-streams", "max_streams", 0))  # fmt: skip
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxgate", description=__doc__)
@@ -125,9 +129,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if settings.models is not None and not settings.models.is_dir():
         print(f"onnxgate: --models {settings.models}: not a directory", file=sys.stderr)
         return 2
-    if settings.workers < 1:
-        print(f"onnxgate: --workers {settings.workers}: expected 1 or more", file=sys.stderr)
-        return 2
+    for flag, value, least in _AT_LEAST:
+        if getattr(settings, value) < least:
+            print(f"onnxgate: {flag} {getattr(settings, value)}: expected {least} or more",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     if settings.workers > 1:
         return supervise(settings)
     return serve(settings)

@@ -181,13 +181,17 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(repo):
     assert '"worker started"' not in result.stderr
 
 
-def test_zero_workers_is_a_usage_error(repo):
+@pytest.mark.parametrize(
+    ("flag", "value", "least"),
+    [("--workers", "0", 1), ("--grpc-threads", "0", 1), ("--max-streams", "-1", 0)],
+)
+def test_counts_that_cannot_serve_are_usage_errors(repo, flag, value, least):
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--models", str(repo), "--workers", "0"],
+        [sys.executable, "-m", "gateway", "serve", "--models", str(repo), flag, value],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--workers 0: expected 1 or more" in result.stderr
+    assert f"{flag} {value}: expected {least} or more" in result.stderr
 
 
 def test_settings_survive_the_trip_to_a_worker_through_the_environment(tmp_path):
