@@ -144,7 +144,7 @@ class Gateway:
                 self._drift_tasks(self.registry_client, self.drift)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
-            settings.max_streams, settings.grpc_threads,
+            settings.max_streams, settings.grpc_threads, settings.request_timeout_seconds,
         )  # fmt: skip
         self._server = self._build_server()
         samplers = self.metrics.samplers

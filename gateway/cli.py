@@ -19,7 +19,8 @@ __all__ = ["main", "parse_settings"]
 
 # (flag, setting, smallest value that works): zero request threads would serve nothing.
 _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
-             ("--max-streams", "max_streams", 0))  # fmt: skip
+             ("--max-streams", "max_streams", 0),
+             ("--request-timeout-seconds", "request_timeout_seconds", 0.001))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-streams", type=int,
         help="ModelStreamInfer streams open at once, each on a thread of its own (16)",
+    )  # fmt: skip
+    run.add_argument(
+        "--request-timeout-seconds", type=float,
+        help="deadline for requests without one, and cap on longer ones (60)",
     )  # fmt: skip
     run.add_argument(
         "--workers", type=int,

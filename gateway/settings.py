@@ -30,6 +30,9 @@ class Settings:
     # A ModelStreamInfer stream holds a thread while open (grpcio's synchronous server), so
     # streams get threads of their own, this many at once; more are RESOURCE_EXHAUSTED.
     max_streams: int = 16
+    # The longest a request may wait for a thread and a model: a client's longer or missing
+    # deadline is cut to it, so nothing waits forever behind a stuck model.
+    request_timeout_seconds: float = 60.0
     max_message_bytes: int = 256 * 1024 * 1024
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1

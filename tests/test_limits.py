@@ -109,6 +109,28 @@ def test_request_whose_deadline_passed_in_the_queue_is_not_run(slow_repo):
         gateway.stop(grace_seconds=5)
 
 
+def test_a_request_without_deadline_waits_at_most_the_server_timeout_and_is_not_run(slow_repo):
+    gateway = _gateway(slow_repo, grpc_threads=1, request_timeout_seconds=0.2)
+    try:
+        with _channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            first = stub.ModelInfer.future(_slow_request())
+            _wait_for(lambda: _inflight(gateway) == 1)
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(_slow_request())  # no client deadline: the server's applies
+            waited = time.monotonic() - started
+            assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "waited for a request thread; the model did not run it" in str(
+                err.value.details()
+            )
+            assert 0.15 < waited < 2.0
+            first.result()
+            assert _runs(gateway) == 1
+    finally:
+        gateway.stop(grace_seconds=5)
+
+
 def test_message_over_the_size_limit_is_resource_exhausted(slow_repo):
     gateway = _gateway(slow_repo, max_message_bytes=1024 * 1024)
     try:

@@ -183,7 +183,12 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(repo):
 
 @pytest.mark.parametrize(
     ("flag", "value", "least"),
-    [("--workers", "0", 1), ("--grpc-threads", "0", 1), ("--max-streams", "-1", 0)],
+    [
+        ("--workers", "0", 1),
+        ("--grpc-threads", "0", 1),
+        ("--max-streams", "-1", 0),
+        ("--request-timeout-seconds", "0", 0.001),
+    ],
 )
 def test_counts_that_cannot_serve_are_usage_errors(repo, flag, value, least):
     result = subprocess.run(
