@@ -182,21 +182,21 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(repo):
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "least"),
+    ("flag", "value", "message"),
     [
-        ("--workers", "0", 1),
-        ("--grpc-threads", "0", 1),
-        ("--max-streams", "-1", 0),
-        ("--request-timeout-seconds", "0", 0.001),
+        ("--workers", "0", "--workers 0: expected 1 or more"),
+        ("--grpc-threads", "0", "--grpc-threads 0: expected 1 or more"),
+        ("--max-streams", "-1", "--max-streams -1: expected 0 or more"),
+        ("--request-timeout-seconds", "0", "--request-timeout-seconds 0.0: expected 0.001 or more"),
     ],
 )
-def test_counts_that_cannot_serve_are_usage_errors(repo, flag, value, least):
+def test_counts_that_cannot_serve_are_usage_errors(repo, flag, value, message):
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--models", str(repo), flag, value],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"{flag} {value}: expected {least} or more" in result.stderr
+    assert message in result.stderr
 
 
 def test_settings_survive_the_trip_to_a_worker_through_the_environment(tmp_path):
