@@ -191,6 +191,7 @@ class Gateway:
                 ("grpc.max_send_message_length", limit),
                 # Two gateways must never share a port by accident; a supervisor's workers do.
                 ("grpc.so_reuseport", int(self.settings.workers > 1)),
+                ("grpc.max_concurrent_streams", self.settings.max_streams_per_connection),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)

@@ -20,7 +20,8 @@ __all__ = ["main", "parse_settings"]
 # (flag, setting, smallest value that works): zero request threads would serve nothing.
 _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-streams", "max_streams", 0),
-             ("--request-timeout-seconds", "request_timeout_seconds", 0.001))  # fmt: skip
+             ("--request-timeout-seconds", "request_timeout_seconds", 0.001),
+             ("--max-streams-per-connection", "max_streams_per_connection", 1))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--request-timeout-seconds", type=float,
         help="deadline for requests without one, and cap on longer ones (60)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-streams-per-connection", type=int,
+        help="HTTP/2 streams one client connection may have open at once (128)",
     )  # fmt: skip
     run.add_argument(
         "--workers", type=int,

@@ -33,6 +33,8 @@ class Settings:
     # The longest a request may wait for a thread and a model: a client's longer or missing
     # deadline is cut to it, so nothing waits forever behind a stuck model.
     request_timeout_seconds: float = 60.0
+    # HTTP/2 streams one connection may have open: a single client cannot take every thread.
+    max_streams_per_connection: int = 128
     max_message_bytes: int = 256 * 1024 * 1024
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1

@@ -115,3 +115,31 @@ def _serves_streams(stub: pb_grpc.GRPCInferenceServiceStub, count: int) -> bool:
     finally:
         for s in streams:
             s.close()
+
+
+def test_one_connection_cannot_open_more_streams_than_its_share(model_repo):
+    gateway = make_gateway(model_repo, max_streams_per_connection=2, max_streams=4)
+    address = f"127.0.0.1:{gateway.grpc_port}"
+    try:
+        with (
+            grpc.insecure_channel(address) as busy,
+            grpc.insecure_channel(
+                address, options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as other,
+        ):
+            stub = pb_grpc.GRPCInferenceServiceStub(busy)
+            streams = [_Stream(stub) for _ in range(2)]
+            for stream in streams:
+                stream.ask()
+            # A third call on the same connection waits for one of its streams to end ...
+            waiting = stub.ModelInfer.future(REQUEST, timeout=10)
+            time.sleep(0.5)
+            assert not waiting.done()
+            # ... while other connections are served at once.
+            answer = pb_grpc.GRPCInferenceServiceStub(other).ModelInfer(REQUEST, timeout=5)
+            assert answer.model_name == "classifier"
+            streams[0].close()
+            assert waiting.result().model_name == "classifier"
+            streams[1].close()
+    finally:
+        gateway.stop(grace_seconds=1)
