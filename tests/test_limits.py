@@ -13,6 +13,7 @@ import pytest
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
+from gateway.errors import DeadlineExceeded
 from tests import onnx_models
 from tests.conftest import make_gateway
 from tests.wire import infer_request
@@ -160,5 +161,25 @@ def test_default_limit_accepts_messages_well_above_grpc_default(slow_repo):
             # Received and decoded (not RESOURCE_EXHAUSTED): refused only by the batch limit.
             assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "batch-size must be <= 8192" in str(err.value.details())
+    finally:
+        gateway.stop(grace_seconds=1)
+
+
+class _ExpiredCall:
+    """The two things ModelInfer reads of its call: a deadline already past, no metadata."""
+
+    def time_remaining(self) -> float:
+        return -0.5
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+def test_a_deadline_that_passed_before_the_handler_ran_is_deadline_exceeded(slow_repo):
+    gateway = _gateway(slow_repo)
+    try:
+        request = infer_request("classifier", {"input": np.ones((1, 4), np.float32)})
+        with pytest.raises(DeadlineExceeded):
+            gateway.servicer.ModelInfer(request, _ExpiredCall())  # type: ignore[arg-type]
     finally:
         gateway.stop(grace_seconds=1)

@@ -130,7 +130,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _take_slot(self, remaining: float) -> int:
         """A request thread's turn, or DeadlineExceeded if the deadline passes first."""
         try:
-            return self._work_slots.get(timeout=remaining)
+            # A deadline may pass between dispatch and here; get() refuses negative timeouts.
+            return self._work_slots.get(timeout=max(remaining, 0.0))
         except queue.Empty:
             raise DeadlineExceeded(
                 "deadline passed while the request waited for a request thread; the model did"
