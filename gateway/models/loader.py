@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, replace
 
@@ -75,6 +76,24 @@ def _warmup_feeds(signature: Signature) -> dict[str, np.ndarray]:
     return feeds
 
 
+# onnxruntime prefixes its messages with its own source paths; they tell an operator nothing.
+_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (\S+::)*\S+\(.*?\) ")
+_EXTERNAL_DATA = ("external data", "model_path must not be empty")
+
+
+def _rejection(exc: Exception) -> str:
+    """The FAILED reason for a model onnxruntime would not load."""
+    message = str(exc)
+    if any(marker in message.lower() for marker in _EXTERNAL_DATA):
+        # Loaded from the hashed bytes, a model cannot read files beside it, wherever they
+        # point (other directories, absolute paths): only self-contained models are served.
+        return (
+            "the model keeps tensors in external data files; only self-contained .onnx files"
+            " are served (save it with onnx.save_model(..., save_as_external_data=False))"
+        )
+    return f"onnxruntime rejected the model: {_SOURCE_LOCATION.sub('', message)}"
+
+
 def load_version(
     source: VersionSource, options: LoadOptions, metrics: GatewayMetrics
 ) -> LoadedVersion:
@@ -96,7 +115,7 @@ def load_version(
             data, sess_options=_session_options(options), providers=["CPUExecutionProvider"]
         )
     except ORT_ERRORS as exc:
-        raise LoadError(f"onnxruntime rejected the model: {exc}") from exc
+        raise LoadError(_rejection(exc)) from exc
     try:
         signature = read_signature(session.get_inputs(), session.get_outputs())
     except SignatureError as exc:
