@@ -92,6 +92,7 @@ class Gateway:
             max_batch_size=settings.max_batch_size,
             max_inflight_per_version=settings.max_inflight_per_version,
             batch_delay_us=settings.batch_delay_us,
+            max_model_bytes=settings.max_model_bytes,
         )
         self.versions = VersionStore(options, self.metrics, settings.load_threads)
         self.metrics.watch_inflight(self.versions.inflight_by_model)

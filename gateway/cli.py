@@ -21,7 +21,8 @@ __all__ = ["main", "parse_settings"]
 _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-streams", "max_streams", 0),
              ("--request-timeout-seconds", "request_timeout_seconds", 0.001),
-             ("--max-streams-per-connection", "max_streams_per_connection", 1))  # fmt: skip
+             ("--max-streams-per-connection", "max_streams_per_connection", 1),
+             ("--max-model-bytes", "max_model_bytes", 1))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         "--request-timeout-seconds", type=float,
         help="deadline for requests without one, and cap on longer ones (60)",
     )  # fmt: skip
+    run.add_argument(
+        "--max-model-bytes", type=int, help="larger model files are refused (2 GiB - 1)"
+    )
     run.add_argument(
         "--max-streams-per-connection", type=int,
         help="HTTP/2 streams one client connection may have open at once (128)",

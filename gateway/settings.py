@@ -43,6 +43,7 @@ class Settings:
     # siblings it has, for its share of the CPUs and its metrics mode.
     workers: int = 1
     max_batch_size: int = 1024
+    max_model_bytes: int = 2**31 - 1  # larger artifacts are refused unread (FAILED)
     max_inflight_per_version: int = 64
     # Dynamic batching of versions with a dynamic batch dimension: -1 off; else concurrent
     # requests are run together, waiting at most this many microseconds for more.

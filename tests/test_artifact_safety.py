@@ -68,3 +68,21 @@ def test_onnxruntime_reasons_carry_no_source_paths(tmp_path: Path):
         assert str(tmp_path) not in status.reason
     finally:
         gateway.stop(grace_seconds=1)
+
+
+def test_a_model_above_the_size_cap_fails_unread_and_the_rest_serves(tmp_path: Path):
+    repo = tmp_path / "repo"
+    small = onnx_models.save(onnx_models.classifier(), repo, "small", "1")
+    big = onnx_models.save(onnx_models.classifier(features=64), repo, "big", "1")
+    cap = small.stat().st_size
+    assert big.stat().st_size > cap
+    gateway = make_gateway(repo, max_model_bytes=cap)
+    try:
+        statuses = {s.model: s for s in gateway.versions.statuses()}
+        assert statuses["big"].state.name == "FAILED"
+        assert statuses["big"].reason == (
+            f"artifact is larger than --max-model-bytes {cap}; not loaded"
+        )
+        assert statuses["small"].state.name == "READY"
+    finally:
+        gateway.stop(grace_seconds=1)

@@ -54,6 +54,7 @@ class LoadOptions:
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
     batch_delay_us: int = -1  # dynamic batching: -1 off; else wait at most this long for more
+    max_model_bytes: int = 2**31 - 1  # protobuf cannot parse more
 
 
 def _session_options(options: LoadOptions) -> ort.SessionOptions:
@@ -100,9 +101,14 @@ def load_version(
     """Load one version; raises LoadError with a reason the operator can act on."""
     started = time.perf_counter()
     try:
-        data = source.path.read_bytes()
+        with source.path.open("rb") as artifact:  # never more than the cap, even if it grows
+            data = artifact.read(options.max_model_bytes + 1)
     except OSError as exc:
         raise LoadError(f"cannot read artifact: {exc.strerror}") from exc
+    if len(data) > options.max_model_bytes:
+        raise LoadError(
+            f"artifact is larger than --max-model-bytes {options.max_model_bytes}; not loaded"
+        )
     sha256 = hashlib.sha256(data).hexdigest()
     if source.sha256 and sha256 != source.sha256:
         raise LoadError(
