@@ -183,6 +183,13 @@ class GatewayMetrics:
             multiprocess_mode="livemax",  # when the last worker applied it
         )
 
+        self.rules_rejected = Counter(
+            "onnxgate_rules_rejected",
+            "Rule documents not applied, each counted once: reason invalid (the document is"
+            " malformed) or not_applied (a version it names did not load); the last good rule"
+            " keeps serving.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
         self.flush_failures = Counter(
             "onnxgate_flush_failures",
             "Writes of windowed state to Redis that failed (retried next interval), by what:"

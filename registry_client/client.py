@@ -28,6 +28,7 @@ from registry_client.schema import (
     BLOB_CHUNK_BYTES,
     BLOB_SCHEME,
     MAX_ROUTE_VERSIONS,
+    InvalidRule,
     Keys,
     RouteRule,
     SchemaError,
@@ -406,22 +407,26 @@ class RegistryClient:
         raw = self._call(self._redis.get, self.keys.epoch)
         return int(raw) if raw else 0
 
-    def rules(self) -> tuple[dict[str, RouteRule], dict[str, str]]:
-        """Every model's rule in one round trip: (valid rules, reasons of invalid ones)."""
+    def rules(self) -> tuple[dict[str, RouteRule], dict[str, InvalidRule]]:
+        """Every model's rule in one round trip: (valid rules, the invalid documents)."""
         models = self.list_models()
         with self._connection(), self._redis.pipeline(transaction=False) as pipe:
             for model in models:
                 pipe.get(self.keys.route(model))
             documents = pipe.execute()
         valid: dict[str, RouteRule] = {}
-        invalid: dict[str, str] = {}
+        invalid: dict[str, InvalidRule] = {}
         for model, document in zip(models, documents, strict=True):
             if document is None:
                 continue
             try:
-                valid[model] = RouteRule.from_json(document)
+                rule = RouteRule.from_json(document)
+                if rule.model != model:
+                    raise SchemaError(f"model: expected {model!r}, got {rule.model!r}")
+                valid[model] = rule
             except SchemaError as exc:
-                invalid[model] = str(exc)
+                digest = hashlib.sha256(document).hexdigest()
+                invalid[model] = InvalidRule(str(exc), digest)
         return valid, invalid
 
     def events(self) -> redis.client.PubSub:

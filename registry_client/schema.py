@@ -10,11 +10,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "BLOB_SCHEME",
     "MAX_ROUTE_VERSIONS",
+    "MAX_RULE_DOCUMENT_BYTES",
     "NAME_PATTERN",
+    "InvalidRule",
     "Keys",
     "RouteRule",
     "SchemaError",
@@ -31,6 +34,8 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(NAME_PATTERN)
 MAX_ROUTE_VERSIONS = 16  # versions named by one rule (split and shadows together)
 MAX_REASON_CHARS = 500
+# A rule is a few hundred bytes; anything far larger is not one, and is refused unparsed.
+MAX_RULE_DOCUMENT_BYTES = 64 * 1024
 PRIVATE_SOCKET_NAME = "redis.sock"
 BLOB_SCHEME = "redis-blob"  # artifact_uri of bytes uploaded into Redis: redis-blob:<sha256>
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
@@ -141,6 +146,14 @@ class Shadow:
     percent: float
 
 
+class InvalidRule(NamedTuple):
+    """A stored rule document that was refused: why, and the sha256 of its bytes (so the same
+    document is reported once however often it is read)."""
+
+    reason: str
+    digest: str
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRule:
     """A model's routing rule (DESIGN.md 6); `revision` counts committed changes."""
@@ -179,9 +192,11 @@ class RouteRule:
                     " shadowed; a version is either served or shadowed, once"
                 )
             seen.add(shadow.version)
-            if isinstance(shadow.percent, bool) or not 0 <= shadow.percent <= 100:
+            percent = shadow.percent  # a stored document may hold any JSON value here
+            is_number = isinstance(percent, int | float) and not isinstance(percent, bool)
+            if not (is_number and 0 <= percent <= 100):
                 raise SchemaError(
-                    f"shadows[{i}].percent: expected a number from 0 to 100, got {shadow.percent!r}"
+                    f"shadows[{i}].percent: expected a number from 0 to 100, got {percent!r}"
                 )
         if len(seen) > MAX_ROUTE_VERSIONS:
             raise SchemaError(
@@ -215,9 +230,13 @@ class RouteRule:
     @classmethod
     def from_json(cls, text: str | bytes) -> RouteRule:
         """Parse and validate a stored document; SchemaError names what is wrong."""
+        if len(text) > MAX_RULE_DOCUMENT_BYTES:
+            raise SchemaError(
+                f"route document: {len(text)} bytes, expected at most {MAX_RULE_DOCUMENT_BYTES}"
+            )
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise SchemaError(f"route document is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise SchemaError("route document: expected a JSON object")
@@ -234,6 +253,6 @@ class RouteRule:
                 updated_at=str(doc.get("updated_at", "")),
                 reason=str(doc.get("reason", "")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SchemaError(f"route document: missing or malformed field {exc}") from exc
         return rule.validate()

@@ -82,6 +82,7 @@ class RuleWatcher:
         self._synced_once = False
         self._epoch = -1
         self._given_up: dict[str, Route] = {}  # model -> the route whose versions failed to load
+        self._refused: dict[str, str] = {}  # model -> digest of its last invalid document
         self._errors: dict[str, str] = {}
         self._last_heartbeat = 0.0
         self._threads = [
@@ -138,12 +139,17 @@ class RuleWatcher:
 
     def _resync(self) -> None:
         rules, invalid = self._registry.rules()
-        for model, reason in invalid.items():
-            self._errors[model] = f"invalid rule document: {reason}"
-            _log.error("invalid rule ignored", extra={"model": model, "reason": reason})
+        for model, refused in invalid.items():
+            self._errors[model] = f"invalid rule document: {refused.reason}"
+            if self._refused.get(model) != refused.digest:
+                self._refused[model] = refused.digest
+                self._metrics.rules_rejected.labels("invalid").inc()
+                _log.error("invalid rule ignored; the last good rule keeps serving",
+                           extra={"model": model, "reason": refused.reason})  # fmt: skip
         current = self._routes.current().routes
         routes = dict(current)
         for model, rule in rules.items():
+            self._refused.pop(model, None)
             # Content, not only the revision: a registry restored from scratch counts again.
             split = tuple((s.version, s.weight) for s in rule.split)
             shadows = tuple((s.version, s.percent) for s in rule.shadows)
@@ -153,9 +159,11 @@ class RuleWatcher:
             if self._load_versions(rule):
                 routes[model] = wanted
                 self._errors.pop(model, None)
+                self._given_up.pop(model, None)  # set again later, it is tried again
                 self._record_applied(model, wanted)
             else:
                 self._given_up[model] = wanted
+                self._metrics.rules_rejected.labels("not_applied").inc()
         if routes != dict(current):
             self._routes.replace(RouteTable(MappingProxyType(routes)))
         self._unload_unrouted(routes, rules)
