@@ -52,7 +52,7 @@ bad_percents = st.one_of(
 )
 
 
-def _rule(split: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+def _rule(split: list[Any], **fields: Any) -> dict[str, Any]:
     return {"model": "credit", "revision": 900, "split": split, "sticky": True, **fields}
 
 
