@@ -17,15 +17,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.auth import AuthInterceptor
 from gateway.api.health import HealthService
 from gateway.api.interceptor import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
@@ -33,6 +34,7 @@ from gateway.api.status import code_name
 from gateway.drift.monitor import DriftMonitor
 from gateway.drift.recorder import DriftRecorder
 from gateway.metrics import GatewayMetrics
+from gateway.metrics_http import MetricsServer, start_metrics_server
 from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
 from gateway.periodic import Periodic
@@ -43,6 +45,7 @@ from gateway.request_stats import RequestStats
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
+from gateway.security import Security, SecurityError
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
@@ -75,7 +78,9 @@ class Gateway:
     """One gateway process: gRPC server, metrics endpoint, versions and routes."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        """SecurityError for TLS or token settings that cannot work."""
         self.settings = settings
+        self.security = Security.from_settings(settings)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.private_redis: PrivateRedis | None = None
         redis_url = settings.redis_url
@@ -105,15 +110,16 @@ class Gateway:
         self.drift: DriftRecorder | None = None
         if redis_url and settings.drift_buffer_rows > 0:
             self.drift = DriftRecorder(self.metrics.sketch_dropped, settings.drift_buffer_rows)
+        self.loaded = threading.Event()
         self.pipeline = InferencePipeline(
-            self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift
-        )
+            self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
+            self.loaded.is_set,
+        )  # fmt: skip
         self.health = HealthService([INFERENCE_SERVICE])
         self.state = ServingState(self.health)
-        self.loaded = threading.Event()
         self.grpc_port = 0
         self.metrics_port = 0
-        self._metrics_server: WSGIServer | None = None
+        self._metrics_server: MetricsServer | None = None
         self.replica = _replica_id(settings)
         self.registry_client: RegistryClient | None = None
         self.watcher: RuleWatcher | None = None
@@ -179,6 +185,12 @@ class Gateway:
             Periodic("drift-monitor", settings.drift_monitor_seconds, self.drift_monitor.refresh),
         ]
 
+    def _interceptors(self) -> list[grpc.ServerInterceptor[Any, Any]]:
+        # Authentication first: the error-mapping interceptor caches handlers per method.
+        tokens = self.security.tokens
+        auth = [] if tokens is None else [AuthInterceptor(tokens)]
+        return [*auth, ErrorMappingInterceptor()]
+
     def _build_server(self) -> grpc.Server:
         limit = self.settings.max_message_bytes
         server = grpc.server(
@@ -186,7 +198,7 @@ class Gateway:
                 self.settings.grpc_threads + self.settings.max_streams,
                 thread_name_prefix="onnxgate-rpc",
             ),
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=self._interceptors(),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -210,12 +222,18 @@ class Gateway:
         self.shadows.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
-        self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address, tls = f"{settings.host}:{settings.grpc_port}", self.security.tls
+        if tls is None:
+            self.grpc_port = self._server.add_insecure_port(address)
+        else:
+            self.grpc_port = self._server.add_secure_port(address, tls.grpc_credentials())
         self._server.start()
         if settings.metrics_port >= 0:
-            self._metrics_server, _ = start_http_server(
-                settings.metrics_port, settings.host, self.registry
-            )
+            self._metrics_server = start_metrics_server(
+                settings.metrics_port, settings.host, self.registry,
+                tls.ssl_context() if tls is not None and settings.metrics_tls else None,
+                self.security.tokens if settings.metrics_auth else None,
+            )  # fmt: skip
             self.metrics_port = self._metrics_server.server_port
         _log.info(
             "gateway started",
@@ -297,7 +315,11 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
     A worker passes its supervisor's pid: it drains when orphaned, so a supervisor killed
     without a chance to forward SIGTERM leaves no workers behind."""
     stop_requested = start_process(settings, "draining")
-    gateway = Gateway(settings)
+    try:
+        gateway = Gateway(settings)
+    except SecurityError as exc:
+        _log.error("cannot start", extra={"reason": str(exc)})
+        return 2
     orphan_watch: Periodic | None = None
     if parent_pid is not None:
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway.app import serve
 from gateway.probe import probe
+from gateway.security import Security, SecurityError
 from gateway.settings import Settings, SettingsError
 from gateway.supervisor import supervise
 from registry_client.schema import default_data_dir
@@ -56,6 +57,37 @@ def _parser() -> argparse.ArgumentParser:
         help="gateway processes sharing the port, supervised and restarted (default 1)",
     )  # fmt: skip
     run.add_argument("--max-message-bytes", type=int, help="largest request/response (256 MiB)")
+    run.add_argument(
+        "--tls-cert",
+        dest="tls_cert_file",
+        type=Path,
+        help="PEM certificate chain: serve gRPC over TLS (with --tls-key)",
+    )
+    run.add_argument("--tls-key", dest="tls_key_file", type=Path, help="PEM private key")
+    run.add_argument(
+        "--tls-client-ca",
+        dest="tls_client_ca_file",
+        type=Path,
+        help="PEM CA bundle: require client certificates it signed (mutual TLS)",
+    )
+    run.add_argument(
+        "--auth-tokens-file",
+        type=Path,
+        help="bearer tokens, one 'NAME SCOPES TOKEN' per line (scopes: infer,"
+        " admin, metrics); calls without a known token are refused",
+    )
+    run.add_argument(
+        "--metrics-tls",
+        action="store_true",
+        default=None,
+        help="serve /metrics over TLS with --tls-cert/--tls-key/--tls-client-ca",
+    )
+    run.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        default=None,
+        help="/metrics only for tokens with the 'metrics' scope",
+    )
     run.add_argument("--ort-intra-op-threads", type=int, help="onnxruntime threads per run (1)")
     run.add_argument("--ort-inter-op-threads", type=int, help="onnxruntime inter-op threads (1)")
     run.add_argument("--max-batch-size", type=int, help="largest batch a request may carry (1024)")
@@ -113,6 +145,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--address", default="127.0.0.1:8001", help="gRPC address")
     check.add_argument("--service", default="", help="health service name ('' = whole server)")
     check.add_argument("--timeout", type=float, default=2.0, help="seconds to wait")
+    check.add_argument("--tls", action="store_true", help="speak TLS (system CAs by default)")
+    check.add_argument("--ca-cert", type=Path, help="PEM CA that signed the server (implies --tls)")
+    check.add_argument("--client-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    check.add_argument("--client-key", type=Path, help="PEM key of --client-cert")
     return parser
 
 
@@ -138,7 +174,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["probe"]:
         args = _parser().parse_args(argv)
-        return probe(args.address, args.service, args.timeout)
+        files = (args.ca_cert, args.client_cert, args.client_key)
+        tls = files if args.tls or any(files) else None
+        try:
+            return probe(args.address, args.service, args.timeout, tls)
+        except OSError as exc:
+            print(f"onnxgate probe: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
     settings = parse_settings(argv, os.environ if env is None else env)
     if settings.models is not None and not settings.models.is_dir():
         print(f"onnxgate: --models {settings.models}: not a directory", file=sys.stderr)
@@ -148,6 +190,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(f"onnxgate: {flag} {getattr(settings, value)}: expected {least} or more",
                   file=sys.stderr)  # fmt: skip
             return 2
+    try:
+        Security.from_settings(settings)  # checked before anything starts, as flags are
+    except SecurityError as exc:
+        print(f"onnxgate: {exc}", file=sys.stderr)
+        return 2
     if settings.workers > 1:
         return supervise(settings)
     return serve(settings)

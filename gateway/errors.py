@@ -8,6 +8,8 @@
     +-- Overloaded          admission limit reached; retry later or on another replica
     +-- DeadlineExceeded    the caller's deadline passed before the model ran
     +-- Unsupported         the protocol has the call, this gateway does not offer it
+    +-- NotAuthenticated    no bearer token, or one this gateway does not know
+    +-- NotAllowed          a known token without the scope the call needs
 
 Messages are written for the caller: they name the field and say what was expected.
 """
@@ -20,6 +22,8 @@ __all__ = [
     "InvalidInput",
     "ModelNotFound",
     "ModelNotReady",
+    "NotAllowed",
+    "NotAuthenticated",
     "Overloaded",
     "ServiceUnknown",
     "TooManyStreams",
@@ -65,3 +69,11 @@ class TooManyStreams(GatewayError):
 
 class Unsupported(GatewayError):
     """Raised for protocol calls the gateway deliberately does not offer."""
+
+
+class NotAuthenticated(GatewayError):
+    """Raised when a call that needs a token has none, or one this gateway does not know."""
+
+
+class NotAllowed(GatewayError):
+    """Raised when the caller's token lacks the scope the call needs."""

@@ -35,7 +35,11 @@ class InferencePipeline:
         code_name: Callable[[GatewayError], str],
         shadows: ShadowDispatcher | None = None,
         drift: DriftRecorder | None = None,
+        started: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`started` turns true once the first routes are known (versions loaded or rules
+        synced); before that, no route means "not yet", not "no such model"."""
+        self._started = started
         self._routes = routes
         self._versions = versions
         self._metrics = metrics
@@ -51,6 +55,8 @@ class InferencePipeline:
         if decision is None:
             if self._versions.is_loading(model):
                 raise ModelNotReady(f"model '{model}' is loading and has no ready version yet")
+            if not self._started():
+                raise ModelNotReady(f"the gateway is starting and has no route for '{model}' yet")
             raise ModelNotFound(f"Request for unknown model: '{model}' has no available versions")
         return self._versions.get(model, decision.version), decision
 

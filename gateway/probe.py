@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["probe"]
+__all__ = ["TlsClientFiles", "probe"]
+
+TlsClientFiles = tuple[Path | None, Path | None, Path | None]
 
 
-def probe(address: str, service: str, timeout: float) -> int:
-    """0 when SERVING, 1 when not serving or unreachable; prints the status either way."""
-    with grpc.insecure_channel(address) as channel:
+def _channel(address: str, tls: TlsClientFiles | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address)
+    ca, cert, key = (None if path is None else path.read_bytes() for path in tls)
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    return grpc.secure_channel(address, credentials)
+
+
+def probe(address: str, service: str, timeout: float, tls: TlsClientFiles | None = None) -> int:
+    """0 when SERVING, 1 when not serving or unreachable; prints the status either way.
+    With `tls` (CA, client certificate, client key; each may be None) it speaks TLS."""
+    with _channel(address, tls) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

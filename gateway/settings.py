@@ -36,6 +36,14 @@ class Settings:
     # HTTP/2 streams one connection may have open: a single client cannot take every thread.
     max_streams_per_connection: int = 128
     max_message_bytes: int = 256 * 1024 * 1024
+    # TLS on the gRPC port when a certificate and key are given; with a client CA as well,
+    # callers must present a certificate it signed (mutual TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    auth_tokens_file: Path | None = None  # bearer tokens and their scopes (api/tokens.py)
+    metrics_tls: bool = False  # /metrics over the gRPC port's TLS settings
+    metrics_auth: bool = False  # /metrics only for tokens with the `metrics` scope
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
     load_threads: int = 2
@@ -106,6 +114,17 @@ def _convert(name: str, annotation: str, raw: str) -> object:
             return float(raw)
         if annotation.startswith("Path"):
             return Path(raw)
+        if annotation == "bool":
+            return _boolean(raw)
     except ValueError as exc:
         raise SettingsError(f"{variable}={raw!r}: expected {annotation}") from exc
     return raw
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)

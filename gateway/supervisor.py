@@ -28,14 +28,14 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
 
 import redis
-from prometheus_client import start_http_server
 from prometheus_client.multiprocess import mark_process_dead
 
+from gateway.metrics_http import MetricsServer, start_metrics_server
 from gateway.private_redis import PrivateRedis, PrivateRedisError
 from gateway.process import start_process
+from gateway.security import Security
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.worker_metrics import SupervisorMetrics
 from registry_client.client import RegistryClient
@@ -131,7 +131,7 @@ class Supervisor:
         self._port_holder: socket.socket | None = None
         self._metrics_dir = _metrics_directory()
         self.metrics = SupervisorMetrics(self._metrics_dir)
-        self._metrics_server: WSGIServer | None = None
+        self._metrics_server: MetricsServer | None = None
         self._worker_settings = settings
         self.grpc_port = 0
         self.metrics_port = 0
@@ -157,9 +157,13 @@ class Supervisor:
             models=None if following else settings.models,  # imported above
         )  # fmt: skip
         if settings.metrics_port >= 0:
-            self._metrics_server, _ = start_http_server(
-                settings.metrics_port, settings.host, self.metrics.registry
-            )
+            security = Security.from_settings(settings)  # the CLI has checked it already
+            tls = security.tls if settings.metrics_tls else None
+            self._metrics_server = start_metrics_server(
+                settings.metrics_port, settings.host, self.metrics.registry,
+                None if tls is None else tls.ssl_context(),
+                security.tokens if settings.metrics_auth else None,
+            )  # fmt: skip
             self.metrics_port = self._metrics_server.server_port
         _log.info(
             "gateway started",

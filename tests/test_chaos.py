@@ -9,9 +9,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
+from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
@@ -84,3 +86,25 @@ def test_a_blackholed_registry_fails_no_request_and_is_followed_within_5s_of_rec
     assert {code for code, _ in seen} == {"OK"}, "an inference request failed"
     assert served_blind > 20  # requests kept being answered while Redis was cut off
     assert resync < 5
+
+
+def test_before_the_first_sync_requests_are_unavailable_not_unknown(redis_server):
+    """A gateway that cannot reach Redis yet has no routes: clients must retry (UNAVAILABLE),
+    not conclude the model does not exist (NOT_FOUND)."""
+    proxy = FaultProxy("127.0.0.1", redis_server.port).start()
+    proxy.blackhole()
+    settings = Settings(host="127.0.0.1", grpc_port=0, metrics_port=-1, redis_url=proxy.url)
+    gateway = Gateway(settings, CollectorRegistry())
+    gateway.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(REQUEST, timeout=5)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert (
+            refused.value.details() == "the gateway is starting and has no route for 'credit' yet"
+        )
+    finally:
+        proxy.restore()
+        gateway.stop(grace_seconds=1)
+        proxy.stop()

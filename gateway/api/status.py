@@ -10,6 +10,8 @@ from gateway.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    NotAllowed,
+    NotAuthenticated,
     Overloaded,
     ServiceUnknown,
     TooManyStreams,
@@ -27,6 +29,8 @@ _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,  # as gRPC's own concurrency limit
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    NotAllowed: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # Errors the caller can fix or retry: logged at INFO without a traceback.

@@ -1,0 +1,113 @@
+"""The bearer-token interceptor: the first thing every RPC passes when tokens are configured.
+
+Inference, metadata and reflection need the `infer` scope; the repository RPCs need `admin`;
+methods not listed here need `admin` too, so a new RPC is closed until someone opens it.
+Health checks stay open for load balancers and container probes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from gateway.api.status import status_for
+from gateway.api.tokens import TokenTable
+from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
+
+__all__ = ["AuthInterceptor", "required_scope"]
+
+_log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
+
+_INFERENCE = "/inference.GRPCInferenceService/"
+_INFER_METHODS = frozenset(
+    _INFERENCE + name
+    for name in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
+                 "ModelInfer", "ModelStreamInfer", "ModelConfig")
+)  # fmt: skip
+_OPEN_PREFIX = "/grpc.health.v1.Health/"
+_REFLECTION_PREFIX = "/grpc.reflection."
+
+
+def required_scope(method: str) -> str | None:
+    """The scope a method needs; None for the open health service."""
+    if method.startswith(_OPEN_PREFIX):
+        return None
+    if method in _INFER_METHODS or method.startswith(_REFLECTION_PREFIX):
+        return "infer"
+    return "admin"
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same kind as `handler` that answers `error` without running it."""
+    code = status_for(error)
+
+    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, error.message)
+
+    kinds: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+    kind = next(k for k in kinds if getattr(handler, k) is not None)
+    return kinds[kind](
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class AuthInterceptor(_Interceptor):
+    """Answers UNAUTHENTICATED without a known token and PERMISSION_DENIED without the scope.
+
+    It must come first: the error-mapping interceptor caches handlers per method, and a cache
+    in front of this check would let every call after the first one through."""
+
+    def __init__(self, tokens: TokenTable) -> None:
+        self._tokens = tokens
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        scope = required_scope(method)
+        handler = continuation(handler_call_details)
+        if scope is None or handler is None:
+            return handler
+        authorization = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                authorization = value
+                break
+        caller = self._tokens.identify(authorization)
+        if caller is None:
+            why = "missing" if authorization is None else "unknown or malformed"
+            _log.info("request refused", extra={"method": method, "code": "UNAUTHENTICATED",
+                                                "detail": f"{why} bearer token"})  # fmt: skip
+            return _refusal(
+                handler,
+                NotAuthenticated(
+                    "expected metadata 'authorization: Bearer <token>' with a token this"
+                    " gateway knows"
+                ),
+            )
+        name, scopes = caller
+        if scope not in scopes:
+            _log.info("request refused", extra={"method": method, "code": "PERMISSION_DENIED",
+                                                "caller": name})  # fmt: skip
+            return _refusal(
+                handler, NotAllowed(f"token {name!r} lacks the {scope!r} scope for {method}")
+            )
+        return handler
