@@ -50,6 +50,7 @@ from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
 from gateway.stats_flusher import WindowFlusher
+from gateway.turns import RequestTurns
 from registry_client.client import RegistryClient
 from registry_client.drift_store import SketchWrite
 from registry_client.repository import scan_repository
@@ -96,6 +97,8 @@ class Gateway:
             inter_op_threads=settings.ort_inter_op_threads,
             max_batch_size=settings.max_batch_size,
             max_inflight_per_version=settings.max_inflight_per_version,
+            max_concurrency_per_version=settings.max_concurrency_per_version,
+            max_queue_per_version=settings.max_queue_per_version,
             batch_delay_us=settings.batch_delay_us,
             max_model_bytes=settings.max_model_bytes,
         )
@@ -113,7 +116,7 @@ class Gateway:
         self.loaded = threading.Event()
         self.pipeline = InferencePipeline(
             self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
-            self.loaded.is_set,
+            self.loaded.is_set, RequestTurns(settings.grpc_threads),
         )  # fmt: skip
         self.health = HealthService([INFERENCE_SERVICE])
         self.state = ServingState(self.health)
@@ -151,7 +154,7 @@ class Gateway:
                 self._drift_tasks(self.registry_client, self.drift)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
-            settings.max_streams, settings.grpc_threads, settings.request_timeout_seconds,
+            settings.max_streams, settings.request_timeout_seconds,
         )  # fmt: skip
         self._server = self._build_server()
         samplers = self.metrics.samplers

@@ -23,7 +23,10 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-streams", "max_streams", 0),
              ("--request-timeout-seconds", "request_timeout_seconds", 0.001),
              ("--max-streams-per-connection", "max_streams_per_connection", 1),
-             ("--max-model-bytes", "max_model_bytes", 1))  # fmt: skip
+             ("--max-model-bytes", "max_model_bytes", 1),
+             ("--max-inflight-per-version", "max_inflight_per_version", 1),
+             ("--max-concurrency-per-version", "max_concurrency_per_version", 0),
+             ("--max-queue-per-version", "max_queue_per_version", 0))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-inflight-per-version", type=int, help="admission limit per version (64)"
     )
+    run.add_argument(
+        "--max-concurrency-per-version", type=int,
+        help="requests of one version running at once; 0: no limit of its own (default)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-queue-per-version", type=int,
+        help="with --max-concurrency-per-version: requests that may wait beyond it (64)",
+    )  # fmt: skip
     run.add_argument(
         "--batch-delay-us", type=int,
         help="dynamic batching: -1 off (default); else wait at most this long for more requests",

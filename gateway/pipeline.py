@@ -15,6 +15,7 @@ from gateway.models.version import LoadedVersion
 from gateway.routing.router import Decision, route
 from gateway.routing.table import RouteSource
 from gateway.shadow import ShadowDispatcher, ShadowJob
+from gateway.turns import RequestTurns
 from gateway.types import InferRequest, InferResult
 
 __all__ = ["InferencePipeline"]
@@ -36,10 +37,12 @@ class InferencePipeline:
         shadows: ShadowDispatcher | None = None,
         drift: DriftRecorder | None = None,
         started: Callable[[], bool] = lambda: True,
+        turns: RequestTurns | None = None,
     ) -> None:
         """`started` turns true once the first routes are known (versions loaded or rules
         synced); before that, no route means "not yet", not "no such model"."""
         self._started = started
+        self._turns = turns
         self._routes = routes
         self._versions = versions
         self._metrics = metrics
@@ -69,10 +72,21 @@ class InferencePipeline:
             raise
         metrics = loaded.metrics
         try:
-            binder = loaded.binder
-            feeds = binder.bind_inputs(request.inputs)
-            outputs = binder.select_outputs(request.outputs)
-            arrays = loaded.infer(feeds, outputs.names, request.deadline)
+            # Admitted (and waiting in the version's queue) before taking a turn: a request
+            # that waits for its version holds no turn that another model could use.
+            loaded.admit(request.deadline)
+            try:
+                turn = self._turns.take(request.deadline) if self._turns is not None else 0
+                try:
+                    binder = loaded.binder
+                    feeds = binder.bind_inputs(request.inputs)
+                    outputs = binder.select_outputs(request.outputs)
+                    arrays = loaded.run(feeds, outputs.names, request.deadline)
+                finally:
+                    if self._turns is not None:
+                        self._turns.give_back(turn)
+            finally:
+                loaded.release()
         except GatewayError as exc:
             metrics.failed(self._code_name(exc))
             raise

@@ -53,6 +53,10 @@ class Settings:
     max_batch_size: int = 1024
     max_model_bytes: int = 2**31 - 1  # larger artifacts are refused unread (FAILED)
     max_inflight_per_version: int = 64
+    # > 0: a version runs at most this many requests at once (Triton's instance count); up to
+    # max_queue_per_version more wait, each until its deadline; beyond that, UNAVAILABLE.
+    max_concurrency_per_version: int = 0
+    max_queue_per_version: int = 64
     # Dynamic batching of versions with a dynamic batch dimension: -1 off; else concurrent
     # requests are run together, waiting at most this many microseconds for more.
     batch_delay_us: int = -1

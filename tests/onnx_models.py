@@ -162,6 +162,26 @@ def slow(width: int = 256, layers: int = 48) -> onnx.ModelProto:
     return _model(graph)
 
 
+def busy(rows: int = 8192, width: int = 256, layers: int = 48) -> onnx.ModelProto:
+    """x FP32 [1,width] -> y FP32 [1,width]: as slow as slow() on `rows` rows, from a request
+    of a kilobyte (the input is expanded to `rows` inside the graph), so that many requests
+    arrive at once while one runs."""
+    model = slow(width, layers)
+    graph = model.graph
+    shape = numpy_helper.from_array(np.array([rows, width], np.int64), "rows_shape")
+    expand = helper.make_node("Expand", ["x", "rows_shape"], ["x_rows"])
+    gemms = list(graph.node)[:-1]
+    gemms[0].input[0] = "x_rows"
+    mean = helper.make_node("ReduceMean", [gemms[-1].output[0]], ["y"], axes=[0], keepdims=1)
+    new_graph = helper.make_graph(
+        [expand, *gemms, mean], "busy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        [*graph.initializer, shape],
+    )  # fmt: skip
+    return _model(new_graph)
+
+
 def lookup() -> onnx.ModelProto:
     """index INT64 [N] -> Gather from a 3-entry table -> value FP32 [N]; an index past the
     table makes onnxruntime itself fail at run time (warm-up with index 0 succeeds)."""

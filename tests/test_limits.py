@@ -25,6 +25,7 @@ SLOW_ROWS = 8192  # about half a second per run of the slow model on one core
 def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("slow")
     onnx_models.save(onnx_models.slow(), repo, "slow", "1")
+    onnx_models.save(onnx_models.busy(), repo, "busy", "1")
     onnx_models.save(onnx_models.classifier(), repo, "classifier", "1")
     return repo
 
@@ -51,13 +52,13 @@ def _wait_for(predicate, timeout: float = 10) -> None:
         time.sleep(0.005)
 
 
-def _inflight(gateway: Gateway) -> float:
-    value = gateway.registry.get_sample_value("onnxgate_inflight_requests", {"model": "slow"})
+def _inflight(gateway: Gateway, model: str = "slow") -> float:
+    value = gateway.registry.get_sample_value("onnxgate_inflight_requests", {"model": model})
     return value or 0.0
 
 
-def _runs(gateway: Gateway) -> float:
-    labels = {"model": "slow", "version": "1", "role": "primary"}
+def _runs(gateway: Gateway, model: str = "slow") -> float:
+    labels = {"model": model, "version": "1", "role": "primary"}
     value = gateway.registry.get_sample_value("onnxgate_inference_duration_seconds_count", labels)
     return value or 0.0
 
@@ -183,3 +184,57 @@ def test_a_deadline_that_passed_before_the_handler_ran_is_deadline_exceeded(slow
             gateway.servicer.ModelInfer(request, _ExpiredCall())  # type: ignore[arg-type]
     finally:
         gateway.stop(grace_seconds=1)
+
+
+@pytest.mark.parametrize(("queue", "unavailable"), [(8, 1), (7, 2)])
+def test_a_version_runs_its_limit_queues_its_queue_and_refuses_the_rest(
+    slow_repo, queue, unavailable
+):
+    """Triton's semantics: 1 running + `queue` waiting are admitted, the rest refused at once.
+    (With 10 concurrent requests: queue 8 -> 9 OK, 1 UNAVAILABLE; queue 7 -> 8 OK, 2.)"""
+    gateway = _gateway(slow_repo, max_concurrency_per_version=1, max_queue_per_version=queue)
+    try:
+        with _channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            # A kilobyte each, so all ten arrive while the first runs (about half a second).
+            request = infer_request("busy", {"x": np.ones((1, 256), np.float32)})
+            calls = [stub.ModelInfer.future(request, timeout=60) for _ in range(10)]
+            codes = []
+            for call in calls:
+                try:
+                    call.result()
+                    codes.append("OK")
+                except grpc.RpcError as exc:
+                    codes.append(exc.code().name)
+                    assert "limit of requests in flight" in str(exc.details())
+        assert sorted(codes) == ["OK"] * (10 - unavailable) + ["UNAVAILABLE"] * unavailable
+        assert _runs(gateway, "busy") == 10 - unavailable
+    finally:
+        gateway.stop(grace_seconds=5)
+
+
+def test_a_request_whose_deadline_passes_in_its_version_queue_is_not_run(slow_repo):
+    gateway = _gateway(slow_repo, max_concurrency_per_version=1, grpc_threads=2)
+    busy = infer_request("busy", {"x": np.ones((1, 256), np.float32)})
+    try:
+        with _channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            first = stub.ModelInfer.future(busy)
+            waiting = [stub.ModelInfer.future(busy, timeout=30) for _ in range(3)]
+            _wait_for(lambda: _inflight(gateway, "busy") == 4)
+            # The three waiting for the busy version hold no request thread: with 2 threads
+            # and one running, another model is still answered at once.
+            started = time.monotonic()
+            stub.ModelInfer(infer_request("classifier", {"input": np.ones((1, 4), np.float32)}))
+            assert time.monotonic() - started < 0.4
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(busy, timeout=0.2)
+            assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            first.result()
+            for call in waiting:
+                call.result()
+        assert _runs(gateway, "busy") == 4  # the expired one never ran
+        expired = {"model": "busy", "version": "1", "role": "primary", "code": "DEADLINE_EXCEEDED"}
+        assert gateway.registry.get_sample_value("onnxgate_requests_total", expired) == 1
+    finally:
+        gateway.stop(grace_seconds=5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.codec import decode_infer_request, encode_infer_response
 from gateway.api.metadata import model_config, model_metadata
-from gateway.errors import DeadlineExceeded, GatewayError, TooManyStreams, Unsupported
+from gateway.errors import GatewayError, TooManyStreams, Unsupported
 from gateway.models.store import VersionState, VersionStore
 from gateway.pipeline import InferencePipeline
 from gateway.serving_state import ServingState
@@ -39,7 +38,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         server_version: str,
         max_batch_size: int,
         max_streams: int = 16,
-        request_threads: int = 4,
         request_timeout: float = 60.0,
     ) -> None:
         self._pipeline = pipeline
@@ -49,12 +47,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._max_batch_size = max_batch_size
         self._max_streams = max_streams
         self._request_timeout = request_timeout
-        # The pool has threads for open streams too; inference itself keeps to
-        # request_threads at once, the measured best on a core (more threads only contend
-        # for the GIL). A C-level queue of tokens is the cheapest gate CPython has.
-        self._work_slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for slot in range(request_threads):
-            self._work_slots.put(slot)
         self._open_streams = 0
         self._streams_lock = threading.Lock()
 
@@ -118,25 +110,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             remaining = self._request_timeout
         try:
             decoded = decode_infer_request(request, remaining, context.invocation_metadata())
-            slot = self._take_slot(remaining)
         except GatewayError as exc:
             self._pipeline.count_rejected(request.model_name, exc)
             raise
-        try:
-            return encode_infer_response(self._pipeline.infer(decoded), request.id)
-        finally:
-            self._work_slots.put(slot)
-
-    def _take_slot(self, remaining: float) -> int:
-        """A request thread's turn, or DeadlineExceeded if the deadline passes first."""
-        try:
-            # A deadline may pass between dispatch and here; get() refuses negative timeouts.
-            return self._work_slots.get(timeout=max(remaining, 0.0))
-        except queue.Empty:
-            raise DeadlineExceeded(
-                "deadline passed while the request waited for a request thread; the model did"
-                " not run it"
-            ) from None
+        return encode_infer_response(self._pipeline.infer(decoded), request.id)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext

@@ -53,6 +53,10 @@ class LoadOptions:
     inter_op_threads: int = 1
     max_batch_size: int = 1024
     max_inflight_per_version: int = 64
+    # > 0: at most this many requests of a version run at once; up to max_queue_per_version
+    # more wait in its queue (then the admission limit is their sum, not max_inflight).
+    max_concurrency_per_version: int = 0
+    max_queue_per_version: int = 64
     batch_delay_us: int = -1  # dynamic batching: -1 off; else wait at most this long for more
     max_model_bytes: int = 2**31 - 1  # protobuf cannot parse more
 
@@ -150,7 +154,10 @@ def load_version(
         session=session,
         signature=signature,
         binder=Binder(source.model, signature, options.max_batch_size),
-        max_inflight=options.max_inflight_per_version,
+        max_inflight=options.max_concurrency_per_version + options.max_queue_per_version
+        if options.max_concurrency_per_version > 0
+        else options.max_inflight_per_version,
         metrics=version_metrics,
         batcher=batcher,
+        max_concurrency=options.max_concurrency_per_version,
     )

@@ -86,7 +86,11 @@ class LoadedVersion:
         max_inflight: int,
         metrics: VersionMetrics,
         batcher: Batcher | None = None,
+        max_concurrency: int = 0,
     ) -> None:
+        """`max_inflight` admits requests (running and waiting); with `max_concurrency` > 0
+        at most that many run at once and the others wait in turn, each until its deadline.
+        A batcher has a queue of its own, so it is not combined with a concurrency limit."""
         self.info = info
         self.model = info.model
         self.version = info.version
@@ -96,6 +100,9 @@ class LoadedVersion:
         self._session = session
         self._admission = _Admission(max_inflight)
         self._batcher = batcher
+        self._runs = threading.Semaphore(max_concurrency) if max_concurrency > 0 else None
+        if batcher is not None:
+            self._runs = None
 
     def close(self) -> None:
         """Unloaded: a batcher answers what it holds, then stops."""
@@ -107,6 +114,58 @@ class LoadedVersion:
         """Requests of this version being served now (for the inflight gauge)."""
         return self._admission.active
 
+    def admit(self, deadline: float | None, wait: bool = True) -> None:
+        """Enter the version: Overloaded at once when its admission limit is reached; with a
+        concurrency limit, wait for a turn to run until the deadline (DeadlineExceeded), or
+        not at all without `wait` (Overloaded). Pair with release()."""
+        if not self._admission.try_enter():  # fail fast, never queue behind the limit
+            raise Overloaded(
+                f"model '{self.model}' version '{self.version}' has reached its limit of"
+                " requests in flight; retry later or on another replica"
+            )
+        runs = self._runs
+        if runs is None or runs.acquire(blocking=False):
+            return
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if wait and runs.acquire(timeout=timeout):
+            return
+        self._admission.leave()
+        if not wait:
+            raise Overloaded(
+                f"model '{self.model}' version '{self.version}' is running its limit of"
+                " requests at once"
+            )
+        raise DeadlineExceeded(
+            f"deadline passed while the request waited in the queue of model '{self.model}'"
+            f" version '{self.version}'; the model did not run it"
+        )
+
+    def release(self) -> None:
+        """Leave the version entered with admit()."""
+        if self._runs is not None:
+            self._runs.release()
+        self._admission.leave()
+
+    def run(
+        self,
+        feeds: dict[str, np.ndarray],
+        output_names: Sequence[str],
+        deadline: float | None,
+        metrics: VersionMetrics | None = None,
+    ) -> list[np.ndarray]:
+        """Run the model for an admitted request, unless its deadline has passed. `metrics`
+        replaces the version's own (a shadow run is timed under role="shadow")."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(
+                f"deadline passed before model '{self.model}' version '{self.version}' ran"
+            )
+        if self._batcher is not None:  # it times the runs it makes
+            return self._batcher.run(output_names, feeds, deadline)
+        started = time.perf_counter()
+        results = self._session.run(output_names, feeds)  # ORT releases the GIL here
+        (metrics or self.metrics).inference.observe(time.perf_counter() - started)
+        return results
+
     def infer(
         self,
         feeds: dict[str, np.ndarray],
@@ -114,24 +173,9 @@ class LoadedVersion:
         deadline: float | None,
         metrics: VersionMetrics | None = None,
     ) -> list[np.ndarray]:
-        """Run the model; Overloaded at once when the admission limit is reached. `metrics`
-        replaces the version's own (a shadow run is timed under role="shadow")."""
-        if not self._admission.try_enter():  # fail fast, never queue behind the limit
-            raise Overloaded(
-                f"model '{self.model}' version '{self.version}' has reached its limit of"
-                " requests in flight; retry later or on another replica"
-            )
+        """admit() without waiting, run(), release(): for work that must not queue (shadows)."""
+        self.admit(deadline, wait=False)
         try:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded(
-                    f"deadline passed before model '{self.model}' version '{self.version}' ran"
-                )
-            if self._batcher is not None:  # it times the runs it makes
-                return self._batcher.run(output_names, feeds, deadline)
-            started = time.perf_counter()
-            # ORT releases the GIL in run(); the grpc thread pool is the concurrency limit.
-            results = self._session.run(output_names, feeds)
-            (metrics or self.metrics).inference.observe(time.perf_counter() - started)
-            return results
+            return self.run(feeds, output_names, deadline, metrics)
         finally:
-            self._admission.leave()
+            self.release()
