@@ -139,6 +139,7 @@ class Gateway:
                 heartbeat_seconds=settings.heartbeat_seconds, on_first_sync=self._on_synced,
                 artifact_cache=self._artifact_cache(),
                 bootstrap=self._import_models if settings.models else None,
+                max_artifact_bytes=settings.max_model_bytes,
             )  # fmt: skip
             assert self.request_stats is not None
             stats_store, replica = self.registry_client.stats, self.replica

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from registry_client.client import RegistryClient
+from registry_client.client import MAX_ARTIFACT_BYTES, RegistryClient
 from registry_client.compare import compare_versions, parse_duration, print_comparison
 from registry_client.drift_report import run_drift_command
 from registry_client.errors import Conflict, Rejected, Unreachable
@@ -85,6 +85,12 @@ def _feature_names(text: str) -> tuple[str, list[str]]:
     return input_name, listed
 
 
+def _byte_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes >= 1, got {text!r}")
+    return int(text)
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -143,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument(
         "--upload", action="store_true", help="store the bytes in Redis (for other hosts)"
     )
+    register.add_argument(
+        "--max-artifact-bytes", type=_byte_count, default=MAX_ARTIFACT_BYTES,
+        help="refuse larger files, read no further (2 GiB - 1, the gateways' default cap)",
+    )  # fmt: skip
 
     imports = commands.add_parser("import", help="register a Triton-style model directory")
     imports.add_argument("directory", type=Path)
@@ -267,7 +277,7 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             args.model, args.version, args.file, actor=actor, description=args.description,
             lineage=lineage, metrics=args.metrics, upload=args.upload,
             tags=[t for t in args.tags.split(",") if t],
-            feature_names=dict(args.feature_names),
+            feature_names=dict(args.feature_names), max_bytes=args.max_artifact_bytes,
         )  # fmt: skip
         if emit_json:
             print(json.dumps(stored), file=out)

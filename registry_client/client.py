@@ -39,9 +39,10 @@ from registry_client.schema import (
 )
 from registry_client.stats_store import StatsStore
 
-__all__ = ["AuditEntry", "RegistryClient"]
+__all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient"]
 
 AUDIT_MAX_ENTRIES = 100_000
+MAX_ARTIFACT_BYTES = 2**31 - 1  # protobuf cannot parse a larger model; gateways refuse one
 MAX_BATCH_DELAY_US = 1_000_000  # a second: longer is a queue, not a batch
 MAX_BATCH_ROWS = 65_536
 VERSION_STATUSES = ("registered", "serving", "retired")
@@ -168,6 +169,7 @@ class RegistryClient:
         description: str = "", lineage: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None, upload: bool = False,
         tags: Sequence[str] = (), feature_names: dict[str, list[str]] | None = None,
+        max_bytes: int = MAX_ARTIFACT_BYTES,
     ) -> dict[str, str]:  # fmt: skip
         """Register an ONNX file with its sha256, size and the input/output signature
         onnxruntime reads from it: by reference (file:// URI), or with `upload` as
@@ -175,14 +177,21 @@ class RegistryClient:
 
         `feature_names` names the columns of inputs (input -> names), as drift reports them.
         Versions are immutable: registering the same bytes again returns the stored fields;
-        other bytes under the same version are Rejected."""
+        other bytes under the same version are Rejected, and so is a file over `max_bytes`
+        (read no further than that)."""
         _name(model, "model")
         _name(version, "version")
         path = artifact.resolve()
         try:
-            data = path.read_bytes()
+            with path.open("rb") as file:
+                data = file.read(max_bytes + 1)
         except OSError as exc:
             raise Rejected(f"artifact {artifact}: cannot read it ({exc.strerror})") from exc
+        if len(data) > max_bytes:
+            raise Rejected(
+                f"artifact {artifact}: larger than {max_bytes} bytes; gateways would refuse it"
+                " (raise --max-artifact-bytes and the gateways' --max-model-bytes together)"
+            )
         for name, value in (metrics or {}).items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
@@ -243,12 +252,16 @@ class RegistryClient:
         finally:
             self._call(self._redis.delete, partial)
 
-    def fetch_blob(self, sha256: str) -> bytes:
-        """The bytes uploaded under a hash; NotFound when absent, Rejected when corrupt."""
-        chunks = self._call(self._redis.lrange, self.keys.blob(sha256), 0, -1)
+    def fetch_blob(self, sha256: str, max_bytes: int = MAX_ARTIFACT_BYTES) -> bytes:
+        """The bytes uploaded under a hash; NotFound when absent, Rejected when corrupt or
+        over `max_bytes` (of which no more than a chunk beyond is read)."""
+        last_chunk = max_bytes // BLOB_CHUNK_BYTES + 1
+        chunks = self._call(self._redis.lrange, self.keys.blob(sha256), 0, last_chunk)
         if not chunks:
             raise NotFound(f"blob {sha256[:12]}... is not in the registry")
         data = b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks)
+        if len(data) > max_bytes:
+            raise Rejected(f"blob {sha256[:12]}... is larger than {max_bytes} bytes")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise Rejected(f"blob {sha256[:12]}... does not hash to its name")
         return data

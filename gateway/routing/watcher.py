@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ __all__ = ["RuleWatcher"]
 _log = logging.getLogger(__name__)
 LOAD_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 2.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _file_path(uri: str) -> Path:
@@ -65,6 +67,7 @@ class RuleWatcher:
         on_first_sync: Callable[[], None],
         artifact_cache: Path,
         bootstrap: Callable[[], None] | None = None,
+        max_artifact_bytes: int = 2**31 - 1,
     ) -> None:
         self._registry = registry
         self._versions = versions
@@ -76,6 +79,7 @@ class RuleWatcher:
         self._on_first_sync = on_first_sync
         self._bootstrap = bootstrap
         self._artifact_cache = artifact_cache
+        self._max_artifact_bytes = max_artifact_bytes
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._resync_needed = True
@@ -182,7 +186,7 @@ class RuleWatcher:
                 stored = self._registry.show_version(rule.model, version)
                 path = self._artifact_path(stored["artifact_uri"], stored["sha256"])
                 model = self._registry.show_model(rule.model)
-            except (NotFound, Rejected, ValueError) as exc:
+            except (NotFound, Rejected, ValueError, OSError) as exc:  # OSError: the cache's disk
                 self._errors[rule.model] = f"revision {rule.revision} not applied: {exc}"
                 return False
             source = VersionSource(
@@ -213,11 +217,21 @@ class RuleWatcher:
         loads, so a torn or tampered cache file fails the load instead of serving."""
         if not uri.startswith(f"{BLOB_SCHEME}:"):
             return _file_path(uri)
+        if not _SHA256.fullmatch(sha256):  # it names a file: nothing else may reach the path
+            raise ValueError(f"stored sha256 {sha256[:80]!r}: expected 64 lowercase hex digits")
         cached = self._artifact_cache / f"{sha256}.onnx"
+        if cached.is_symlink() or (cached.exists() and not cached.is_file()):
+            # Only this process writes here, by rename: anything else was put here to be
+            # loaded instead. It is replaced with the registry's bytes, never followed.
+            _log.warning("artifact cache entry is not a file of ours; fetching it again",
+                         extra={"entry": cached.name})  # fmt: skip
+            if cached.is_dir() and not cached.is_symlink():
+                raise ValueError(f"artifact cache entry {cached.name} is a directory")
+            cached.unlink()
         if not cached.exists():
             # Worker processes share the cache: the name is unique per process and thread.
             partial = cached.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
-            partial.write_bytes(self._registry.fetch_blob(sha256))
+            partial.write_bytes(self._registry.fetch_blob(sha256, self._max_artifact_bytes))
             partial.replace(cached)
         return cached
 
