@@ -332,6 +332,45 @@ def test_gateway_runs_under_a_least_privilege_redis_user(redis_server, registry)
         admin.close()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SET", "{onnxgate}:route:credit", "{}"),  # a route write
+        ("DEL", "{onnxgate}:route:credit"),
+        ("HSET", "{onnxgate}:version:credit:1", "sha256", "0" * 64),  # tamper with a version
+        ("INCR", "{onnxgate}:epoch"),
+        ("PUBLISH", "{onnxgate}:events", "credit"),  # a rule event
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "GET", "dir"),
+        ("CONFIG", "SET", "dir", "/tmp"),
+        ("KEYS", "*"),
+        ("ACL", "WHOAMI"),
+        ("SHUTDOWN", "NOSAVE"),
+        ("EVAL", "return 1", "0"),
+        ("SET", "{elsewhere}:key", "x"),  # keys outside the namespace
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_the_gateway_redis_user_is_refused_every_command_it_must_not_run(redis_server, command):
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "gateway", *GATEWAY_ACL.split())
+    admin.set("{onnxgate}:route:credit", '{"kept": true}')
+    url = redis_server.url.replace("redis://", "redis://gateway:gateway-secret@")
+    restricted = redis.Redis.from_url(url)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            restricted.execute_command(*command)
+        assert admin.get("{onnxgate}:route:credit") == b'{"kept": true}'
+        assert admin.ping()  # still up: SHUTDOWN and FLUSHALL were refused
+        # Refused selectively: what the gateway must do still works under the same user.
+        assert restricted.hset("{onnxgate:credit}:stats:1", "replica", "x") == 1
+        assert restricted.get("{onnxgate}:route:credit") == b'{"kept": true}'
+    finally:
+        restricted.close()
+        admin.close()
+
+
 def test_uploaded_artifact_is_served_without_the_original_file(following, registry, tmp_path):
     _, stub = following
     path = onnx_models.save(onnx_models.classifier(seed=7), tmp_path / "elsewhere", "credit", "7")
