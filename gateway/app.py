@@ -209,6 +209,18 @@ class Gateway:
                 # Two gateways must never share a port by accident; a supervisor's workers do.
                 ("grpc.so_reuseport", int(self.settings.workers > 1)),
                 ("grpc.max_concurrent_streams", self.settings.max_streams_per_connection),
+                ("grpc.keepalive_time_ms", int(self.settings.keepalive_seconds * 1000)),
+                ("grpc.keepalive_timeout_ms", int(self.settings.keepalive_timeout_seconds * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                # Keep pinging an idle stream: after gRPC's default of 2 pings without data,
+                # a client that vanished later would never be noticed.
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.http2.ping_timeout_ms", int(self.settings.keepalive_timeout_seconds * 1000)),
+                (
+                    "grpc.http2.min_ping_interval_without_data_ms",
+                    int(self.settings.min_client_ping_seconds * 1000),
+                ),
+                ("grpc.http2.max_ping_strikes", 2),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)

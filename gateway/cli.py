@@ -26,7 +26,10 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-model-bytes", "max_model_bytes", 1),
              ("--max-inflight-per-version", "max_inflight_per_version", 1),
              ("--max-concurrency-per-version", "max_concurrency_per_version", 0),
-             ("--max-queue-per-version", "max_queue_per_version", 0))  # fmt: skip
+             ("--max-queue-per-version", "max_queue_per_version", 0),
+             ("--keepalive-seconds", "keepalive_seconds", 0.001),
+             ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", 0.001),
+             ("--min-client-ping-seconds", "min_client_ping_seconds", 0.0))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-streams-per-connection", type=int,
         help="HTTP/2 streams one client connection may have open at once (128)",
+    )  # fmt: skip
+    run.add_argument(
+        "--keepalive-seconds", type=float,
+        help="ping connections idle this long; close them unanswered after"
+             " --keepalive-timeout-seconds (60, 20)",
+    )  # fmt: skip
+    run.add_argument("--keepalive-timeout-seconds", type=float, help="see --keepalive-seconds (20)")
+    run.add_argument(
+        "--min-client-ping-seconds", type=float,
+        help="clients pinging more often are disconnected (GOAWAY too_many_pings) (10)",
     )  # fmt: skip
     run.add_argument(
         "--workers", type=int,

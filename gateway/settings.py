@@ -35,6 +35,13 @@ class Settings:
     request_timeout_seconds: float = 60.0
     # HTTP/2 streams one connection may have open: a single client cannot take every thread.
     max_streams_per_connection: int = 128
+    # The server pings a connection idle this long and closes it when no answer comes within
+    # keepalive_timeout_seconds: a vanished client's stream gives its thread back.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    # Clients may ping this often, no more (gRPC's default is 5 minutes, which cuts off any
+    # client with keepalive on); the third faster ping closes their connection (GOAWAY).
+    min_client_ping_seconds: float = 10.0
     max_message_bytes: int = 256 * 1024 * 1024
     # TLS on the gRPC port when a certificate and key are given; with a client CA as well,
     # callers must present a certificate it signed (mutual TLS).
