@@ -21,6 +21,7 @@ from gateway.types import InputTensor
 __all__ = ["Binder", "OutputSelection", "decode_bytes_elements", "encode_bytes_elements"]
 
 _LENGTH = struct.Struct("<I")
+_MAX_ARRAY_BYTES = int(np.iinfo(np.intp).max)  # numpy's limit, even for arrays with no elements
 
 
 def _names(names: Sequence[str]) -> str:
@@ -90,6 +91,19 @@ def _matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     return True
 
 
+def _shared_dims(
+    inputs: Sequence[TensorSpec],
+) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """Dimension names that more than one dynamic input dimension carries, with their
+    (input, axis) places: onnxruntime fails at run time when they disagree."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for spec in inputs:
+        for axis, dim in enumerate(spec.dim_names):
+            if dim is not None and spec.shape[axis] == -1:
+                places.setdefault(dim, []).append((spec.name, axis))
+    return tuple((dim, tuple(p)) for dim, p in places.items() if len(p) > 1)
+
+
 @dataclass(frozen=True, slots=True)
 class OutputSelection:
     """The outputs a request wants, with their names ready for session.run."""
@@ -110,12 +124,17 @@ class Binder:
             signature.outputs, tuple(s.name for s in signature.outputs)
         )
         self._max_batch = max_batch_size if signature.batchable else 0
+        # The first dimension of a batchable model is the batch: all inputs must agree on it
+        # (onnxruntime's kernels and the dynamic batcher both count on that).
+        self._one_batch = signature.batchable and len(signature.inputs) > 1
+        self._shared_dims = _shared_dims(signature.inputs)
 
     def bind_inputs(self, tensors: Sequence[InputTensor]) -> dict[str, np.ndarray]:
         """Return the feeds for session.run, or raise InvalidInput naming the bad input."""
         if len(tensors) != len(self._inputs):
             self._raise_count_mismatch(tensors)
         feeds: dict[str, np.ndarray] = {}
+        batch = -1
         for tensor in tensors:
             spec = self._by_name.get(tensor.name)
             if spec is None:
@@ -127,7 +146,25 @@ class Binder:
                     f"input '{tensor.name}' appears more than once in the request for model"
                     f" '{self._model}'"
                 )
-            feeds[tensor.name] = self._decode(tensor, spec)
+            array = feeds[tensor.name] = self._decode(tensor, spec)
+            if self._one_batch:
+                if batch < 0:
+                    batch = array.shape[0]
+                elif array.shape[0] != batch:
+                    raise InvalidInput(
+                        f"input '{tensor.name}' batch size does not match other inputs for"
+                        f" '{self._model}'. Expected {batch}, got {array.shape[0]}"
+                    )
+        for dim, places in self._shared_dims:
+            (first, first_axis), *others = places
+            size = feeds[first].shape[first_axis]
+            for name, axis in others:
+                if feeds[name].shape[axis] != size:
+                    raise InvalidInput(
+                        f"unexpected shape for input '{name}' for model '{self._model}'."
+                        f" Expected dimension '{dim}' to be {size}, as in input '{first}',"
+                        f" got {_dims(feeds[name].shape)}."
+                    )
         return feeds
 
     def select_outputs(self, names: Sequence[str]) -> OutputSelection:
@@ -150,9 +187,16 @@ class Binder:
 
     def _raise_count_mismatch(self, tensors: Sequence[InputTensor]) -> None:
         given = [t.name for t in tensors]
+        seen: set[str] = set()
         for name in given:
             if name not in self._by_name:
                 raise InvalidInput(f"unexpected inference input '{name}' for model '{self._model}'")
+            if name in seen:  # else the count message would name no missing input
+                raise InvalidInput(
+                    f"input '{name}' appears more than once in the request for model"
+                    f" '{self._model}'"
+                )
+            seen.add(name)
         missing = [s.name for s in self._inputs if s.name not in given]
         raise InvalidInput(
             f"expected {len(self._inputs)} inputs but got {len(tensors)} inputs for model"
@@ -170,6 +214,8 @@ class Binder:
         shape = tuple(tensor.shape[:])  # a slice copies upb's repeated field at C speed
         self._check_shape(tensor.name, shape, spec.shape)
         count = math.prod(shape)
+        if count == 0:  # no data to measure the shape against: bound it here
+            self._check_empty_shape(tensor.name, shape, datatype)
         if tensor.raw is not None:
             return self._from_raw(tensor.name, tensor.raw, datatype, shape, count)
         return self._from_values(tensor.name, tensor.values or (), datatype, shape, count)
@@ -184,6 +230,16 @@ class Binder:
             raise InvalidInput(
                 f"inference request batch-size must be <= {self._max_batch} for"
                 f" '{self._model}', got {shape[0]} for input '{name}'"
+            )
+
+    def _check_empty_shape(self, name: str, shape: tuple[int, ...], datatype: Datatype) -> None:
+        """A shape with a 0 still needs numpy to describe it: the other dimensions times the
+        element size must fit its index type, else reshape fails."""
+        limit = _MAX_ARRAY_BYTES // datatype.numpy.itemsize
+        if math.prod(d for d in shape if d) > limit:
+            raise InvalidInput(
+                f"unexpected shape for input '{name}' for model '{self._model}'. Expected the"
+                f" non-zero dimensions to multiply to at most {limit}, got {_dims(shape)}."
             )
 
     def _from_raw(

@@ -22,6 +22,9 @@ class TensorSpec:
     name: str
     datatype: Datatype
     shape: tuple[int, ...]
+    # The model's name for each dimension (ONNX dim_param), None where it has none: inputs
+    # that name a dimension alike must give it one size.
+    dim_names: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,8 @@ def _spec(arg: _OrtArg) -> TensorSpec:
     if datatype is None:
         raise SignatureError(f"tensor '{arg.name}' has type {arg.type}, which is not served")
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
-    return TensorSpec(arg.name, datatype, shape)
+    names = tuple(d if isinstance(d, str) and d else None for d in arg.shape)
+    return TensorSpec(arg.name, datatype, shape, names)
 
 
 def read_signature(inputs: Sequence[_OrtArg], outputs: Sequence[_OrtArg]) -> Signature:
