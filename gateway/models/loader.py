@@ -133,7 +133,7 @@ def load_version(
     try:
         session.run(None, _warmup_feeds(signature))
     except ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
-        raise LoadError(f"warm-up run failed: {exc}") from exc
+        raise LoadError(f"warm-up run failed: {_SOURCE_LOCATION.sub('', str(exc))}") from exc
     elapsed = time.perf_counter() - started
     info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)
     if source.batch_delay_us is not None or source.max_batch_size is not None:
