@@ -8,6 +8,7 @@
     +-- Overloaded          admission limit reached; retry later or on another replica
     +-- DeadlineExceeded    the caller's deadline passed before the model ran
     +-- Unsupported         the protocol has the call, this gateway does not offer it
+    +-- ModelFailed         the model itself raised while running the request (INTERNAL)
     +-- NotAuthenticated    no bearer token, or one this gateway does not know
     +-- NotAllowed          a known token without the scope the call needs
 
@@ -20,6 +21,7 @@ __all__ = [
     "DeadlineExceeded",
     "GatewayError",
     "InvalidInput",
+    "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
     "NotAllowed",
@@ -77,3 +79,8 @@ class NotAuthenticated(GatewayError):
 
 class NotAllowed(GatewayError):
     """Raised when the caller's token lacks the scope the call needs."""
+
+
+class ModelFailed(GatewayError):
+    """Raised when onnxruntime fails on a request the binder accepted; its cause is logged,
+    and the caller gets only the fixed internal-error message with a request id."""

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ModelFailed
 from gateway.headroom import CpuHeadroom
 from gateway.metrics import SHADOW, GatewayMetrics, VersionMetrics
-from gateway.models.loader import ORT_ERRORS
 from gateway.models.version import LoadedVersion
 
 __all__ = ["ShadowDispatcher", "ShadowJob"]
@@ -135,12 +134,10 @@ class ShadowDispatcher:
         try:
             outputs = shadow.infer(dict(job.feeds), job.output_names, None, metrics)
         except GatewayError as exc:
+            if isinstance(exc, ModelFailed):  # the shadow model failed; the caller never knows
+                _log.warning("shadow run failed", exc_info=exc,
+                             extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
             metrics.failed(self._code_name(exc))
-            return
-        except ORT_ERRORS:  # the shadow model failed; the caller never knows
-            _log.warning("shadow run failed", exc_info=True,
-                         extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
-            metrics.failed("INTERNAL")
             return
         metrics.succeeded(time.perf_counter() - started)
         for name, primary, mirrored in zip(

@@ -65,3 +65,25 @@ def test_gateway_keeps_serving_after_an_internal_error(stub):
         stub.ModelInfer(infer_request("lookup", OUT_OF_TABLE))
     response = stub.ModelInfer(infer_request("lookup", {"index": np.array([2], np.int64)}))
     assert response.model_version == "1"
+
+
+def test_a_model_failure_in_a_stream_is_answered_in_band_and_the_stream_goes_on(stub):
+    good = infer_request("lookup", {"index": np.array([1], np.int64)})
+    bad = infer_request("lookup", OUT_OF_TABLE)
+    answers = list(stub.ModelStreamInfer(iter([good, bad, good]), timeout=10,
+                                         metadata=[("x-request-id", "stream-7")]))  # fmt: skip
+    assert [a.HasField("infer_response") for a in answers] == [True, False, True]
+    assert answers[1].error_message == "internal error (request stream-7)"
+
+
+def test_model_failures_count_against_the_version(lookup_gateway, stub):
+    labels = {"model": "lookup", "version": "1", "role": "primary", "code": "INTERNAL"}
+
+    def failed() -> float:
+        return lookup_gateway.registry.get_sample_value("onnxgate_requests_total", labels) or 0.0
+
+    before = failed()
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            stub.ModelInfer(infer_request("lookup", OUT_OF_TABLE))
+    assert failed() == before + 3  # a canary that errs shows it in its own error rate

@@ -16,7 +16,7 @@ import grpc
 from gateway.api.status import CLIENT_ERRORS, status_for
 from gateway.errors import GatewayError
 
-__all__ = ["ErrorMappingInterceptor"]
+__all__ = ["ErrorMappingInterceptor", "answer_for"]
 
 _log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
@@ -34,10 +34,12 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> NoReturn:
+def answer_for(error: Exception, method: str, context: grpc.ServicerContext) -> str:
+    """Log `error` and return the message its caller gets: a domain error's own, or for
+    anything INTERNAL a fixed one with the request id (the details stay in the log). Also
+    used for the errors a ModelStreamInfer stream answers in-band."""
     request_id = _request_id(context)
-    if isinstance(error, GatewayError):
-        code = status_for(error)
+    if isinstance(error, GatewayError) and status_for(error) is not grpc.StatusCode.INTERNAL:
         # Callers' mistakes are routine: INFO without a traceback; the rest deserve a look.
         level = logging.INFO if type(error) in CLIENT_ERRORS else logging.WARNING
         _log.log(
@@ -45,14 +47,20 @@ def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> NoRe
             "request not served",
             extra={
                 "method": method,
-                "code": code.name,
+                "code": status_for(error).name,
                 "request_id": request_id,
                 "detail": error.message,
             },
         )
-        context.abort(code, error.message)
+        return error.message
     _log.error("internal error", exc_info=error, extra={"method": method, "request_id": request_id})
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
+    return f"internal error (request {request_id})"
+
+
+def _abort(error: Exception, method: str, context: grpc.ServicerContext) -> NoReturn:
+    message = answer_for(error, method, context)
+    code = status_for(error) if isinstance(error, GatewayError) else grpc.StatusCode.INTERNAL
+    context.abort(code, message)
 
 
 def _client_gone(error: Exception, context: grpc.ServicerContext) -> bool:

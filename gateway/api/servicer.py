@@ -10,6 +10,7 @@ import grpc
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.codec import decode_infer_request, encode_infer_response
+from gateway.api.interceptor import answer_for
 from gateway.api.metadata import model_config, model_metadata
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
 from gateway.models.store import VersionState, VersionStore
@@ -19,6 +20,7 @@ from gateway.serving_state import ServingState
 __all__ = ["SERVER_NAME", "InferenceServicer"]
 
 SERVER_NAME = "onnxgate"
+_STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 _MODEL_CONTROL = (
     "loading and unloading through the API is not supported: versions come from the model"
     " repository given with --models"
@@ -133,8 +135,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for request in request_iterator:
                 try:
                     response = self.ModelInfer(request, context)
-                except GatewayError as exc:
-                    yield pb.ModelStreamInferResponse(error_message=exc.message)
+                except GatewayError as exc:  # answered in-band, as Triton does; the stream goes on
+                    message = answer_for(exc, _STREAM_METHOD, context)
+                    yield pb.ModelStreamInferResponse(error_message=message)
                     continue
                 yield pb.ModelStreamInferResponse(infer_response=response)
         finally:

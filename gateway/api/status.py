@@ -8,6 +8,7 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
+    ModelFailed,
     ModelNotFound,
     ModelNotReady,
     NotAllowed,
@@ -31,6 +32,7 @@ _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
     NotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    ModelFailed: grpc.StatusCode.INTERNAL,
 }
 
 # Errors the caller can fix or retry: logged at INFO without a traceback.

@@ -9,36 +9,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from gateway.datatypes import BYTES
 from gateway.metrics import GatewayMetrics
 from gateway.models.batcher import DynamicBatcher
 from gateway.models.binding import Binder
+from gateway.models.ort_errors import ORT_ERRORS
 from gateway.models.signature import Signature, SignatureError, read_signature
 from gateway.models.version import LoadedVersion, VersionInfo
 from registry_client.repository import VersionSource
 
 __all__ = ["ORT_ERRORS", "LoadError", "LoadOptions", "load_version"]
-
-
-# onnxruntime's own exception types derive from Exception directly; these are the ones a
-# corrupt, unsupported or unrunnable model raises.
-ORT_ERRORS: tuple[type[Exception], ...] = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NoModel,
-    ort_state.NoSuchFile,
-    ort_state.NotFound,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-    ort_state.EPFail,
-    RuntimeError,
-    ValueError,
-    TypeError,
-)
 
 
 class LoadError(Exception):

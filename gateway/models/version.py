@@ -10,9 +10,10 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, Overloaded
+from gateway.errors import DeadlineExceeded, ModelFailed, Overloaded
 from gateway.metrics import VersionMetrics
 from gateway.models.binding import Binder
+from gateway.models.ort_errors import ORT_ERRORS
 from gateway.models.signature import Signature
 
 __all__ = ["Batcher", "LoadedVersion", "Session", "VersionInfo"]
@@ -159,10 +160,15 @@ class LoadedVersion:
             raise DeadlineExceeded(
                 f"deadline passed before model '{self.model}' version '{self.version}' ran"
             )
-        if self._batcher is not None:  # it times the runs it makes
-            return self._batcher.run(output_names, feeds, deadline)
-        started = time.perf_counter()
-        results = self._session.run(output_names, feeds)  # ORT releases the GIL here
+        try:
+            if self._batcher is not None:  # it times the runs it makes
+                return self._batcher.run(output_names, feeds, deadline)
+            started = time.perf_counter()
+            results = self._session.run(output_names, feeds)  # ORT releases the GIL here
+        except ORT_ERRORS as exc:
+            raise ModelFailed(
+                f"model '{self.model}' version '{self.version}' failed to run the request"
+            ) from exc
         (metrics or self.metrics).inference.observe(time.perf_counter() - started)
         return results
 
