@@ -50,6 +50,7 @@ def test_a_vanished_client_gives_its_stream_slot_back(model_repo: Path):
             eventually(lambda: gateway.servicer._open_streams == 0, timeout=10)
             freed_after = time.monotonic() - vanished
             requests.put(None)
+        print(f"KEEPALIVE vanished client: stream slot freed after {freed_after:.2f} s")
         assert freed_after < 0.5 + 1.0 + 2.0  # one idle interval, the ping timeout, slack
     finally:
         proxy.stop()
