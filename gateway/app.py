@@ -14,6 +14,7 @@ import re
 import socket
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -300,8 +301,15 @@ class Gateway:
     def stop(self, grace_seconds: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new RPCs, let in-flight ones finish, then stop workers."""
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + grace
         self.state.mark_draining()
-        stopped = self._server.stop(grace)
+        # Health watchers and balancers learn NOT_SERVING while intake is still open, so the
+        # calls they sent before they knew are served, not cut off as the listener closes
+        # (gRPC core answers CANCELLED to calls not yet handed to a handler, grpc#41785).
+        notice = min(self.settings.drain_notice_seconds, grace / 2)
+        if notice > 0:
+            time.sleep(notice)
+        stopped = self._server.stop(max(deadline - time.monotonic(), 0.0))
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
         self.shadows.stop()

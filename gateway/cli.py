@@ -29,7 +29,8 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-queue-per-version", "max_queue_per_version", 0),
              ("--keepalive-seconds", "keepalive_seconds", 0.001),
              ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", 0.001),
-             ("--min-client-ping-seconds", "min_client_ping_seconds", 0.0))  # fmt: skip
+             ("--min-client-ping-seconds", "min_client_ping_seconds", 0.0),
+             ("--drain-notice-seconds", "drain_notice_seconds", 0.0))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
         help="dynamic batching: -1 off (default); else wait at most this long for more requests",
     )  # fmt: skip
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
+    run.add_argument(
+        "--drain-notice-seconds", type=float,
+        help="on SIGTERM, NOT_SERVING this long before new RPCs are refused (1)",
+    )  # fmt: skip
     run.add_argument("--redis-url", help="follow the registry's routing rules in this Redis")
     run.add_argument(
         "--data-dir", type=Path,

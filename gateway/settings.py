@@ -68,6 +68,10 @@ class Settings:
     # requests are run together, waiting at most this many microseconds for more.
     batch_delay_us: int = -1
     shutdown_grace_seconds: float = 30.0
+    # On SIGTERM, health says NOT_SERVING this long before intake closes, requests still being
+    # served, so balancers and health-checking clients stop sending first; it is taken from
+    # the grace period (at most half of it).
+    drain_notice_seconds: float = 1.0
     redis_url: str | None = None  # follow the registry's rules in this Redis
     data_dir: Path | None = None  # without redis_url: a private redis-server lives here
     namespace: str = "onnxgate"

@@ -43,7 +43,12 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_gateway(repo: Path | None, **overrides: object) -> Gateway:
     """A started in-process gateway on free ports with its own metrics registry."""
     settings = Settings(
-        models=repo, host="127.0.0.1", grpc_port=0, metrics_port=0, log_format="text"
+        models=repo,
+        host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        log_format="text",
+        drain_notice_seconds=0.0,  # in-process tests stop many gateways; none is watched
     ).with_overrides(**overrides)
     gateway = Gateway(settings, CollectorRegistry())
     gateway.start()

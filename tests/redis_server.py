@@ -42,9 +42,17 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
 class RedisServer:
     """One redis-server on 127.0.0.1; `url` to connect, `stop()` to end it. With
-    `certificates`, it speaks only TLS and requires client certificates."""
+    `certificates`, it speaks only TLS and requires client certificates. With `persistent`,
+    every write is in its append-only file before it is acknowledged, so a server killed
+    outright and started again on the same port comes back with its data."""
 
-    def __init__(self, directory: Path, certificates: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        certificates: dict[str, Path] | None = None,
+        *,
+        persistent: bool = False,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
@@ -52,7 +60,8 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._command = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            "--save", "", "--appendonly", "yes" if persistent else "no",
+            "--appendfsync", "always", "--protected-mode", "yes",
         ]  # fmt: skip
         if certificates is not None:
             self._command[1:3] = ["--port", "0", "--tls-port", str(self.port),
@@ -68,7 +77,8 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        """Start (again) on the same port, empty, and wait until it answers PING."""
+        """Start (again) on the same port, empty unless persistent, and wait until it answers
+        PING."""
         self._process = subprocess.Popen(
             self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -89,4 +99,10 @@ class RedisServer:
         """Terminate the server and wait for it."""
         if self._process.poll() is None:
             self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """End the server with SIGKILL, as a crash would: no shutdown, no final save."""
+        if self._process.poll() is None:
+            self._process.kill()
             self._process.wait(timeout=10)

@@ -37,6 +37,9 @@ __all__ = ["RuleWatcher"]
 _log = logging.getLogger(__name__)
 LOAD_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 2.0
+# An epoch read (one GET) unanswered this long means Redis is unreachable, though a blackholed
+# connection raises nothing until its socket timeout has passed on every retry (about 20 s).
+UNANSWERED_POLL_SECONDS = 2.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -89,6 +92,7 @@ class RuleWatcher:
         self._refused: dict[str, str] = {}  # model -> digest of its last invalid document
         self._errors: dict[str, str] = {}
         self._last_heartbeat = 0.0
+        self._poll_started: float | None = None  # when the epoch read in progress was sent
         self._threads = [
             threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True),
             threading.Thread(target=self._listen, name="onnxgate-events", daemon=True),
@@ -114,7 +118,11 @@ class RuleWatcher:
             try:
                 if self._bootstrap is not None:
                     self._run_bootstrap()
-                epoch = self._registry.epoch()
+                self._poll_started = time.monotonic()
+                try:
+                    epoch = self._registry.epoch()
+                finally:
+                    self._poll_started = None
                 self._metrics.redis_connected.set(1)
                 if self._resync_needed or epoch != self._epoch:
                     self._resync_needed = False
@@ -280,13 +288,36 @@ class RuleWatcher:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             backoff = 0.05
-            self._resync_needed = True  # (re)subscribed: read what may have been missed
-            self._wake.set()
+            self._resynchronise()  # (re)subscribed: read what may have been missed
+            # redis-py reconnects and resubscribes by itself when the connection drops, and
+            # this loop sees no error: hints published meanwhile are lost unless that
+            # reconnect, too, asks for a resync.
+            connection = pubsub.connection
+            if connection is not None:
+                connection.register_connect_callback(self._resynchronise)
             try:
                 while not self._stop.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self._wake.set()
+                    self._report_unanswered_poll()
             except (redis.RedisError, OSError):
                 self._wake.set()
             finally:
+                if connection is not None:  # the pool hands the connection to others next
+                    connection.deregister_connect_callback(self._resynchronise)
                 pubsub.close()
+
+    def _report_unanswered_poll(self) -> None:
+        """Show Redis as unreachable while the follower's epoch read waits past
+        UNANSWERED_POLL_SECONDS; the follower shows it reachable once an answer comes."""
+        started = self._poll_started
+        if started is None or time.monotonic() - started < UNANSWERED_POLL_SECONDS:
+            return
+        self._metrics.redis_connected.set(0)
+        if self._poll_started != started:  # answered meanwhile, perhaps before we set 0
+            self._metrics.redis_connected.set(1)
+
+    def _resynchronise(self, _connection: object = None) -> None:
+        """Have the follower read every rule again now (the subscription was (re)made)."""
+        self._resync_needed = True
+        self._wake.set()
