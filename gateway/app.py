@@ -90,7 +90,9 @@ class Gateway:
             self.private_redis = PrivateRedis(settings.data_dir)
             redis_url = self.private_redis.url
         # Statistics windows are kept only when there is a registry to write them to.
-        self.request_stats = RequestStats() if redis_url else None
+        self.request_stats = None
+        if redis_url:
+            self.request_stats = RequestStats(on_given_up=lambda: self._given_up("statistics"))
         # One of several worker processes: metrics go to the supervisor's multiprocess files.
         self.metrics = GatewayMetrics(self.registry, self.request_stats, settings.workers > 1)
         options = LoadOptions(
@@ -113,7 +115,10 @@ class Gateway:
         # Sketches, like statistics, are kept only when there is a registry to write them to.
         self.drift: DriftRecorder | None = None
         if redis_url and settings.drift_buffer_rows > 0:
-            self.drift = DriftRecorder(self.metrics.sketch_dropped, settings.drift_buffer_rows)
+            self.drift = DriftRecorder(
+                self.metrics.sketch_dropped, settings.drift_buffer_rows,
+                on_given_up=lambda: self._given_up("sketches"),
+            )  # fmt: skip
         self.loaded = threading.Event()
         self.pipeline = InferencePipeline(
             self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
@@ -166,6 +171,9 @@ class Gateway:
                 sample()
 
         self._metric_sampler = Periodic("metric-samplers", 0.5, sample_metrics)
+
+    def _given_up(self, what: str) -> None:
+        self.metrics.windows_given_up.labels(what).inc()
 
     def _drift_tasks(self, client: RegistryClient, recorder: DriftRecorder) -> None:
         """Fold every second, write every drift_flush_seconds, refresh references and gauges

@@ -190,6 +190,12 @@ class GatewayMetrics:
             " keeps serving.",
             ["reason"], registry=registry,
         )  # fmt: skip
+        self.windows_given_up = Counter(
+            "onnxgate_windows_given_up",
+            "Statistics or sketch windows dropped unwritten after Redis was away for an hour"
+            " of windows, by what: statistics or sketches.",
+            ["what"], registry=registry,
+        )  # fmt: skip
         self.flush_failures = Counter(
             "onnxgate_flush_failures",
             "Writes of windowed state to Redis that failed (retried next interval), by what:"

@@ -40,7 +40,14 @@ class RequestStats:
     unreachable at most `keep_windows` windows are kept, the oldest are given up (and logged).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time, keep_windows: int = 60) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        keep_windows: int = 60,
+        on_given_up: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_given_up` is told of each window dropped unwritten after `keep_windows`."""
+        self._on_given_up = on_given_up
         self._clock = clock
         self._keep_windows = keep_windows
         self._lock = threading.Lock()
@@ -104,6 +111,7 @@ class RequestStats:
                     key[0], key[1], encode_window(state.by_version.values())
                 ),
                 what="statistics",
+                on_given_up=self._on_given_up,
             )
 
     def failed(self, writes: Iterable[WindowWrite]) -> None:

@@ -4,6 +4,7 @@ request path."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
@@ -45,6 +46,9 @@ class WindowFlusher(Generic[W]):
         self._failures = failures
         self._periodic = Periodic(what, interval_seconds, self.flush)
         self._failing = False
+        # One flush at a time: a flush() called while the periodic one writes could otherwise
+        # land an older window's write after a newer one.
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._periodic.start()
@@ -55,6 +59,10 @@ class WindowFlusher(Generic[W]):
 
     def flush(self) -> bool:
         """Write what changed; True when it reached Redis (or nothing had changed)."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
         writes = self._source.pending()
         if not writes:
             return True

@@ -28,13 +28,16 @@ def take_pending(
     expired: Callable[[K], bool],
     encode: Callable[[K, S], T],
     what: str,
+    on_given_up: Callable[[], None],
 ) -> list[T]:
     """Encode every changed window and mark it written. A closed window is forgotten once
-    written; an expired one (kept unwritten too long: Redis was away) is given up, and logged."""
+    written; an expired one (kept unwritten too long: Redis was away) is given up, logged and
+    counted through `on_given_up`."""
     writes: list[T] = []
     for key, state in list(windows.items()):
         if expired(key):
             del windows[key]
+            on_given_up()
             _log.warning(f"{what} window given up: Redis was unreachable too long",
                          extra={"window": repr(key)})  # fmt: skip
         elif state.dirty:

@@ -50,7 +50,9 @@ class DriftRecorder:
         buffer_rows: int,
         clock: Callable[[], float] = time.time,
         keep_minutes: int = 60,
+        on_given_up: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_given_up = on_given_up  # told of each minute dropped unwritten
         self._dropped = dropped
         self._capacity = buffer_rows
         self._clock = clock
@@ -136,6 +138,7 @@ class DriftRecorder:
                     *key, encode_sketches(state.rows, state.features)
                 ),
                 what="drift",
+                on_given_up=self._on_given_up,
             )
 
     def failed(self, writes: Iterable[SketchWrite]) -> None:
