@@ -19,9 +19,16 @@ from typing import Any, TypeVar
 import onnxruntime as ort
 import redis
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+from redis.maint_notifications import MaintNotificationsConfig
 
 from registry_client.drift_store import DriftStore
-from registry_client.errors import Conflict, NotFound, Rejected, redis_unreachable_as_error
+from registry_client.errors import (
+    Conflict,
+    NotFound,
+    Rejected,
+    Unreachable,
+    redis_unreachable_as_error,
+)
 from registry_client.features import validate_feature_names
 from registry_client.repository import scan_repository
 from registry_client.schema import (
@@ -89,6 +96,21 @@ def _hset(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None
     pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's key type is invariant
 
 
+def _release(pipe: redis.client.Pipeline) -> None:
+    """Reset a pipeline and give its connection back to the pool, also when the UNWATCH that
+    reset() sends fails. redis-py's reset() gives the connection back only once UNWATCH is
+    answered or fails with a ConnectionError; a TimeoutError (not one) or a refusal escapes
+    before that and the connection never returns: redis-py 8's pool makes 100, then every
+    user gets "Too many connections" (tests/test_redis_pool_integrity.py)."""
+    try:
+        pipe.reset()
+    except redis.RedisError:
+        if pipe.connection is not None:
+            pipe.connection.disconnect()  # type: ignore[no-untyped-call]  # its WATCH ends too
+        pipe.watching = False
+        pipe.reset()
+
+
 class RegistryClient:
     """The registry over one Redis connection pool. Thread-safe (redis-py pools are)."""
 
@@ -102,9 +124,13 @@ class RegistryClient:
     def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:
         """Connect lazily to `redis://`, `rediss://` or `unix://` URLs, with retries."""
         retry = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=1.0, base=0.05), 3)
+        # Maintenance notifications (redis-py 8's default with RESP3 over TCP) make the pool
+        # skip its check that a connection handed out has no unread reply left on it; the
+        # registry's Redis sends none, so keep the check.
         client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )  # fmt: skip
         return cls(client, namespace)
 
@@ -464,7 +490,9 @@ class RegistryClient:
         """Every live replica's heartbeat, by replica id."""
         found: dict[str, dict[str, str]] = {}
         prefix = self.keys.gateway("")
-        for key in self._call(self._redis.scan_iter, match=prefix + "*", count=200):
+        with self._connection():  # the scan runs as it is iterated: inside, so errors map
+            keys = list(self._redis.scan_iter(match=prefix + "*", count=200))
+        for key in keys:
             fields = self._call(self._redis.hgetall, key)
             if fields:
                 found[_text(key)[len(prefix) :]] = {_text(k): _text(v) for k, v in fields.items()}
@@ -511,19 +539,29 @@ class RegistryClient:
     ) -> _T:
         with self._connection():
             while True:
-                with self._redis.pipeline() as pipe:
-                    try:
-                        pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
-                        result = body(pipe)
-                        if pipe.explicit_transaction:
-                            pipe.execute()
-                        return result
-                    except redis.WatchError as exc:
-                        if not retry:
-                            raise Conflict(
-                                "the rule changed while it was being written: read it again"
-                                " and retry"
-                            ) from exc
+                pipe = self._redis.pipeline()
+                try:
+                    pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
+                    result = body(pipe)
+                    if pipe.explicit_transaction:
+                        pipe.execute()
+                    return result
+                except redis.WatchError as exc:
+                    lost = exc.__context__
+                    if isinstance(lost, redis.ConnectionError | redis.TimeoutError):
+                        # redis-py's WatchError for a connection lost while WATCHing, not a
+                        # concurrent change; the EXEC may have been applied, so neither a
+                        # retry (it would write twice) nor Conflict.
+                        raise Unreachable(
+                            f"Redis is unreachable: {lost}; the change may or may not have"
+                            " been written: read it back"
+                        ) from exc
+                    if not retry:
+                        raise Conflict(
+                            "the rule changed while it was being written: read it again and retry"
+                        ) from exc
+                finally:
+                    _release(pipe)
 
     def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         with self._connection():
