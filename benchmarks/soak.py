@@ -264,6 +264,7 @@ class Sample:
     rps: float  # since the previous sample
     gateway: ProcSample
     gateway_redis_connections: int  # the gateway's established TCP connections to Redis
+    gateway_redis_sockets: int  # its sockets to Redis in any state (each an fd)
     redis_clients: int | None  # INFO clients connected_clients (every client, this one too)
     redis_connected: float  # the gateway's onnxgate_redis_connected gauge
     route_revision: float  # the rule revision the gateway serves
@@ -284,16 +285,19 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def connections_to(pid: int, port: int) -> int:
-    """A process's established TCP connections to a local port (/proc/PID/net/tcp)."""
+def connections_to(pid: int, port: int) -> tuple[int, int]:
+    """A process's TCP sockets to a local port (/proc/PID/net/tcp): (established, any state).
+    After a Redis restart a pooled connection stays open in CLOSE_WAIT until the pool next
+    hands it out and finds it closed: an fd, but not a connection."""
     mine = socket_inodes(pid)
-    count = 0
+    established = held = 0
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-        if remote_port == port and fields[3] == "01" and fields[9] in mine:  # 01: ESTABLISHED
-            count += 1
-    return count
+        if remote_port == port and fields[9] in mine:
+            held += 1
+            established += int(fields[3] == "01")  # 01: ESTABLISHED
+    return established, held
 
 
 def redis_clients(client: redis.Redis) -> int | None:
@@ -327,7 +331,7 @@ class Sampler:
     def take(self, label: str, state: LoadState, at_s: float, rps: float) -> Sample:
         """One sample: /proc first (the scrape starts a thread in the gateway)."""
         memory = proc_sample(self.pid)
-        conns = connections_to(self.pid, self.redis.port)
+        conns, sockets = connections_to(self.pid, self.redis.port)
         samples = scrape(self.metrics_port)
         chaos = self.chaos
         return Sample(
@@ -338,6 +342,7 @@ class Sampler:
             rps=round(rps, 1),
             gateway=memory,
             gateway_redis_connections=conns,
+            gateway_redis_sockets=sockets,
             redis_clients=redis_clients(self.client),
             redis_connected=total(samples, "onnxgate_redis_connected"),
             route_revision=total(samples, "onnxgate_route_revision", model=MODEL),
@@ -587,8 +592,8 @@ def verdict(rows: list[Sample], extra: dict[str, Any]) -> dict[str, Any]:
     # The fds the pool's on-demand connections account for are judged with the pool.
     counts = {
         "fds": (
-            start.gateway.fds - start.gateway_redis_connections,
-            end.gateway.fds - end.gateway_redis_connections,
+            start.gateway.fds - start.gateway_redis_sockets,
+            end.gateway.fds - end.gateway_redis_sockets,
         ),
         "threads": (start.gateway.threads, end.gateway.threads),
         "gateway_redis_connections": (
@@ -671,7 +676,7 @@ def verdict_lines(v: dict[str, Any], extra: dict[str, Any]) -> list[str]:
     ]
     bound = f"every sample <= {v['pool_high_water']}, the mark before the first restart"
     names = {
-        "fds": ("open fds, Redis connections aside", "+-1%"),
+        "fds": ("open fds, sockets to Redis aside", "+-1%"),
         "threads": ("threads", "+-1%"),
         "gateway_redis_connections": ("gateway's TCP connections to Redis", bound),
         "redis_clients": ("Redis connected_clients (all)", f"{bound}, plus other clients"),

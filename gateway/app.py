@@ -15,21 +15,13 @@ import socket
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from gateway._proto import grpc_service_pb2 as pb
-from gateway._proto import grpc_service_pb2_grpc as pb_grpc
-from gateway.api.auth import AuthInterceptor
 from gateway.api.health import HealthService
-from gateway.api.interceptor import ErrorMappingInterceptor
+from gateway.api.server import INFERENCE_SERVICE, bind, build_server
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
 from gateway.drift.monitor import DriftMonitor
@@ -59,7 +51,6 @@ from registry_client.stats_store import WindowWrite
 
 __all__ = ["Gateway", "serve"]
 
-INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 _log = logging.getLogger(__name__)
 
 
@@ -163,7 +154,7 @@ class Gateway:
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
             settings.max_streams, settings.request_timeout_seconds,
         )  # fmt: skip
-        self._server = self._build_server()
+        self._server = build_server(settings, self.security, self.servicer, self.health)
         samplers = self.metrics.samplers
 
         def sample_metrics() -> None:
@@ -198,47 +189,6 @@ class Gateway:
             Periodic("drift-monitor", settings.drift_monitor_seconds, self.drift_monitor.refresh),
         ]
 
-    def _interceptors(self) -> list[grpc.ServerInterceptor[Any, Any]]:
-        # Authentication first: the error-mapping interceptor caches handlers per method.
-        tokens = self.security.tokens
-        auth = [] if tokens is None else [AuthInterceptor(tokens)]
-        return [*auth, ErrorMappingInterceptor()]
-
-    def _build_server(self) -> grpc.Server:
-        limit = self.settings.max_message_bytes
-        server = grpc.server(
-            ThreadPoolExecutor(
-                self.settings.grpc_threads + self.settings.max_streams,
-                thread_name_prefix="onnxgate-rpc",
-            ),
-            interceptors=self._interceptors(),
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                # Two gateways must never share a port by accident; a supervisor's workers do.
-                ("grpc.so_reuseport", int(self.settings.workers > 1)),
-                ("grpc.max_concurrent_streams", self.settings.max_streams_per_connection),
-                ("grpc.keepalive_time_ms", int(self.settings.keepalive_seconds * 1000)),
-                ("grpc.keepalive_timeout_ms", int(self.settings.keepalive_timeout_seconds * 1000)),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # Keep pinging an idle stream: after gRPC's default of 2 pings without data,
-                # a client that vanished later would never be noticed.
-                ("grpc.http2.max_pings_without_data", 0),
-                ("grpc.http2.ping_timeout_ms", int(self.settings.keepalive_timeout_seconds * 1000)),
-                (
-                    "grpc.http2.min_ping_interval_without_data_ms",
-                    int(self.settings.min_client_ping_seconds * 1000),
-                ),
-                ("grpc.http2.max_ping_strikes", 2),
-            ],
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
-        return server
-
     def start(self) -> None:
         """Bind and start serving; versions load in the background (ready when loaded)."""
         settings = self.settings
@@ -247,12 +197,9 @@ class Gateway:
         self.shadows.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
-        address, tls = f"{settings.host}:{settings.grpc_port}", self.security.tls
-        if tls is None:
-            self.grpc_port = self._server.add_insecure_port(address)
-        else:
-            self.grpc_port = self._server.add_secure_port(address, tls.grpc_credentials())
+        self.grpc_port = bind(self._server, settings, self.security)
         self._server.start()
+        tls = self.security.tls
         if settings.metrics_port >= 0:
             self._metrics_server = start_metrics_server(
                 settings.metrics_port, settings.host, self.registry,

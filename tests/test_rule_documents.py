@@ -67,7 +67,7 @@ def bad_documents(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from([
         "bytes", "not_object", "unknown_version", "bad_weight", "zero_sum", "no_split",
         "duplicate", "bad_shadow", "shadow_unknown", "other_model", "huge", "deep",
-        "too_many", "missing_split", "odd_split_entry",
+        "too_many", "missing_split", "odd_split_entry", "bad_revision",
     ]))  # fmt: skip
     if kind == "bytes":
         raw = draw(st.binary(max_size=200))
@@ -106,6 +106,9 @@ def bad_documents(draw: st.DrawFn) -> bytes:
     if kind == "too_many":
         split = [{"version": str(i), "weight": 1} for i in range(MAX_ROUTE_VERSIONS + 1)]
         return _json(_rule(split))
+    if kind == "bad_revision":
+        revision = draw(st.sampled_from([math.inf, -math.inf, math.nan, "x", None, [1]]))
+        return _json({**_rule(good), "revision": revision})
     if kind == "missing_split":
         return _json({"model": "credit", "revision": 900})
     entry = draw(st.one_of(st.integers(), st.text(max_size=5), st.just({"weight": 100}),

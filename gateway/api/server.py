@@ -1,0 +1,81 @@
+"""The gRPC server: its thread pool, interceptors, transport options and services."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.auth import AuthInterceptor
+from gateway.api.interceptor import ErrorMappingInterceptor
+from gateway.api.servicer import InferenceServicer
+from gateway.security import Security
+from gateway.settings import Settings
+
+__all__ = ["INFERENCE_SERVICE", "bind", "build_server"]
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+def _milliseconds(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Two gateways must never share a port by accident; a supervisor's workers do.
+        ("grpc.so_reuseport", int(settings.workers > 1)),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.keepalive_time_ms", _milliseconds(settings.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", _milliseconds(settings.keepalive_timeout_seconds)),
+        ("grpc.http2.ping_timeout_ms", _milliseconds(settings.keepalive_timeout_seconds)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Keep pinging an idle stream: after gRPC's default of 2 pings without data, a client
+        # that vanished later would never be noticed.
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         _milliseconds(settings.min_client_ping_seconds)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]  # fmt: skip
+
+
+def build_server(
+    settings: Settings,
+    security: Security,
+    servicer: InferenceServicer,
+    health_servicer: health.HealthServicer,
+) -> grpc.Server:
+    """A server with the inference, health and reflection services, not yet bound."""
+    # Authentication first: the error-mapping interceptor caches handlers per method.
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [ErrorMappingInterceptor()]
+    if security.tokens is not None:
+        interceptors.insert(0, AuthInterceptor(security.tokens))
+    server = grpc.server(
+        # Streams hold their thread while open: they get threads of their own.
+        ThreadPoolExecutor(
+            settings.grpc_threads + settings.max_streams, thread_name_prefix="onnxgate-rpc"
+        ),
+        interceptors=interceptors,
+        options=_options(settings),
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return server
+
+
+def bind(server: grpc.Server, settings: Settings, security: Security) -> int:
+    """Listen on the configured address, over TLS when configured; returns the port."""
+    address = f"{settings.host}:{settings.grpc_port}"
+    if security.tls is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, security.tls.grpc_credentials())
