@@ -22,6 +22,8 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from gateway.settings import Settings
+from registry_client.client import RegistryClient
+from registry_client.schema import Split
 from tests import onnx_models
 from tests.redis_server import RedisServer
 
@@ -172,3 +174,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+def register_credit(registry: RegistryClient, directory: Path) -> None:
+    """Model credit with versions 1 and 2 (classifiers of seeds 1 and 2), all traffic on 1."""
+    registry.create_model("credit", actor="ops")
+    for version in ("1", "2"):
+        path = onnx_models.save(onnx_models.classifier(seed=int(version)), directory, "credit",
+                                version)  # fmt: skip
+        registry.register_version("credit", version, path, actor="ops")
+    registry.set_route("credit", [Split("1", 100), Split("2", 0)], actor="ops")

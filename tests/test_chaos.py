@@ -16,8 +16,7 @@ from gateway.app import Gateway
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
-from tests import onnx_models
-from tests.conftest import eventually, make_gateway, wait_until_ready
+from tests.conftest import eventually, make_gateway, register_credit, wait_until_ready
 from tests.fault_proxy import FaultProxy
 from tests.wire import infer_request
 
@@ -43,12 +42,7 @@ def test_a_blackholed_registry_fails_no_request_and_is_followed_within_5s_of_rec
     redis_server, tmp_path: Path
 ):
     registry = RegistryClient.from_url(redis_server.url)
-    registry.create_model("credit", actor="ops")
-    for version in ("1", "2"):
-        path = onnx_models.save(onnx_models.classifier(seed=int(version)), tmp_path, "credit",
-                                version)  # fmt: skip
-        registry.register_version("credit", version, path, actor="ops")
-    registry.set_route("credit", [Split("1", 100), Split("2", 0)], actor="ops")
+    register_credit(registry, tmp_path)
     proxy = FaultProxy("127.0.0.1", redis_server.port).start()
     gateway = make_gateway(
         None, redis_url=proxy.url, rules_poll_seconds=0.2, heartbeat_seconds=0.2,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import grpc
 import numpy as np
@@ -27,7 +28,13 @@ from gateway.app import Gateway
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
-from tests.conftest import GatewayProcess, eventually, make_gateway, wait_until_ready
+from tests.conftest import (
+    GatewayProcess,
+    eventually,
+    make_gateway,
+    register_credit,
+    wait_until_ready,
+)
 from tests.fault_proxy import FaultProxy
 from tests.redis_server import RedisServer
 from tests.wire import infer_request
@@ -40,23 +47,19 @@ FAST = {"rules_poll_seconds": 0.2, "heartbeat_seconds": 0.2, "stats_flush_second
 STATS_RANGE_SECONDS = 900  # covers the whole test, however the minute windows fall
 
 
-class _Load:
-    """One client thread per address, each on its own channel, sending ModelInfer in a loop
-    with a short pause; every answer is counted."""
+class _ClientThreads:
+    """Client threads over one channel per address; a context manager that stops them."""
 
-    def __init__(self, addresses: list[str], pause_seconds: float = 0.01) -> None:
-        self.ok = [0] * len(addresses)
-        self.last_version = [""] * len(addresses)
-        self.failures: list[tuple[int, str]] = []
-        self._pause = pause_seconds
+    def __init__(self, addresses: list[str], threads: int, name: str) -> None:
         self._stop = threading.Event()
         self._channels = [grpc.insecure_channel(address) for address in addresses]
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), name=f"chaos-client-{i}")
-            for i in range(len(addresses))
-        ]
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}")
+                         for i in range(threads)]  # fmt: skip
 
-    def __enter__(self) -> _Load:
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         for thread in self._threads:
             thread.start()
         return self
@@ -70,6 +73,18 @@ class _Load:
             thread.join(timeout=30)
         for channel in self._channels:
             channel.close()
+
+
+class _Load(_ClientThreads):
+    """One client thread per address, each on its own channel, sending ModelInfer in a loop
+    with a short pause; every answer is counted."""
+
+    def __init__(self, addresses: list[str], pause_seconds: float = 0.01) -> None:
+        self.ok = [0] * len(addresses)
+        self.last_version = [""] * len(addresses)
+        self.failures: list[tuple[int, str]] = []
+        self._pause = pause_seconds
+        super().__init__(addresses, len(addresses), "chaos-client")
 
     def _run(self, index: int) -> None:
         stub = pb_grpc.GRPCInferenceServiceStub(self._channels[index])
@@ -115,12 +130,7 @@ def _cluster(
     proxies: list[FaultProxy] = []
     cluster = _Cluster(redis_server, registry, proxies, [])
     try:
-        registry.create_model("credit", actor="ops")
-        for version in ("1", "2"):
-            path = onnx_models.save(onnx_models.classifier(seed=int(version)), tmp_path,
-                                    "credit", version)  # fmt: skip
-            registry.register_version("credit", version, path, actor="ops")
-        registry.set_route("credit", [Split("1", 100), Split("2", 0)], actor="ops")
+        register_credit(registry, tmp_path)
         for index in range(GATEWAYS):
             proxy = FaultProxy("127.0.0.1", redis_server.port).start()
             proxies.append(proxy)
@@ -375,7 +385,7 @@ class _HealthWatch:
         self._thread.join(timeout=10)
 
 
-class _RetryingClient:
+class _RetryingClient(_ClientThreads):
     """Client threads that send each request to the next replica in turn, skipping those
     whose health Watch does not say SERVING (client-side health checking), and on
     UNAVAILABLE retry it on the next replica; any other failure, or UNAVAILABLE everywhere,
@@ -386,26 +396,8 @@ class _RetryingClient:
         self.retries = 0
         self.lost: list[str] = []
         self._health = health
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._channels = [grpc.insecure_channel(address) for address in addresses]
-        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"chaos-rr-{i}")
-                         for i in range(threads)]  # fmt: skip
-
-    def __enter__(self) -> _RetryingClient:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        for channel in self._channels:
-            channel.close()
+        super().__init__(addresses, threads, "chaos-rr")
 
     def _run(self, offset: int) -> None:
         stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels]

@@ -19,8 +19,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
 from registry_client.schema import MAX_ROUTE_VERSIONS, RouteRule, Split
-from tests import onnx_models
-from tests.conftest import eventually, make_gateway
+from tests.conftest import eventually, make_gateway, register_credit
 from tests.wire import infer_request
 
 REQUEST = infer_request("credit", {"input": np.ones((1, 4), np.float32)})
@@ -132,12 +131,7 @@ def test_rule_documents_written_past_validation_are_refused_and_counted(
     redis_server, tmp_path: Path
 ):
     registry = RegistryClient.from_url(redis_server.url)
-    registry.create_model("credit", actor="ops")
-    for version in ("1", "2"):
-        path = onnx_models.save(onnx_models.classifier(seed=int(version)), tmp_path, "credit",
-                                version)  # fmt: skip
-        registry.register_version("credit", version, path, actor="ops")
-    registry.set_route("credit", [Split(GOOD_VERSION, 100), Split("2", 0)], actor="ops")
+    register_credit(registry, tmp_path)  # all traffic on GOOD_VERSION
     raw = redis.Redis.from_url(redis_server.url)
     route_key, epoch_key = registry.keys.route("credit"), registry.keys.epoch
     gateway = make_gateway(None, redis_url=redis_server.url, rules_poll_seconds=0.05,
