@@ -757,7 +757,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     p.add_argument("--sample-every", type=float, default=30.0, help="seconds between lines")
     p.add_argument("--timeout", type=float, default=5.0, help="per-request deadline (s)")
-    p.add_argument("--settle-s", type=float, default=2.0, help="idle before start and end")
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=5.0,
+        help="idle before start and end: the client's 32 connections closing is not a trend",
+    )
     p.add_argument("--apply-timeout", type=float, default=60.0, help="rule followed within (s)")
     p.add_argument("--gateway-args", default="", help="extra flags for onnxgate serve")
     p.add_argument("--onnxgate", type=Path, default=ROOT / ".venv" / "bin" / "onnxgate")
