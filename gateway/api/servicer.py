@@ -115,7 +115,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except GatewayError as exc:
             self._pipeline.count_rejected(request.model_name, exc)
             raise
-        return encode_infer_response(self._pipeline.infer(decoded), request.id)
+        request_id = request.id
+        return self._pipeline.infer(
+            decoded, lambda result: encode_infer_response(result, request_id)
+        )
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
