@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from gateway.api.interceptor import ServerInterceptorBase
 from gateway.api.status import status_for
 from gateway.api.tokens import TokenTable
 from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
@@ -20,10 +21,6 @@ from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
 __all__ = ["AuthInterceptor", "required_scope"]
 
 _log = logging.getLogger(__name__)
-if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.ServerInterceptor
 
 _INFERENCE = "/inference.GRPCInferenceService/"
 _INFER_METHODS = frozenset(
@@ -67,7 +64,7 @@ def _refusal(
     )
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(ServerInterceptorBase):
     """Answers UNAUTHENTICATED without a known token and PERMISSION_DENIED without the scope.
 
     It must come first: the error-mapping interceptor caches handlers per method, and a cache

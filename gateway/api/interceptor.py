@@ -16,13 +16,13 @@ import grpc
 from gateway.api.status import CLIENT_ERRORS, status_for
 from gateway.errors import GatewayError
 
-__all__ = ["ErrorMappingInterceptor", "answer_for"]
+__all__ = ["ErrorMappingInterceptor", "ServerInterceptorBase", "answer_for"]
 
 _log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
+    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
 else:
-    _Interceptor = grpc.ServerInterceptor
+    ServerInterceptorBase = grpc.ServerInterceptor
 _RequestIdKey = "x-request-id"
 
 
@@ -139,7 +139,7 @@ def _wrapped(
     )
 
 
-class ErrorMappingInterceptor(_Interceptor):
+class ErrorMappingInterceptor(ServerInterceptorBase):
     """Wraps each method's handler once; the per-request cost is one dict lookup."""
 
     def __init__(self) -> None:
