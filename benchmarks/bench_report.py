@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -86,3 +88,31 @@ def write_results(out: Path, text: str, raw: Mapping[str, object]) -> None:
     out.write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+def run_in_work_dir(
+    prefix: str,
+    keep: bool,
+    measure: Callable[[Path], None],
+    failures: list[str],
+    errors: tuple[type[Exception], ...],
+    progress: Callable[[], str],
+) -> None:
+    """Run measure(work) in a fresh temporary directory, removed afterwards unless `keep`. A
+    failure of the kinds in `errors`, Ctrl-C or SIGTERM (via on_sigterm) is recorded in
+    `failures` (an interruption with `progress()`, e.g. "after 3 samples") instead of raised,
+    so what was measured until then is still reported."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        measure(work)
+    except errors as err:
+        failures.append(f"{type(err).__name__}: {err}")
+        print(f"   FAILED: {err}", flush=True)
+    except (KeyboardInterrupt, SystemExit) as err:
+        failures.append(f"interrupted ({type(err).__name__}) {progress()}")
+        print(f"   {failures[-1]}", flush=True)
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

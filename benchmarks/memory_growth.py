@@ -27,11 +27,9 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections import Counter
@@ -44,7 +42,15 @@ from typing import Any
 import grpc
 import numpy as np
 import redis
-from bench_report import args_json, display_command, fmt, scrape, total, write_results
+from bench_report import (
+    args_json,
+    display_command,
+    fmt,
+    run_in_work_dir,
+    scrape,
+    total,
+    write_results,
+)
 from load import CHANNEL_OPTIONS, MODEL_INFER, RawCall, build_request, specs_from_metadata
 from memory_hook import HOOK_DIR_ENV, TRACE_FRAMES_ENV, sitecustomize_source
 from models import build_repository
@@ -804,23 +810,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     rows: list[Checkpoint] = []
     extra: dict[str, Any] = {"baseline": args.baseline, "failures": [], "gateway_command": "-"}
-    work = Path(tempfile.mkdtemp(prefix="onnxgate-memory-growth-"))
-    try:
-        measure(args, work, rows, extra)
-    except (BenchError, grpc.RpcError) as err:
-        extra["failures"].append(str(err))
-        print(f"   FAILED: {err}", flush=True)
-    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, or SIGTERM via on_sigterm
-        # The gateway is already stopped (measure's ExitStack); keep what was sampled.
-        extra["failures"].append(
-            f"interrupted ({type(err).__name__}) after {len(rows)} checkpoints"
-        )
-        print(f"   {extra['failures'][-1]}", flush=True)
-    finally:
-        if args.keep_work:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    # An interrupted run's gateway is already stopped (measure's ExitStack): what was sampled
+    # is reported.
+    run_in_work_dir(
+        "onnxgate-memory-growth-", args.keep_work, lambda work: measure(args, work, rows, extra),
+        extra["failures"], (BenchError, grpc.RpcError), lambda: f"after {len(rows)} checkpoints",
+    )  # fmt: skip
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if rows and rows[-1].requests == args.checkpoints[-1]:
         extra["verdict"] = verdict(rows, args.baseline)

@@ -34,11 +34,9 @@ import datetime as dt
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -52,7 +50,7 @@ import grpc
 import numpy as np
 import onnx
 import redis
-from bench_report import args_json, fmt, scrape, total, write_results
+from bench_report import args_json, fmt, run_in_work_dir, scrape, total, write_results
 from load import CHANNEL_OPTIONS, MODEL_INFER, RawCall
 from memory_growth import (
     LoadState,
@@ -789,20 +787,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     rows: list[Sample] = []
     extra: dict[str, Any] = {"failures": []}
-    work = Path(tempfile.mkdtemp(prefix="onnxgate-soak-"))
-    try:
-        measure(args, work, rows, extra)
-    except (BenchError, RegistryError, redis.RedisError, grpc.RpcError) as err:
-        extra["failures"].append(f"{type(err).__name__}: {err}")
-        print(f"   FAILED: {err}", flush=True)
-    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, or SIGTERM via on_sigterm
-        extra["failures"].append(f"interrupted ({type(err).__name__}) after {len(rows)} samples")
-        print(f"   {extra['failures'][-1]}", flush=True)
-    finally:
-        if args.keep_work:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    run_in_work_dir(
+        "onnxgate-soak-", args.keep_work, lambda work: measure(args, work, rows, extra),
+        extra["failures"], (BenchError, RegistryError, redis.RedisError, grpc.RpcError),
+        lambda: f"after {len(rows)} samples",
+    )  # fmt: skip
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if len(rows) >= 2 and rows[-1].label == "end":
         extra["verdict"] = verdict(rows, extra)

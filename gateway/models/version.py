@@ -101,9 +101,8 @@ class LoadedVersion:
         self._session = session
         self._admission = _Admission(max_inflight)
         self._batcher = batcher
-        self._runs = threading.Semaphore(max_concurrency) if max_concurrency > 0 else None
-        if batcher is not None:
-            self._runs = None
+        limited = max_concurrency > 0 and batcher is None
+        self._runs = threading.Semaphore(max_concurrency) if limited else None
 
     def close(self) -> None:
         """Unloaded: a batcher answers what it holds, then stops."""
