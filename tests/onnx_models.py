@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import onnx
@@ -194,3 +195,166 @@ def lookup() -> onnx.ModelProto:
         [table],
     )
     return _model(graph)
+
+
+# Faulty candidates for canary tests: each is classifier(features, seed) with the same inputs
+# and outputs, wrong in one controlled way on a known share of standard-normal rows.
+
+
+def _upper_quantile(share: float) -> float:
+    """The standard-normal x with P(X > x) = share: +inf for 0 (no row), -inf for 1 (all)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"a share is within [0, 1], not {share}")
+    if share == 0.0:
+        return float("inf")
+    if share == 1.0:
+        return float("-inf")
+    return NormalDist().inv_cdf(1.0 - share)
+
+
+def _rewired_classifier(
+    features: int,
+    seed: int,
+    name: str,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+) -> onnx.ModelProto:
+    """classifier(features, seed) with `nodes` between its Gemm and its Softmax: the Gemm's
+    output is renamed "raw_logits", and `nodes` must compute "logits" from it (and "input")."""
+    graph = classifier(features=features, seed=seed).graph
+    gemm, softmax = graph.node
+    gemm.output[0] = "raw_logits"
+    new_graph = helper.make_graph(
+        [gemm, *nodes, softmax], name, list(graph.input), list(graph.output),
+        [*graph.initializer, *initializers],
+    )  # fmt: skip
+    return _model(new_graph)
+
+
+def _column_above(
+    column: int, threshold: float, output: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes for `output` BOOL [N,1] = input[:, column] > threshold (compared in float32)."""
+    prefix = f"{output}_"
+    initializers = [
+        numpy_helper.from_array(np.array([column], np.int64), prefix + "start"),
+        numpy_helper.from_array(np.array([column + 1], np.int64), prefix + "end"),
+        numpy_helper.from_array(np.array([1], np.int64), prefix + "axis"),
+        numpy_helper.from_array(np.array(threshold, np.float32), prefix + "threshold"),
+    ]
+    nodes = [
+        helper.make_node(
+            "Slice",
+            ["input", prefix + "start", prefix + "end", prefix + "axis"],
+            [prefix + "column"],
+        ),
+        helper.make_node("Greater", [prefix + "column", prefix + "threshold"], [output]),
+    ]
+    return nodes, initializers
+
+
+def erring_classifier(seed: int, error_share: float, features: int = 4) -> onnx.ModelProto:
+    """classifier(features, seed) that onnxruntime fails on a share of standard-normal rows.
+
+    A request with a row whose input[:, 0] is above the standard-normal quantile for
+    1 - error_share makes session.run raise (a Gather from a one-entry table with index 1, the
+    index being input[:, 0] > threshold); on every other request it answers exactly as
+    classifier(features, seed) (the gathered value is added to the logits times zero, so the
+    Gather cannot be pruned). error_share is within [0, 0.5], so that the threshold is >= 0
+    and the all-zeros warm-up input runs; 0 never fails.
+    """
+    if not 0.0 <= error_share <= 0.5:
+        raise ValueError(f"error_share is within [0, 0.5] (zeros must run), not {error_share}")
+    nodes, initializers = _column_above(0, _upper_quantile(error_share), "too_high")
+    initializers += [
+        numpy_helper.from_array(np.array([1.0], np.float32), "one_entry"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes += [
+        helper.make_node("Cast", ["too_high"], ["slot"], to=TensorProto.INT64),  # 0 or 1
+        helper.make_node("Gather", ["one_entry", "slot"], ["looked_up"], axis=0),  # [N,1]
+        helper.make_node("Mul", ["looked_up", "zero"], ["nothing"]),
+        helper.make_node("Add", ["raw_logits", "nothing"], ["logits"]),
+    ]
+    return _rewired_classifier(features, seed, "erring_classifier", nodes, initializers)
+
+
+def disagreeing_classifier(seed: int, disagree_share: float, features: int = 4) -> onnx.ModelProto:
+    """classifier(features, seed) that swaps the two logits on a share of standard-normal rows.
+
+    On rows whose input[:, 1] is above the standard-normal quantile for 1 - disagree_share,
+    logits (and so probabilities) come out as [l1, l0] instead of [l0, l1]: the argmax differs
+    from classifier(features, seed)'s on exactly those rows unless l0 == l1. Every other row
+    is answered exactly as classifier(features, seed) answers it. It never fails at run time.
+    """
+    if features < 2:
+        raise ValueError("disagreeing_classifier reads input[:, 1]: features must be >= 2")
+    nodes, initializers = _column_above(1, _upper_quantile(disagree_share), "disagree")
+    initializers.append(numpy_helper.from_array(np.array([1, 0], np.int64), "swap"))
+    nodes += [
+        helper.make_node("Gather", ["raw_logits", "swap"], ["swapped_logits"], axis=1),
+        helper.make_node("Where", ["disagree", "swapped_logits", "raw_logits"], ["logits"]),
+    ]
+    return _rewired_classifier(features, seed, "disagreeing_classifier", nodes, initializers)
+
+
+def repeated_slow_classifier(seed: int, layers: int, width: int = 512) -> onnx.ModelProto:
+    """classifier(seed=seed)'s exact answers, computed next to `layers` Gemms that add zero.
+
+    Like slow_classifier(), but every busy Gemm multiplies by the same width x width signed
+    permutation matrix (dense to the Gemm): the model stays about width*width*4 bytes (1 MB
+    at 512) however many layers it has, the matrix stays in cache so that the run time grows
+    linearly with `layers` (slow_classifier()'s distinct matrices make 512 x 48 a 50 MB file
+    whose run time depends on memory bandwidth), and the busy values keep their magnitudes
+    exactly (no inf/NaN to leak into the answers through the multiplication by zero). Run
+    time grows with N.
+    """
+    if layers < 0:
+        raise ValueError(f"layers is >= 0, not {layers}")
+    rng = np.random.default_rng(seed)
+    # Orthogonal and exact in float32, built without LAPACK (whose threads crawl on a busy
+    # machine); the Gemm is dense, so its zeros cost as much as any other entry.
+    turn = np.zeros((width, width), np.float32)
+    turn[np.arange(width), rng.permutation(width)] = rng.choice([-1.0, 1.0], width)
+    initializers = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (4, width)).astype(np.float32), "Wup"),
+        numpy_helper.from_array(np.zeros((1, 2), np.float32), "zero"),
+    ]
+    if layers:  # an unused initializer makes onnxruntime warn
+        initializers.append(numpy_helper.from_array(turn, "Wturn"))
+    nodes = [helper.make_node("Gemm", ["input", "Wup"], ["busy0"])]
+    nodes += [
+        helper.make_node("Gemm", [f"busy{i}", "Wturn"], [f"busy{i + 1}"]) for i in range(layers)
+    ]
+    nodes += [
+        helper.make_node("ReduceSum", [f"busy{layers}"], ["busy_sum"], keepdims=1),  # [1,1]
+        helper.make_node("Mul", ["busy_sum", "zero"], ["nothing"]),  # [1,2] of zeros
+        helper.make_node("Add", ["raw_logits", "nothing"], ["logits"]),
+    ]
+    return _rewired_classifier(4, seed, "repeated_slow_classifier", nodes, initializers)
+
+
+# Calibration of timed_classifier(), measured with onnxruntime 1.32 on this machine's
+# 2-core AMD EPYC (1 MB L2 per core), intra_op_num_threads=1, 2000 single-row standard-normal
+# runs each: repeated_slow_classifier(width=512) costs TIMED_MS_PER_LAYER per layer on top of
+# TIMED_MS_BASE (least squares over 0-250 layers: 0.0228-0.0230 ms a layer). Measured
+# (median / p99 ms, two runs, the machine shared): timed_classifier(seed, 1.0) 0.90-0.97 /
+# 1.35-1.40; 1.5: 1.35-1.40 / 1.71-1.88; 2.0: 2.00-2.02 / 2.65-3.94; 3.0: 2.66-3.10 /
+# 3.63-3.77; 4.5: 4.14-4.70 / 6.31-6.65; 6.0: 5.64-5.90 / 7.77-9.79. Run alternately, 1.5 and
+# 4.5 gave median ratios 2.7-2.8 (p99 2.3-2.7) and 1.5 and 5.0 3.0-3.1 (p99 2.6-3.2): p99 is
+# noisy, compare medians.
+TIMED_WIDTH = 512
+TIMED_MS_BASE = 0.02
+TIMED_MS_PER_LAYER = 0.023
+
+
+def timed_classifier(seed: int, milliseconds: float) -> onnx.ModelProto:
+    """classifier(seed=seed)'s exact answers, taking roughly `milliseconds` per single-row run.
+
+    repeated_slow_classifier(seed, layers, TIMED_WIDTH), the layers chosen by the calibration
+    above (at least 0: below TIMED_MS_BASE it is as fast as it gets). Run time is per row: a
+    request of N rows takes about N times as long. The machine is shared, so a run can take
+    much longer than this; compare models by their medians, and by p99 only loosely.
+    """
+    layers = max(0, round((milliseconds - TIMED_MS_BASE) / TIMED_MS_PER_LAYER))
+    return repeated_slow_classifier(seed, layers, TIMED_WIDTH)
