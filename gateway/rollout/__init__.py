@@ -1,0 +1,1 @@
+"""Progressive delivery: rollout controller, its lease, metrics and webhook."""

@@ -1,0 +1,317 @@
+"""Signed HTTP notifications of rollout decisions (promoted, rolled back, paused) to an
+operator's endpoint.
+
+The rollout controller must never wait on the network: notify() only appends to a bounded
+queue and one delivery thread posts the events, in order, retrying what the receiver may
+accept later. Each body is signed like GitHub's X-Hub-Signature-256 so a receiver can tell
+the gateway's events from anyone else's, and carries a delivery id that stays the same across
+retries so a receiver can drop the duplicates a lost answer causes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+__all__ = ["WebhookNotifier", "read_secret", "signature"]
+
+_log = logging.getLogger(__name__)
+
+_THREAD_NAME = "onnxgate-rollout-webhook"
+_MIN_SECRET_BYTES = 16
+_USER_AGENT = "onnxgate-rollout"
+# The body's own fields: a payload key with one of these names would contradict the headers
+# (a delivery id receivers deduplicate by) or the event the body claims to be.
+_RESERVED = frozenset({"event", "sent_at", "delivery"})
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The X-Onnxgate-Signature value: "sha256=" and the hex HMAC-SHA256 of the exact body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def read_secret(path: Path) -> bytes:
+    """The shared secret from a file (a mounted Kubernetes secret ends with a newline, an
+    editor may add one: surrounding whitespace is not part of it). A secret short enough to
+    guess is refused here rather than signing every event with it."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"webhook secret file {path} cannot be read: {exc.strerror}") from None
+    if len(secret) < _MIN_SECRET_BYTES:
+        raise ValueError(
+            f"webhook secret in {path} is {len(secret)} bytes; at least {_MIN_SECRET_BYTES}"
+        )
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    event: str
+    delivery: str
+    body: bytes
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would repeat a redirected POST as a GET without its body and report the GET's
+    2xx as success; a redirect is the receiver's configuration error and fails the event."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _describe(reason: BaseException | str) -> str:
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return reason
+
+
+def _netloc_without_userinfo(parts: SplitResult) -> str:
+    return parts.netloc.rpartition("@")[2]
+
+
+class WebhookNotifier:
+    """Posts rollout events to `url` on its own thread, signed with `secret`.
+
+    notify() enqueues and returns; a full queue drops the event (the controller's next
+    decision matters more than a backlog for an endpoint that is down). A connection error,
+    timeout, 5xx or 429 is retried up to `attempts` times in all, `backoff_seconds * 2**n`
+    apart; any other answer is final. Each event ends in exactly one `on_result(event,
+    outcome)` with outcome "delivered", "failed" or "dropped", called on the notifier's thread
+    (or, for a drop, on the caller's); it must not block for long.
+
+    Userinfo in the URL (https://user:password@host/...) is sent as HTTP basic authentication
+    and never logged; neither is the query string, which receivers use for tokens as well.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        *,
+        timeout_seconds: float = 5.0,
+        attempts: int = 3,
+        backoff_seconds: float = 0.5,
+        queue_size: int = 100,
+        on_result: Callable[[str, str], None] = lambda event, outcome: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        parts = urlsplit(url)
+        self._url_for_logs = urlunsplit(
+            (parts.scheme, _netloc_without_userinfo(parts), parts.path, "", "")
+        )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"webhook URL must be http:// or https:// with a host: {self._url_for_logs}"
+            )
+        try:
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+        except ValueError:
+            raise ValueError(f"webhook URL has an invalid port: {self._url_for_logs}") from None
+        if len(secret) < _MIN_SECRET_BYTES:
+            raise ValueError(f"webhook secret is {len(secret)} bytes; at least {_MIN_SECRET_BYTES}")
+        if attempts < 1 or queue_size < 1 or timeout_seconds <= 0 or backoff_seconds < 0:
+            raise ValueError(
+                "webhook needs attempts >= 1, queue_size >= 1, timeout_seconds > 0 and"
+                f" backoff_seconds >= 0; got {attempts}, {queue_size}, {timeout_seconds},"
+                f" {backoff_seconds}"
+            )
+        self._url = urlunsplit(
+            (parts.scheme, _netloc_without_userinfo(parts), parts.path, parts.query, "")
+        )
+        # urllib does not turn userinfo into a header: left in the URL it becomes part of the
+        # host name and every attempt fails.
+        self._authorization: str | None = None
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self._secret = secret
+        self._timeout = timeout_seconds
+        self._attempts = attempts
+        self._backoff = backoff_seconds
+        self._queue_size = queue_size
+        self._on_result = on_result
+        self._clock = clock
+        self._opener = urllib.request.build_opener(_RefuseRedirects())
+        self._pending: deque[_Delivery] = deque()
+        self._changed = threading.Condition()  # guards _pending and _deadline
+        self._deadline: float | None = None  # monotonic; set once, by the first stop()
+        self._stop_requested = threading.Event()  # cuts a backoff wait short
+        self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+
+    def start(self) -> None:
+        with self._changed:
+            if self._deadline is not None:
+                raise RuntimeError("webhook notifier was stopped; it cannot start again")
+        self._thread.start()
+
+    def notify(self, event: str, payload: Mapping[str, object]) -> None:
+        """Queue `event` with `payload`'s fields; never blocks. Events notified before start()
+        wait for it. A payload that cannot be sent at all (not JSON, a reserved key) raises
+        here, in the caller's tests, rather than failing later on the delivery thread."""
+        if not event or not event.isascii() or not event.isprintable():
+            raise ValueError(f"webhook event name must be printable ASCII: {event!r}")
+        reserved = _RESERVED.intersection(payload)
+        if reserved:
+            raise ValueError(f"webhook payload must not set {sorted(reserved)}")
+        delivery = uuid.uuid4().hex
+        sent_at = datetime.fromtimestamp(self._clock(), tz=UTC).isoformat(timespec="milliseconds")
+        fields = {"event": event, "sent_at": sent_at, "delivery": delivery, **payload}
+        # Serialised now: the body is fixed (and signed) once, and a caller that changes its
+        # payload afterwards does not change what is sent.
+        body = json.dumps(fields, sort_keys=True).encode()
+        with self._changed:
+            if self._deadline is None and len(self._pending) < self._queue_size:
+                self._pending.append(_Delivery(event, delivery, body))
+                self._changed.notify()
+                return
+            stopped = self._deadline is not None
+        _log.warning(
+            "rollout webhook stopped; event dropped"
+            if stopped
+            else "rollout webhook queue full; event dropped",
+            extra={"event": event, "url": self._url_for_logs, "queue_size": self._queue_size},
+        )
+        self._report(event, "dropped")
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Deliver what is queued for up to `timeout_seconds` more, then drop the rest. An
+        attempt already in flight cannot be cut short: its outcome is reported when it ends,
+        possibly after stop() returned (the thread is a daemon and holds no exit back)."""
+        with self._changed:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + timeout_seconds
+                self._changed.notify_all()
+            deadline = self._deadline
+        self._stop_requested.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._drop_pending()
+
+    def _run(self) -> None:
+        while (item := self._next()) is not None:
+            try:
+                self._deliver(item)
+            except Exception:  # the thread must outlive one bad event; the rest still go
+                _log.exception(
+                    "rollout webhook delivery failed",
+                    extra={"event": item.event, "url": self._url_for_logs},
+                )
+                self._report(item.event, "failed")
+        self._drop_pending()
+
+    def _next(self) -> _Delivery | None:
+        with self._changed:
+            while not self._pending and self._deadline is None:
+                self._changed.wait()
+            if not self._pending or self._past_deadline():
+                return None
+            return self._pending.popleft()
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _attempt_timeout(self) -> float | None:
+        """The socket timeout for the next attempt, None when stop()'s deadline has passed."""
+        deadline = self._deadline
+        if deadline is None:
+            return self._timeout
+        remaining = deadline - time.monotonic()
+        return min(self._timeout, remaining) if remaining > 0 else None
+
+    def _deliver(self, item: _Delivery) -> None:
+        reason = "not attempted"
+        for attempt in range(self._attempts):
+            if attempt > 0:
+                # stop() cuts the wait short: before its deadline there is no later to wait for.
+                self._stop_requested.wait(self._backoff * 2 ** (attempt - 1))
+            timeout = self._attempt_timeout()
+            if timeout is None:
+                _log.warning(
+                    "rollout webhook stopping; event dropped",
+                    extra={"event": item.event, "url": self._url_for_logs, "reason": reason,
+                           "attempts": attempt, "delivery": item.delivery},
+                )  # fmt: skip
+                self._report(item.event, "dropped")
+                return
+            reason, retry = self._post(item, timeout)
+            if not reason:
+                self._report(item.event, "delivered")
+                return
+            if not retry:
+                attempt_count = attempt + 1
+                break
+        else:
+            attempt_count = self._attempts
+        _log.warning(
+            "rollout webhook not delivered",
+            extra={"event": item.event, "url": self._url_for_logs, "reason": reason,
+                   "attempts": attempt_count, "delivery": item.delivery},
+        )  # fmt: skip
+        self._report(item.event, "failed")
+
+    def _post(self, item: _Delivery, timeout: float) -> tuple[str, bool]:
+        """One attempt: ("", _) when delivered, else the reason and whether to retry."""
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": _USER_AGENT,
+            "X-Onnxgate-Event": item.event,
+            "X-Onnxgate-Delivery": item.delivery,
+            "X-Onnxgate-Signature": signature(self._secret, item.body),
+        }
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        request = urllib.request.Request(self._url, data=item.body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=timeout):
+                return "", False  # urllib raises HTTPError for anything but 2xx
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response's socket
+            return f"HTTP {exc.code}", exc.code == 429 or exc.code >= 500
+        except urllib.error.URLError as exc:  # refused, unresolvable, TLS, timed out connecting
+            return _describe(exc.reason), True
+        except (OSError, http.client.HTTPException) as exc:  # timed out or cut off answering
+            return _describe(exc), True
+
+    def _drop_pending(self) -> None:
+        with self._changed:
+            dropped = list(self._pending)
+            self._pending.clear()
+        if not dropped:
+            return
+        _log.warning(
+            "rollout webhook stopped before delivering; events dropped",
+            extra={"events": [item.event for item in dropped], "url": self._url_for_logs},
+        )
+        for item in dropped:
+            self._report(item.event, "dropped")
+
+    def _report(self, event: str, outcome: str) -> None:
+        try:
+            self._on_result(event, outcome)
+        except Exception:  # the caller's callback must not stop deliveries
+            _log.exception("rollout webhook result callback failed", extra={"event": event})
