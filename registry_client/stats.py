@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,10 @@ __all__ = [
     "Comparison",
     "StatsFormatError",
     "VersionStats",
+    "bucket_quantile",
     "decode_window",
     "encode_window",
+    "latency_bucket",
     "merge_into",
     "window_of",
 ]
@@ -32,6 +35,35 @@ __all__ = [
 WINDOW_SECONDS = 60
 FORMAT = 1
 TDIGEST_K = 100  # about 1% error at p99, a few kB per version and window
+# Latency is also counted in fixed log-spaced buckets (8 per doubling from 25 us: within 9% of
+# any value up to an hour): unlike a t-digest, two cumulative bucket counts can be subtracted,
+# so a rollout judges the p99 of exactly its interval, as Prometheus' histogram_quantile does.
+BUCKET_BASE_SECONDS = 25e-6
+BUCKETS_PER_DOUBLING = 8
+MAX_BUCKET = 8 * 28
+
+
+def latency_bucket(seconds: float) -> int:
+    """The bucket of a latency: bucket i holds [base * 2**(i/8), base * 2**((i+1)/8))."""
+    if seconds <= BUCKET_BASE_SECONDS:
+        return 0
+    return min(int(math.log2(seconds / BUCKET_BASE_SECONDS) * BUCKETS_PER_DOUBLING), MAX_BUCKET)
+
+
+def bucket_quantile(buckets: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile of bucketed latencies, interpolated geometrically inside its bucket."""
+    total = sum(buckets.values())
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index in sorted(buckets):
+        count = buckets[index]
+        if count > 0 and seen + count >= rank:
+            within = (rank - seen) / count
+            return BUCKET_BASE_SECONDS * 2 ** ((index + within) / BUCKETS_PER_DOUBLING)
+        seen += count
+    return BUCKET_BASE_SECONDS * 2 ** ((max(buckets) + 1) / BUCKETS_PER_DOUBLING)
 
 
 class StatsFormatError(ValueError):
@@ -81,6 +113,7 @@ class VersionStats:
     requests: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latency: tdigest_double = field(default_factory=lambda: tdigest_double(TDIGEST_K))
+    latency_buckets: dict[int, int] = field(default_factory=dict)
     comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
 
     @property
@@ -94,6 +127,8 @@ class VersionStats:
             self.errors[code] = self.errors.get(code, 0) + 1
         elif seconds is not None:
             self.latency.update(seconds)
+            bucket = latency_bucket(seconds)
+            self.latency_buckets[bucket] = self.latency_buckets.get(bucket, 0) + 1
 
     def comparison(self, primary: str, output: str) -> Comparison:
         key = (primary, output)
@@ -111,6 +146,8 @@ class VersionStats:
             self.errors[code] = self.errors.get(code, 0) + count
         if not other.latency.is_empty():
             self.latency.merge(other.latency)
+        for bucket, count in other.latency_buckets.items():
+            self.latency_buckets[bucket] = self.latency_buckets.get(bucket, 0) + count
         for (primary, output), compared in other.comparisons.items():
             self.comparison(primary, output).merge(compared)
 
@@ -121,6 +158,7 @@ class VersionStats:
             "requests": self.requests,
             "errors": dict(sorted(self.errors.items())),
             "latency": base64.b64encode(self.latency.serialize()).decode("ascii"),
+            "latency_buckets": {str(k): v for k, v in sorted(self.latency_buckets.items())},
             "comparisons": [
                 {
                     "primary": c.primary,
@@ -142,6 +180,9 @@ class VersionStats:
             stats.errors = {str(k): int(v) for k, v in doc["errors"].items()}
             sketch = base64.b64decode(doc["latency"], validate=True)
             stats.latency = tdigest_double.deserialize(sketch)
+            # absent in windows written before buckets were kept: those have none
+            buckets = doc.get("latency_buckets", {})
+            stats.latency_buckets = {int(k): int(v) for k, v in buckets.items()}
             for c in doc["comparisons"]:
                 compared = stats.comparison(str(c["primary"]), str(c["output"]))
                 compared.rows = int(c["rows"])

@@ -21,7 +21,7 @@ from registry_client.stats import (
     window_of,
 )
 
-__all__ = ["MergedStats", "StatsStore", "WindowWrite"]
+__all__ = ["MergedStats", "StatsStore", "WindowWrite", "WindowedStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class MergedStats:
     unreadable: int  # replica windows skipped because their format could not be read
 
 
+@dataclass(frozen=True, slots=True)
+class WindowedStats:
+    """Statistics per window, each merged over every replica, per (version, role)."""
+
+    by_window: Mapping[int, Mapping[tuple[str, str], VersionStats]]
+    replicas: frozenset[str]
+    unreadable: int
+
+
 class StatsStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
@@ -66,16 +75,27 @@ class StatsStore:
 
     def read(self, model: str, since_seconds: float, now: float | None = None) -> MergedStats:
         """Merge the windows that overlap the last `since_seconds`, every replica."""
-        validate_name(model, "model name")
         now = time.time() if now is None else now
         last = window_of(now)
         first = window_of(now - max(since_seconds, WINDOW_SECONDS) + 1)
+        windows = self.read_windows(model, first, last)
+        merged: dict[tuple[str, str], VersionStats] = {}
+        by_window: dict[tuple[str, str], dict[int, int]] = {}
+        for window, found in windows.by_window.items():
+            merge_into(merged, found.values())
+            for (version, role), item in found.items():
+                by_window.setdefault((version, role), {})[window] = item.requests
+        return MergedStats(model, first, last, merged, by_window, windows.replicas,
+                           windows.unreadable)  # fmt: skip
+
+    def read_windows(self, model: str, first: int, last: int) -> WindowedStats:
+        """Windows `first` to `last` (inclusive), each merged over every replica."""
+        validate_name(model, "model name")
         with redis_unreachable_as_error(), self._redis.pipeline(transaction=False) as pipe:
             for window in range(first, last + 1):
                 pipe.hgetall(self._keys.stats(model, window))
             found: list[Mapping[bytes, bytes]] = pipe.execute()
-        merged: dict[tuple[str, str], VersionStats] = {}
-        by_window: dict[tuple[str, str], dict[int, int]] = {}
+        by_window: dict[int, dict[tuple[str, str], VersionStats]] = {}
         replicas: set[str] = set()
         unreadable = 0
         for window, fields in zip(range(first, last + 1), found, strict=True):
@@ -86,9 +106,6 @@ class StatsStore:
                     unreadable += 1
                     _log.warning("statistics skipped", extra={"model": model, "reason": str(exc)})
                     continue
-                merge_into(merged, stats)
-                for item in stats:
-                    counts = by_window.setdefault((item.version, item.role), {})
-                    counts[window] = counts.get(window, 0) + item.requests
+                merge_into(by_window.setdefault(window, {}), stats)
                 replicas.add(replica.decode(errors="replace"))
-        return MergedStats(model, first, last, merged, by_window, frozenset(replicas), unreadable)
+        return WindowedStats(by_window, frozenset(replicas), unreadable)
