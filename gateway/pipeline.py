@@ -22,6 +22,7 @@ from gateway.types import InferRequest, InferResult
 __all__ = ["InferencePipeline"]
 
 T = TypeVar("T")
+CANCELLED, DEADLINE_EXCEEDED = "CANCELLED", "DEADLINE_EXCEEDED"
 
 
 class InferencePipeline:
@@ -87,7 +88,7 @@ class InferencePipeline:
                 loaded.release()
                 raise
         except GatewayError as exc:
-            metrics.failed(self._code_name(exc))
+            metrics.failed(self._outcome(request, exc))
             raise
         try:
             try:
@@ -96,13 +97,16 @@ class InferencePipeline:
                 outputs = binder.select_outputs(request.outputs)
                 arrays = loaded.run(feeds, outputs.names, request.deadline)
             except GatewayError as exc:
-                metrics.failed(self._code_name(exc))
+                metrics.failed(self._outcome(request, exc))
                 raise
             finally:
                 loaded.release()  # the next in the version's queue may run meanwhile
-            metrics.succeeded(time.perf_counter() - request.received)
+            if request.still_wanted is None or request.still_wanted():
+                metrics.succeeded(time.perf_counter() - request.received)
+            else:
+                metrics.failed(_gone(request))
             if self._drift is not None:
-                self._drift.observe(loaded.model, loaded.version, feeds)
+                self._drift.observe(loaded.model, loaded.version, feeds, outputs.names, arrays)
             if decision.shadows and self._shadows is not None:
                 self._mirror(loaded, decision.shadows, feeds, outputs.names, arrays)
             pairs = list(zip(outputs.specs, arrays, strict=True))
@@ -128,7 +132,22 @@ class InferencePipeline:
                 job = ShadowJob(shadow, primary.version, feeds, output_names, outputs)
                 self._shadows.offer(job)
 
+    def _outcome(self, request: InferRequest, exc: GatewayError) -> str:
+        """The status a failed request is counted under (see _gone)."""
+        if request.still_wanted is not None and not request.still_wanted():
+            return _gone(request)
+        return self._code_name(exc)
+
     def count_rejected(self, model: str, exc: GatewayError) -> None:
         """Count a request that failed before a version was chosen."""
         label = model if self._versions.knows_model(model) else UNKNOWN_LABEL
         self._metrics.count_unrouted(label, self._code_name(exc))
+
+
+def _gone(request: InferRequest) -> str:
+    """The status of a request whose caller is no longer there: DEADLINE_EXCEEDED when its
+    deadline had passed (the version was too slow for it: that counts against the version),
+    else CANCELLED (the caller gave up: that does not)."""
+    if request.deadline is not None and time.monotonic() >= request.deadline:
+        return DEADLINE_EXCEEDED
+    return CANCELLED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,9 @@ class InferRequest:
     deadline: float | None
     received: float  # time.perf_counter() when the request arrived, for its duration
     routing_key: str | None = None  # sticky routing: same key, same version
+    # False once the caller has gone away (cancelled): its outcome is then counted as
+    # CANCELLED, not against the version (a rollout judges versions on their outcomes).
+    still_wanted: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True)

@@ -167,10 +167,14 @@ def test_default_limit_accepts_messages_well_above_grpc_default(slow_repo):
 
 
 class _ExpiredCall:
-    """The two things ModelInfer reads of its call: a deadline already past, no metadata."""
+    """What ModelInfer reads of its call: a deadline already past (so gRPC no longer counts
+    the call active), no metadata."""
 
     def time_remaining(self) -> float:
         return -0.5
+
+    def is_active(self) -> bool:
+        return False
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()

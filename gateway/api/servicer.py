@@ -115,6 +115,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except GatewayError as exc:
             self._pipeline.count_rejected(request.model_name, exc)
             raise
+        decoded.still_wanted = context.is_active
         request_id = request.id
         return self._pipeline.infer(
             decoded, lambda result: encode_infer_response(result, request_id)

@@ -24,7 +24,10 @@ from registry_client.drift_store import HOUR, MINUTE, SketchWrite
 from registry_client.features import feature_columns
 from registry_client.stats import window_of
 
-__all__ = ["DriftRecorder"]
+__all__ = ["OUTPUT_PREFIX", "DriftRecorder"]
+
+OUTPUT_PREFIX = "output:"
+_Observed = tuple[str, str, Mapping[str, np.ndarray], int, Sequence[str], Sequence[np.ndarray]]
 
 
 @dataclass(slots=True)
@@ -58,23 +61,32 @@ class DriftRecorder:
         self._clock = clock
         self._keep_minutes = keep_minutes
         self._buffer_lock = threading.Lock()
-        self._buffer: deque[tuple[str, str, Mapping[str, np.ndarray], int]] = deque()
+        self._buffer: deque[_Observed] = deque()
         self._buffered_rows = 0
         self._state_lock = threading.Lock()
         self._windows: dict[tuple[str, str, str, int], _Window] = {}
         self._bins: dict[tuple[str, str], Mapping[str, ReferenceBins]] = {}
         self._names: dict[tuple[str, str], Mapping[str, Sequence[str]]] = {}
 
-    def observe(self, model: str, version: str, feeds: Mapping[str, np.ndarray]) -> None:
-        """Queue the inputs of one served request (references, not copies: the arrays are
-        read-only views of the request)."""
+    def observe(
+        self,
+        model: str,
+        version: str,
+        feeds: Mapping[str, np.ndarray],
+        output_names: Sequence[str] = (),
+        outputs: Sequence[np.ndarray] = (),
+    ) -> None:
+        """Queue the inputs of one served request and the outputs it answered (references,
+        not copies: the inputs are read-only views of the request, the outputs are not
+        written after). Outputs are sketched as features named `output:NAME...`, so a
+        canary's answers can be compared with the baseline's as its inputs are."""
         first = next(iter(feeds.values()), None)
         rows = first.shape[0] if first is not None and first.ndim else 1
         with self._buffer_lock:
             if self._buffered_rows + rows > self._capacity:
                 self._dropped.labels(model).inc(rows)
                 return
-            self._buffer.append((model, version, feeds, rows))
+            self._buffer.append((model, version, feeds, rows, output_names, outputs))
             self._buffered_rows += rows
 
     def set_bins(self, model: str, version: str, bins: Mapping[str, ReferenceBins]) -> None:
@@ -96,10 +108,13 @@ class DriftRecorder:
             self._buffered_rows = 0
         grouped: dict[tuple[str, str, str, tuple[int, ...]], list[np.ndarray]] = defaultdict(list)
         rows: dict[tuple[str, str], int] = defaultdict(int)
-        for model, version, feeds, count in queued:
+        for model, version, feeds, count, output_names, outputs in queued:
             rows[model, version] += count
             for name, array in feeds.items():
                 grouped[model, version, name, array.shape[1:]].append(array)
+            for name, array in zip(output_names, outputs, strict=True):
+                if array.ndim:
+                    grouped[model, version, OUTPUT_PREFIX + name, array.shape[1:]].append(array)
         minute = window_of(self._clock())
         with self._state_lock:
             for (model, version), count in rows.items():
