@@ -35,6 +35,9 @@ from gateway.pipeline import InferencePipeline
 from gateway.private_redis import PrivateRedis, PrivateRedisError
 from gateway.process import start_process
 from gateway.request_stats import RequestStats
+from gateway.rollout.controller import RolloutController
+from gateway.rollout.metrics import RolloutMetrics
+from gateway.rollout.webhook import WebhookNotifier
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
@@ -128,6 +131,8 @@ class Gateway:
         self.drift_monitor: DriftMonitor | None = None
         self.sketch_flusher: WindowFlusher[SketchWrite] | None = None
         self._temporary_cache: tempfile.TemporaryDirectory[str] | None = None
+        self.rollouts: RolloutController | None = None
+        self.webhook: WebhookNotifier | None = None
         if redis_url:
             self.registry_client = RegistryClient.from_url(redis_url, settings.namespace)
             self.watcher = RuleWatcher(
@@ -150,6 +155,8 @@ class Gateway:
             )  # fmt: skip
             if self.drift is not None:
                 self._drift_tasks(self.registry_client, self.drift)
+            if settings.rollout_controller:
+                self._rollout_controller(self.registry_client)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
             settings.max_streams, settings.request_timeout_seconds,
@@ -162,6 +169,22 @@ class Gateway:
                 sample()
 
         self._metric_sampler = Periodic("metric-samplers", 0.5, sample_metrics)
+
+    def _rollout_controller(self, client: RegistryClient) -> None:
+        settings = self.settings
+        metrics = RolloutMetrics(self.registry)
+        secret = self.security.webhook_secret
+        if settings.rollout_webhook_url and secret is not None:
+            outcomes = metrics.webhooks
+            self.webhook = WebhookNotifier(
+                settings.rollout_webhook_url, secret,
+                on_result=lambda event, outcome: outcomes.labels(event, outcome).inc(),
+            )  # fmt: skip
+        self.rollouts = RolloutController(
+            client, self.replica, metrics, tick_seconds=settings.rollout_tick_seconds,
+            lease_seconds=settings.rollout_lease_seconds,
+            notify=None if self.webhook is None else self.webhook.notify,
+        )  # fmt: skip
 
     def _given_up(self, what: str) -> None:
         self.metrics.windows_given_up.labels(what).inc()
@@ -221,6 +244,10 @@ class Gateway:
             self.stats_flusher.start()
         for task in self.drift_tasks:
             task.start()
+        if self.webhook is not None:
+            self.webhook.start()
+        if self.rollouts is not None:
+            self.rollouts.start()
         if self.watcher is not None:
             self.watcher.start()
         else:
@@ -273,6 +300,10 @@ class Gateway:
             self.stats_flusher.stop()
         for task in self.drift_tasks:  # the sketch flusher folds and writes what is left
             task.stop()
+        if self.rollouts is not None:  # hands the lease over before Redis may go
+            self.rollouts.stop()
+        if self.webhook is not None:  # after the controller: its last notifications go out
+            self.webhook.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.versions.close()

@@ -30,7 +30,9 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--keepalive-seconds", "keepalive_seconds", 0.001),
              ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", 0.001),
              ("--min-client-ping-seconds", "min_client_ping_seconds", 0.0),
-             ("--drain-notice-seconds", "drain_notice_seconds", 0.0))  # fmt: skip
+             ("--drain-notice-seconds", "drain_notice_seconds", 0.0),
+             ("--rollout-tick-seconds", "rollout_tick_seconds", 0.01),
+             ("--rollout-lease-seconds", "rollout_lease_seconds", 0.1))  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,6 +170,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--drift-monitor-window-seconds", type=float, help="window of the drift gauges (900)"
     )
+    run.add_argument(
+        "--no-rollout-controller", dest="rollout_controller", action="store_false", default=None,
+        help="take no part in driving rollouts (for a Redis user that may only read)",
+    )  # fmt: skip
+    run.add_argument(
+        "--rollout-tick-seconds", type=float, help="rollout controller's tick and lease renewal (1)"
+    )
+    run.add_argument(
+        "--rollout-lease-seconds", type=float,
+        help="leader lease TTL: another gateway takes over this long after the leader dies (10)",
+    )  # fmt: skip
+    run.add_argument(
+        "--rollout-webhook-url", help="POST rollout promotions, rollbacks and pauses here"
+    )
+    run.add_argument(
+        "--rollout-webhook-secret-file", type=Path,
+        help="HMAC-SHA256 key of the webhook's X-Onnxgate-Signature (at least 16 bytes)",
+    )  # fmt: skip
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.api.tokens import TokenError, TokenTable
+from gateway.rollout.webhook import read_secret
 from gateway.settings import Settings
 from gateway.tls import TlsError, TlsFiles
 
@@ -21,6 +22,7 @@ class Security:
 
     tls: TlsFiles | None
     tokens: TokenTable | None
+    webhook_secret: bytes | None = None  # the rollout webhook's signing key
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Security:
@@ -33,4 +35,19 @@ class Security:
             raise SecurityError(str(exc)) from exc
         if settings.metrics_auth and tokens is None:
             raise SecurityError("--metrics-auth needs --auth-tokens-file")
-        return cls(tls, tokens)
+        return cls(tls, tokens, _webhook_secret(settings))
+
+
+def _webhook_secret(settings: Settings) -> bytes | None:
+    url, path = settings.rollout_webhook_url, settings.rollout_webhook_secret_file
+    if not url:
+        if path is not None:
+            raise SecurityError("--rollout-webhook-secret-file needs --rollout-webhook-url")
+        return None
+    if path is None:
+        raise SecurityError("--rollout-webhook-url needs --rollout-webhook-secret-file: receivers"
+                            " must be able to tell our notifications from forged ones")  # fmt: skip
+    try:
+        return read_secret(path)
+    except ValueError as exc:
+        raise SecurityError(f"--rollout-webhook-secret-file: {exc}") from exc

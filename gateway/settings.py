@@ -90,6 +90,14 @@ class Settings:
     drift_hour_ttl_seconds: int = 8 * 86400
     drift_monitor_seconds: float = 60.0  # reference bins and drift gauges refreshed this often
     drift_monitor_window_seconds: float = 900.0  # the gauges' window
+    # Every gateway runs a rollout controller; the one holding the lease (a Redis key with this
+    # TTL, renewed every tick) drives rollouts. Off for a gateway whose Redis user may only read.
+    rollout_controller: bool = True
+    rollout_tick_seconds: float = 1.0
+    rollout_lease_seconds: float = 10.0
+    # POSTed on promote, rollback and pause, signed with HMAC-SHA256 of the secret in the file.
+    rollout_webhook_url: str = ""
+    rollout_webhook_secret_file: Path | None = None
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -19,6 +19,7 @@ from registry_client.client import MAX_ARTIFACT_BYTES, RegistryClient
 from registry_client.compare import compare_versions, parse_duration, print_comparison
 from registry_client.drift_report import run_drift_command
 from registry_client.errors import Conflict, Rejected, Unreachable
+from registry_client.rollout_cli import add_rollout_parser, run_rollout_command
 from registry_client.schema import (
     PRIVATE_SOCKET_NAME,
     RouteRule,
@@ -210,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to-revision", type=int, required=True)
     rollback.add_argument("--reason", default="")
     rollback.add_argument("--expected-revision", type=int)
+    add_rollout_parser(commands, _duration)
     return parser
 
 
@@ -297,6 +299,8 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
             _table(found, ["model", "version"], out)
     elif args.command in ("reference", "drift"):
         run_drift_command(args, client, actor, out, sys.stderr)
+    elif args.command == "rollout":
+        run_rollout_command(args, client, actor, out)
     elif args.command == "compare":
         report = compare_versions(client, args.model, args.versions, args.since)
         if emit_json:

@@ -406,38 +406,56 @@ class RegistryClient:
     def _write_route(
         self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None
     ) -> RouteRule:
-        model = candidate.model
-        key = self.keys.route(model)
-        version_keys = [self.keys.version(model, v) for v in candidate.versions]
-
         def write(pipe: redis.client.Pipeline) -> RouteRule:
-            raw = pipe.get(key)
-            current = None if raw is None else RouteRule.from_json(raw)
-            revision = 0 if current is None else current.revision
-            if expected_revision is not None and expected_revision != revision:
-                raise Conflict(
-                    f"rule of {model!r} is at revision {revision}, not {expected_revision}:"
-                    " read it again (gatectl route show) and retry"
-                )
-            for version, version_key in zip(candidate.versions, version_keys, strict=True):
-                status = _text(pipe.hget(version_key, "status"))
-                if not status:
-                    raise NotFound(f"version {version!r} of model {model!r} is not registered")
-                if status == "retired":
-                    raise Rejected(f"version {version!r} of model {model!r} is retired")
-            new = RouteRule(
-                model, candidate.split, candidate.shadows, candidate.sticky,
-                revision=revision + 1, updated_by=actor, updated_at=_now(),
-                reason=candidate.reason,
-            )  # fmt: skip
+            current, new = self.stage_route(pipe, candidate, actor, expected_revision)
             pipe.multi()
-            pipe.set(key, new.to_json())
-            before = None if current is None else current.to_json()
-            self._audit(pipe, actor, action, model, before, new.to_json(), new.reason)
-            pipe.publish(self.keys.events, json.dumps({"model": model, "revision": new.revision}))
+            self.queue_route(pipe, current, new, actor, action)
             return new
 
-        return self._transaction([key, *version_keys], write, retry=expected_revision is None)
+        return self._transaction(self.route_keys(candidate), write,
+                                 retry=expected_revision is None)  # fmt: skip
+
+    def route_keys(self, candidate: RouteRule) -> list[str]:
+        """The keys a write of `candidate` must WATCH: the rule and the versions it names."""
+        model = candidate.model
+        return [self.keys.route(model), *(self.keys.version(model, v) for v in candidate.versions)]
+
+    def stage_route(
+        self, pipe: redis.client.Pipeline, candidate: RouteRule, actor: str,
+        expected_revision: int | None,
+    ) -> tuple[RouteRule | None, RouteRule]:  # fmt: skip
+        """Inside a transaction that WATCHes route_keys(candidate), before MULTI: the rule now
+        and the one to write (next revision), after checking the revision and the versions."""
+        model = candidate.model
+        raw = pipe.get(self.keys.route(model))
+        current = None if raw is None else RouteRule.from_json(raw)
+        revision = 0 if current is None else current.revision
+        if expected_revision is not None and expected_revision != revision:
+            raise Conflict(
+                f"rule of {model!r} is at revision {revision}, not {expected_revision}:"
+                " read it again (gatectl route show) and retry"
+            )
+        for version in candidate.versions:
+            status = _text(pipe.hget(self.keys.version(model, version), "status"))
+            if not status:
+                raise NotFound(f"version {version!r} of model {model!r} is not registered")
+            if status == "retired":
+                raise Rejected(f"version {version!r} of model {model!r} is retired")
+        new = RouteRule(
+            model, candidate.split, candidate.shadows, candidate.sticky,
+            revision=revision + 1, updated_by=actor, updated_at=_now(), reason=candidate.reason,
+        )  # fmt: skip
+        return current, new
+
+    def queue_route(
+        self, pipe: redis.client.Pipeline, current: RouteRule | None, new: RouteRule,
+        actor: str, action: str,
+    ) -> None:  # fmt: skip
+        """After MULTI: write the rule staged by stage_route, audit it and publish the hint."""
+        pipe.set(self.keys.route(new.model), new.to_json())
+        before = None if current is None else current.to_json()
+        self._audit(pipe, actor, action, new.model, before, new.to_json(), new.reason)
+        pipe.publish(self.keys.events, json.dumps({"model": new.model, "revision": new.revision}))
 
     # -- what gateways read and write ----------------------------------------------------------
 
@@ -517,6 +535,31 @@ class RegistryClient:
                 "replicas": replicas}  # fmt: skip
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def transaction(
+        self, watched: list[str], body: Callable[[redis.client.Pipeline], _T], *, retry: bool
+    ) -> _T:
+        """WATCH `watched` and run `body`: its reads, then pipe.multi() and the writes it
+        queues, executed atomically. A concurrent change retries the body when `retry`, else
+        raises Conflict; a lost connection raises Unreachable."""
+        return self._transaction(watched, body, retry=retry)
+
+    def read_string(self, key: str) -> bytes | None:
+        """One string key's bytes (for the stores built on this client's pool)."""
+        raw = self._call(self._redis.get, key)
+        return raw.encode() if isinstance(raw, str) else raw
+
+    def read_set(self, key: str) -> set[bytes]:
+        """One set key's members."""
+        members = self._call(self._redis.smembers, key)
+        return {m.encode() if isinstance(m, str) else m for m in members}
+
+    def audit(
+        self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,
+        before: object, after: object, reason: str,
+    ) -> None:  # fmt: skip
+        """Queue one audit entry (and the epoch bump every registry write makes)."""
+        self._audit(pipe, actor, action, model, before, after, reason)
 
     def _audit(
         self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,

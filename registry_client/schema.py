@@ -117,6 +117,19 @@ class Keys:
         the control-plane tag, so their volume spreads over a Redis Cluster."""
         return "{" + f"{self.namespace}:{model}" + "}" + f":stats:{window}"
 
+    def rollout(self, name: str) -> str:
+        return f"{self.prefix}:rollout:{name}"
+
+    @property
+    def rollouts(self) -> str:
+        """The set of models that have a rollout document."""
+        return f"{self.prefix}:rollouts"
+
+    @property
+    def rollout_leader(self) -> str:
+        """The lease of the gateway whose controller drives rollouts."""
+        return f"{self.prefix}:rollout-leader"
+
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
