@@ -239,6 +239,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(f"onnxgate: {flag} {getattr(settings, value)}: expected {least} or more",
                   file=sys.stderr)  # fmt: skip
             return 2
+    if settings.rollout_lease_seconds <= 2 * settings.rollout_tick_seconds:
+        print(f"onnxgate: --rollout-lease-seconds {settings.rollout_lease_seconds}: expected"
+              f" more than twice --rollout-tick-seconds ({settings.rollout_tick_seconds}), or"
+              " the leader's lease lapses between its renewals", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         Security.from_settings(settings)  # checked before anything starts, as flags are
     except SecurityError as exc:

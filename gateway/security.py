@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.api.tokens import TokenError, TokenTable
-from gateway.rollout.webhook import read_secret
+from gateway.rollout.webhook import WebhookNotifier, read_secret
 from gateway.settings import Settings
 from gateway.tls import TlsError, TlsFiles
 
@@ -48,6 +48,11 @@ def _webhook_secret(settings: Settings) -> bytes | None:
         raise SecurityError("--rollout-webhook-url needs --rollout-webhook-secret-file: receivers"
                             " must be able to tell our notifications from forged ones")  # fmt: skip
     try:
-        return read_secret(path)
+        secret = read_secret(path)
     except ValueError as exc:
         raise SecurityError(f"--rollout-webhook-secret-file: {exc}") from exc
+    try:
+        WebhookNotifier(url, secret)  # checks the URL; starts nothing
+    except ValueError as exc:
+        raise SecurityError(f"--rollout-webhook-url: {exc}") from exc
+    return secret

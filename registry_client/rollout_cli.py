@@ -97,7 +97,12 @@ def run_rollout_command(
     elif args.action == "resume":
         state = store.resume(args.model, actor=actor, reason=args.reason)
     elif args.action == "abort":
-        state = store.abort(args.model, actor=actor, reason=args.reason)
+        aborted = store.abort(args.model, actor=actor, reason=args.reason)
+        if aborted is None:
+            print(f"removed the unreadable rollout document of {args.model}; its rule is as it"
+                  " was: check it with gatectl route show", file=out)  # fmt: skip
+            return
+        state = aborted
     else:
         found = store.get(args.model)
         if found is None:

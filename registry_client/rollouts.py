@@ -24,11 +24,15 @@ from registry_client.rollout_plan import (
 )
 from registry_client.schema import RouteRule, SchemaError, validate_name
 
-__all__ = ["LeaseLost", "RolloutStore", "audit_view"]
+__all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view"]
 
 
 class LeaseLost(Conflict):
     """The controller writing a decision no longer holds the leader lease."""
+
+
+class Unreadable(Rejected):
+    """A stored rollout document that cannot be read."""
 
 
 def _text(value: bytes | str | None) -> str:
@@ -51,9 +55,17 @@ class RolloutStore:
         self._clock = clock
 
     def get(self, model: str) -> RolloutState | None:
-        """The model's rollout (active or finished), None when it never had one."""
-        raw = self._client.read_string(self._keys.rollout(validate_name(model, "model")))
-        return None if raw is None else RolloutState.from_json(raw)
+        """The model's rollout (active or finished), None when it never had one; Rejected
+        when its document is unreadable (written by hand, or by a newer version)."""
+        key = self._keys.rollout(validate_name(model, "model"))
+        raw = self._client.read_string(key)
+        try:
+            return None if raw is None else RolloutState.from_json(raw)
+        except SchemaError as exc:
+            raise Unreadable(
+                f"the rollout document of {model!r} ({key}) is unreadable: {exc}; set the rule"
+                " by hand (gatectl route set) and remove it with gatectl rollout abort"
+            ) from exc
 
     def models(self) -> list[str]:
         """Models with a rollout document, sorted."""
@@ -197,9 +209,15 @@ class RolloutStore:
             expected_route_revision=None if rule is None else rule.revision,
         )  # fmt: skip
 
-    def abort(self, model: str, *, actor: str, reason: str = "") -> RolloutState:
-        """End it now: the baseline alone serves again, whatever the rule was."""
-        state = self._active(model)
+    def abort(self, model: str, *, actor: str, reason: str = "") -> RolloutState | None:
+        """End it now: the baseline alone serves again, whatever the rule was. An unreadable
+        document is removed instead (its baseline is unknown: the rule stays as it is), and
+        None returned."""
+        try:
+            state = self._active(model)
+        except Unreadable:
+            self._remove_unreadable(model, actor, reason)
+            return None
         rule = self._client.get_route(model)
         after = state.evolve(status=ABORTED, paused_status="")
         return self.commit(
@@ -207,6 +225,19 @@ class RolloutStore:
             reason=reason or f"aborted by {actor}",
             expected_route_revision=None if rule is None else rule.revision,
         )  # fmt: skip
+
+    def _remove_unreadable(self, model: str, actor: str, reason: str) -> None:
+        key = self._keys.rollout(model)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            raw = pipe.get(key)
+            pipe.multi()
+            pipe.delete(key)
+            pipe.srem(self._keys.rollouts, model)
+            self._client.audit(pipe, actor, "rollout.abort", model, _text(raw), None,
+                               reason or "unreadable rollout document removed")  # fmt: skip
+
+        self._client.transaction([key], write, retry=True)
 
     def _active(self, model: str) -> RolloutState:
         state = self.get(model)

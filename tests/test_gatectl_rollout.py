@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests import onnx_models
 from tests.redis_server import RedisServer
@@ -126,3 +127,18 @@ def test_no_rollout_and_no_redis_have_their_exit_codes(url: str) -> None:
     assert code == 1 and "has no rollout: start one with gatectl rollout start" in err
     code, _, err = _gatectl("redis://127.0.0.1:1", "rollout", "status", "credit")
     assert code == 4
+
+
+def test_an_unreadable_rollout_document_is_named_and_abort_removes_it(url: str) -> None:
+    by_hand = redis.Redis.from_url(url)
+    by_hand.set("{onnxgate}:rollout:credit", "not json")
+    by_hand.sadd("{onnxgate}:rollouts", "credit")
+    code, _, err = _gatectl(url, "rollout", "status", "credit")
+    assert code == 1 and "the rollout document of 'credit' ({onnxgate}:rollout:credit) is" in err
+    assert "remove it with gatectl rollout abort" in err
+    code, out, _ = _gatectl(url, "rollout", "abort", "credit")
+    assert code == 0 and "removed the unreadable rollout document of credit" in out
+    assert by_hand.exists("{onnxgate}:rollout:credit") == 0
+    assert by_hand.sismember("{onnxgate}:rollouts", "credit") == 0
+    assert _gatectl(url, "rollout", "history", "credit")[1].count("rollout.abort") == 1
+    by_hand.close()

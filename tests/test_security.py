@@ -263,13 +263,22 @@ def test_health_probe_speaks_mutual_tls(secured, capsys):
         (["--auth-tokens-file", "{fields}"], "expected NAME SCOPES TOKEN, got 2 fields"),
         (["--auth-tokens-file", "{empty}"], "no tokens"),
         (["--auth-tokens-file", "{twice}"], "name 'a' appears twice"),
+        (["--rollout-webhook-url", "http://127.0.0.1:9/hook"],
+         "--rollout-webhook-url needs --rollout-webhook-secret-file"),
+        (["--rollout-webhook-secret-file", "{secret}"],
+         "--rollout-webhook-secret-file needs --rollout-webhook-url"),
+        (["--rollout-webhook-url", "http://127.0.0.1:9/hook", "--rollout-webhook-secret-file",
+          "{short}"], "--rollout-webhook-secret-file: "),
+        (["--rollout-webhook-url", "ftp://127.0.0.1/hook", "--rollout-webhook-secret-file",
+          "{secret}"], "--rollout-webhook-url: webhook URL must be http:// or https://"),
     ],
-)
+)  # fmt: skip
 def test_unusable_security_settings_are_usage_errors(tmp_path, capsys, flags, message):
     certs = make_certificates(tmp_path)
     files = {"short": "a infer short\n", "scope": "a infer,root 0123456789abcdef0\n",
              "fields": "a 0123456789abcdef0\n", "empty": "# nothing\n",
-             "twice": "a infer 0123456789abcdef0\na admin 0123456789abcdef1\n"}  # fmt: skip
+             "twice": "a infer 0123456789abcdef0\na admin 0123456789abcdef1\n",
+             "secret": "a-webhook-secret-of-some-length\n"}  # fmt: skip
     paths = {**{k: str(v) for k, v in certs.items()}, "missing": str(tmp_path / "nope.crt")}
     for name, text in files.items():
         (tmp_path / name).write_text(text)

@@ -49,3 +49,16 @@ def test_bad_flag_is_a_usage_error(capsys):
 def test_missing_model_directory_exits_2_with_a_message(tmp_path, capsys):
     assert main(["serve", "--models", str(tmp_path / "absent")], {}) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_rollout_lease_that_would_lapse_between_renewals_exits_2(capsys):
+    argv = [
+        "serve",
+        "--no-registry",
+        "--rollout-lease-seconds",
+        "1",
+        "--rollout-tick-seconds",
+        "0.5",
+    ]
+    assert main(argv, {}) == 2
+    assert "--rollout-lease-seconds 1.0: expected more than twice" in capsys.readouterr().err

@@ -43,7 +43,7 @@ from registry_client.rollout_plan import (
     SHADOWING,
     RolloutState,
 )
-from registry_client.rollouts import LeaseLost, RolloutStore
+from registry_client.rollouts import LeaseLost, RolloutStore, Unreadable
 from registry_client.schema import SchemaError
 from registry_client.stats import WINDOW_SECONDS, window_of
 
@@ -139,7 +139,7 @@ class RolloutController:
                 self._export(state)
                 if state.active and state.status != PAUSED:
                     self._drive(state)
-        except SchemaError as exc:  # its rollout or rule document: the others go on
+        except (SchemaError, Unreadable) as exc:  # its rollout or rule: the others go on
             if model not in self._unreadable:  # once per document, not every tick
                 _log.error("rollout skipped: a document is unreadable",
                            extra={"model": model, "reason": str(exc)})  # fmt: skip

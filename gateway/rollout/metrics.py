@@ -1,5 +1,6 @@
 """Prometheus metrics of the rollout controller. Only the replica holding the lease decides,
-so only it exports a model's rollout gauges; sum or max over replicas reads them."""
+so only it exports a model's rollout gauges (max over replicas reads them). Among worker
+processes the leader's values are the most recent: it exports them every tick."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ class RolloutMetrics:
             "onnxgate_rollout_step",
             "Step of each model's rollout (1 = first; 0 while shadowing; after promotion the"
             " number of steps), exported by the leader.",
-            ["model", "candidate"], registry=registry, multiprocess_mode="livemax",
+            ["model", "candidate"], registry=registry, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.candidate_weight = Gauge(
             "onnxgate_rollout_candidate_weight",
             "Percent of traffic the rollout gives its candidate (0 shadowing or rolled back).",
-            ["model", "candidate"], registry=registry, multiprocess_mode="livemax",
+            ["model", "candidate"], registry=registry, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.checks = Counter(
             "onnxgate_rollout_checks",
