@@ -39,6 +39,13 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
+def _name(model: str) -> str:
+    try:
+        return validate_name(model, "model")
+    except SchemaError as exc:
+        raise Rejected(str(exc)) from exc
+
+
 def audit_view(state: RolloutState) -> dict[str, Any]:
     """What the audit keeps of a rollout: where it is and why, not its counters."""
     return {"candidate": state.plan.candidate, "baseline": state.plan.baseline,
@@ -57,10 +64,14 @@ class RolloutStore:
     def get(self, model: str) -> RolloutState | None:
         """The model's rollout (active or finished), None when it never had one; Rejected
         when its document is unreadable (written by hand, or by a newer version)."""
-        key = self._keys.rollout(validate_name(model, "model"))
+        key = self._keys.rollout(_name(model))
         raw = self._client.read_string(key)
+        return None if raw is None else self._parsed(model, key, raw)
+
+    @staticmethod
+    def _parsed(model: str, key: str, raw: bytes | str) -> RolloutState:
         try:
-            return None if raw is None else RolloutState.from_json(raw)
+            return RolloutState.from_json(raw)
         except SchemaError as exc:
             raise Unreadable(
                 f"the rollout document of {model!r} ({key}) is unreadable: {exc}; set the rule"
@@ -73,7 +84,7 @@ class RolloutStore:
 
     def history(self, model: str, limit: int = 50) -> list[AuditEntry]:
         """The model's rollout decisions and operator actions, newest first."""
-        entries = [e for e in self._client.history(model, limit=10_000)
+        entries = [e for e in self._client.history(_name(model), limit=10_000)
                    if e.get("action", "").startswith("rollout.")]  # fmt: skip
         return entries[:limit]
 
@@ -83,8 +94,7 @@ class RolloutStore:
         `plan` is None; with `baseline_from_rule` the baseline is the rule's heaviest version.
         Rejected when the model has an active rollout, no rule, or a rule that already splits
         traffic among other versions."""
-        model = plan.model if plan is not None else str(fields["model"])
-        validate_name(model, "model")
+        model = _name(plan.model if plan is not None else str(fields["model"]))
         rule = self._client.get_route(model)
         if rule is None:
             raise Rejected(f"model {model!r} has no rule: route it to its baseline first"
@@ -112,7 +122,7 @@ class RolloutStore:
         def write(pipe: redis.client.Pipeline) -> RolloutState:
             raw = pipe.get(key)
             if raw is not None:
-                existing = RolloutState.from_json(raw)
+                existing = self._parsed(model, key, raw)
                 if existing.active:
                     raise Rejected(
                         f"model {model!r} already has a rollout of version"
@@ -120,7 +130,8 @@ class RolloutStore:
                         " (gatectl rollout abort)"
                     )
             current, new = self._stage_rule(pipe, first, actor, None)
-            assert current is not None
+            if current is None:
+                raise Rejected(f"model {model!r} has no rule any more")
             ours = (plan.baseline, plan.candidate)
             busy = [s.version for s in current.split if s.weight > 0 and s.version not in ours]
             if busy:

@@ -142,3 +142,9 @@ def test_an_unreadable_rollout_document_is_named_and_abort_removes_it(url: str) 
     assert by_hand.sismember("{onnxgate}:rollouts", "credit") == 0
     assert _gatectl(url, "rollout", "history", "credit")[1].count("rollout.abort") == 1
     by_hand.close()
+
+
+def test_a_bad_model_name_exits_1_naming_it(url: str) -> None:
+    for action in ("status", "history", "pause"):
+        code, _, err = _gatectl(url, "rollout", action, "../etc")
+        assert code == 1 and "model '../etc' is not valid" in err
