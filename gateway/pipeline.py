@@ -9,7 +9,7 @@ from typing import TypeVar
 import numpy as np
 
 from gateway.drift.recorder import DriftRecorder
-from gateway.errors import GatewayError, ModelNotFound, ModelNotReady
+from gateway.errors import GatewayError, ModelFailed, ModelNotFound, ModelNotReady
 from gateway.metrics import UNKNOWN_LABEL, GatewayMetrics
 from gateway.models.store import VersionStore
 from gateway.models.version import LoadedVersion
@@ -96,6 +96,13 @@ class InferencePipeline:
                 feeds = binder.bind_inputs(request.inputs)
                 outputs = binder.select_outputs(request.outputs)
                 arrays = loaded.run(feeds, outputs.names, request.deadline)
+            except ModelFailed as exc:
+                metrics.failed(self._outcome(request, exc))
+                # The version was sent these inputs: sketched, or a version that fails on a
+                # part of its traffic looks as if that part had drifted away.
+                if self._drift is not None:
+                    self._drift.observe(loaded.model, loaded.version, feeds)
+                raise
             except GatewayError as exc:
                 metrics.failed(self._outcome(request, exc))
                 raise

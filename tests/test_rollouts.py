@@ -496,3 +496,29 @@ def test_a_controller_works_under_its_acl_user_and_a_serving_only_gateway_stays_
     refused = [rec for rec in caplog.records
                if "refuses the rollout controller" in rec.getMessage()]  # fmt: skip
     assert len(refused) == 1 and "no permissions" in refused[0].reason  # type: ignore[attr-defined]
+
+
+def test_inputs_of_requests_a_version_failed_are_sketched_too(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Else a candidate failing on part of its traffic would show that part as input drift.
+    erring = onnx_models.erring_classifier(seed=1, error_share=0.5)
+    with rig(redis_server, tmp_path, erring, gateways=1) as r:
+        rng = np.random.default_rng(5)
+        codes = []
+        with grpc.insecure_channel(r.addresses[0]) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(200):
+                rows = rng.standard_normal((1, 4)).astype(np.float32)
+                try:
+                    stub.ModelInfer(infer_request("credit", {"input": rows}, version="2"))
+                    codes.append("OK")
+                except grpc.RpcError as exc:
+                    codes.append(exc.code().name)
+        gateway = r.gateways[0]
+        assert gateway.sketch_flusher is not None and gateway.sketch_flusher.flush()
+        sketched = r.registry.drift.read("credit", "2", 900)
+    assert 50 < codes.count("INTERNAL") < 150 and codes.count("OK") + codes.count("INTERNAL") == 200
+    assert sketched.rows == 200
+    assert sketched.features["input[0]"].count == 200
+    assert sketched.features["output:probabilities[0]"].count == codes.count("OK")
