@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from gateway.api.status import CLIENT_ERRORS, status_for
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ModelFailed
 
 __all__ = ["ErrorMappingInterceptor", "ServerInterceptorBase", "answer_for"]
 
@@ -53,7 +53,13 @@ def answer_for(error: Exception, method: str, context: grpc.ServicerContext) -> 
             },
         )
         return error.message
-    _log.error("internal error", exc_info=error, extra={"method": method, "request_id": request_id})
+    if isinstance(error, ModelFailed):  # onnxruntime's reason says it all; no traceback
+        reason = str(error.__cause__ or error)
+        _log.error("model failed", extra={"method": method, "request_id": request_id,
+                                          "detail": error.message, "reason": reason})  # fmt: skip
+    else:
+        _log.error("internal error", exc_info=error,
+                   extra={"method": method, "request_id": request_id})  # fmt: skip
     return f"internal error (request {request_id})"
 
 
