@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import onnxruntime as ort
 import redis
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from redis.maint_notifications import MaintNotificationsConfig
 
 from registry_client.drift_store import DriftStore
@@ -69,6 +67,10 @@ AuditEntry = dict[str, str]
 
 def _signature(data: bytes, artifact: Path) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs as onnxruntime sees them: name, type, shape (-1 = dynamic)."""
+    # Imported here: it costs half a second of CPU, and only registering a version needs it.
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
     try:
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
