@@ -212,21 +212,22 @@ class RolloutState:
 
 
 def served_split(
-    state: RolloutState, shadows: tuple[Shadow, ...]
+    state: RolloutState, split: tuple[Split, ...], shadows: tuple[Shadow, ...]
 ) -> tuple[tuple[Split, ...], tuple[Shadow, ...]]:
-    """The split and shadows the rollout's phase serves; `shadows` are the rule's other
-    shadows, kept as they are (the candidate's own entry is the rollout's to set)."""
+    """The split and shadows the rollout's phase serves, given the rule's. The rollout owns
+    the traffic: its baseline and candidate get the phase's weights, other versions in the
+    split stay at weight 0 (still loaded, say for the next rollout), other shadows as they are."""
     plan = state.plan
-    others = tuple(s for s in shadows if s.version not in (plan.candidate, plan.baseline))
+    ours = (plan.candidate, plan.baseline)
+    idle = tuple(Split(s.version, 0) for s in split if s.version not in ours)
+    others = tuple(s for s in shadows if s.version not in ours)
     status = state.paused_status if state.status == PAUSED else state.status
     if status == PROMOTED:
-        return (Split(plan.candidate, 100),), others
+        return (Split(plan.candidate, 100), *idle), others
     if status in (ROLLED_BACK, ABORTED):
-        return (Split(plan.baseline, 100),), others
+        return (Split(plan.baseline, 100), *idle), others
     if state.step < 0:
         mirrored = Shadow(plan.candidate, plan.shadow_percent)
-        return (Split(plan.baseline, 100),), (*others, mirrored)
+        return (Split(plan.baseline, 100), *idle), (*others, mirrored)
     weight = plan.steps[state.step]
-    if weight == 100:
-        return (Split(plan.baseline, 0), Split(plan.candidate, 100)), others
-    return (Split(plan.baseline, 100 - weight), Split(plan.candidate, weight)), others
+    return (Split(plan.baseline, 100 - weight), Split(plan.candidate, weight), *idle), others

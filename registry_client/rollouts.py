@@ -22,7 +22,7 @@ from registry_client.rollout_plan import (
     RolloutState,
     served_split,
 )
-from registry_client.schema import RouteRule, SchemaError, validate_name
+from registry_client.schema import RouteRule, SchemaError, Shadow, Split, validate_name
 
 __all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view"]
 
@@ -259,7 +259,7 @@ class RolloutStore:
         return state
 
     def _watched(self, state: RolloutState, rule: RouteRule | None) -> list[str]:
-        split, shadows = served_split(state, () if rule is None else rule.shadows)
+        split, shadows = served_split(state, *_parts(rule))
         target = RouteRule(state.plan.model, split, shadows)
         return [self._keys.rollout(state.plan.model), *self._client.route_keys(target)]
 
@@ -267,9 +267,9 @@ class RolloutStore:
         self, pipe: redis.client.Pipeline, state: RolloutState, actor: str,
         expected_revision: int | None,
     ) -> tuple[RouteRule | None, RouteRule]:  # fmt: skip
-        rule_now = pipe.get(self._keys.route(state.plan.model))
-        shadows = () if rule_now is None else RouteRule.from_json(rule_now).shadows
-        split, served_shadows = served_split(state, shadows)
+        raw = pipe.get(self._keys.route(state.plan.model))
+        rule = None if raw is None else RouteRule.from_json(raw)
+        split, served_shadows = served_split(state, *_parts(rule))
         target = RouteRule(state.plan.model, split, served_shadows,
                            reason=_route_reason(state))  # fmt: skip
         try:
@@ -277,6 +277,10 @@ class RolloutStore:
         except SchemaError as exc:
             raise Rejected(str(exc)) from exc
         return self._client.stage_route(pipe, target, actor, expected_revision)
+
+
+def _parts(rule: RouteRule | None) -> tuple[tuple[Split, ...], tuple[Shadow, ...]]:
+    return ((), ()) if rule is None else (rule.split, rule.shadows)
 
 
 def _route_reason(state: RolloutState) -> str:

@@ -71,18 +71,21 @@ def test_the_stored_document_round_trips_and_a_damaged_one_is_refused() -> None:
         RolloutState.from_json("[" * 5000)
 
 
-def test_each_phase_serves_its_rule_and_keeps_other_shadows() -> None:
-    other = Shadow("7", 5.0)
-    assert served_split(_state(status="shadowing", step=-1), (other,)) == (
-        (Split("1", 100),), (other, Shadow("2", 100.0)))  # fmt: skip
-    assert served_split(_state(step=0), (other, Shadow("2", 50.0))) == (
-        (Split("1", 90), Split("2", 10)), (other,))  # fmt: skip
+def test_each_phase_serves_its_rule_and_keeps_other_versions_loaded() -> None:
+    other, idle = Shadow("7", 5.0), Split("3", 0)
+    rule = (Split("1", 100), Split("2", 0), idle)
+    assert served_split(_state(status="shadowing", step=-1), rule, (other,)) == (
+        (Split("1", 100), idle), (other, Shadow("2", 100.0)))  # fmt: skip
+    assert served_split(_state(step=0), rule, (other, Shadow("2", 50.0))) == (
+        (Split("1", 90), Split("2", 10), idle), (other,))  # fmt: skip
     # At 100% the baseline stays in the rule at weight 0: loaded, so a rollback is instant.
-    assert served_split(_state(step=2), ())[0] == (Split("1", 0), Split("2", 100))
-    assert served_split(_state(status="promoted", step=2), ())[0] == (Split("2", 100),)
-    assert served_split(_state(status="rolled_back"), ())[0] == (Split("1", 100),)
-    assert served_split(_state(status="paused", paused_status="progressing", step=1), ())[0] == (
-        Split("1", 50), Split("2", 50))  # fmt: skip
+    assert served_split(_state(step=2), rule, ())[0] == (Split("1", 0), Split("2", 100), idle)
+    assert served_split(_state(status="promoted", step=2), rule, ())[0] == (Split("2", 100), idle)
+    assert served_split(_state(status="rolled_back"), rule, ())[0] == (Split("1", 100), idle)
+    paused = _state(status="paused", paused_status="progressing", step=1)
+    # Resumed on top of an operator's rule: the rollout owns the traffic again.
+    assert served_split(paused, (Split("1", 30), Split("3", 70)), ())[0] == (
+        Split("1", 50), Split("2", 50), Split("3", 0))  # fmt: skip
 
 
 def test_bucketed_latency_quantiles_are_within_a_bucket_of_the_exact_ones() -> None:
