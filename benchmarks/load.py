@@ -3,7 +3,9 @@
 --channels K spreads the load over K connections (a multi-worker gateway gives each connection
 to one worker); --streaming sends the requests over ModelStreamInfer streams instead, one stream
 per request in flight; --cpu-pids adds the CPU time of those processes (and of this one) in the
-measured window to the results."""
+measured window to the results; --distinct-payloads K cycles through K requests with different
+random inputs (serialised up front) instead of repeating one, so the traffic has a distribution:
+a model that fails on some rows fails on a share of requests, and drift sketches see spread."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,14 +164,14 @@ async def one_request(
 
 
 async def closed_loop(
-    call: RawCall, payload: bytes, concurrency: int, stats: Stats, timeout_s: float
+    call: RawCall, payloads: Iterator[bytes], concurrency: int, stats: Stats, timeout_s: float
 ) -> None:
     """Run `concurrency` workers, each sending back to back until the window closes."""
     hard_stop = stats.measure_end + DRAIN_S
 
     async def worker() -> None:
         while (t0 := time.perf_counter()) < stats.measure_end:
-            await one_request(call, payload, t0, stats, timeout_s, hard_stop)
+            await one_request(call, next(payloads), t0, stats, timeout_s, hard_stop)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -186,7 +188,12 @@ async def sleep_until(deadline: float) -> None:
 
 
 async def open_loop(
-    call: RawCall, payload: bytes, rate: float, t_start: float, stats: Stats, timeout_s: float
+    call: RawCall,
+    payloads: Iterator[bytes],
+    rate: float,
+    t_start: float,
+    stats: Stats,
+    timeout_s: float,
 ) -> None:
     """Issue requests on a fixed schedule of `rate` per second, regardless of completions."""
     hard_stop = stats.measure_end + DRAIN_S
@@ -196,7 +203,9 @@ async def open_loop(
     while (t_sched := t_start + i * interval) < stats.measure_end:
         await sleep_until(t_sched)
         # When behind schedule the due requests go out in a burst: that is the open-loop promise.
-        task = asyncio.create_task(one_request(call, payload, t_sched, stats, timeout_s, hard_stop))
+        task = asyncio.create_task(
+            one_request(call, next(payloads), t_sched, stats, timeout_s, hard_stop)
+        )
         pending.add(task)
         task.add_done_callback(pending.discard)
         i += 1
@@ -235,7 +244,7 @@ def stream_error(raw: bytes) -> str | None:
 
 async def stream_requests(
     stream: grpc.aio.StreamStreamCall[bytes, bytes],
-    payload: bytes,
+    payloads: Iterator[bytes],
     stats: Stats,
     timeout_s: float,
     hard_stop: float,
@@ -251,7 +260,7 @@ async def stream_requests(
             stats.issued += 1
         timeout = max(0.001, min(timeout_s, hard_stop - t0))
         try:
-            await stream.write(payload)
+            await stream.write(next(payloads))
             raw = await asyncio.wait_for(stream.read(), timeout)
         except grpc.aio.AioRpcError as err:
             stats.error(t0, err.code().name)
@@ -289,7 +298,7 @@ async def close_stream(stream: grpc.aio.StreamStreamCall[bytes, bytes], ended: b
 
 async def streaming_loop(
     channels: Sequence[grpc.aio.Channel],
-    payload: bytes,
+    payloads: Iterator[bytes],
     concurrency: int,
     stats: Stats,
     timeout_s: float,
@@ -311,7 +320,9 @@ async def streaming_loop(
             stream = open_stream(None, timeout=max(0.001, hard_stop - time.perf_counter()))
             sound = False
             try:
-                sound, answers = await stream_requests(stream, payload, stats, timeout_s, hard_stop)
+                sound, answers = await stream_requests(
+                    stream, payloads, stats, timeout_s, hard_stop
+                )
                 answered += answers
             finally:
                 await close_stream(stream, sound)
@@ -393,6 +404,7 @@ def summarise(stats: Stats, args: argparse.Namespace) -> dict[str, Any]:
         "target": args.target,
         "warmup_s": args.warmup,
         "seed": args.seed,
+        "distinct_payloads": args.distinct_payloads,
     }
 
 
@@ -488,7 +500,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any] | None:
             return None
         specs = specs_from_metadata(meta, args.batch)
         rng = np.random.default_rng(args.seed)
-        payload = build_request(args.model, args.version, specs, rng).SerializeToString()
+        # One rng drawn in turn: the first payload is the one a single-payload run sends.
+        payloads = [
+            build_request(args.model, args.version, specs, rng).SerializeToString()
+            for _ in range(args.distinct_payloads)
+        ]
+        payload = payloads[0]
+        turns = itertools.cycle(payloads)  # next() hands out the prebuilt bytes: no allocation
         call = round_robin(
             [
                 c.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
@@ -501,11 +519,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any] | None:
         stats = Stats(t_start + args.warmup, t_start + args.warmup + args.duration)
         cpu = asyncio.create_task(cpu_window(stats, args.cpu_pids))
         if args.streaming:
-            await streaming_loop(channels, payload, args.concurrency, stats, args.timeout)
+            await streaming_loop(channels, turns, args.concurrency, stats, args.timeout)
         elif args.rate:
-            await open_loop(call, payload, args.rate, t_start, stats, args.timeout)
+            await open_loop(call, turns, args.rate, t_start, stats, args.timeout)
         else:
-            await closed_loop(call, payload, args.concurrency, stats, args.timeout)
+            await closed_loop(call, turns, args.concurrency, stats, args.timeout)
     return {**summarise(stats, args), **cpu_fields(await cpu, stats)}
 
 
@@ -546,6 +564,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--distinct-payloads",
+        type=int,
+        default=1,
+        help="requests with different random inputs, sent in turn (1: the same one every time)",
+    )
+    parser.add_argument(
         "--channels", type=int, default=1, help="connections to spread the requests over"
     )
     parser.add_argument(
@@ -562,6 +586,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.concurrency < 1 or args.warmup < 0 or args.channels < 1:
         parser.error("--batch, --concurrency and --channels must be >= 1, --warmup >= 0")
+    if args.distinct_payloads < 1:
+        parser.error("--distinct-payloads must be >= 1")
     if args.streaming and args.rate:
         parser.error("--streaming runs the closed loop only (one request per stream at a time)")
     return args
