@@ -3,7 +3,8 @@
 - Request path: DriftRecorder.observe() with one 30-feature row (a read-only view, as the
   gateway passes it), per call.
 - Background: DriftRecorder.fold() per row, batch-1 traffic (one row per request) and batches
-  of 100, with and without the reference's histogram bins.
+  of 100, with and without the reference's histogram bins, and with the 2 class scores a
+  request answers sketched as output features as well.
 - Redis: the bytes one replica keeps per model-version at 30 features and a given request
   rate: minute windows (kept 1 h), hourly windows (kept 8 days, 24 a day), measured with
   MEMORY USAGE on a real redis-server.
@@ -72,16 +73,20 @@ def observe_us(calls: int) -> float:
     return statistics.median(runs)
 
 
-def fold_us_per_row(rows: int, batch: int, bins: bool) -> float:
-    """Median over 5 runs of fold() time per row, `rows` queued as requests of `batch` rows."""
+def fold_us_per_row(rows: int, batch: int, bins: bool, outputs: int = 0) -> float:
+    """Median over 5 runs of fold() time per row, `rows` queued as requests of `batch` rows,
+    each with an output of `outputs` class scores per row (0: inputs only)."""
     data = _rows(rows)
+    scores = np.random.default_rng(2).random((rows, outputs)).astype(np.float32)
+    names = ("probabilities",) if outputs else ()
     runs = []
     for _ in range(5):
         recorder = _recorder()
         if bins:
             _with_bins(recorder)
         for start in range(0, rows, batch):
-            recorder.observe("m", "1", {"input": data[start : start + batch]})
+            answered = [scores[start : start + batch]] if outputs else []
+            recorder.observe("m", "1", {"input": data[start : start + batch]}, names, answered)
         started = time.perf_counter()
         recorder.fold()
         runs.append((time.perf_counter() - started) / rows * 1e6)
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             cost = fold_us_per_row(50_000, batch, bins)
             label = "with reference bins" if bins else "no reference"
             print(f"fold(), batch {batch}, {label}: {cost:.2f} us per row")
+        with_scores = fold_us_per_row(50_000, batch, False, outputs=2)
+        print(f"fold(), batch {batch}, no reference, plus 2 output scores: {with_scores:.2f} us"
+              " per row")  # fmt: skip
     minute, hour = window_payloads(args.rate)
     minute_keys, hour_keys = MINUTE_TTL_SECONDS // 60, HOUR_TTL_SECONDS // 3600
     minute_bytes = redis_bytes(minute, minute_keys)
