@@ -244,7 +244,7 @@ def apply_rule(gateway: Gateway, config: Config, args: argparse.Namespace) -> tu
             return rule.revision, applied
         time.sleep(POLL_S)
     try:
-        status = json.dumps(gateway.registry.rollout_status(MODEL))
+        status = json.dumps(gateway.registry.replica_status(MODEL))
     except RegistryError as err:
         status = f"rollout status unavailable: {err}"
     raise BenchError(

@@ -324,7 +324,7 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
         _table(rows, ["when", "who", "action", "revision", "reason"], out)
         return
     if args.action == "status":
-        report = client.rollout_status(args.model)
+        report = client.replica_status(args.model)
         if args.json:
             print(json.dumps(report), file=out)
             return

@@ -518,7 +518,7 @@ class RegistryClient:
                 found[_text(key)[len(prefix) :]] = {_text(k): _text(v) for k, v in fields.items()}
         return found
 
-    def rollout_status(self, model: str) -> dict[str, Any]:
+    def replica_status(self, model: str) -> dict[str, Any]:
         """Which live replica serves which revision of the model's rule, and what failed."""
         rule = self.get_route(model)
         replicas = []
