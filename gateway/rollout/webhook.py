@@ -251,12 +251,7 @@ class WebhookNotifier:
                 self._stop_requested.wait(self._backoff * 2 ** (attempt - 1))
             timeout = self._attempt_timeout()
             if timeout is None:
-                _log.warning(
-                    "rollout webhook stopping; event dropped",
-                    extra={"event": item.event, "url": self._url_for_logs, "reason": reason,
-                           "attempts": attempt, "delivery": item.delivery},
-                )  # fmt: skip
-                self._report(item.event, "dropped")
+                self._give_up(item, "dropped", reason, attempt)
                 return
             reason, retry = self._post(item, timeout)
             if not reason:
@@ -267,12 +262,18 @@ class WebhookNotifier:
                 break
         else:
             attempt_count = self._attempts
+        self._give_up(item, "failed", reason, attempt_count)
+
+    def _give_up(self, item: _Delivery, outcome: str, reason: str, attempts: int) -> None:
+        """Log and report an event that will not be delivered: `failed` after its attempts,
+        `dropped` when stop()'s deadline came first."""
+        message = "event dropped: stopping" if outcome == "dropped" else "not delivered"
         _log.warning(
-            "rollout webhook not delivered",
+            f"rollout webhook {message}",
             extra={"event": item.event, "url": self._url_for_logs, "reason": reason,
-                   "attempts": attempt_count, "delivery": item.delivery},
+                   "attempts": attempts, "delivery": item.delivery},
         )  # fmt: skip
-        self._report(item.event, "failed")
+        self._report(item.event, outcome)
 
     def _post(self, item: _Delivery, timeout: float) -> tuple[str, bool]:
         """One attempt: ("", _) when delivered, else the reason and whether to retry."""
