@@ -60,7 +60,7 @@ def test_internal_error_details_go_only_to_the_log(stub, caplog):
     # onnxruntime's reason is logged with the same id, on one line: a model failing on part of
     # its traffic must not fill the log with tracebacks that say nothing more.
     assert record.getMessage() == "model failed" and record.exc_info is None
-    assert "Gather" in record.reason  # type: ignore[attr-defined]
+    assert "Gather" in record.reason
 
 
 def test_gateway_keeps_serving_after_an_internal_error(stub):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from registry_client.rollout_checks import judge, subtract, sum_counters
+from registry_client.rollout_checks import Check, judge, subtract, sum_counters
 from registry_client.rollout_plan import RolloutPlan, RolloutState, served_split
 from registry_client.schema import SchemaError, Shadow, Split
 from registry_client.stats import VersionStats, bucket_quantile, latency_bucket
@@ -51,7 +51,7 @@ def test_a_plan_that_cannot_work_is_refused_naming_the_field(
 
 def _replace(plan: RolloutPlan, changes: dict[str, object]) -> RolloutPlan:
     doc = plan.to_dict() | changes
-    return RolloutPlan(**doc)  # type: ignore[arg-type]  # the point is to pass wrong types
+    return RolloutPlan(**doc)  # the point is to pass wrong types
 
 
 def test_the_stored_document_round_trips_and_a_damaged_one_is_refused() -> None:
@@ -118,8 +118,8 @@ def _interval(*stats: VersionStats) -> dict[str, dict[str, object]]:
     return sum_counters([{(s.version, s.role): s for s in stats}], baseline="1")
 
 
-def _results(checks: list[object]) -> dict[str, str]:
-    return {c.name: c.result for c in checks}  # type: ignore[attr-defined]
+def _results(checks: list[Check]) -> dict[str, str]:
+    return {c.name: c.result for c in checks}
 
 
 def test_counters_of_an_interval_are_the_difference_of_two_snapshots() -> None:
