@@ -345,7 +345,8 @@ def test_shed_load_and_cancelled_calls_are_not_counted_against_the_candidate(
         candidate = r.registry.stats.read("credit", 900).by_version["2", "primary"]
         print(f"\nROLLOUT shed_and_cancelled: candidate requests={candidate.requests}"
               f" errors={candidate.errors}")  # fmt: skip
-        assert candidate.errors.get("UNAVAILABLE", 0) > 0.1 * candidate.requests
+        # Counted as errors, these would have been 10 times the 0.5 points allowed.
+        assert candidate.errors.get("UNAVAILABLE", 0) > 0.05 * candidate.requests
         assert candidate.errors.get("CANCELLED", 0) > 0
 
 
