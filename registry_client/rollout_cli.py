@@ -158,11 +158,10 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
 
 def print_status(view: dict[str, Any], out: TextIO) -> None:
     steps = view["steps"]
-    if view["status"] in ("shadowing",) or (view["status"] == "paused"
-                                            and view["paused_status"] == "shadowing"):  # fmt: skip
-        where = f"shadowing (then {steps[0]}%)"
+    if view["step"] == 0:  # the shadow phase, before the first step
+        where = f"shadow phase (then {steps[0]}%)"
     else:
-        where = f"step {max(view['step'], 1)}/{len(steps)}"
+        where = f"step {view['step']}/{len(steps)}"
     status = view["status"] + (f" (from {view['paused_status']})" if view["paused_status"] else "")
     print(f"model {view['model']}  candidate {view['candidate']}  baseline {view['baseline']}"
           f"  status {status}", file=out)  # fmt: skip

@@ -49,10 +49,14 @@ def test_start_serves_the_first_step_at_once_and_status_shows_the_plan(url: str)
 def test_shadow_first_mirrors_the_candidate_before_any_step(url: str) -> None:
     code, out, err = _start(url, "--shadow-first", "10m", "--min-agreement", "0.99")
     assert code == 0, err
-    assert "status shadowing" in out and "shadowing (then 5%)" in out
+    assert "status shadowing" in out and "shadow phase (then 5%)" in out
     rule = json.loads(_gatectl(url, "--json", "route", "show", "credit")[1])
     assert rule["split"] == [{"version": "1", "weight": 100}]
     assert rule["shadows"] == [{"version": "2", "percent": 100.0}]
+    code, out, _ = _gatectl(url, "rollout", "abort", "credit")
+    assert code == 0 and "status aborted" in out and "shadow phase (then 5%)" in out
+    rule = json.loads(_gatectl(url, "--json", "route", "show", "credit")[1])
+    assert rule["split"] == [{"version": "1", "weight": 100}] and rule["shadows"] == []
 
 
 @pytest.mark.parametrize(
