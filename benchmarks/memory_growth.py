@@ -335,6 +335,17 @@ def mib(kib: int) -> float:
 # --- client ---------------------------------------------------------------------------------
 
 
+def prepare_client_process() -> dict[str, Any]:
+    """Check the CPUs, note the run's environment, pin this process to the client's CPU and
+    turn SIGTERM into an interruption; returns the environment, read before pinning (which
+    would make nproc 1). Call it before grpc starts its threads: they inherit the pinning."""
+    check_cpus()
+    env = run_environment()
+    pin_process(int(CLIENT_CPU))
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return env
+
+
 def pin_process(cpu: int) -> None:
     """Pin every thread of this process (numpy's pools included) to one CPU; threads created
     later inherit it from their creator."""
@@ -804,10 +815,7 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    check_cpus()
-    env = run_environment()  # before pinning, which would make nproc 1
-    pin_process(int(CLIENT_CPU))  # before grpc starts its threads: they inherit it
-    signal.signal(signal.SIGTERM, on_sigterm)
+    env = prepare_client_process()
     rows: list[Checkpoint] = []
     extra: dict[str, Any] = {"baseline": args.baseline, "failures": [], "gateway_command": "-"}
     # An interrupted run's gateway is already stopped (measure's ExitStack): what was sampled

@@ -56,10 +56,9 @@ from memory_growth import (
     LoadState,
     ProcSample,
     mib,
-    pin_process,
+    prepare_client_process,
     proc_sample,
     request_payload,
-    run_environment,
     worker,
 )
 from models import build_repository
@@ -70,9 +69,7 @@ from serving_core import (
     ROOT,
     SERVER_CPU,
     BenchError,
-    check_cpus,
     free_port,
-    on_sigterm,
     running_server,
     tail,
     wait_ready,
@@ -781,10 +778,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    check_cpus()
-    env = run_environment()  # before pinning, which would make nproc 1
-    pin_process(int(CLIENT_CPU))  # before grpc starts its threads: they inherit it
-    signal.signal(signal.SIGTERM, on_sigterm)
+    env = prepare_client_process()
     rows: list[Sample] = []
     extra: dict[str, Any] = {"failures": []}
     run_in_work_dir(
