@@ -117,14 +117,19 @@ class FaultProxy:
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
-                if self._latency:
-                    await asyncio.sleep(self._latency)
+                delay = self._delay()
+                if delay:
+                    await asyncio.sleep(delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
+
+    def _delay(self) -> float:
+        """Seconds to hold the next chunk before forwarding it (subclasses vary it)."""
+        return self._latency
 
     def _drop_all(self, with_reset: bool) -> None:
         for pair in list(self._connections):

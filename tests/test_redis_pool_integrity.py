@@ -26,7 +26,6 @@ verifier) keeps the pool's 5 s. Retries, reconnects and releases stay redis-py's
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import random
@@ -118,17 +117,8 @@ class JitterProxy(FaultProxy):
         self._share = share
         self._max_s = max_s
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if self._rng.random() < self._share:
-                    await asyncio.sleep(self._rng.uniform(0, self._max_s))
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+    def _delay(self) -> float:
+        return self._rng.uniform(0, self._max_s) if self._rng.random() < self._share else 0.0
 
 
 def serve_proxy(target_port: int) -> None:
