@@ -10,7 +10,6 @@ waits on it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -299,14 +298,12 @@ class RolloutController:
         return worst
 
     def _load_failures(self, state: RolloutState) -> dict[str, str]:
-        """Live replicas that failed to load the candidate, and why."""
-        wanted = f"{state.plan.model}:{state.plan.candidate}"
-        failures = {}
-        for replica, beat in self._client.gateways().items():
-            failed = _json_object(beat.get("failed", "{}"))
-            if wanted in failed:
-                failures[replica] = str(failed[wanted])
-        return failures
+        """Live replicas that failed to load the candidate, and why (their heartbeats, as
+        `gatectl route status` shows them)."""
+        candidate = state.plan.candidate
+        replicas = self._client.replica_status(state.plan.model)["replicas"]
+        return {r["replica"]: str(r["failed"][candidate]) for r in replicas
+                if candidate in r["failed"]}  # fmt: skip
 
     def _export(self, state: RolloutState) -> None:
         labels = (state.plan.model, state.plan.candidate)
@@ -318,11 +315,3 @@ class RolloutController:
 def _described(check: Check) -> str:
     value = "-" if check.value is None else f"{check.value:.4g}"
     return f"{check.name} {value} (want {check.threshold}; {check.detail})"
-
-
-def _json_object(text: str) -> dict[str, object]:
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return {}
-    return found if isinstance(found, dict) else {}
