@@ -28,6 +28,7 @@ from registry_client.schema import (
     default_data_dir,
     private_redis_url,
 )
+from registry_client.tables import print_table
 
 __all__ = ["main"]
 
@@ -216,10 +217,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str], out: TextIO) -> None:
-    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    print_table([header, *rows], out)
 
 
 def _rule_view(rule: RouteRule) -> dict[str, Any]:

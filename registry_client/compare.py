@@ -15,6 +15,7 @@ from registry_client.errors import NotFound, Rejected
 from registry_client.schema import RouteRule, version_sort_key
 from registry_client.stats import WINDOW_SECONDS, Comparison, VersionStats
 from registry_client.stats_store import MergedStats
+from registry_client.tables import print_table
 
 __all__ = ["MAX_SINCE_SECONDS", "compare_versions", "parse_duration", "print_comparison"]
 
@@ -192,6 +193,4 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
             _number(row["mean_abs_diff"], ".3g"),
             *[_number(row["metrics"].get(name), ".4g") for name in metric_names],
         ])  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    print_table(table, out)

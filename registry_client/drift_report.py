@@ -20,6 +20,7 @@ from registry_client.drift_sketch import QUANTILE_LEVELS
 from registry_client.drift_stats import FeatureDrift, dataset_drift, feature_drift
 from registry_client.errors import NotFound, Rejected
 from registry_client.features import feature_columns
+from registry_client.tables import print_table
 
 __all__ = [
     "load_reference_data",
@@ -177,9 +178,7 @@ def print_drift(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
         table.append([f["feature"], str(f["n"]), _fmt(f["psi"], ".3f"), _fmt(f["ks"], ".3f"),
                       _fmt(f["wasserstein"], ".3f"), _fmt(f["missing_increase"], "+.3f"),
                       _fmt(f["out_of_range"], ".3f"), f["verdict"]])  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    print_table(table, out)
     if report["without_baseline"]:
         print(f"no baseline for: {', '.join(report['without_baseline'])}", file=out)
 
@@ -235,6 +234,4 @@ def run_drift_command(
         median = r.edges[list(QUANTILE_LEVELS).index(0.5)]
         numbers = (r.minimum, median, r.maximum, r.mean, r.std)
         table.append([name, str(r.count), f"{r.missing_rate:.3f}", *(f"{x:.4g}" for x in numbers)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    print_table(table, out)

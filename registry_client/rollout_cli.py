@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -14,6 +14,7 @@ from registry_client.client import RegistryClient
 from registry_client.errors import NotFound
 from registry_client.rollout_plan import RolloutState
 from registry_client.rollouts import RolloutStore
+from registry_client.tables import print_table
 
 __all__ = ["add_rollout_parser", "run_rollout_command"]
 
@@ -150,12 +151,6 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
 def print_status(view: dict[str, Any], out: TextIO) -> None:
     steps = view["steps"]
     if view["step"] == 0:  # the shadow phase, before the first step
@@ -182,7 +177,7 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
         for c in view["checks"]:
             value = "-" if c["value"] is None else f"{c['value']:.4g}"
             rows.append([c["name"], c["result"], value, c["threshold"], c["detail"]])
-        _table(rows, out)
+        print_table(rows, out)
 
 
 def _print_history(entries: list[dict[str, str]], out: TextIO) -> None:
@@ -191,4 +186,4 @@ def _print_history(entries: list[dict[str, str]], out: TextIO) -> None:
         after = json.loads(e["after"]) if e.get("after") else {}
         rows.append([e["when"], e["who"], e["action"], str(after.get("status", "")),
                      str(after.get("weight", "")), e.get("reason", "")])  # fmt: skip
-    _table(rows, out)
+    print_table(rows, out)
