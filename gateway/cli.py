@@ -23,6 +23,11 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-streams", "max_streams", 0),
              ("--request-timeout-seconds", "request_timeout_seconds", 0.001),
              ("--max-streams-per-connection", "max_streams_per_connection", 1),
+             ("--load-threads", "load_threads", 1),
+             ("--load-timeout-seconds", "load_timeout_seconds", 0.001),
+             ("--max-version-memory-bytes", "max_version_memory_bytes", -1),
+             ("--shadow-timeout-seconds", "shadow_timeout_seconds", 0.001),
+             ("--access-log-sample", "access_log_sample", 0.0),
              ("--max-model-bytes", "max_model_bytes", 1),
              ("--max-inflight-per-version", "max_inflight_per_version", 1),
              ("--max-concurrency-per-version", "max_concurrency_per_version", 0),
@@ -124,6 +129,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--batch-delay-us", type=int,
         help="dynamic batching: -1 off (default); else wait at most this long for more requests",
+    )  # fmt: skip
+    run.add_argument("--load-threads", type=int, help="versions loading at once (2)")
+    run.add_argument(
+        "--load-timeout-seconds", type=float,
+        help="a version's fetch, probe, creation and warm-up get this long, then FAILED (120)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-version-memory-bytes", type=int,
+        help="probe each version in a child process with this memory budget first;"
+             " -1: a quarter of the machine's memory (default); 0: no probe",
+    )  # fmt: skip
+    run.add_argument(
+        "--shadow-timeout-seconds", type=float,
+        help="a shadow run still going this long is terminated (5)",
+    )  # fmt: skip
+    run.add_argument(
+        "--access-log-sample", type=float,
+        help="share of requests (0-1) logged on one access-log line each; 0: none (default)",
     )  # fmt: skip
     run.add_argument("--shutdown-grace-seconds", type=float, help="drain time on SIGTERM (30)")
     run.add_argument(

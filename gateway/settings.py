@@ -53,7 +53,18 @@ class Settings:
     metrics_auth: bool = False  # /metrics only for tokens with the `metrics` scope
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
-    load_threads: int = 2
+    load_threads: int = 2  # versions loading at once; each load runs on a thread of its own
+    # One load (fetch, memory probe, session creation and warm-up) gets this long; a warm-up
+    # still running then is terminated and the version FAILED, a hung creation abandoned.
+    load_timeout_seconds: float = 120.0
+    # A version's load and warm-up is first run in a short-lived child process limited to this
+    # much memory above its start; it loads here only when that probe passes. -1: a quarter of
+    # the machine's (or the cgroup's) memory; 0: no probe.
+    max_version_memory_bytes: int = -1
+    # A shadow run still going this long after it started is terminated (counted, not compared).
+    shadow_timeout_seconds: float = 5.0
+    # Share of requests (0-1) logged as one access-log line each; 0: none.
+    access_log_sample: float = 0.0
     # Processes serving one port (SO_REUSEPORT) under a supervisor; a worker is told how many
     # siblings it has, for its share of the CPUs and its metrics mode.
     workers: int = 1
