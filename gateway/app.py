@@ -29,6 +29,8 @@ from gateway.drift.recorder import DriftRecorder
 from gateway.metrics import GatewayMetrics
 from gateway.metrics_http import MetricsServer, start_metrics_server
 from gateway.models.loader import LoadOptions
+from gateway.models.memory_probe import default_memory_budget
+from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.store import VersionStore
 from gateway.periodic import Periodic
 from gateway.pipeline import InferencePipeline
@@ -45,6 +47,12 @@ from gateway.security import Security, SecurityError
 from gateway.serving_state import ServingState
 from gateway.settings import Settings
 from gateway.shadow import ShadowDispatcher
+from gateway.shutdown import (
+    CLEANUP_SECONDS,
+    WATCHDOG_MARGIN_SECONDS,
+    ShutdownBudget,
+    start_watchdog,
+)
 from gateway.stats_flusher import WindowFlusher
 from gateway.turns import RequestTurns
 from registry_client.client import RegistryClient
@@ -98,13 +106,20 @@ class Gateway:
             max_queue_per_version=settings.max_queue_per_version,
             batch_delay_us=settings.batch_delay_us,
             max_model_bytes=settings.max_model_bytes,
+            max_version_memory_bytes=default_memory_budget()
+            if settings.max_version_memory_bytes < 0
+            else settings.max_version_memory_bytes,
         )
-        self.versions = VersionStore(options, self.metrics, settings.load_threads)
+        # Runs (and warm-ups) still going at their deadline are stopped from this thread.
+        self.run_deadlines = RunDeadlines()
+        self.versions = VersionStore(options, self.metrics, settings.load_threads,
+                                     settings.load_timeout_seconds, self.run_deadlines)  # fmt: skip
         self.metrics.watch_inflight(self.versions.inflight_by_model)
         self.routes = RouteTableHolder()
         self.shadows = ShadowDispatcher(
             self.metrics, code_name, settings.shadow_queue_size, settings.shadow_workers,
             settings.shadow_nice, settings.shadow_max_cpu_busy, 1 / settings.workers,
+            settings.shadow_timeout_seconds,
         )  # fmt: skip
         # Sketches, like statistics, are kept only when there is a registry to write them to.
         self.drift: DriftRecorder | None = None
@@ -118,7 +133,7 @@ class Gateway:
             self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
             self.loaded.is_set, RequestTurns(settings.grpc_threads),
         )  # fmt: skip
-        self.health = HealthService([INFERENCE_SERVICE])
+        self.health = HealthService([INFERENCE_SERVICE], alive=self.is_alive)
         self.state = ServingState(self.health)
         self.grpc_port = 0
         self.metrics_port = 0
@@ -138,7 +153,7 @@ class Gateway:
             self.watcher = RuleWatcher(
                 self.registry_client, self.versions, self.routes, self.metrics,
                 replica=self.replica, poll_seconds=settings.rules_poll_seconds,
-                heartbeat_seconds=settings.heartbeat_seconds, on_first_sync=self._on_synced,
+                heartbeat_seconds=settings.heartbeat_seconds, on_change=self._on_routes_changed,
                 artifact_cache=self._artifact_cache(),
                 bootstrap=self._import_models if settings.models else None,
                 max_artifact_bytes=settings.max_model_bytes,
@@ -217,6 +232,7 @@ class Gateway:
         settings = self.settings
         if self.private_redis is not None:
             self.private_redis.start()
+        self.run_deadlines.start()
         self.shadows.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
@@ -269,9 +285,20 @@ class Gateway:
         self.registry_client.import_repository(self.settings.models, actor=self.replica)
         self.registry_client.ensure_default_rules(actor=self.replica)
 
-    def _on_synced(self) -> None:
-        self.state.mark_ready(True)
-        self.loaded.set()
+    def _on_routes_changed(self) -> None:
+        """Readiness follows the rules (watcher.is_serving_every_rule); `loaded` is set once
+        no model waits for its first load."""
+        assert self.watcher is not None
+        self.state.mark_ready(self.watcher.is_serving_every_rule())
+        if self.watcher.is_settled():
+            self.loaded.set()
+
+    def is_alive(self) -> bool:
+        """Liveness: the loops this process cannot serve correctly without still run (a
+        load, Redis or a drain in progress does not make a gateway dead)."""
+        if not self.run_deadlines.is_alive():
+            return False
+        return self.watcher is None or self.watcher.is_alive()
 
     def _on_loaded(self) -> None:
         ready = self.versions.ready_versions()
@@ -281,7 +308,9 @@ class Gateway:
         self.loaded.set()
 
     def stop(self, grace_seconds: float | None = None) -> None:
-        """Drain: NOT_SERVING, refuse new RPCs, let in-flight ones finish, then stop workers."""
+        """Drain: NOT_SERVING, refuse new RPCs, let in-flight ones finish for the grace period,
+        then stop the rest by the grace's end + CLEANUP_SECONDS (shutdown.py), whatever is
+        still running then."""
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         deadline = time.monotonic() + grace
         self.state.mark_draining()
@@ -294,27 +323,34 @@ class Gateway:
         stopped = self._server.stop(max(deadline - time.monotonic(), 0.0))
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
-        self.shadows.stop()
-        self._metric_sampler.stop()
+        # Shadows copied from the drained requests finish within what is left of the grace.
+        self.shadows.stop(max(deadline - time.monotonic(), 0.0))
+        # gRPC has answered every call by now; runs still going would only hold threads.
+        self.run_deadlines.terminate_all()
+        self.versions.close()  # loads are cancelled: probes killed, warm-ups terminated
+        # The rest has what the drain left of the grace, plus CLEANUP_SECONDS.
+        budget = ShutdownBudget(deadline - time.monotonic() + CLEANUP_SECONDS)
+        budget.run("metric-sampler", self._metric_sampler.stop)
         if self.stats_flusher is not None:  # after the shadows, so their last runs count
-            self.stats_flusher.stop()
+            budget.run("statistics", self.stats_flusher.stop)
         for task in self.drift_tasks:  # the sketch flusher folds and writes what is left
-            task.stop()
+            budget.run("drift", task.stop)
         if self.rollouts is not None:  # hands the lease over before Redis may go
-            self.rollouts.stop()
-        if self.webhook is not None:  # after the controller: its last notifications go out
-            self.webhook.stop()
-        if self.watcher is not None:
-            self.watcher.stop()
-        self.versions.close()
+            budget.run("rollouts", self.rollouts.stop)
+        webhook, watcher = self.webhook, self.watcher
+        if webhook is not None:  # after the controller: its last notifications go out
+            budget.run("webhook", lambda: webhook.stop(budget.left()))
+        if watcher is not None:
+            budget.run("rules", lambda: watcher.stop(budget.left()))
+        self.run_deadlines.stop(budget.left())
         if self.registry_client is not None:
             self.registry_client.close()
         if self.private_redis is not None:
-            self.private_redis.stop()
+            budget.run("private-redis", self.private_redis.stop)
         if self._temporary_cache is not None:
             self._temporary_cache.cleanup()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            budget.run("metrics-server", self._metrics_server.shutdown)
             self._metrics_server.server_close()
         _log.info("gateway stopped")
 
@@ -346,6 +382,9 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
     stop_requested.wait()
+    # Whatever still runs, SIGTERM ends the process within notice + grace + 2 s.
+    notice = min(settings.drain_notice_seconds, settings.shutdown_grace_seconds / 2)
+    start_watchdog(notice + settings.shutdown_grace_seconds + WATCHDOG_MARGIN_SECONDS)
     gateway.stop()
     if orphan_watch is not None:
         orphan_watch.stop()

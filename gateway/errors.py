@@ -6,7 +6,7 @@
     +-- ServiceUnknown      a health check names a service this server does not have
     +-- ModelNotReady       the model or version exists but cannot serve now (loading, failed)
     +-- Overloaded          admission limit reached; retry later or on another replica
-    +-- DeadlineExceeded    the caller's deadline passed before the model ran
+    +-- DeadlineExceeded    the deadline passed before the model ran, or while it ran (stopped)
     +-- Unsupported         the protocol has the call, this gateway does not offer it
     +-- ModelFailed         the model itself raised while running the request (INTERNAL)
     +-- NotAuthenticated    no bearer token, or one this gateway does not know

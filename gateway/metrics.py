@@ -68,6 +68,7 @@ class VersionMetrics:
         self._ok = metrics.requests.labels(model, version, role, "OK")
         self._duration = metrics.request_duration.labels(model, version, role)
         self.inference = metrics.inference_duration.labels(model, version, role)
+        self.terminated = metrics.model_runs_terminated.labels(model, version, role)
         self._batch_size = metrics.batch_size.labels(model, version)
         self._queue_duration = metrics.queue_duration.labels(model, version)
 
@@ -152,8 +153,24 @@ class GatewayMetrics:
         )
         self.model_load_failures = Counter(
             "onnxgate_model_load_failures",
-            "Versions that failed to load.",
+            "Versions that failed to load, by reason: artifact (unreadable, too large, sha256"
+            " mismatch), memory (over the version memory budget), timeout (over the load"
+            " timeout), rejected (onnxruntime would not load or warm it).",
+            ["model", "version", "reason"],
+            registry=registry,
+        )
+        self.model_memory_bytes = Gauge(
+            "onnxgate_model_memory_bytes",
+            "Peak memory a version's load and warm-up needed in the memory probe.",
             ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.model_runs_terminated = Counter(
+            "onnxgate_model_runs_terminated",
+            "Model runs stopped because their request's deadline (or, for shadows, the shadow"
+            " timeout) passed while onnxruntime was still running them.",
+            ["model", "version", "role"],
             registry=registry,
         )
         self._control_plane(registry)

@@ -17,13 +17,15 @@ class ServingState:
         self._health = health
         self._ready = False
         self._draining = False
+        self._reported = False
         self._lock = threading.Lock()
 
     def mark_ready(self, ready: bool) -> None:
         """Set readiness after a load; ignored once draining has begun."""
         with self._lock:
-            if self._draining:
+            if self._draining or (ready == self._ready and self._reported):
                 return
+            self._reported = True
             self._ready = ready
             self._health.set_all(SERVING if ready else NOT_SERVING)
 

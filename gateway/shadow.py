@@ -72,8 +72,10 @@ class ShadowDispatcher:
         nice: int = 0,
         max_cpu_busy: float = 1.0,
         cpu_share: float = 1.0,
+        timeout_seconds: float = 5.0,
     ) -> None:
         self._metrics = metrics
+        self._timeout = timeout_seconds  # a shadow run still going then is terminated
         self._code_name = code_name
         self._lock = threading.Lock()
         self._role_metrics: dict[tuple[str, str], VersionMetrics] = {}
@@ -82,6 +84,7 @@ class ShadowDispatcher:
         self._nice = nice
         self._headroom = CpuHeadroom(max_cpu_busy, cpu_share)
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=queue_size)
+        self._stop_by = float("inf")  # queued jobs are dropped from then on
         self._threads = [
             threading.Thread(target=self._work, name=f"onnxgate-shadow-{i}", daemon=True)
             for i in range(workers)
@@ -93,12 +96,18 @@ class ShadowDispatcher:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Let queued jobs finish, then end the workers."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let queued jobs finish, then end the workers; after `timeout` seconds what is
+        still queued is dropped (it only measured candidates) and nothing more is waited for."""
+        deadline = time.monotonic() + timeout
+        self._stop_by = deadline
         for _ in self._threads:
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Full:
+                break
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(max(deadline - time.monotonic(), 0.0))
         self._headroom.stop()
 
     def offer(self, job: ShadowJob) -> None:
@@ -118,7 +127,8 @@ class ShadowDispatcher:
     def _work(self) -> None:
         _lower_this_threads_priority(self._nice)
         while (job := self._queue.get()) is not None:
-            self._run(job)
+            if time.monotonic() < self._stop_by:
+                self._run(job)
 
     def _shadow_metrics(self, shadow: LoadedVersion) -> VersionMetrics:
         key = (shadow.model, shadow.version)
@@ -132,7 +142,8 @@ class ShadowDispatcher:
         metrics = self._shadow_metrics(shadow)
         started = time.perf_counter()
         try:
-            outputs = shadow.infer(dict(job.feeds), job.output_names, None, metrics)
+            deadline = min(time.monotonic() + self._timeout, self._stop_by)
+            outputs = shadow.infer(dict(job.feeds), job.output_names, deadline, metrics)
         except GatewayError as exc:
             if isinstance(exc, ModelFailed):  # the shadow model failed; the caller never knows
                 _log.warning("shadow run failed", exc_info=exc,

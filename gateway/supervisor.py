@@ -37,6 +37,7 @@ from gateway.private_redis import PrivateRedis, PrivateRedisError
 from gateway.process import start_process
 from gateway.security import Security
 from gateway.settings import ENV_PREFIX, Settings
+from gateway.shutdown import WATCHDOG_MARGIN_SECONDS, ShutdownBudget, start_watchdog
 from gateway.worker_metrics import SupervisorMetrics
 from registry_client.client import RegistryClient
 from registry_client.errors import RegistryError, Rejected
@@ -47,7 +48,11 @@ EXIT_CANNOT_START = 2  # a worker's exit code for errors a restart would only re
 POLL_SECONDS = 0.1
 STABLE_SECONDS = 30.0  # a worker up this long is no longer crash-looping
 MAX_BACKOFF_SECONDS = 10.0
-KILL_MARGIN_SECONDS = 10.0  # beyond the drain grace, before SIGKILL
+# A worker ends within notice + grace + WATCHDOG_MARGIN_SECONDS of SIGTERM (shutdown.py); one
+# still there this much later is killed, and the supervisor's own steps share what is left
+# of its 2 s.
+KILL_MARGIN_SECONDS = 0.1
+SUPERVISOR_MARGIN_SECONDS = 1.95
 _log = logging.getLogger(__name__)
 
 
@@ -231,11 +236,13 @@ class Supervisor:
     def stop(self) -> int:
         """Forward SIGTERM, wait for every worker to drain, then release what we own."""
         grace = self.settings.shutdown_grace_seconds
+        notice = min(self.settings.drain_notice_seconds, grace / 2)
+        started = time.monotonic()
         running = [s.process for s in self._slots if s.process is not None]
         for process in running:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace + KILL_MARGIN_SECONDS
+        deadline = started + notice + grace + WATCHDOG_MARGIN_SECONDS + KILL_MARGIN_SECONDS
         for process in running:
             try:
                 code = process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -247,11 +254,13 @@ class Supervisor:
             if code not in (0, -signal.SIGTERM) and self._exit_code == 0:
                 self._exit_code = 1
         self.metrics.workers_alive.set(0)
+        left = started + notice + grace + SUPERVISOR_MARGIN_SECONDS - time.monotonic()
+        budget = ShutdownBudget(max(left, 0.0))
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            budget.run("metrics-server", self._metrics_server.shutdown)
             self._metrics_server.server_close()
         if self._private_redis is not None:
-            self._private_redis.stop()
+            budget.run("private-redis", self._private_redis.stop)
         if self._port_holder is not None:
             self._port_holder.close()
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
@@ -270,4 +279,6 @@ def supervise(settings: Settings) -> int:
         supervisor.stop()
         return EXIT_CANNOT_START
     supervisor.run()
+    grace = settings.shutdown_grace_seconds
+    start_watchdog(min(settings.drain_notice_seconds, grace / 2) + grace + 2.0)
     return supervisor.stop()

@@ -309,6 +309,16 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         _run_route(args, client, actor, out)
 
 
+def _version_state(state: dict[str, Any]) -> str:
+    """`2:LOADING(35s)`, `1:READY(41MiB)`, `3:FAILED`: one version on one replica."""
+    text = f"{state['version']}:{state['state']}"
+    if state["state"] == "LOADING" and state["loading_seconds"] is not None:
+        return f"{text}({state['loading_seconds']:.0f}s)"
+    if state["state"] == "READY" and state["memory_bytes"] is not None:
+        return f"{text}({state['memory_bytes'] / 2**20:.0f}MiB)"
+    return text
+
+
 def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO) -> None:
     if args.action == "history":
         entries = client.history(args.model, limit=args.limit)
@@ -328,11 +338,12 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
             return
         print(f"model {args.model}  rule revision {report['revision']}", file=out)
         rows = [
-            [r["replica"], r["applied_revision"], " ".join(r["versions"]),
+            [r["replica"], r["applied_revision"], r["target_revision"] or "-",
+             " ".join(_version_state(v) for v in r["version_states"]),
              "; ".join(f"{v}: {why}" for v, why in r["failed"].items()) or r["error"] or "-"]
             for r in report["replicas"]
         ]  # fmt: skip
-        _table(rows, ["replica", "applied", "versions", "problems"], out)
+        _table(rows, ["replica", "applied", "working towards", "versions", "problems"], out)
         return
     if args.action == "show":
         rule = client.get_route(args.model)

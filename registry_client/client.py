@@ -519,19 +519,36 @@ class RegistryClient:
         return found
 
     def replica_status(self, model: str) -> dict[str, Any]:
-        """Which live replica serves which revision of the model's rule, and what failed."""
+        """Which live replica serves which revision of the model's rule, which revision it is
+        working towards, each version's state there (LOADING with its seconds, READY with the
+        memory its probe measured, FAILED with the reason) and what failed."""
         rule = self.get_route(model)
         replicas = []
+        prefix = f"{model}:"
+
+        def of_model(field: str, beat: dict[str, str]) -> dict[str, Any]:
+            values: dict[str, Any] = json.loads(beat.get(field, "{}"))
+            return {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+
         for replica, beat in sorted(self.gateways().items()):
-            applied = json.loads(beat.get("applied", "{}")).get(model)
-            prefix = f"{model}:"
-            versions = [v[len(prefix) :] for v in json.loads(beat.get("versions", "[]"))
-                        if v.startswith(prefix)]  # fmt: skip
-            failures: dict[str, str] = json.loads(beat.get("failed", "{}"))
-            failed = {k[len(prefix) :]: why for k, why in failures.items() if k.startswith(prefix)}
+            loading, memory = of_model("loading", beat), of_model("memory", beat)
+            failed = of_model("failed", beat)
+            states = []
+            for entry in json.loads(beat.get("versions", "[]")):
+                if not entry.startswith(prefix):
+                    continue
+                version, _, state = entry[len(prefix) :].rpartition(":")
+                states.append({
+                    "version": version, "state": state, "loading_seconds": loading.get(version),
+                    "memory_bytes": memory.get(version), "reason": failed.get(version, ""),
+                })  # fmt: skip
             replicas.append({
-                "replica": replica, "applied_revision": applied, "versions": versions,
-                "failed": failed, "error": json.loads(beat.get("errors", "{}")).get(model, ""),
+                "replica": replica,
+                "applied_revision": json.loads(beat.get("applied", "{}")).get(model),
+                "target_revision": json.loads(beat.get("targets", "{}")).get(model),
+                "versions": [f"{v['version']}:{v['state']}" for v in states],
+                "version_states": states, "failed": failed,
+                "error": json.loads(beat.get("errors", "{}")).get(model, ""),
             })  # fmt: skip
         return {"model": model, "revision": None if rule is None else rule.revision,
                 "replicas": replicas}  # fmt: skip

@@ -51,6 +51,9 @@ def make_gateway(repo: Path | None, **overrides: object) -> Gateway:
         metrics_port=0,
         log_format="text",
         drain_notice_seconds=0.0,  # in-process tests stop many gateways; none is watched
+        # The memory probe costs a Python start per load (about 0.3 s): in-process gateways
+        # load hundreds of versions in this suite, so only the tests about it turn it on.
+        max_version_memory_bytes=0,
     ).with_overrides(**overrides)
     gateway = Gateway(settings, CollectorRegistry())
     gateway.start()

@@ -358,3 +358,65 @@ def timed_classifier(seed: int, milliseconds: float) -> onnx.ModelProto:
     """
     layers = max(0, round((milliseconds - TIMED_MS_BASE) / TIMED_MS_PER_LAYER))
     return repeated_slow_classifier(seed, layers, TIMED_WIDTH)
+
+
+def looping_classifier(seed: int, fixed_trips: int, trips_per_unit: int = 0) -> onnx.ModelProto:
+    """classifier(seed=seed)'s answers behind an ONNX Loop of `fixed_trips` + `trips_per_unit`
+    x sum(|input|) iterations (about a microsecond each): with a huge `fixed_trips` its warm-up
+    never ends; with `fixed_trips` 0 the warm-up (all zeros) is instant and a request of
+    non-zero rows runs as long as `trips_per_unit` makes it."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Tanh", ["carry_in"], ["carry_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carry_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carry_out", TensorProto.FLOAT, [1]),
+        ],
+    )
+    nodes = [
+        helper.make_node("Abs", ["input"], ["magnitude"]),
+        helper.make_node("ReduceSum", ["magnitude"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "per_unit"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["variable_trips"], to=TensorProto.INT64),
+        helper.make_node("Add", ["variable_trips", "fixed"], ["trips"]),
+        helper.make_node("Loop", ["trips", "keep_going", "seed_carry"], ["carry"], body=body),
+        # The carry times zero joins the logits, so the loop cannot be pruned as dead code.
+        helper.make_node("Mul", ["carry", "zero"], ["nothing"]),
+        helper.make_node("Add", ["raw_logits", "nothing"], ["logits"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array(float(trips_per_unit), np.float32), "per_unit"),
+        numpy_helper.from_array(np.array(fixed_trips, np.int64), "fixed"),
+        numpy_helper.from_array(np.array(True), "keep_going"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "seed_carry"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    return _rewired_classifier(4, seed, "looping_classifier", nodes, initializers)
+
+
+def memory_bomb(gib: float, seed: int = 0) -> onnx.ModelProto:
+    """classifier(seed=seed)'s answers, computed next to an Expand of the input's mean row
+    to [gib GiB / 16 B, 4] FP32 that is summed and added times zero: a file of a few hundred
+    bytes whose every run allocates `gib` GiB at once, whatever N (from the input, so that
+    onnxruntime cannot fold it away when it creates the session)."""
+    rows = int(gib * 2**30) // (4 * 4)
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mean_row"], axes=[0], keepdims=1),  # [1,4]
+        helper.make_node("Expand", ["mean_row", "bomb_shape"], ["bomb"]),
+        helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=1),  # [1,1]
+        helper.make_node("Mul", ["bomb_sum", "zero"], ["nothing"]),  # [1,2] of zeros
+        helper.make_node("Add", ["raw_logits", "nothing"], ["logits"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([rows, 4], np.int64), "bomb_shape"),
+        numpy_helper.from_array(np.zeros((1, 2), np.float32), "zero"),
+    ]
+    return _rewired_classifier(4, seed, "memory_bomb", nodes, initializers)

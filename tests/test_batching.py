@@ -18,6 +18,7 @@ import pytest
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.errors import DeadlineExceeded
 from gateway.models.batcher import DynamicBatcher
+from gateway.models.run_deadlines import RunDeadlines
 from registry_client.cli import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.schema import Split
@@ -31,21 +32,27 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 class GatedSession:
-    """Our Session protocol over a real onnxruntime session; the first run waits for the gate,
-    so the requests sent meanwhile queue up; every run's row count is recorded."""
+    """Our Session protocol over a real onnxruntime session; the first run says it has begun
+    (`entered`) and waits for the gate, so the requests sent meanwhile queue up; every run's
+    row count is recorded."""
 
     def __init__(self, session: ort.InferenceSession) -> None:
         self._session = session
+        self.entered = threading.Event()
         self.gate = threading.Event()
         self.runs: list[int] = []
 
     def run(
-        self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]
+        self,
+        output_names: Sequence[str] | None,
+        feeds: dict[str, np.ndarray],
+        run_options: ort.RunOptions | None = None,
     ) -> list[np.ndarray]:
         if not self.runs:
-            self.gate.wait(10)
+            self.entered.set()
+            self.gate.wait(30)
         self.runs.append(next(iter(feeds.values())).shape[0])
-        return list(self._session.run(output_names, feeds))
+        return list(self._session.run(output_names, feeds, run_options))
 
 
 @pytest.fixture
@@ -65,8 +72,7 @@ def _submit_while_gated(gated: GatedSession, batcher: DynamicBatcher, requests, 
     """Send requests[0], then the rest while the first run is held; returns the answers."""
     with ThreadPoolExecutor(len(requests)) as pool:
         first = pool.submit(batcher.run, outputs[0], requests[0], None)
-        eventually(lambda: len(gated.runs) == 0 and not batcher._queue)
-        time.sleep(0.05)  # the worker is inside the gated first run
+        assert gated.entered.wait(10), "the first run did not begin"
         rest = [pool.submit(batcher.run, o, r, None)
                 for r, o in zip(requests[1:], outputs[1:], strict=True)]  # fmt: skip
         eventually(lambda: _queued(batcher, len(requests) - 1))
@@ -109,11 +115,13 @@ def test_a_deadline_that_passes_in_the_queue_is_not_run(classifier):
     data = {"input": np.ones((2, 4), np.float32)}
     with ThreadPoolExecutor(3) as pool:
         first = pool.submit(batcher.run, ["logits"], data, None)
-        time.sleep(0.05)
-        late = pool.submit(batcher.run, ["logits"], data, time.monotonic() + 0.05)
+        assert gated.entered.wait(10), "the first run did not begin"
+        late_deadline = time.monotonic() + 0.05
+        late = pool.submit(batcher.run, ["logits"], data, late_deadline)
         kept = pool.submit(batcher.run, ["logits"], data, time.monotonic() + 30)
         eventually(lambda: _queued(batcher, 2))
-        time.sleep(0.1)  # the first request's deadline passes while it waits
+        # The late request's deadline passes while it waits.
+        eventually(lambda: time.monotonic() > late_deadline)
         gated.gate.set()
         first.result(10)
         with pytest.raises(DeadlineExceeded, match="queued for a batch"):
@@ -133,7 +141,7 @@ def test_a_request_alone_does_not_wait_for_company(classifier):
 
 def test_a_model_error_reaches_every_request_of_the_batch():
     class Failing:
-        def run(self, output_names, feeds):
+        def run(self, output_names, feeds, run_options=None):
             raise RuntimeError("model failed")
 
     batcher = DynamicBatcher(Failing(), "test", 1024, 0.0, lambda *_: None)
@@ -220,3 +228,22 @@ def test_batching_settings_out_of_range_are_rejected(redis_server, argv, message
     code = gatectl(["--redis-url", redis_server.url, "model", "create", "credit", *argv], {},
                    out, err)  # fmt: skip
     assert code == 1 and message in err.getvalue()
+
+
+def test_a_batch_still_running_at_its_deadline_is_stopped():
+    model = onnx_models.looping_classifier(seed=1, fixed_trips=0, trips_per_unit=10**12)
+    endless = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    deadlines = RunDeadlines(tick_seconds=0.01)
+    deadlines.start()
+    stopped = threading.Event()
+    batcher = DynamicBatcher(endless, "test", 1024, 0.0, lambda *_: None, deadlines, stopped.set)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="the run was stopped"):
+            batcher.run(["logits"], {"input": np.ones((1, 4), np.float32)},
+                        time.monotonic() + 0.3)  # fmt: skip
+        assert time.monotonic() - started < 5
+        assert stopped.is_set()
+    finally:
+        batcher.stop()
+        deadlines.stop()

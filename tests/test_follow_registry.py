@@ -180,11 +180,11 @@ def test_route_status_shows_each_replica_and_its_problems(following, registry, t
     def shown() -> list[list[str]]:
         code, out, _ = _gatectl(redis_server.url, "route", "status", "credit")
         assert code == 0
-        return [line.split(None, 3) for line in out.splitlines()[2:]]
+        return [line.split(None, 4) for line in out.splitlines()[2:]]
 
     eventually(lambda: any("sha256" in row[-1] for row in shown()))
-    replica, applied, versions, problems = shown()[0]
-    assert (replica, applied) == (gateway.replica, "1")  # still serving revision 1
+    replica, applied, target, versions, problems = shown()[0]
+    assert (replica, applied, target) == (gateway.replica, "1", "-")  # still serving revision 1
     assert versions.startswith("1:READY")
     assert "3: sha256 mismatch" in problems
 

@@ -107,9 +107,8 @@ def test_failed_loads_are_counted(tmp_path):
     gateway = make_gateway(tmp_path)
     try:
         samples = _scrape(gateway)
-        assert (
-            _value(samples, "onnxgate_model_load_failures_total", model="broken", version="1") == 1
-        )
+        failures = {"model": "broken", "version": "1", "reason": "rejected"}  # not an ONNX file
+        assert _value(samples, "onnxgate_model_load_failures_total", **failures) == 1
         assert _value(samples, "onnxgate_model_loaded", model="broken", version="1") == 0
     finally:
         gateway.stop(grace_seconds=1)

@@ -23,7 +23,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.settings import Settings
 from registry_client.cli import main as gatectl
 from tests import onnx_models
-from tests.conftest import REPO_ROOT, GatewayProcess, eventually
+from tests.conftest import REPO_ROOT, GatewayProcess, eventually, wait_until_ready
 from tests.wire import infer_request
 from tests.worker_sockets import channels_per_worker, connect_to_worker
 
@@ -127,14 +127,19 @@ def test_a_crashed_worker_is_restarted_and_the_others_lose_nothing(repo, gateway
     # The supervisor starts a replacement under the same worker index.
     eventually(lambda: victim not in _workers(gp).values(), timeout=15)
     replacement = next(pid for pid in _workers(gp).values() if pid != survivor)
-    time.sleep(0.5)  # the survivor keeps serving while the replacement starts
+
+    def survivor_answered_since_the_kill() -> int:
+        return sum(1 for seen in outcomes[survivor] for t, _ in seen if t > killed_at)
+
+    # The survivor keeps serving while the replacement starts.
+    eventually(lambda: survivor_answered_since_the_kill() >= 20)
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
 
     survivor_results = [code for seen in outcomes[survivor] for _, code in seen]
     assert set(survivor_results) == {"OK"}, "a request on a surviving worker failed"
-    assert sum(1 for seen in outcomes[survivor] for t, _ in seen if t > killed_at) > 0
+    assert survivor_answered_since_the_kill() >= 20
     victim_before = [code for seen in outcomes[victim] for t, code in seen if t < killed_at]
     assert set(victim_before) == {"OK"}
 
@@ -143,6 +148,7 @@ def test_a_crashed_worker_is_restarted_and_the_others_lose_nothing(repo, gateway
     channel, pid = connect_to_worker(gp.address, gp.grpc_port, [replacement, survivor])
     with channel:  # new connections reach both workers again; the replacement serves
         assert pid in {replacement, survivor}
+        wait_until_ready(pb_grpc.GRPCInferenceServiceStub(channel))
         assert pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(REQUEST, timeout=10)
     # Counters of the killed worker stay in the sum: totals never go backwards. It may have
     # counted a request whose response died with it, one per connection at most.

@@ -13,6 +13,7 @@ import grpc
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from tests.conftest import wait_until_ready
 
 ESTABLISHED = "01"
 # A channel of its own connection: by default channels with the same target share one.
@@ -84,10 +85,13 @@ def connect_to_worker(address: str, port: int, workers: list[int]) -> tuple[grpc
 def channels_per_worker(
     address: str, port: int, workers: list[int], each: int, attempts: int = 60
 ) -> dict[int, list[grpc.Channel]]:
-    """At least `each` channels connected to every worker (extra ones are closed)."""
+    """At least `each` channels connected to every worker (extra ones are closed), each
+    worker ready (its versions loaded)."""
     by_worker: dict[int, list[grpc.Channel]] = {pid: [] for pid in workers}
     for _ in range(attempts):
         if all(len(c) >= each for c in by_worker.values()):
+            for channels in by_worker.values():
+                wait_until_ready(pb_grpc.GRPCInferenceServiceStub(channels[0]))
             return by_worker
         channel, pid = connect_to_worker(address, port, workers)
         if len(by_worker[pid]) < each:

@@ -1,5 +1,10 @@
 """grpc.health.v1.Health over our serving state, with watches that end when draining begins.
 
+Two questions, as Kubernetes' gRPC probes ask them: readiness ("" and the inference service:
+should this replica get traffic?) and liveness ("liveness": is the process with its loops
+alive, or should it be restarted?). A replica that is loading, has lost Redis or is draining
+is alive; only a dead loop makes liveness NOT_SERVING.
+
 grpc_health's reference servicer keeps Watch streams open through a shutdown, so a server
 draining with any watcher connected would wait out its whole grace period; this one closes
 them once the drain has told them NOT_SERVING.
@@ -15,7 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.errors import ServiceUnknown
 
-__all__ = ["HealthService"]
+__all__ = ["LIVENESS", "HealthService"]
+
+LIVENESS = "liveness"
 
 Status = int  # health_pb2.HealthCheckResponse.ServingStatus
 SendResponse = Callable[[health_pb2.HealthCheckResponse | None], None]
@@ -27,7 +34,8 @@ SERVICE_UNKNOWN: Status = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped upstream
     """Check and Watch for "" (the whole server) and each named service; thread-safe."""
 
-    def __init__(self, services: Iterable[str]) -> None:
+    def __init__(self, services: Iterable[str], alive: Callable[[], bool] = lambda: True) -> None:
+        self._alive = alive
         self._lock = threading.Lock()
         self._status: dict[str, Status] = {name: NOT_SERVING for name in ["", *services]}
         self._watchers: dict[str, set[SendResponse]] = {}
@@ -38,7 +46,8 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # un
         with self._lock:
             for name in self._status:
                 self._status[name] = status
-            watchers = [(name, w) for name, ws in self._watchers.items() for w in ws]
+            watchers = [(name, w) for name, ws in self._watchers.items() for w in ws
+                        if name != LIVENESS]  # fmt: skip
         for name, watcher in watchers:
             watcher(health_pb2.HealthCheckResponse(status=self._status.get(name, status)))
 
@@ -54,6 +63,8 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # un
     def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
+        if request.service == LIVENESS:
+            return health_pb2.HealthCheckResponse(status=self._liveness())
         status = self._status.get(request.service)
         if status is None:
             raise ServiceUnknown(f"unknown service '{request.service}'")
@@ -68,6 +79,8 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # un
         service = request.service
         with self._lock:
             status = self._status.get(service, SERVICE_UNKNOWN)
+            if service == LIVENESS:  # readiness changes are not sent to liveness watchers
+                status = self._liveness()
             send_response_callback(health_pb2.HealthCheckResponse(status=status))
             if self._closed:
                 send_response_callback(None)
@@ -79,6 +92,9 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # un
                 self._watchers.get(service, set()).discard(send_response_callback)
 
         context.add_callback(forget)
+
+    def _liveness(self) -> Status:
+        return SERVING if self._alive() else NOT_SERVING
 
     # A watcher holds no request thread: grpc calls Watch once and streams what we send.
     Watch.experimental_non_blocking = True  # type: ignore[attr-defined]

@@ -4,7 +4,8 @@ one session.run, their outputs split back by rows.
 A worker thread takes the oldest request and every queued request it can be batched with, up
 to `max_rows`. It waits up to `max_delay` for more only when other requests are already
 queued (concurrency is present): a request alone is never delayed. Requests whose deadline
-passes while queued are answered DEADLINE_EXCEEDED without running.
+passes while queued are answered DEADLINE_EXCEEDED without running; a run still going when
+the latest deadline of its batch has passed is stopped (no caller still waits for it).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from onnxruntime import RunOptions
 
 from gateway.errors import DeadlineExceeded
+from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.version import Session
 
 __all__ = ["DynamicBatcher"]
 
 _EXPIRED = "deadline passed while the request was queued for a batch; the model did not run it"
+_STOPPED = "deadline passed while the model ran the request's batch; the run was stopped"
 _Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
 
 
@@ -62,8 +66,12 @@ class DynamicBatcher:
         max_rows: int,
         max_delay: float,
         observe: Callable[[int, float, float], None],
+        deadlines: RunDeadlines | None = None,
+        on_terminated: Callable[[], None] = lambda: None,
     ) -> None:
         self._session = session
+        self._deadlines = deadlines
+        self._on_terminated = on_terminated
         self._max_rows = max_rows
         self._max_delay = max_delay
         # (rows in the run, seconds its oldest request queued, seconds session.run took)
@@ -155,24 +163,35 @@ class DynamicBatcher:
     def _run(self, batch: list[_Pending]) -> None:
         first = batch[0]
         started = time.monotonic()
+        deadlines = [p.deadline for p in batch]
+        watch = None
+        if self._deadlines is not None and None not in deadlines:
+            watch = self._deadlines.watch(max(d for d in deadlines if d is not None))
+        options = watch and watch.options
         try:
             if len(batch) == 1:
-                first.result = self._session.run(first.output_names, first.feeds)
+                first.result = self._session.run(first.output_names, first.feeds, options)
             else:
-                self._run_together(batch)
+                self._run_together(batch, options)
         except Exception as exc:  # every caller in the batch gets the model's error
+            error: BaseException = exc
+            if watch is not None and watch.done():
+                self._on_terminated()
+                error = DeadlineExceeded(_STOPPED)
             for pending in batch:
-                pending.error = exc
+                pending.error = error
         finally:
+            if watch is not None:
+                watch.done()
             for pending in batch:
                 pending.done.release()
         rows = sum(p.rows for p in batch)
         self._observe(rows, started - first.enqueued, time.monotonic() - started)
 
-    def _run_together(self, batch: list[_Pending]) -> None:
+    def _run_together(self, batch: list[_Pending], options: RunOptions | None) -> None:
         first = batch[0]
         feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in first.feeds}
-        outputs = self._session.run(first.output_names, feeds)
+        outputs = self._session.run(first.output_names, feeds, options)
         offsets = np.cumsum([p.rows for p in batch])[:-1]
         total = int(offsets[-1]) + batch[-1].rows
         for output in outputs:

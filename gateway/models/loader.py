@@ -1,29 +1,34 @@
-"""Turn an artifact into a READY version: read, hash, create the session, warm it up."""
+"""Turn an artifact into a READY version: fetch, read, hash, probe its memory in a child
+process, create the session, warm it up; every step within the load's budget (load_job.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
-from gateway.datatypes import BYTES
 from gateway.metrics import GatewayMetrics
 from gateway.models.batcher import DynamicBatcher
 from gateway.models.binding import Binder
-from gateway.models.ort_errors import ORT_ERRORS
-from gateway.models.signature import Signature, SignatureError, read_signature
+from gateway.models.load_job import LoadFailed, LoadJob
+from gateway.models.memory_probe import ProbeFailed, probe_version
+from gateway.models.ort_errors import (
+    ORT_ERRORS,
+    rejection_reason,
+    session_options,
+    without_source_locations,
+)
+from gateway.models.run_deadlines import RunDeadlines
+from gateway.models.signature import Signature, SignatureError, read_signature, warmup_feeds
 from gateway.models.version import LoadedVersion, VersionInfo
+from registry_client.errors import RegistryError
 from registry_client.repository import VersionSource
 
-__all__ = ["ORT_ERRORS", "LoadError", "LoadOptions", "load_version"]
-
-
-class LoadError(Exception):
-    """Raised when a version cannot be served; the message is its FAILED reason."""
+__all__ = ["ORT_ERRORS", "LoadFailed", "LoadOptions", "load_version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,83 +45,62 @@ class LoadOptions:
     max_queue_per_version: int = 64
     batch_delay_us: int = -1  # dynamic batching: -1 off; else wait at most this long for more
     max_model_bytes: int = 2**31 - 1  # protobuf cannot parse more
-
-
-def _session_options(options: LoadOptions) -> ort.SessionOptions:
-    session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = options.intra_op_threads
-    session_options.inter_op_num_threads = options.inter_op_threads
-    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session_options.log_severity_level = 3  # ORT's own warnings go to stderr, not our log
-    return session_options
-
-
-def _warmup_feeds(signature: Signature) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    for spec in signature.inputs:
-        shape = tuple(1 if d == -1 else d for d in spec.shape)
-        if spec.datatype.name == BYTES:
-            feeds[spec.name] = np.full(shape, "", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
-    return feeds
-
-
-# onnxruntime prefixes its messages with its own source paths; they tell an operator nothing.
-_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (\S+::)*\S+\(.*?\) ")
-_EXTERNAL_DATA = ("external data", "model_path must not be empty")
-
-
-def _rejection(exc: Exception) -> str:
-    """The FAILED reason for a model onnxruntime would not load."""
-    message = str(exc)
-    if any(marker in message.lower() for marker in _EXTERNAL_DATA):
-        # Loaded from the hashed bytes, a model cannot read files beside it, wherever they
-        # point (other directories, absolute paths): only self-contained models are served.
-        return (
-            "the model keeps tensors in external data files; only self-contained .onnx files"
-            " are served (save it with onnx.save_model(..., save_as_external_data=False))"
-        )
-    return f"onnxruntime rejected the model: {_SOURCE_LOCATION.sub('', message)}"
+    # > 0: load and warm each version first in a child process held to this much memory
+    max_version_memory_bytes: int = 0
 
 
 def load_version(
-    source: VersionSource, options: LoadOptions, metrics: GatewayMetrics
+    source: VersionSource,
+    options: LoadOptions,
+    metrics: GatewayMetrics,
+    job: LoadJob | None = None,
+    deadlines: RunDeadlines | None = None,
+    fetch: Callable[[], Path] | None = None,
 ) -> LoadedVersion:
-    """Load one version; raises LoadError with a reason the operator can act on."""
+    """Load one version within `job`'s budget; raises LoadFailed with a reason the operator
+    can act on. `fetch` brings the artifact to a local file first (uploaded artifacts)."""
+    job = job or LoadJob(f"{source.model}-{source.version}", float("inf"))
     started = time.perf_counter()
-    try:
-        with source.path.open("rb") as artifact:  # never more than the cap, even if it grows
-            data = artifact.read(options.max_model_bytes + 1)
-    except OSError as exc:
-        raise LoadError(f"cannot read artifact: {exc.strerror}") from exc
-    if len(data) > options.max_model_bytes:
-        raise LoadError(
-            f"artifact is larger than --max-model-bytes {options.max_model_bytes}; not loaded"
-        )
-    sha256 = hashlib.sha256(data).hexdigest()
-    if source.sha256 and sha256 != source.sha256:
-        raise LoadError(
-            f"sha256 mismatch: the registry has {source.sha256[:12]}..., the artifact has"
-            f" {sha256[:12]}...; the file changed after it was registered"
-        )
+    path = source.path
+    if fetch is not None:
+        job.begin("fetching the artifact")
+        try:
+            path = fetch()
+        except (ValueError, OSError, RegistryError) as exc:
+            raise LoadFailed(f"cannot fetch the artifact: {exc}", "artifact") from exc
+    job.begin("reading the artifact")
+    data, sha256 = _read_verified(path, source.sha256, options.max_model_bytes)
+    peak_rss = None
+    if options.max_version_memory_bytes > 0:
+        job.begin("the memory probe (session creation and warm-up in a child process)")
+        try:
+            probe = probe_version(
+                path, sha256, options.max_version_memory_bytes, job.remaining(),
+                options.intra_op_threads, options.inter_op_threads, cancelled=job.cancelled,
+            )  # fmt: skip
+        except ProbeFailed as exc:
+            if exc.kind == "timeout":
+                raise job.timed_out() from exc
+            raise LoadFailed(str(exc), exc.kind) from exc
+        peak_rss = probe.peak_rss_bytes
+    job.begin("session creation")
     try:
         # From bytes, not the path: the bytes hashed are the bytes loaded.
         session = ort.InferenceSession(
-            data, sess_options=_session_options(options), providers=["CPUExecutionProvider"]
+            data,
+            sess_options=session_options(options.intra_op_threads, options.inter_op_threads),
+            providers=["CPUExecutionProvider"],
         )
     except ORT_ERRORS as exc:
-        raise LoadError(_rejection(exc)) from exc
+        raise LoadFailed(rejection_reason(str(exc)), "rejected") from exc
     try:
         signature = read_signature(session.get_inputs(), session.get_outputs())
     except SignatureError as exc:
-        raise LoadError(str(exc)) from exc
-    try:
-        session.run(None, _warmup_feeds(signature))
-    except ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
-        raise LoadError(f"warm-up run failed: {_SOURCE_LOCATION.sub('', str(exc))}") from exc
+        raise LoadFailed(str(exc), "rejected") from exc
+    job.begin("the warm-up run")
+    _warm_up(session, signature, job, deadlines)
     elapsed = time.perf_counter() - started
-    info = VersionInfo(source.model, source.version, str(source.path), sha256, elapsed)
+    info = VersionInfo(source.model, source.version, str(path), sha256, elapsed, peak_rss)
     if source.batch_delay_us is not None or source.max_batch_size is not None:
         options = replace(
             options,
@@ -129,7 +113,8 @@ def load_version(
     if options.batch_delay_us >= 0 and signature.batchable:
         batcher = DynamicBatcher(session, f"{source.model}-{source.version}",
                                  options.max_batch_size, options.batch_delay_us / 1e6,
-                                 version_metrics.observe_batch)  # fmt: skip
+                                 version_metrics.observe_batch, deadlines,
+                                 version_metrics.terminated.inc)  # fmt: skip
     return LoadedVersion(
         info=info,
         session=session,
@@ -141,4 +126,48 @@ def load_version(
         metrics=version_metrics,
         batcher=batcher,
         max_concurrency=options.max_concurrency_per_version,
+        deadlines=deadlines,
     )
+
+
+def _read_verified(path: Path, sha256: str, max_bytes: int) -> tuple[bytes, str]:
+    """The artifact's bytes and their sha256, checked against the registry's record."""
+    try:
+        with path.open("rb") as artifact:  # never more than the cap, even if it grows
+            data = artifact.read(max_bytes + 1)
+    except OSError as exc:
+        raise LoadFailed(f"cannot read artifact: {exc.strerror}", "artifact") from exc
+    if len(data) > max_bytes:
+        raise LoadFailed(
+            f"artifact is larger than --max-model-bytes {max_bytes}; not loaded", "artifact"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 and digest != sha256:
+        raise LoadFailed(
+            f"sha256 mismatch: the registry has {sha256[:12]}..., the artifact has"
+            f" {digest[:12]}...; the file changed after it was registered",
+            "artifact",
+        )
+    return data, digest
+
+
+def _warm_up(
+    session: ort.InferenceSession, signature: Signature, job: LoadJob,
+    deadlines: RunDeadlines | None,
+) -> None:  # fmt: skip
+    """One run on a minimal input, stopped at the load's deadline or when it is cancelled."""
+    watch = deadlines.watch(job.deadline) if deadlines is not None else None
+    options = watch.options if watch is not None else ort.RunOptions()
+    job.on_cancel(lambda: setattr(options, "terminate", True))
+    try:
+        session.run(None, warmup_feeds(signature), options)
+    except ORT_ERRORS as exc:  # a model that cannot run on a minimal input is not READY
+        if options.terminate:
+            if job.cancelled.is_set():
+                raise LoadFailed("load cancelled", "cancelled") from None
+            raise job.timed_out() from None
+        reason = f"warm-up run failed: {without_source_locations(str(exc))}"
+        raise LoadFailed(reason, "rejected") from exc
+    finally:
+        if watch is not None:
+            watch.done()

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.datatypes import Datatype, from_onnx_type
+import numpy as np
 
-__all__ = ["Signature", "SignatureError", "TensorSpec", "read_signature"]
+from gateway.datatypes import BYTES, Datatype, from_onnx_type
+
+__all__ = ["Signature", "SignatureError", "TensorSpec", "read_signature", "warmup_feeds"]
 
 
 class SignatureError(ValueError):
@@ -59,3 +61,15 @@ def _spec(arg: _OrtArg) -> TensorSpec:
 def read_signature(inputs: Sequence[_OrtArg], outputs: Sequence[_OrtArg]) -> Signature:
     """Build a Signature from `session.get_inputs()` and `session.get_outputs()`."""
     return Signature(tuple(_spec(a) for a in inputs), tuple(_spec(a) for a in outputs))
+
+
+def warmup_feeds(signature: Signature) -> dict[str, np.ndarray]:
+    """A minimal input for every tensor: zeros (empty strings), one row for a dynamic dimension."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype.name == BYTES:
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
+    return feeds

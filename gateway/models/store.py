@@ -1,24 +1,30 @@
-"""The versions this gateway holds and their states, loaded on a background executor."""
+"""The versions this gateway holds and their states; each load runs bounded on threads of
+its own (load_job.py), never on a thread that serves requests or follows the registry."""
 
 from __future__ import annotations
 
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from gateway.errors import ModelNotFound, ModelNotReady
 from gateway.metrics import GatewayMetrics
-from gateway.models.loader import LoadError, LoadOptions, load_version
+from gateway.models.load_job import LoadJob, LoadOutcome
+from gateway.models.loader import LoadOptions, load_version
+from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.version import LoadedVersion
 from registry_client.repository import VersionSource
 
 __all__ = ["VersionState", "VersionStatus", "VersionStore"]
 
 _log = logging.getLogger(__name__)
+_Key = tuple[str, str]
 
 
 class VersionState(enum.Enum):
@@ -37,22 +43,41 @@ class VersionStatus:
     version: str
     state: VersionState
     reason: str = ""
+    loading_since: float | None = None  # Unix time its load began, while LOADING
+    memory_bytes: int | None = None  # peak memory its probe measured, once READY
 
 
 class VersionStore:
     """Holds versions by (model, version).
 
-    Request threads only read `_ready`, a mapping replaced whole (copy on write) by the load
-    executor's thread under `_lock`, so a lookup never takes a lock or waits on a load.
+    Request threads only read `_ready`, a mapping replaced whole (copy on write) under
+    `_lock` by the thread that finishes a load, so a lookup never takes a lock or waits on a
+    load. At most `load_threads` loads run at once; each has `load_timeout_seconds`.
     """
 
-    def __init__(self, options: LoadOptions, metrics: GatewayMetrics, load_threads: int) -> None:
+    def __init__(
+        self,
+        options: LoadOptions,
+        metrics: GatewayMetrics,
+        load_threads: int,
+        load_timeout_seconds: float = 120.0,
+        deadlines: RunDeadlines | None = None,
+    ) -> None:
         self._options = options
         self._metrics = metrics
-        self._executor = ThreadPoolExecutor(load_threads, thread_name_prefix="onnxgate-load")
+        self._slots = threading.Semaphore(load_threads)
+        self._timeout = load_timeout_seconds
+        self._deadlines = deadlines
         self._lock = threading.Lock()
         self._ready: Mapping[str, Mapping[str, LoadedVersion]] = MappingProxyType({})
-        self._status: dict[tuple[str, str], VersionStatus] = {}
+        self._status: dict[_Key, VersionStatus] = {}
+        self._jobs: dict[_Key, LoadJob] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._closed = False
+
+    def on_settled(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the load's thread) whenever a load ends, READY or FAILED."""
+        self._listeners.append(listener)
 
     def load_all(self, sources: Iterable[VersionSource], on_done: Callable[[], None]) -> None:
         """Load every source in the background; on_done runs once all have finished."""
@@ -72,16 +97,41 @@ class VersionStore:
         for future in futures:
             future.add_done_callback(finished)
 
-    def load(self, source: VersionSource) -> Future[None]:
-        """Load one version on the load executor; its state is LOADING until it finishes."""
+    def load(self, source: VersionSource, fetch: Callable[[], Path] | None = None) -> Future[None]:
+        """Load one version in the background (`fetch` first brings its artifact to a local
+        file); it is LOADING until it is READY or FAILED. A load of the same version still
+        under way is cancelled. The future is done when this load has ended."""
+        key = (source.model, source.version)
+        job = LoadJob(f"{source.model}-{source.version}", self._timeout)
+        done: Future[None] = Future()
         with self._lock:
-            self._status[(source.model, source.version)] = VersionStatus(
-                source.model, source.version, VersionState.LOADING
-            )
-        return self._executor.submit(self._load, source)
+            if self._closed:
+                done.set_result(None)
+                return done
+            previous = self._jobs.get(key)
+            self._jobs[key] = job
+            self._status[key] = VersionStatus(*key, VersionState.LOADING, loading_since=time.time())
+        if previous is not None:
+            previous.cancel()
+        thread = threading.Thread(target=self._load, args=(source, fetch, job, done),
+                                  name=f"onnxgate-load-{job.name}", daemon=True)  # fmt: skip
+        thread.start()
+        return done
+
+    def cancel(self, model: str, version: str) -> None:
+        """Stop a load under way (its probe is killed, its warm-up terminated) and forget
+        the version's state; a READY copy, if any, stays."""
+        with self._lock:
+            job = self._jobs.pop((model, version), None)
+            if job is not None and version not in self._ready.get(model, {}):
+                self._status.pop((model, version), None)
+        if job is not None:
+            job.cancel()
+            _log.info("load cancelled", extra={"model": model, "version": version})
 
     def unload(self, model: str, version: str) -> None:
         """Forget a version: new requests cannot reach it, in-flight ones finish on it."""
+        self.cancel(model, version)
         with self._lock:
             models = {m: dict(v) for m, v in self._ready.items()}
             gone = models.get(model, {}).pop(version, None)
@@ -96,39 +146,67 @@ class VersionStore:
         """One version's state, if known."""
         return self._status.get((model, version))
 
-    def _load(self, source: VersionSource) -> None:
-        key = (source.model, source.version)
+    def _load(
+        self,
+        source: VersionSource,
+        fetch: Callable[[], Path] | None,
+        job: LoadJob,
+        done: Future[None],
+    ) -> None:
         try:
-            loaded = load_version(source, self._options, self._metrics)
-        except LoadError as exc:
-            _log.error(
-                "version failed to load",
-                extra={"model": source.model, "version": source.version, "reason": str(exc)},
-            )
-            self._metrics.model_load_failures.labels(*key).inc()
+            while not self._slots.acquire(timeout=0.1):  # the budget starts with a slot
+                if job.cancelled.is_set():
+                    return
+            try:
+                options, metrics, deadlines = self._options, self._metrics, self._deadlines
+                outcome = job.run(
+                    lambda j: load_version(source, options, metrics, j, deadlines, fetch)
+                )
+            finally:
+                self._slots.release()
+            if self._settle(source, job, outcome):
+                for listener in self._listeners:
+                    listener()
+        finally:
+            done.set_result(None)
+
+    def _settle(self, source: VersionSource, job: LoadJob, outcome: LoadOutcome) -> bool:
+        """Publish a load's outcome unless it was cancelled or superseded; True if it was."""
+        key = (source.model, source.version)
+        with self._lock:
+            if self._jobs.get(key) is not job or outcome.cancelled:
+                return False
+            del self._jobs[key]
+            if outcome.failure is not None:
+                self._status[key] = VersionStatus(*key, VersionState.FAILED, str(outcome.failure))
+        if outcome.failure is not None:
+            _log.error("version failed to load", extra={
+                "model": source.model, "version": source.version,
+                "reason": str(outcome.failure)})  # fmt: skip
+            self._metrics.model_load_failures.labels(*key, outcome.failure.kind).inc()
             self._metrics.model_loaded.labels(*key).set(0)
-            with self._lock:
-                self._status[key] = VersionStatus(*key, VersionState.FAILED, str(exc))
-            return
-        self._metrics.model_load_seconds.labels(source.model).observe(loaded.info.load_seconds)
+            return True
+        loaded = outcome.result
+        assert isinstance(loaded, LoadedVersion)
+        info = loaded.info
+        self._metrics.model_load_seconds.labels(source.model).observe(info.load_seconds)
         self._metrics.model_loaded.labels(*key).set(1)
-        _log.info(
-            "version ready",
-            extra={
-                "model": source.model,
-                "version": source.version,
-                "sha256": loaded.info.sha256,
-                "load_seconds": round(loaded.info.load_seconds, 3),
-            },
-        )
+        if info.memory_bytes is not None:
+            self._metrics.model_memory_bytes.labels(*key).set(info.memory_bytes)
+        _log.info("version ready", extra={
+            "model": source.model, "version": source.version, "sha256": info.sha256,
+            "load_seconds": round(info.load_seconds, 3), "memory_bytes": info.memory_bytes,
+        })  # fmt: skip
         with self._lock:
             models = {m: dict(v) for m, v in self._ready.items()}
             replaced = models.setdefault(source.model, {}).get(source.version)
             models[source.model][source.version] = loaded
             self._ready = MappingProxyType({m: MappingProxyType(v) for m, v in models.items()})
-            self._status[key] = VersionStatus(*key, VersionState.READY)
+            self._status[key] = VersionStatus(*key, VersionState.READY,
+                                              memory_bytes=info.memory_bytes)  # fmt: skip
         if replaced is not None:  # a reload: the old copy's batcher answers what it holds
             replaced.close()
+        return True
 
     def get(self, model: str, version: str) -> LoadedVersion:
         """The READY version; ModelNotReady when loading or failed, else ModelNotFound."""
@@ -175,9 +253,13 @@ class VersionStore:
         )
 
     def close(self) -> None:
-        """Stop the load executor (loads under way finish, queued ones are dropped) and the
-        versions' batchers."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Cancel every load (nothing waits for them) and stop the versions' batchers."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+        for job in jobs:
+            job.cancel()
         for versions in self._ready.values():
             for loaded in versions.values():
                 loaded.close()

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import onnxruntime as ort
 
 from gateway.errors import DeadlineExceeded, ModelFailed, Overloaded
 from gateway.metrics import VersionMetrics
 from gateway.models.binding import Binder
 from gateway.models.ort_errors import ORT_ERRORS
+from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.signature import Signature
 
 __all__ = ["Batcher", "LoadedVersion", "Session", "VersionInfo"]
@@ -33,7 +35,10 @@ class Session(Protocol):
     """What the gateway needs of an onnxruntime InferenceSession (run releases the GIL)."""
 
     def run(
-        self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]
+        self,
+        output_names: Sequence[str] | None,
+        feeds: dict[str, np.ndarray],
+        run_options: ort.RunOptions | None = None,
     ) -> list[np.ndarray]: ...
 
 
@@ -46,6 +51,7 @@ class VersionInfo:
     path: str
     sha256: str
     load_seconds: float
+    memory_bytes: int | None = None  # peak the memory probe measured; None: not probed
 
 
 class _Admission:
@@ -88,10 +94,12 @@ class LoadedVersion:
         metrics: VersionMetrics,
         batcher: Batcher | None = None,
         max_concurrency: int = 0,
+        deadlines: RunDeadlines | None = None,
     ) -> None:
         """`max_inflight` admits requests (running and waiting); with `max_concurrency` > 0
         at most that many run at once and the others wait in turn, each until its deadline.
-        A batcher has a queue of its own, so it is not combined with a concurrency limit."""
+        A batcher has a queue of its own, so it is not combined with a concurrency limit.
+        With `deadlines`, a run still going when its deadline passes is terminated."""
         self.info = info
         self.model = info.model
         self.version = info.version
@@ -101,6 +109,7 @@ class LoadedVersion:
         self._session = session
         self._admission = _Admission(max_inflight)
         self._batcher = batcher
+        self._deadlines = deadlines
         limited = max_concurrency > 0 and batcher is None
         self._runs = threading.Semaphore(max_concurrency) if limited else None
 
@@ -159,16 +168,29 @@ class LoadedVersion:
             raise DeadlineExceeded(
                 f"deadline passed before model '{self.model}' version '{self.version}' ran"
             )
+        metrics = metrics or self.metrics
+        watch = None
         try:
-            if self._batcher is not None:  # it times the runs it makes
+            if self._batcher is not None:  # it times, bounds and counts the runs it makes
                 return self._batcher.run(output_names, feeds, deadline)
+            if deadline is not None and self._deadlines is not None:
+                watch = self._deadlines.watch(deadline)
             started = time.perf_counter()
-            results = self._session.run(output_names, feeds)  # ORT releases the GIL here
+            # ORT releases the GIL here; a watched run stops once its deadline passes.
+            results = self._session.run(output_names, feeds, watch and watch.options)
         except ORT_ERRORS as exc:
+            if watch is not None and watch.done():
+                metrics.terminated.inc()
+                raise DeadlineExceeded(
+                    f"model '{self.model}' version '{self.version}' was still running when the"
+                    " deadline passed; the run was stopped"
+                ) from None
             raise ModelFailed(
                 f"model '{self.model}' version '{self.version}' failed to run the request"
             ) from exc
-        (metrics or self.metrics).inference.observe(time.perf_counter() - started)
+        if watch is not None:
+            watch.done()
+        metrics.inference.observe(time.perf_counter() - started)
         return results
 
     def infer(

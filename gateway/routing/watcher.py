@@ -1,53 +1,44 @@
-"""Follow the registry's routing rules (DESIGN.md 5-6), off the request path.
+"""Follow the registry's routing rules (docs/architecture.md), off the request path.
 
-One thread resyncs: at start, after every reconnect, on an `{ns}:events` hint and whenever the
-`{ns}:epoch` poll shows a change (pub/sub loses what is sent while disconnected). A rule becomes
-active only once every version it names is fetched, sha256-verified, loaded and warmed; until
-then, and whenever Redis is away, the last good table keeps serving. A second thread only
-listens for hints.
+One thread follows: it resyncs at start, after every reconnect, on an `{ns}:events` hint and
+whenever the `{ns}:epoch` poll shows a change (pub/sub loses what is sent while
+disconnected). It never waits for a load: a rule whose versions are all READY is applied at
+once; for any other, the loads its versions need are started and the rule becomes the
+model's target, applied when they are READY, given up when one FAILS, and superseded by any
+newer rule (an older revision is never applied after a newer one). Until then, and whenever
+Redis is away, the last good table keeps serving. A second thread only listens for hints;
+the heartbeat has a thread of its own (heartbeat.py).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import wait
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import redis
 
 from gateway.metrics import GatewayMetrics
 from gateway.models.store import VersionState, VersionStore
+from gateway.routing.artifacts import ArtifactCache
+from gateway.routing.heartbeat import FollowerState, Heartbeat
 from gateway.routing.table import Route, RouteTable, RouteTableHolder
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, RegistryError, Rejected
 from registry_client.repository import VersionSource
-from registry_client.schema import BLOB_SCHEME, RouteRule
+from registry_client.schema import RouteRule
 
 __all__ = ["RuleWatcher"]
 
 _log = logging.getLogger(__name__)
-LOAD_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 2.0
 # An epoch read (one GET) unanswered this long means Redis is unreachable, though a blackholed
 # connection raises nothing until its socket timeout has passed on every retry (about 20 s).
 UNANSWERED_POLL_SECONDS = 2.0
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _file_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"artifact scheme {parsed.scheme!r} is not supported")
-    return Path(url2pathname(parsed.path))
 
 
 def _optional_int(value: object) -> int | None:
@@ -67,7 +58,7 @@ class RuleWatcher:
         replica: str,
         poll_seconds: float,
         heartbeat_seconds: float,
-        on_first_sync: Callable[[], None],
+        on_change: Callable[[], None],
         artifact_cache: Path,
         bootstrap: Callable[[], None] | None = None,
         max_artifact_bytes: int = 2**31 - 1,
@@ -76,23 +67,25 @@ class RuleWatcher:
         self._versions = versions
         self._routes = routes
         self._metrics = metrics
-        self._replica = replica
         self._poll_seconds = poll_seconds
-        self._heartbeat_seconds = heartbeat_seconds
-        self._on_first_sync = on_first_sync
+        self._on_change = on_change
         self._bootstrap = bootstrap
-        self._artifact_cache = artifact_cache
-        self._max_artifact_bytes = max_artifact_bytes
+        self._artifacts = ArtifactCache(registry, artifact_cache, max_artifact_bytes)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._resync_needed = True
         self._synced_once = False
         self._epoch = -1
+        self._rules: dict[str, RouteRule] = {}  # the registry's rules as last read
+        self._targets: dict[str, Route] = {}  # model -> newest rule, waiting for its loads
         self._given_up: dict[str, Route] = {}  # model -> the route whose versions failed to load
         self._refused: dict[str, str] = {}  # model -> digest of its last invalid document
         self._errors: dict[str, str] = {}
-        self._last_heartbeat = 0.0
+        self.published = FollowerState()
         self._poll_started: float | None = None  # when the epoch read in progress was sent
+        self.heartbeat = Heartbeat(registry, replica, versions, routes, self.published,
+                                   heartbeat_seconds)  # fmt: skip
+        versions.on_settled(self._wake.set)  # a finished load may complete a target
         self._threads = [
             threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True),
             threading.Thread(target=self._listen, name="onnxgate-events", daemon=True),
@@ -102,19 +95,41 @@ class RuleWatcher:
         """Start following; returns at once (readiness comes with the first sync)."""
         for thread in self._threads:
             thread.start()
+        self.heartbeat.start()
 
-    def stop(self) -> None:
-        """Stop both threads and wait for them."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the threads, waiting at most `timeout` seconds in all (a thread stuck in a
+        Redis call is a daemon and is left behind)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
+        self.heartbeat.stop(timeout)
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(max(deadline - time.monotonic(), 0.0))
+
+    def is_alive(self) -> bool:
+        """Whether the follower, the hint listener and the heartbeat all still run."""
+        return all(t.is_alive() for t in self._threads) and self.heartbeat.is_alive()
+
+    def is_serving_every_rule(self) -> bool:
+        """Readiness: synced once, and every model with a rule is served by it or by its
+        last good one (a rule still loading, or failed, counts while an older one serves)."""
+        served = self._routes.current().routes
+        return self._synced_once and all(model in served for model in self._rules)
+
+    def is_settled(self) -> bool:
+        """Synced once, and no model waits for its first rule's loads any more: each is
+        served, or its versions failed."""
+        served = self._routes.current().routes
+        return self._synced_once and all(m in served or m in self._given_up for m in self._rules)
 
     # -- the follower thread ----------------------------------------------------------------
 
     def _follow(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
+            self._wake.clear()  # before the work: a load ending meanwhile wakes the next wait
+            self._advance()  # loads that ended need no Redis to be applied or given up
             try:
                 if self._bootstrap is not None:
                     self._run_bootstrap()
@@ -128,7 +143,6 @@ class RuleWatcher:
                     self._resync_needed = False
                     self._resync()
                     self._epoch = epoch
-                self._maybe_heartbeat()
                 backoff = 0.05
             except (RegistryError, redis.RedisError) as exc:
                 self._metrics.redis_connected.set(0)
@@ -139,7 +153,6 @@ class RuleWatcher:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             self._wake.wait(self._poll_seconds)
-            self._wake.clear()
 
     def _run_bootstrap(self) -> None:
         assert self._bootstrap is not None
@@ -159,89 +172,92 @@ class RuleWatcher:
                 _log.error("invalid rule ignored; the last good rule keeps serving",
                            extra={"model": model, "reason": refused.reason})  # fmt: skip
         current = self._routes.current().routes
-        routes = dict(current)
+        self._targets = {m: t for m, t in self._targets.items() if m in rules}
         for model, rule in rules.items():
             self._refused.pop(model, None)
             # Content, not only the revision: a registry restored from scratch counts again.
             split = tuple((s.version, s.weight) for s in rule.split)
             shadows = tuple((s.version, s.percent) for s in rule.shadows)
             wanted = Route.of(split, rule.revision, rule.sticky, shadows)
-            if current.get(model) == wanted or self._given_up.get(model) == wanted:
+            if current.get(model) == wanted:
+                self._targets.pop(model, None)
                 continue
-            if self._load_versions(rule):
-                routes[model] = wanted
-                self._errors.pop(model, None)
-                self._given_up.pop(model, None)  # set again later, it is tried again
-                self._record_applied(model, wanted)
-            else:
-                self._given_up[model] = wanted
-                self._metrics.rules_rejected.labels("not_applied").inc()
-        if routes != dict(current):
-            self._routes.replace(RouteTable(MappingProxyType(routes)))
-        self._unload_unrouted(routes, rules)
-        if not self._synced_once:
-            self._synced_once = True
-            self._on_first_sync()
+            if self._given_up.get(model) == wanted or self._targets.get(model) == wanted:
+                continue
+            # The newest rule is the target; an older one still loading is superseded.
+            self._targets[model] = wanted
+            self._start_loads(rule, wanted)
+        self._rules = rules
+        self._synced_once = True
+        self._advance()
 
-    def _load_versions(self, rule: RouteRule) -> bool:
-        """Load what the rule needs; True when every version it names is READY."""
-        pending = []
+    def _start_loads(self, rule: RouteRule, wanted: Route) -> None:
+        """Start loading what the rule needs and is not READY or LOADING already; a version
+        the registry cannot describe fails the rule at once."""
         for version in rule.versions:
             status = self._versions.status(rule.model, version)
-            if status is not None and status.state is VersionState.READY:
+            if status is not None and status.state is not VersionState.FAILED:
                 continue
             try:
                 stored = self._registry.show_version(rule.model, version)
-                path = self._artifact_path(stored["artifact_uri"], stored["sha256"])
                 model = self._registry.show_model(rule.model)
-            except (NotFound, Rejected, ValueError, OSError) as exc:  # OSError: the cache's disk
-                self._errors[rule.model] = f"revision {rule.revision} not applied: {exc}"
-                return False
+                path = self._artifacts.local_path(stored["artifact_uri"], stored["sha256"])
+            except (NotFound, Rejected, ValueError) as exc:
+                self._give_up(rule.model, wanted, f"revision {rule.revision} not applied: {exc}")
+                return
             source = VersionSource(
                 rule.model, version, path, stored["sha256"],
                 batch_delay_us=_optional_int(model.get("batch_delay_us")),
                 max_batch_size=_optional_int(model.get("max_batch_size")),
             )  # fmt: skip
-            pending.append(self._versions.load(source))
-        wait(pending, timeout=LOAD_TIMEOUT_SECONDS)
-        for version in rule.versions:
-            status = self._versions.status(rule.model, version)
-            if status is None or status.state is not VersionState.READY:
-                reason = status.reason if status is not None else "not loaded"
-                self._errors[rule.model] = f"revision {rule.revision} not applied: version" \
-                    f" {version} {reason}"  # fmt: skip
-                _log.error(
-                    "rule not applied: a version did not load; the previous rule keeps serving",
-                    extra={"model": rule.model, "revision": rule.revision, "version": version,
-                           "reason": reason},
-                )  # fmt: skip
-                return False
-        return True
+            fetch = None
+            if self._artifacts.is_uploaded(stored["artifact_uri"]):
+                fetch = functools.partial(self._artifacts.fetch, stored["sha256"])
+            self._versions.load(source, fetch)
 
-    def _artifact_path(self, uri: str, sha256: str) -> Path:
-        """A local file with the artifact's bytes; uploaded ones are fetched into the cache.
+    def _advance(self) -> None:
+        """Apply each target whose versions are all READY; give up on one whose version
+        FAILED; unload what no rule needs any more. Reads no Redis."""
+        current = self._routes.current().routes
+        routes = dict(current)
+        for model, wanted in list(self._targets.items()):
+            states = {v: self._versions.status(model, v) for v in self._rules[model].versions}
+            if all(s is not None and s.state is VersionState.READY for s in states.values()):
+                del self._targets[model]
+                routes[model] = wanted
+                self._errors.pop(model, None)
+                self._given_up.pop(model, None)  # set again later, it is tried again
+                self._record_applied(model, wanted)
+                continue
+            for version, status in states.items():
+                if status is None or status.state is VersionState.FAILED:
+                    reason = status.reason if status is not None else "not loaded"
+                    self._give_up(model, wanted, f"revision {wanted.revision} not applied:"
+                                                 f" version {version} {reason}")  # fmt: skip
+                    _log.error(
+                        "rule not applied: a version did not load; the previous rule keeps serving",
+                        extra={"model": model, "revision": wanted.revision, "version": version,
+                               "reason": reason},
+                    )  # fmt: skip
+                    break
+        if routes != dict(current):
+            self._routes.replace(RouteTable(MappingProxyType(routes)))
+        self._unload_unrouted(routes)
+        targets = {m: r.revision for m, r in self._targets.items()}
+        if (targets, self._errors, routes) != (
+            self.published.targets,
+            self.published.errors,
+            dict(current),
+        ):
+            self.published.targets, self.published.errors = targets, dict(self._errors)
+            self.heartbeat.beat_now()
+        self._on_change()
 
-        The cache is keyed by sha256 and written by rename, and the loader hashes what it
-        loads, so a torn or tampered cache file fails the load instead of serving."""
-        if not uri.startswith(f"{BLOB_SCHEME}:"):
-            return _file_path(uri)
-        if not _SHA256.fullmatch(sha256):  # it names a file: nothing else may reach the path
-            raise ValueError(f"stored sha256 {sha256[:80]!r}: expected 64 lowercase hex digits")
-        cached = self._artifact_cache / f"{sha256}.onnx"
-        if cached.is_symlink() or (cached.exists() and not cached.is_file()):
-            # Only this process writes here, by rename: anything else was put here to be
-            # loaded instead. It is replaced with the registry's bytes, never followed.
-            _log.warning("artifact cache entry is not a file of ours; fetching it again",
-                         extra={"entry": cached.name})  # fmt: skip
-            if cached.is_dir() and not cached.is_symlink():
-                raise ValueError(f"artifact cache entry {cached.name} is a directory")
-            cached.unlink()
-        if not cached.exists():
-            # Worker processes share the cache: the name is unique per process and thread.
-            partial = cached.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
-            partial.write_bytes(self._registry.fetch_blob(sha256, self._max_artifact_bytes))
-            partial.replace(cached)
-        return cached
+    def _give_up(self, model: str, wanted: Route, error: str) -> None:
+        self._targets.pop(model, None)
+        self._given_up[model] = wanted
+        self._errors[model] = error
+        self._metrics.rules_rejected.labels("not_applied").inc()
 
     def _record_applied(self, model: str, route: Route) -> None:
         self._metrics.route_revision.labels(model).set(route.revision)
@@ -251,34 +267,27 @@ class RuleWatcher:
         _log.info("rule applied", extra={"model": model, "revision": route.revision,
                                          "weights": route.weights})  # fmt: skip
 
-    def _unload_unrouted(self, routes: dict[str, Route], rules: dict[str, RouteRule]) -> None:
+    def _unload_unrouted(self, routes: dict[str, Route]) -> None:
+        """Unload, or stop loading, every version neither a served route nor a rule names."""
         needed = {(m, v) for m, r in routes.items() for v in r.versions}
-        needed |= {(m, v) for m, rule in rules.items() for v in rule.versions}
+        needed |= {(m, v) for m, rule in self._rules.items() for v in rule.versions}
         for status in self._versions.statuses():
             key = (status.model, status.version)
-            if key not in needed and status.state is not VersionState.LOADING:
+            if key not in needed:
                 self._versions.unload(*key)
-
-    def _maybe_heartbeat(self) -> None:
-        now = time.monotonic()
-        if now - self._last_heartbeat < self._heartbeat_seconds:
-            return
-        self._last_heartbeat = now
-        applied = {m: r.revision for m, r in self._routes.current().routes.items()}
-        loaded = [f"{s.model}:{s.version}:{s.state.name}" for s in self._versions.statuses()]
-        failed = {f"{s.model}:{s.version}": s.reason for s in self._versions.statuses()
-                  if s.state is VersionState.FAILED}  # fmt: skip
-        self._registry.heartbeat(
-            self._replica,
-            {"applied": json.dumps(applied), "versions": json.dumps(loaded),
-             "failed": json.dumps(failed), "errors": json.dumps(self._errors),
-             "updated_at": str(time.time())},
-            ttl_seconds=max(3, int(self._heartbeat_seconds * 3)),
-        )  # fmt: skip
 
     # -- the hint thread --------------------------------------------------------------------
 
     def _listen(self) -> None:
+        try:
+            self._listen_until_stopped()
+        except Exception:
+            # A gateway that stops does not wait for this thread: the client's connections
+            # may be closed under it, which is no error then.
+            if not self._stop.is_set():
+                raise
+
+    def _listen_until_stopped(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
             try:
@@ -297,7 +306,7 @@ class RuleWatcher:
                 connection.register_connect_callback(self._resynchronise)
             try:
                 while not self._stop.is_set():
-                    if pubsub.get_message(timeout=0.5) is not None:
+                    if pubsub.get_message(timeout=0.25) is not None:
                         self._wake.set()
                     self._report_unanswered_poll()
             except (redis.RedisError, OSError):
