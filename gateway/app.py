@@ -174,7 +174,7 @@ class Gateway:
                 self._rollout_controller(self.registry_client)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
-            settings.max_streams, settings.request_timeout_seconds,
+            settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
         )  # fmt: skip
         self._server = build_server(settings, self.security, self.servicer, self.health)
         samplers = self.metrics.samplers
@@ -315,8 +315,9 @@ class Gateway:
         deadline = time.monotonic() + grace
         self.state.mark_draining()
         # Health watchers and balancers learn NOT_SERVING while intake is still open, so the
-        # calls they sent before they knew are served, not cut off as the listener closes
-        # (gRPC core answers CANCELLED to calls not yet handed to a handler, grpc#41785).
+        # calls they sent before they knew are served. server.stop then drops the calls still
+        # queued in gRPC core and answers them CANCELLED; their handler never ran (grpc#41785,
+        # RELIABILITY.md: what a client sees during a drain).
         notice = min(self.settings.drain_notice_seconds, grace / 2)
         if notice > 0:
             time.sleep(notice)

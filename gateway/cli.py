@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from gateway.app import serve
 from gateway.probe import probe
 from gateway.security import Security, SecurityError
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, SettingsError, env_variable
 from gateway.supervisor import supervise
 from registry_client.schema import default_data_dir
 
@@ -38,12 +38,22 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--drain-notice-seconds", "drain_notice_seconds", 0.0),
              ("--rollout-tick-seconds", "rollout_tick_seconds", 0.01),
              ("--rollout-lease-seconds", "rollout_lease_seconds", 0.1))  # fmt: skip
+MIN_VERSION_MEMORY_BYTES = 64 * 2**20
+# (flag, setting, largest value that means something): a share is at most all of them.
+_AT_MOST = (("--access-log-sample", "access_log_sample", 1.0),)
+_SERVE_EPILOG = (
+    "Each setting can also come from the environment variable in [env ...] (flags win). Any"
+    " other ONNXGATE_* variable is refused (exit 2) rather than ignored, so a misspelt one"
+    " cannot pass unnoticed."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve ONNX models over the inference protocol")
+    run = commands.add_parser(
+        "serve", help="serve ONNX models over the inference protocol", epilog=_SERVE_EPILOG
+    )
     run.add_argument(
         "--models", type=Path, help="Triton-style repository: DIR/<model>/<version>/model.onnx"
     )
@@ -213,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFO)")
     run.add_argument("--log-format", choices=["json", "text"], help="log line format (json)")
+    _name_variables(run)
     check = commands.add_parser("probe", help="exit 0 when the gateway's health is SERVING")
     check.add_argument("--address", default="127.0.0.1:8001", help="gRPC address")
     check.add_argument("--service", default="", help="health service name ('' = whole server)")
@@ -222,6 +233,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--client-cert", type=Path, help="PEM client certificate, for mutual TLS")
     check.add_argument("--client-key", type=Path, help="PEM key of --client-cert")
     return parser
+
+
+def _name_variables(parser: argparse.ArgumentParser) -> None:
+    """Append its environment variable to the help of each flag that sets a Settings field,
+    from the same name mapping from_env reads, so the two cannot disagree."""
+    settings = {f.name for f in fields(Settings)}
+    for action in parser._actions:  # argparse has no public iterator over its actions
+        if action.dest in settings and action.help is not None:
+            action.help += f" [env {env_variable(action.dest)}]"
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
@@ -262,6 +282,18 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(f"onnxgate: {flag} {getattr(settings, value)}: expected {least} or more",
                   file=sys.stderr)  # fmt: skip
             return 2
+    for flag, value, most in _AT_MOST:
+        if not getattr(settings, value) <= most:  # not `>`: NaN is refused as well
+            print(f"onnxgate: {flag} {getattr(settings, value)}: expected {most} or less",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    budget = settings.max_version_memory_bytes
+    if 0 < budget < MIN_VERSION_MEMORY_BYTES:
+        # Below this onnxruntime can fail its own allocations in ways that hang it.
+        print(f"onnxgate: --max-version-memory-bytes {budget}: expected -1 (a quarter of the"
+              f" memory), 0 (no probe) or at least {MIN_VERSION_MEMORY_BYTES}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if settings.rollout_lease_seconds <= 2 * settings.rollout_tick_seconds:
         print(f"onnxgate: --rollout-lease-seconds {settings.rollout_lease_seconds}: expected"
               f" more than twice --rollout-tick-seconds ({settings.rollout_tick_seconds}), or"

@@ -34,10 +34,12 @@ __all__ = [
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway raises on purpose; its message is safe to return."""
+    """Base of every error the gateway raises on purpose; its message is safe to return.
+    `version` names the version a request was routed to when it failed after routing."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        self.version: str | None = None
         self.message = message
 
 

@@ -77,6 +77,19 @@ class InferencePipeline:
         except GatewayError as exc:
             self.count_rejected(request.model, exc)
             raise
+        try:
+            return self._infer_on(loaded, decision, request, finish)
+        except GatewayError as exc:
+            exc.version = loaded.version  # for the access log: the version that failed
+            raise
+
+    def _infer_on(
+        self,
+        loaded: LoadedVersion,
+        decision: Decision,
+        request: InferRequest,
+        finish: Callable[[InferResult], T],
+    ) -> T:
         metrics = loaded.metrics
         try:
             # Admitted (and waiting in the version's queue) before taking a turn: a request

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError"]
+__all__ = ["ENV_PREFIX", "OTHER_VARIABLES", "Settings", "SettingsError", "env_variable"]
 
 ENV_PREFIX = "ONNXGATE_"
+# ONNXGATE_* variables that are not settings yet may be in a gateway's environment; every
+# other one is refused, so a misspelt setting cannot be silently ignored. The test harness's
+# tritonclient virtualenv is inherited by the gateway processes the tests start.
+OTHER_VARIABLES = frozenset({"ONNXGATE_TRITON_VENV"})
 
 
 class SettingsError(ValueError):
@@ -114,10 +119,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Defaults overridden by ONNXGATE_* variables; SettingsError names a bad one."""
+        """Defaults overridden by ONNXGATE_* variables; SettingsError names a bad one, or an
+        ONNXGATE_* variable that is neither a setting nor in OTHER_VARIABLES."""
+        _refuse_unknown(env)
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+            raw = env.get(env_variable(f.name))
             if raw is not None:
                 values[f.name] = _convert(f.name, str(f.type), raw)
         return cls(**values)  # type: ignore[arg-type]  # converted per field type above
@@ -128,9 +135,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                env[ENV_PREFIX + f.name.upper()] = (
-                    repr(value) if isinstance(value, float) else str(value)
-                )
+                env[env_variable(f.name)] = repr(value) if isinstance(value, float) else str(value)
         return env
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -139,8 +144,34 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]  # argparse types match fields
 
 
+def env_variable(field: str) -> str:
+    """The environment variable of a Settings field: ONNXGATE_<FIELD IN CAPITALS>."""
+    return ENV_PREFIX + field.upper()
+
+
+def _refuse_unknown(env: Mapping[str, str]) -> None:
+    """SettingsError naming an unknown ONNXGATE_* variable and the setting it is closest to."""
+    known = {env_variable(f.name) for f in fields(Settings)}
+    allowed = known | OTHER_VARIABLES
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in allowed)
+    if not unknown:
+        return
+    name = unknown[0]
+    # Compared without the shared prefix, which would make every name look alike.
+    suffixes = [variable.removeprefix(ENV_PREFIX) for variable in sorted(known)]
+    nearest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).upper(), suffixes, n=1)
+    message = f"unknown environment variable {name}"
+    if nearest:
+        message += f"; did you mean {ENV_PREFIX}{nearest[0]}?"
+    else:
+        message += ": not a setting (onnxgate serve --help names each flag's variable)"
+    if len(unknown) > 1:
+        message += f" (and {len(unknown) - 1} more: {', '.join(unknown[1:])})"
+    raise SettingsError(message)
+
+
 def _convert(name: str, annotation: str, raw: str) -> object:
-    variable = ENV_PREFIX + name.upper()
+    variable = env_variable(name)
     try:
         if annotation == "int":
             return int(raw)

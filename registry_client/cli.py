@@ -32,7 +32,11 @@ from registry_client.tables import print_table
 
 __all__ = ["main"]
 
+# The gateway's own variables for these settings, so one environment serves both.
 REDIS_URL_VARIABLE = "ONNXGATE_REDIS_URL"
+NAMESPACE_VARIABLE = "ONNXGATE_NAMESPACE"
+DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
+DEFAULT_NAMESPACE = "onnxgate"
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
@@ -105,10 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
     parser.add_argument(
         "--data-dir", type=Path,
-        help="without a URL: the data directory of a gateway's private Redis"
-        " (default ~/.local/share/onnxgate)",
+        help=f"without a URL: the data directory of a gateway's private Redis (or"
+        f" ${DATA_DIR_VARIABLE}; default ~/.local/share/onnxgate)",
     )  # fmt: skip
-    parser.add_argument("--namespace", default="onnxgate", help="key namespace (onnxgate)")
+    parser.add_argument(
+        "--namespace",
+        help=f"key namespace (or ${NAMESPACE_VARIABLE}; default {DEFAULT_NAMESPACE})",
+    )
     parser.add_argument("--actor", help="who is acting, for the audit (default: login name)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -363,6 +370,12 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
         _print_rule(rule, out)
 
 
+def _data_dir(env: Mapping[str, str]) -> Path:
+    """Where the gateway started with the same environment keeps its private Redis."""
+    configured = env.get(DATA_DIR_VARIABLE)
+    return Path(configured) if configured else default_data_dir(env)
+
+
 def main(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -374,7 +387,7 @@ def main(
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     url = args.redis_url or env.get(REDIS_URL_VARIABLE)
     if not url:
-        data_dir = args.data_dir or default_data_dir(env)
+        data_dir = args.data_dir or _data_dir(env)
         if not (data_dir / PRIVATE_SOCKET_NAME).exists():
             print(
                 f"gatectl: no Redis: pass --redis-url, set {REDIS_URL_VARIABLE}, or start"
@@ -384,8 +397,9 @@ def main(
             return EXIT_USAGE
         url = private_redis_url(data_dir)
     actor = args.actor or env.get("USER") or getpass.getuser()
+    namespace = args.namespace or env.get(NAMESPACE_VARIABLE) or DEFAULT_NAMESPACE
     try:
-        client = RegistryClient.from_url(url, args.namespace)
+        client = RegistryClient.from_url(url, namespace)
     except Rejected as exc:
         print(f"gatectl: {exc}", file=err)
         return EXIT_REJECTED

@@ -134,8 +134,8 @@ def test_a_back_out_applies_at_once_while_a_canary_warms_up_for_ever(redis_serve
         assert (applied, target) == ("1", "2")
         assert versions[0].startswith("1:READY") and versions[1].startswith("2:LOADING(")
 
+        written = time.monotonic()  # from the operator's write, as gatectl makes it
         rule = registry.set_route("tiny", [Split("1", 100)], actor="ops", reason="back out")
-        written = time.monotonic()
         eventually(lambda: gateway.routes.current().routes["tiny"].revision == rule.revision)
         applied_after = time.monotonic() - written
         print(f"back-out applied {applied_after * 1000:.1f} ms after it was written ({probe})")

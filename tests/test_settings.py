@@ -62,3 +62,10 @@ def test_a_rollout_lease_that_would_lapse_between_renewals_exits_2(capsys):
     ]
     assert main(argv, {}) == 2
     assert "--rollout-lease-seconds 1.0: expected more than twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["1", "1024", str(64 * 2**20 - 1), "-2"])
+def test_a_version_memory_budget_too_small_to_load_anything_exits_2(budget, capsys):
+    argv = ["serve", "--no-registry", "--max-version-memory-bytes", budget]
+    assert main(argv, {}) == 2
+    assert "--max-version-memory-bytes" in capsys.readouterr().err

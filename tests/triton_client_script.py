@@ -188,6 +188,33 @@ def check_errors(client: grpcclient.InferenceServerClient) -> Observation:
     }
 
 
+def check_request_id(client: grpcclient.InferenceServerClient) -> Observation:
+    """The classifier with request_id, and with an x-request-id header; an unknown model with
+    the header. infer() calls the stub without with_call, so its InferResult holds only the
+    response message: its `id` is observed; the trailers are out of tritonclient's reach."""
+    batch = np.ones((1, 4), np.float32)
+    infer_input = grpcclient.InferInput("input", [1, 4], "FP32")
+    infer_input.set_data_from_numpy(batch)
+    headers = {"x-request-id": "trace-7"}
+
+    def response_id(**kwargs: object) -> Callable[[], object]:
+        def call() -> object:
+            result = client.infer(CLASSIFIER, [infer_input], **kwargs)
+            response = result.get_response()
+            return {"id": response.id, "model_version": response.model_version}
+
+        return call
+
+    return {
+        "with_id": _observe(response_id(request_id="req-42")),
+        "with_id_and_header": _observe(response_id(request_id="req-43", headers=headers)),
+        "without_id": _observe(response_id()),
+        "unknown_model": _observe(
+            lambda: client.infer(ABSENT, [infer_input], request_id="req-44", headers=headers)
+        ),
+    }
+
+
 CHECKS: dict[str, Callable[[grpcclient.InferenceServerClient], Observation]] = {
     "health": check_health,
     "model_ready": check_model_ready,
@@ -197,6 +224,7 @@ CHECKS: dict[str, Callable[[grpcclient.InferenceServerClient], Observation]] = {
     "identity": check_identity,
     "classifier": check_classifier,
     "errors": check_errors,
+    "request_id": check_request_id,
 }
 
 

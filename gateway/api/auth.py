@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from gateway.api.interceptor import ServerInterceptorBase
+from gateway.api.interceptor import ServerInterceptorBase, stamp_request_id
 from gateway.api.status import status_for
 from gateway.api.tokens import TokenTable
 from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
@@ -42,12 +42,13 @@ def required_scope(method: str) -> str | None:
 
 
 def _refusal(
-    handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError
+    handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError, method: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same kind as `handler` that answers `error` without running it."""
     code = status_for(error)
 
     def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        stamp_request_id(method, context)  # a refused inference call has its id too
         context.abort(code, error.message)
 
     kinds: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
@@ -99,12 +100,15 @@ class AuthInterceptor(ServerInterceptorBase):
                     "expected metadata 'authorization: Bearer <token>' with a token this"
                     " gateway knows"
                 ),
+                method,
             )
         name, scopes = caller
         if scope not in scopes:
             _log.info("request refused", extra={"method": method, "code": "PERMISSION_DENIED",
                                                 "caller": name})  # fmt: skip
             return _refusal(
-                handler, NotAllowed(f"token {name!r} lacks the {scope!r} scope for {method}")
+                handler,
+                NotAllowed(f"token {name!r} lacks the {scope!r} scope for {method}"),
+                method,
             )
         return handler

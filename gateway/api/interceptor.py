@@ -1,4 +1,4 @@
-"""The error-mapping interceptor every RPC goes through.
+"""The error-mapping interceptor every RPC goes through, and the request ids it logs.
 
 Domain errors become their status from api/status.py with their message; anything else
 becomes INTERNAL with a fixed message and a request id, and the traceback goes only to the log.
@@ -7,8 +7,8 @@ becomes INTERNAL with a fixed message and a request id, and the traceback goes o
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from random import randbytes
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
@@ -16,29 +16,62 @@ import grpc
 from gateway.api.status import CLIENT_ERRORS, status_for
 from gateway.errors import GatewayError, ModelFailed
 
-__all__ = ["ErrorMappingInterceptor", "ServerInterceptorBase", "answer_for"]
+__all__ = [
+    "REQUEST_ID_METADATA",
+    "ErrorMappingInterceptor",
+    "ServerInterceptorBase",
+    "answer_for",
+    "request_id_for",
+    "request_id_of",
+    "stamp_request_id",
+]
 
 _log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
     ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
 else:
     ServerInterceptorBase = grpc.ServerInterceptor
-_RequestIdKey = "x-request-id"
+REQUEST_ID_METADATA = "x-request-id"
+_MAX_REQUEST_ID_CHARS = 128
+# Inference calls answer with their request id in this trailer, errors included, so a caller
+# can quote it and operators find its log lines. Set here, before the handler runs, so that
+# every answer has it, whatever raised. Measured: 1.3 us of Python per request (id 0.4,
+# set_trailing_metadata 0.6), against the ~470 us of CPU a request takes at 2,100 req/s.
+_STAMPED_METHODS = frozenset(
+    {
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+    }
+)
 
 
-def _request_id(context: grpc.ServicerContext) -> str:
-    """The caller's x-request-id when given, else a fresh one; only computed on errors."""
-    for key, value in context.invocation_metadata():
-        if key == _RequestIdKey and isinstance(value, str) and value.isprintable():
-            return value[:128]
-    return uuid.uuid4().hex
+def request_id_for(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The caller's x-request-id when it sent a usable one, else a fresh one: 32 hex digits,
+    like uuid4().hex. An id correlates, it guards nothing, so it comes from `random` (0.3 us,
+    holding the GIL) rather than os.urandom as uuid4 does (3 us, and a GIL hand-over in its
+    system call, which at concurrency costs a wait for the GIL on every request)."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_METADATA:
+            # Only what may go back in a trailer: printable ASCII (gRPC refuses the rest).
+            if isinstance(value, str) and value and value.isascii() and value.isprintable():
+                return value[:_MAX_REQUEST_ID_CHARS]
+    return randbytes(16).hex()
+
+
+def request_id_of(context: grpc.ServicerContext) -> str:
+    """The id this call is answered with: the one already in its trailer (inference calls: so
+    log lines and the trailer agree), else the caller's, else a fresh one."""
+    for key, value in context.trailing_metadata() or ():
+        if key == REQUEST_ID_METADATA and isinstance(value, str):
+            return value
+    return request_id_for(context.invocation_metadata())
 
 
 def answer_for(error: Exception, method: str, context: grpc.ServicerContext) -> str:
     """Log `error` and return the message its caller gets: a domain error's own, or for
     anything INTERNAL a fixed one with the request id (the details stay in the log). Also
     used for the errors a ModelStreamInfer stream answers in-band."""
-    request_id = _request_id(context)
+    request_id = request_id_of(context)
     if isinstance(error, GatewayError) and status_for(error) is not grpc.StatusCode.INTERNAL:
         # Callers' mistakes are routine: INFO without a traceback; the rest deserve a look.
         level = logging.INFO if type(error) in CLIENT_ERRORS else logging.WARNING
@@ -85,11 +118,26 @@ def _fail(error: Exception, method: str, context: grpc.ServicerContext) -> NoRet
     _abort(error, method, context)
 
 
+def _stamp(context: grpc.ServicerContext) -> None:
+    request_id = request_id_for(context.invocation_metadata())
+    context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
+
+
+def stamp_request_id(method: str, context: grpc.ServicerContext) -> None:
+    """Give an inference call's answer its request id, for answers made before this
+    interceptor runs (authentication refusals)."""
+    if method in _STAMPED_METHODS:
+        _stamp(context)
+
+
 def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     """Unary responses, and grpc's callback-style streams (health Watch), which take a third
     argument and must keep their `experimental_non_blocking` mark."""
+    stamped = method in _STAMPED_METHODS
 
     def handle(request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
+        if stamped:
+            _stamp(context)
         try:
             return behavior(request, context, *rest)
         except Exception as error:  # the one place that maps every error to a status
@@ -105,7 +153,11 @@ def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
 def _wrap_streaming(
     behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
 ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    stamped = method in _STAMPED_METHODS
+
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if stamped:
+            _stamp(context)
         try:
             yield from behavior(request, context)
         except Exception as error:  # the one place that maps every error to a status

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from random import random
 
 import grpc
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.access_log import log_access
 from gateway.api.codec import decode_infer_request, encode_infer_response
-from gateway.api.interceptor import answer_for
+from gateway.api.interceptor import answer_for, request_id_of
 from gateway.api.metadata import model_config, model_metadata
+from gateway.api.status import status_for
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
 from gateway.models.store import VersionState, VersionStore
 from gateway.pipeline import InferencePipeline
@@ -21,6 +25,7 @@ __all__ = ["SERVER_NAME", "InferenceServicer"]
 
 SERVER_NAME = "onnxgate"
 _STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+_Metadata = Sequence[tuple[str, str | bytes]]
 _MODEL_CONTROL = (
     "loading and unloading through the API is not supported: versions come from the model"
     " repository given with --models"
@@ -41,6 +46,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         max_batch_size: int,
         max_streams: int = 16,
         request_timeout: float = 60.0,
+        access_log_sample: float = 0.0,
     ) -> None:
         self._pipeline = pipeline
         self._versions = versions
@@ -49,6 +55,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._max_batch_size = max_batch_size
         self._max_streams = max_streams
         self._request_timeout = request_timeout
+        self._access_log_sample = access_log_sample
         self._open_streams = 0
         self._streams_lock = threading.Lock()
 
@@ -107,11 +114,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
+        """The response's `id` echoes the request's, as the protocol says; the interceptor has
+        put the request id in the trailer x-request-id."""
+        return self._serve(request, context, context.invocation_metadata())
+
+    def _serve(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
+    ) -> pb.ModelInferResponse:
+        """One request, of ModelInfer or of a stream; with no access log, the only cost of
+        it is the comparison with 0."""
+        sample = self._access_log_sample
+        if sample > 0.0 and random() < sample:
+            return self._serve_logged(request, context, metadata)
+        return self._infer(request, context, metadata)
+
+    def _serve_logged(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
+    ) -> pb.ModelInferResponse:
+        """_infer, then one access-log line with the status the caller gets."""
+        started = time.perf_counter()
+        # A request that fails before routing knows only the version it pinned, if any.
+        version: str | None = request.model_version or None
+        code = grpc.StatusCode.INTERNAL.name  # anything unexpected is answered INTERNAL
+        try:
+            response = self._infer(request, context, metadata)
+            version, code = response.model_version, grpc.StatusCode.OK.name
+            return response
+        except GatewayError as exc:
+            code, version = status_for(exc).name, exc.version or version
+            raise
+        finally:
+            log_access(request.model_name, version, code, started, request_id_of(context))
+
+    def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
+    ) -> pb.ModelInferResponse:
         remaining = context.time_remaining()
         if remaining is None or remaining > self._request_timeout:
             remaining = self._request_timeout
         try:
-            decoded = decode_infer_request(request, remaining, context.invocation_metadata())
+            decoded = decode_infer_request(request, remaining, metadata)
         except GatewayError as exc:
             self._pipeline.count_rejected(request.model_name, exc)
             raise
@@ -127,7 +169,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Triton's streaming shape: a failed request answers error_message, the stream goes on.
 
         The stream holds its thread until it ends, so at most max_streams are open at once;
-        one more is refused at once rather than left waiting for a thread."""
+        one more is refused at once rather than left waiting for a thread. A stream has one
+        trailer, so one x-request-id that its requests' log lines share; each response's `id`
+        echoes its own request's."""
+        metadata = context.invocation_metadata()
         with self._streams_lock:
             if self._open_streams >= self._max_streams:
                 raise TooManyStreams(
@@ -138,7 +183,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             for request in request_iterator:
                 try:
-                    response = self.ModelInfer(request, context)
+                    response = self._serve(request, context, metadata)
                 except GatewayError as exc:  # answered in-band, as Triton does; the stream goes on
                     message = answer_for(exc, _STREAM_METHOD, context)
                     yield pb.ModelStreamInferResponse(error_message=message)

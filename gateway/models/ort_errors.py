@@ -36,7 +36,10 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # ORT's own warnings go to stderr, not our log
+    # Fatal only: what onnxruntime reports as an error reaches our log through the exception
+    # it raises (with the request id); its own stderr line would repeat it unstructured, once
+    # per failed or terminated run.
+    options.log_severity_level = 4
     return options
 
 
