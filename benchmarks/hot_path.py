@@ -28,10 +28,13 @@ from gateway.settings import Settings
 
 
 class _Context:
-    """The two things ModelInfer asks of its gRPC context."""
+    """What ModelInfer asks of its gRPC context."""
 
     def time_remaining(self) -> float | None:
         return None
+
+    def is_active(self) -> bool:
+        return True
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()

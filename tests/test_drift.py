@@ -174,6 +174,7 @@ def test_unusual_inputs_are_sketched_or_skipped_without_failing():
     assert features["odd[0]"]["missing"] == 2 and features["odd[1]"]["missing"] == 1
 
 
+@pytest.mark.timeout(120)  # three gateway processes: 44 s seen on a busy machine
 def test_sketches_of_three_gateway_processes_merge_into_one_of_all_the_data(
     redis_server, registry, gateway_process, tmp_path
 ):

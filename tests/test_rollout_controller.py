@@ -20,6 +20,7 @@ from registry_client.client import RegistryClient
 from registry_client.rollouts import RolloutStore
 from registry_client.schema import Split
 from tests import onnx_models
+from tests.conftest import eventually
 from tests.redis_server import RedisServer
 
 
@@ -79,12 +80,15 @@ def test_one_controller_leads_and_hands_the_lease_over_at_stop(registry: Registr
 
 
 def test_a_dead_leaders_lease_is_taken_over_after_its_ttl(registry: RegistryClient) -> None:
-    a = _controller(registry, "gw-a", lease_seconds=0.3)
-    b = _controller(registry, "gw-b", lease_seconds=0.3)
+    # A TTL far longer than two ticks take on a busy machine: b ticks while a's lease holds.
+    a = _controller(registry, "gw-a", lease_seconds=2.0)
+    b = _controller(registry, "gw-b", lease_seconds=2.0)
     a.tick()  # a leads, then stops ticking without releasing: it died
     b.tick()
     assert not b.leading
-    time.sleep(0.35)
+    key = registry.keys.rollout_leader
+    assert registry.read_string(key) == b"gw-a"
+    eventually(lambda: registry.read_string(key) is None, timeout=10)  # the TTL ran out
     b.tick()
     assert b.leading
 

@@ -218,7 +218,11 @@ def _rolled_back_within_two_intervals(
     print(f"\nROLLOUT {case}: interval={INTERVAL}s first_fault_to_decision="
           f"{decided - fault:.2f}s first_fault_to_weight_0_on_every_gateway<="
           f"{applied - fault:.2f}s reason={state.last_decision['reason']!r}")  # fmt: skip
-    assert decided - fault <= 2 * INTERVAL + SLACK_SECONDS
+    # Two judged intervals. An interval that ends short of requests is not judged but goes on
+    # for another one ("waiting for data"): on a busy machine the callers send fewer.
+    entries = [(e["action"], e["reason"]) for e in reversed(r.store.history("credit", 100))]
+    waited = sum(1 for _, reason in entries if reason.startswith("waiting for data"))
+    assert decided - fault <= (2 + waited) * INTERVAL + SLACK_SECONDS, entries
     rollback = r.store.history("credit", limit=1)[0]
     assert rollback["action"] == "rollout.rollback" and check in rollback["reason"]
     assert rollback["who"].startswith("rollout-controller@gw")
@@ -241,15 +245,19 @@ def test_a_candidate_with_5_percent_errors_is_rolled_back(
 def test_a_candidate_3x_slower_at_p99_is_rolled_back(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    baseline = onnx_models.timed_classifier(seed=1, milliseconds=1.5)
-    slower = onnx_models.timed_classifier(seed=1, milliseconds=5.0)
+    # Several milliseconds each: a shared machine's scheduling adds tens of milliseconds to
+    # both sides' p99, in which 1.5 against 5 ms was lost (p99 ratios under 1.2: promoted).
+    baseline = onnx_models.timed_classifier(seed=1, milliseconds=3.0)
+    slower = onnx_models.timed_classifier(seed=1, milliseconds=9.0)
     # Two callers, pausing between calls: the gateways are never saturated, so p99 is the
     # models' own time rather than a queue both share.
     with (
         rig(redis_server, tmp_path, slower, baseline) as r,
-        Traffic(r.addresses, threads=2, pause_seconds=0.005) as traffic,
+        Traffic(r.addresses, threads=2, pause_seconds=0.002) as traffic,
     ):
-        r.start()
+        # 50 requests a side judge an interval: on a busy machine two callers of these models
+        # may send fewer than the default 100 in one, and the interval then waits for more.
+        r.start(min_requests=50)
         _rolled_back_within_two_intervals(r, traffic, None, "p99_3x", "p99_ratio")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -209,7 +208,8 @@ def test_busy_gateway_sheds_shadow_copies_and_counts_them(redis_server, registry
     registry.set_route("credit", [Split("1", 100)], [Shadow("2", 100)], actor="ops")
     gateway = _gateway(redis_server, shadow_max_cpu_busy=0.0)  # never has spare CPU
     try:
-        time.sleep(0.3)  # the first CPU sample is taken
+        # Spare until its first CPU sample is taken: from then on, never.
+        eventually(lambda: not gateway.shadows._headroom.spare)
         assert set(_send(gateway, 10)) == {"1"}
         busy = {"model": "credit", "version": "2", "reason": "busy"}
         assert _value(gateway, "onnxgate_shadow_dropped_total", **busy) == 10

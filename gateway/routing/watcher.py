@@ -1,4 +1,4 @@
-"""Follow the registry's routing rules (docs/architecture.md), off the request path.
+"""Follow the registry's routing rules, off the request path.
 
 One thread follows: it resyncs at start, after every reconnect, on an `{ns}:events` hint and
 whenever the `{ns}:epoch` poll shows a change (pub/sub loses what is sent while
