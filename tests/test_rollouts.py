@@ -395,7 +395,9 @@ def test_the_leader_killed_mid_rollout_is_replaced_within_the_lease_ttl(
             steps=(20, 40, 60, 80, 100), interval_seconds=INTERVAL, min_requests=50,
             min_p99_increase_ms=50.0,  # the same model on both sides: only noise could differ
         )  # fmt: skip
-        eventually(lambda: store.get("credit").step >= 1, timeout=4 * INTERVAL + 10)  # type: ignore[union-attr]
+        # A step to kill the leader at: on a busy machine an interval may wait for data or
+        # hold on noise before the first advance, as the long wait below allows too.
+        eventually(lambda: store.get("credit").step >= 1, timeout=10 * INTERVAL + 20)  # type: ignore[union-attr]
         victim = leader()
         step_at_kill = store.get("credit").step  # type: ignore[union-attr]
         processes[victim].process.send_signal(signal.SIGKILL)
