@@ -58,11 +58,10 @@ class Traffic:
         return self.codes
 
 
-@pytest.fixture
-def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
+def register_tiny(redis_url: str, directory: Path) -> RegistryClient:
     """tiny 1 (a classifier) serving everything; 2 warms up for ever; 3 runs for ever on any
     non-zero row (its warm-up is instant)."""
-    client = RegistryClient.from_url(redis_server.url)
+    client = RegistryClient.from_url(redis_url)
     client.create_model("tiny", actor="ops")
     models = {
         "1": onnx_models.classifier(seed=1),
@@ -70,9 +69,15 @@ def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
         "3": onnx_models.looping_classifier(seed=1, fixed_trips=0, trips_per_unit=NEVER),
     }
     for version, model in models.items():
-        path = onnx_models.save(model, tmp_path / "artifacts", "tiny", version)
+        path = onnx_models.save(model, directory, "tiny", version)
         client.register_version("tiny", version, path, actor="ops")
     client.set_route("tiny", [Split("1", 100)], actor="ops")
+    return client
+
+
+@pytest.fixture
+def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
+    client = register_tiny(redis_server.url, tmp_path / "artifacts")
     yield client
     client.close()
 

@@ -20,28 +20,11 @@ from registry_client.client import RegistryClient
 from registry_client.schema import Split
 from tests import onnx_models
 from tests.conftest import GatewayProcess, eventually
-from tests.test_bad_models import Traffic
+from tests.test_bad_models import Traffic, register_tiny
 from tests.wire import infer_request
 
 NOTICE, GRACE = 0.5, 2.0
 BOUND = NOTICE + GRACE + 2.0
-NEVER = 10**12
-
-
-def _register(redis_url: str, directory: Path) -> RegistryClient:
-    """tiny 1 serves; 2 warms up for ever; 3 runs for ever on a non-zero row."""
-    client = RegistryClient.from_url(redis_url)
-    client.create_model("tiny", actor="ops")
-    models = {
-        "1": onnx_models.classifier(seed=1),
-        "2": onnx_models.looping_classifier(seed=1, fixed_trips=NEVER),
-        "3": onnx_models.looping_classifier(seed=1, fixed_trips=0, trips_per_unit=NEVER),
-    }
-    for version, model in models.items():
-        path = onnx_models.save(model, directory, "tiny", version)
-        client.register_version("tiny", version, path, actor="ops")
-    client.set_route("tiny", [Split("1", 100)], actor="ops")
-    return client
 
 
 def _stop_within_bound(gateway: GatewayProcess) -> float:
@@ -62,7 +45,7 @@ def _stop_within_bound(gateway: GatewayProcess) -> float:
     "state", ["warm-up here", "warm-up in the probe", "run past the grace", "redis gone"]
 )
 def test_sigterm_ends_the_gateway_within_its_bound(state, redis_server, gateway_process, tmp_path):
-    registry = _register(redis_server.url, tmp_path / "artifacts")
+    registry = register_tiny(redis_server.url, tmp_path / "artifacts")
     empty = tmp_path / "empty"
     empty.mkdir()
     memory = "0" if state == "warm-up here" else "-1"
@@ -130,7 +113,7 @@ def _memory_kib(pid: int, field: str) -> int:
 def test_a_memory_bomb_fails_with_default_settings_and_the_gateway_hardly_grows(
     redis_server, gateway_process, tmp_path
 ):
-    registry = _register(redis_server.url, tmp_path / "artifacts")
+    registry = register_tiny(redis_server.url, tmp_path / "artifacts")
     # ~8 GiB, or more where a quarter of the memory (the default budget) would let 8 through.
     gib = max(8.0, default_memory_budget() / 2**30 + 2)
     path = onnx_models.save(onnx_models.memory_bomb(gib), tmp_path / "artifacts", "tiny", "4")
