@@ -20,8 +20,9 @@ baseline's, p99, input and output drift) and, after two failed intervals, routes
 back to version 1 by itself. The same plan for version 3 advances 25% -> 50% -> 100% and
 promotes it. `gatectl rollout status` is printed after every judgement, then the history.
 Neither candidate is about latency, and a sub-millisecond model's p99 over a few hundred
-requests swings by milliseconds on a busy small machine: the plan lets p99 grow by up to
-5 ms (`--min-p99-increase-ms 5`; the default is 1 ms).
+requests swings by tens of milliseconds on a busy small machine (25.7 against 7.0 ms seen with
+another test suite on the same 2 cores): the plan lets p99 grow by up to 50 ms
+(`--min-p99-increase-ms 50`; the default is 1 ms).
 
 Exits 0 when candidate 2 ended `rolled_back` and candidate 3 `promoted`, else 1. The gateway
 is sent SIGTERM and the directory removed at the end (`--keep` keeps it: the models, the
@@ -247,7 +248,7 @@ def roll_out(data_dir: Path, candidate: str, interval: str, seconds: float) -> s
     ends; return how it ended."""
     gatectl(data_dir, "rollout", "start", MODEL, "--candidate", candidate, "--steps", STEPS,
             "--interval", interval, "--min-requests", str(MIN_REQUESTS),
-            "--min-p99-increase-ms", "5")  # fmt: skip
+            "--min-p99-increase-ms", "50")  # fmt: skip
     # Watched through Redis in this process: a gatectl process (0.6 s of CPU) several times a
     # second would load a small machine, and the latency checks would measure that. gatectl
     # prints the status after each judgement, that is every interval. What it printed is
