@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import redis
 
@@ -44,7 +44,6 @@ class Heartbeat:
         routes: RouteTableHolder,
         follower: FollowerState,
         interval_seconds: float,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._replica = replica
@@ -52,7 +51,6 @@ class Heartbeat:
         self._routes = routes
         self._follower = follower
         self._interval = interval_seconds
-        self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onnxgate-heartbeat", daemon=True)
@@ -76,7 +74,7 @@ class Heartbeat:
     def fields(self) -> dict[str, str]:
         """The heartbeat's hash fields (JSON values), as `gatectl route status` reads them."""
         statuses = self._versions.statuses()
-        now = self._clock()
+        now = time.time()
         return {
             "applied": json.dumps(
                 {m: r.revision for m, r in self._routes.current().routes.items()}
