@@ -1,4 +1,4 @@
-"""Operators' side of onnxgate: the registry schema (the Redis client arrives with issue 3)."""
+"""Operators' side of onnxgate: the registry schema, its Redis client and gatectl."""
 
 from registry_client.schema import NAME_PATTERN, is_valid_name, version_sort_key
 

@@ -1,6 +1,6 @@
 """`gatectl`: the operators' CLI over RegistryClient. It prints; the client holds the logic.
 
-Exit codes (DESIGN.md 10): 0 ok, 1 rejected (validation, not found), 2 usage, 3 conflict (the
+Exit codes: 0 ok, 1 rejected (validation, not found), 2 usage, 3 conflict (the
 rule changed underneath: read again and retry), 4 Redis unreachable.
 """
 

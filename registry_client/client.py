@@ -1,7 +1,7 @@
 """RegistryClient: models, versions and routing rules in Redis, every write audited.
 
 Every write is validated first and is atomic (WATCH/MULTI): it bumps `{ns}:epoch`, appends to
-the audit stream and publishes a hint on `{ns}:events` (DESIGN.md 5).
+the audit stream and publishes a hint on `{ns}:events`.
 """
 
 from __future__ import annotations

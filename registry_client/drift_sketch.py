@@ -1,4 +1,4 @@
-"""Per-feature input sketches (DESIGN.md 9): what gateways write per window and readers merge.
+"""Per-feature input sketches: what gateways write per window and readers merge.
 
 Per feature: a KLL quantile sketch (Apache DataSketches, k=200: about 1.3% rank error at 99%
 confidence) over the finite values, their count, sum, sum of squares, min and max, the count of
@@ -35,7 +35,7 @@ __all__ = [
 KLL_K = 200
 FORMAT = 1
 MIXED_BINS = "mixed"
-# The reference's bin edges: quantiles 0.005, 0.05, 0.10 ... 0.95, 0.995 (DESIGN.md 9).
+# The reference's bin edges: quantiles 0.005, 0.05, 0.10 ... 0.95, 0.995.
 QUANTILE_LEVELS = (0.005, 0.05, *(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.995)
 
 

@@ -1,6 +1,6 @@
 """Drift of one feature against a baseline (a reference profile, or another version's inputs
 over the same window), as effect sizes: PSI, KS distance, normalised Wasserstein, missing-rate
-and out-of-range increase (DESIGN.md 9). Not p-values: over large windows the sketch error
+and out-of-range increase. Not p-values: over large windows the sketch error
 exceeds the KS critical value.
 
 Error: PSI and out-of-range are exact when the current histogram was counted on the

@@ -1,4 +1,4 @@
-"""Errors of the registry client; gatectl maps them to exit codes (DESIGN.md 10).
+"""Errors of the registry client; gatectl maps them to exit codes.
 
 RegistryError
 +-- Rejected       validation failed or the thing is not there (exit 1)

@@ -169,7 +169,7 @@ class InvalidRule(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RouteRule:
-    """A model's routing rule (DESIGN.md 6); `revision` counts committed changes."""
+    """A model's routing rule; `revision` counts committed changes."""
 
     model: str
     split: tuple[Split, ...]

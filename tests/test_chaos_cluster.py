@@ -1,4 +1,4 @@
-"""Chaos across several gateways (issue 7): the registry's Redis killed and restarted, or
+"""Chaos across several gateways: the registry's Redis killed and restarted, or
 blackholed for 20 s, under load on 3 gateways; subscriber connections reset during 20 rule
 changes; SIGTERM to one of 3 gateway processes under load.
 

@@ -1,4 +1,4 @@
-"""Progressive delivery end to end (issue 8): real Redis, two real gateways whose controllers
+"""Progressive delivery end to end: real Redis, two real gateways whose controllers
 share one lease, real traffic, short intervals. A good candidate is promoted step by step; one
 that errs, is slower at p99, disagrees with the baseline or whose traffic drifts is rolled
 back by itself within two intervals; a manual rule change pauses the rollout; shed load and

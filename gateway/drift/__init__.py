@@ -1,1 +1,1 @@
-"""Input drift: per-feature sketches recorded off the request path (DESIGN.md 9)."""
+"""Input drift: per-feature sketches recorded off the request path."""

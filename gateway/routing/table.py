@@ -18,7 +18,7 @@ class Route:
     """One model's active rule: versions with positive weights, in rule order.
 
     For sticky routing each version owns a consecutive range of the 10,000 buckets, in rule
-    order (DESIGN.md 6): raising the last version's weight only moves buckets into it."""
+    order: raising the last version's weight only moves buckets into it."""
 
     versions: tuple[str, ...]
     cumulative_weights: tuple[int, ...]  # running sums, the last is the total
