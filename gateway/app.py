@@ -20,8 +20,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from gateway.api.call_threads import receive_deadlines_apply
+from gateway.api.connections import ensure_fd_limit, open_connections
 from gateway.api.health import HealthService
-from gateway.api.server import INFERENCE_SERVICE, bind, build_server
+from gateway.api.server import INFERENCE_SERVICE, bind, build_server, call_threads
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
 from gateway.drift.monitor import DriftMonitor
@@ -40,6 +42,7 @@ from gateway.request_stats import RequestStats
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.metrics import RolloutMetrics
 from gateway.rollout.webhook import WebhookNotifier
+from gateway.routing.replica_identity import ReplicaIdInUse, claim_replica_id
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
 from gateway.routing.watcher import RuleWatcher
@@ -158,6 +161,8 @@ class Gateway:
                 bootstrap=self._import_models if settings.models else None,
                 max_artifact_bytes=settings.max_model_bytes,
             )  # fmt: skip
+            conflict, heartbeat = self.metrics.replica_id_conflict, self.watcher.heartbeat
+            self.metrics.samplers.append(lambda: conflict.set(int(heartbeat.conflicting())))
             assert self.request_stats is not None
             stats_store, replica = self.registry_client.stats, self.replica
 
@@ -176,7 +181,13 @@ class Gateway:
             self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
             settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
         )  # fmt: skip
-        self._server = build_server(settings, self.security, self.servicer, self.health)
+        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
+        self._server = build_server(
+            settings, self.security, self.servicer, self.health, self.call_threads
+        )
+        self.metrics.watch_transport(
+            lambda: self.call_threads.threads, lambda: open_connections(self.grpc_port)
+        )
         samplers = self.metrics.samplers
 
         def sample_metrics() -> None:
@@ -195,10 +206,12 @@ class Gateway:
                 settings.rollout_webhook_url, secret,
                 on_result=lambda event, outcome: outcomes.labels(event, outcome).inc(),
             )  # fmt: skip
+        assert self.watcher is not None
         self.rollouts = RolloutController(
             client, self.replica, metrics, tick_seconds=settings.rollout_tick_seconds,
             lease_seconds=settings.rollout_lease_seconds,
             notify=None if self.webhook is None else self.webhook.notify,
+            instance=self.watcher.heartbeat.instance,
         )  # fmt: skip
 
     def _given_up(self, what: str) -> None:
@@ -232,10 +245,19 @@ class Gateway:
         settings = self.settings
         if self.private_redis is not None:
             self.private_redis.start()
+        if self.watcher is not None:
+            self._claim_replica_id()
         self.run_deadlines.start()
         self.shadows.start()
         following = self.watcher is not None
         sources = scan_repository(settings.models) if settings.models and not following else []
+        fd_warning = ensure_fd_limit(settings.max_connections)
+        if fd_warning is not None:
+            _log.warning(fd_warning)
+        if not receive_deadlines_apply():
+            _log.warning("this grpcio's server internals are not the ones the receive timeout"
+                         " hooks into: calls that never send their request hold a thread until"
+                         " the client leaves")  # fmt: skip
         self.grpc_port = bind(self._server, settings, self.security)
         self._server.start()
         tls = self.security.tls
@@ -268,6 +290,20 @@ class Gateway:
             self.watcher.start()
         else:
             self.versions.load_all(sources, on_done=self._on_loaded)
+
+    def _claim_replica_id(self) -> None:
+        """Refuse to start (ReplicaIdInUse) under an id another live gateway heartbeats with,
+        before anything is served or written under it."""
+        assert self.registry_client is not None and self.watcher is not None
+        try:
+            claim_replica_id(self.registry_client, self.watcher.heartbeat)
+        except ReplicaIdInUse:
+            self.registry_client.close()
+            if self.private_redis is not None:
+                self.private_redis.stop()
+            if self._temporary_cache is not None:
+                self._temporary_cache.cleanup()
+            raise
 
     def _artifact_cache(self) -> Path:
         """Where uploaded artifacts are kept: the data directory, else a private temporary
@@ -324,6 +360,7 @@ class Gateway:
         stopped = self._server.stop(max(deadline - time.monotonic(), 0.0))
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
+        self.call_threads.shutdown(wait=False)
         # Shadows copied from the drained requests finish within what is left of the grace.
         self.shadows.stop(max(deadline - time.monotonic(), 0.0))
         # gRPC has answered every call by now; runs still going would only hold threads.
@@ -379,7 +416,7 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
         orphan_watch.start()
     try:
         gateway.start()
-    except PrivateRedisError as exc:
+    except (PrivateRedisError, ReplicaIdInUse) as exc:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
     stop_requested.wait()

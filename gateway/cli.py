@@ -23,6 +23,10 @@ _AT_LEAST = (("--workers", "workers", 1), ("--grpc-threads", "grpc_threads", 1),
              ("--max-streams", "max_streams", 0),
              ("--request-timeout-seconds", "request_timeout_seconds", 0.001),
              ("--max-streams-per-connection", "max_streams_per_connection", 1),
+             ("--receive-timeout-seconds", "receive_timeout_seconds", 0.001),
+             ("--max-connections", "max_connections", 1),
+             ("--idle-connection-seconds", "idle_connection_seconds", 0.001),
+             ("--handshake-timeout-seconds", "handshake_timeout_seconds", 0.001),
              ("--load-threads", "load_threads", 1),
              ("--load-timeout-seconds", "load_timeout_seconds", 0.001),
              ("--max-version-memory-bytes", "max_version_memory_bytes", -1),
@@ -75,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-streams-per-connection", type=int,
         help="HTTP/2 streams one client connection may have open at once (128)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-calls", type=int,
+        help="calls in progress at once, each on a thread; more are RESOURCE_EXHAUSTED (1000)",
+    )  # fmt: skip
+    run.add_argument(
+        "--receive-timeout-seconds", type=float,
+        help="a call's request message must arrive this soon after its start (10)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-connections", type=int,
+        help="client connections open at once; more are closed at once (1000)",
+    )  # fmt: skip
+    run.add_argument(
+        "--idle-connection-seconds", type=float,
+        help="close connections without calls this long (GOAWAY) (300)",
+    )  # fmt: skip
+    run.add_argument(
+        "--handshake-timeout-seconds", type=float,
+        help="a new connection's TLS and HTTP/2 handshakes must end this soon (10)",
     )  # fmt: skip
     run.add_argument(
         "--keepalive-seconds", type=float,
@@ -292,6 +316,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # Below this onnxruntime can fail its own allocations in ways that hang it.
         print(f"onnxgate: --max-version-memory-bytes {budget}: expected -1 (a quarter of the"
               f" memory), 0 (no probe) or at least {MIN_VERSION_MEMORY_BYTES}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    lasting_threads = settings.grpc_threads + settings.max_streams
+    if settings.max_calls < lasting_threads:
+        print(f"onnxgate: --max-calls {settings.max_calls}: expected at least --grpc-threads"
+              f" + --max-streams ({lasting_threads}), the threads that always exist",
               file=sys.stderr)  # fmt: skip
         return 2
     if settings.rollout_lease_seconds <= 2 * settings.rollout_tick_seconds:

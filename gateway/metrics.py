@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -48,6 +49,14 @@ class _ScrapeTimeGauge(Collector):
         for label_values, value in sorted(self._source().items()):
             gauge.add_metric(list(label_values), value)
         yield gauge
+
+
+def _sampler(gauge: Gauge, source: Callable[[], int]) -> Callable[[], None]:
+    return lambda: gauge.set(source())
+
+
+def _unlabelled(source: Callable[[], int]) -> Callable[[], Mapping[tuple[str, ...], float]]:
+    return lambda: {(): source()}
 
 
 class VersionMetrics:
@@ -176,6 +185,12 @@ class GatewayMetrics:
         self._control_plane(registry)
         self._shadows(registry)
         self._drift(registry)
+        self.receive_timeouts = Counter(
+            "onnxgate_grpc_receive_timeouts",
+            "Calls cancelled because their request message did not arrive within the receive"
+            " timeout (headers without a body).",
+            registry=registry,
+        )
 
     def _control_plane(self, registry: CollectorRegistry) -> None:
         self.redis_connected = Gauge(
@@ -184,6 +199,26 @@ class GatewayMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        # Redis answers, but without what was served (FLUSHALL, deleted or expired keys): the
+        # last good rules keep serving and readiness stays; these say so. Workers read the
+        # same Redis: any one seeing the loss reports it.
+        self.registry_missing = Gauge(
+            "onnxgate_registry_missing",
+            "1 while the model is served from a rule, or a version, the registry no longer"
+            " has (its last good rule keeps serving), else 0.",
+            ["model"], registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.registry_epoch_missing = Gauge(
+            "onnxgate_registry_epoch_missing",
+            "1 while the registry's epoch, seen before, is gone: the namespace was flushed or"
+            " deleted, or Redis restarted without persistence; 0 once it is written again.",
+            registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.replica_id_conflict = Gauge(
+            "onnxgate_replica_id_conflict",
+            "1 while another gateway process heartbeats under this gateway's replica id too.",
+            registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.route_revision = Gauge(
             "onnxgate_route_revision", "Revision of the rule serving each model.", ["model"],
             registry=registry, multiprocess_mode="livemin",  # the worker furthest behind
@@ -287,6 +322,27 @@ class GatewayMetrics:
             by_label,
         )
         self.registry.register(gauge)
+
+    def watch_transport(
+        self, call_threads: Callable[[], int], connections: Callable[[], int]
+    ) -> None:
+        """Export onnxgate_grpc_call_threads and onnxgate_grpc_connections, read at scrape
+        time (in multiprocess mode: sampled; threads summed, connections shared by the port)."""
+        gauges: tuple[tuple[str, str, Callable[[], int], Literal["livesum", "livemax"]], ...] = (
+            ("onnxgate_grpc_call_threads", "Threads of the gRPC server's calls, busy or idle.",
+             call_threads, "livesum"),
+            ("onnxgate_grpc_connections", "Client connections open to the gRPC port.",
+             connections, "livemax"),
+        )  # fmt: skip
+        for name, documentation, source, mode in gauges:
+            if self.multiprocess:
+                sampled = Gauge(name, documentation + " (sampled)", registry=self.registry,
+                                multiprocess_mode=mode)  # fmt: skip
+                self.samplers.append(_sampler(sampled, source))
+            else:
+                self.registry.register(
+                    _ScrapeTimeGauge(name, documentation, [], _unlabelled(source))
+                )
 
     def watch_shadow_agreement(
         self, agreement: Callable[[], Mapping[tuple[str, ...], float]]

@@ -38,8 +38,22 @@ class Settings:
     # The longest a request may wait for a thread and a model: a client's longer or missing
     # deadline is cut to it, so nothing waits forever behind a stuck model.
     request_timeout_seconds: float = 60.0
-    # HTTP/2 streams one connection may have open: a single client cannot take every thread.
+    # HTTP/2 streams one connection may have open at once.
     max_streams_per_connection: int = 128
+    # Calls in progress at once (waiting for their request message, for a turn or running),
+    # each on a thread; more are refused RESOURCE_EXHAUSTED at once. Threads beyond
+    # grpc_threads + max_streams exist only while needed.
+    max_calls: int = 1000
+    # A call's request message must arrive within this long of the call's start, whatever its
+    # deadline, or it ends DEADLINE_EXCEEDED: headers without a body cannot hold a thread.
+    receive_timeout_seconds: float = 10.0
+    # Client connections open at once; the transport closes more at once.
+    max_connections: int = 1000
+    # A connection without calls this long is closed (GOAWAY); its client reconnects on its
+    # next call.
+    idle_connection_seconds: float = 300.0
+    # A new connection must complete its TLS and HTTP/2 handshakes within this long.
+    handshake_timeout_seconds: float = 10.0
     # The server pings a connection idle this long and closes it when no answer comes within
     # keepalive_timeout_seconds: a vanished client's stream gives its thread back.
     keepalive_seconds: float = 60.0

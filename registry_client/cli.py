@@ -1,7 +1,11 @@
 """`gatectl`: the operators' CLI over RegistryClient. It prints; the client holds the logic.
 
 Exit codes: 0 ok, 1 rejected (validation, not found), 2 usage, 3 conflict (the
-rule changed underneath: read again and retry), 4 Redis unreachable.
+rule changed underneath: read again and retry), 4 Redis unreachable, 5 a rule was written
+but none of the live gateways applied it within --wait (some did: 0, with a warning).
+
+What gatectl prints but did not write (anything read from Redis) goes through
+tables.printable(): control and format characters show as escapes, never reach the terminal.
 """
 
 from __future__ import annotations
@@ -15,20 +19,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from registry_client.apply_wait import EXIT_NOT_APPLIED, add_wait_arguments, show_and_wait
 from registry_client.client import MAX_ARTIFACT_BYTES, RegistryClient
 from registry_client.compare import compare_versions, parse_duration, print_comparison
 from registry_client.drift_report import run_drift_command
 from registry_client.errors import Conflict, Rejected, Unreachable
 from registry_client.rollout_cli import add_rollout_parser, run_rollout_command
 from registry_client.schema import (
+    MAX_ACTOR_CHARS,
+    MAX_REASON_CHARS,
+    MAX_WEIGHT,
     PRIVATE_SOCKET_NAME,
     RouteRule,
+    SchemaError,
     Shadow,
     Split,
     default_data_dir,
     private_redis_url,
+    text_problem,
+    validate_actor,
 )
-from registry_client.tables import print_table
+from registry_client.tables import print_table, printable
 
 __all__ = ["main"]
 
@@ -38,6 +49,16 @@ NAMESPACE_VARIABLE = "ONNXGATE_NAMESPACE"
 DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
 DEFAULT_NAMESPACE = "onnxgate"
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_CODES = f"""exit codes:
+  0  done (a rule written: applied by every live gateway, by some (a warning lists the
+     others), or no gateway is live (a note))
+  1  rejected: validation failed, or no such model, version, rule or rollout
+  2  usage: a malformed flag or value, no Redis given
+  {EXIT_CONFLICT}  conflict: the rule changed underneath; read it again and retry
+  {EXIT_UNREACHABLE}  Redis unreachable
+  {EXIT_NOT_APPLIED}  a rule was written, but none of the live gateways applied it within --wait
+     (each is listed with why: a version FAILED, still loading); it stays stored
+"""
 
 
 def _pairs(text: str, what: str) -> list[tuple[str, str]]:
@@ -53,10 +74,29 @@ def _pairs(text: str, what: str) -> list[tuple[str, str]]:
 def _split(text: str) -> list[Split]:
     out = []
     for version, weight in _pairs(text, "--split"):
-        if not weight.lstrip("-").isdigit():
-            raise argparse.ArgumentTypeError(f"--split: weight of {version!r} must be an integer")
-        out.append(Split(version, int(weight)))
+        try:
+            out.append(Split(version, int(weight)))
+        except ValueError:  # not digits, or more than int() converts
+            raise argparse.ArgumentTypeError(
+                f"--split: weight of {version!r} must be an integer from 0 to {MAX_WEIGHT}"
+            ) from None
     return out
+
+
+def _reason(text: str) -> str:
+    """--reason: at most MAX_REASON_CHARS, no control or format characters."""
+    problem = text_problem(text, MAX_REASON_CHARS)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _actor(text: str) -> str:
+    """--actor: at most MAX_ACTOR_CHARS, no control or format characters ('': the login)."""
+    problem = text_problem(text, MAX_ACTOR_CHARS)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _shadows(text: str) -> list[Shadow]:
@@ -104,8 +144,14 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_REASON_HELP = f"why, for the audit (at most {MAX_REASON_CHARS} characters, no control characters)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gatectl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gatectl", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
     parser.add_argument(
         "--data-dir", type=Path,
@@ -116,7 +162,11 @@ def _parser() -> argparse.ArgumentParser:
         "--namespace",
         help=f"key namespace (or ${NAMESPACE_VARIABLE}; default {DEFAULT_NAMESPACE})",
     )
-    parser.add_argument("--actor", help="who is acting, for the audit (default: login name)")
+    parser.add_argument(
+        "--actor", type=_actor,
+        help=f"who is acting, for the audit (default: login name; at most {MAX_ACTOR_CHARS}"
+        " characters, no control characters)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -204,11 +254,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("model")
     change = actions.add_parser("set")
     change.add_argument("model")
-    change.add_argument("--split", type=_split, required=True, help="VERSION=WEIGHT,...")
+    change.add_argument(
+        "--split",
+        type=_split,
+        required=True,
+        help=f"VERSION=WEIGHT,... (weights 0 to {MAX_WEIGHT})",
+    )
     change.add_argument("--shadow", type=_shadows, default=[], help="VERSION=PERCENT,...")
     change.add_argument("--no-sticky", action="store_true", help="random split even with a key")
-    change.add_argument("--reason", default="")
+    change.add_argument("--reason", type=_reason, default="", help=_REASON_HELP)
     change.add_argument("--expected-revision", type=int, help="write only at this revision")
+    add_wait_arguments(change)
     history = actions.add_parser("history")
     history.add_argument("model")
     history.add_argument("--limit", type=int, default=20)
@@ -217,9 +273,10 @@ def _parser() -> argparse.ArgumentParser:
     rollback = actions.add_parser("rollback")
     rollback.add_argument("model")
     rollback.add_argument("--to-revision", type=int, required=True)
-    rollback.add_argument("--reason", default="")
+    rollback.add_argument("--reason", type=_reason, default="", help=_REASON_HELP)
     rollback.add_argument("--expected-revision", type=int)
-    add_rollout_parser(commands, _duration)
+    add_wait_arguments(rollback)
+    add_rollout_parser(commands, _duration, _reason)
     return parser
 
 
@@ -234,16 +291,22 @@ def _rule_view(rule: RouteRule) -> dict[str, Any]:
 
 def _print_rule(rule: RouteRule, out: TextIO) -> None:
     total = sum(s.weight for s in rule.split)
-    print(f"model {rule.model}  revision {rule.revision}  sticky {rule.sticky}", file=out)
+    print(f"model {printable(rule.model)}  revision {rule.revision}  sticky {rule.sticky}",
+          file=out)  # fmt: skip
     rows: list[list[object]] = [
         [s.version, "split", s.weight, f"{100 * s.weight / total:.1f}%"] for s in rule.split
     ]
     rows += [[s.version, "shadow", "-", f"{s.percent:g}% mirrored"] for s in rule.shadows]
     _table(rows, ["version", "role", "weight", "share"], out)
-    print(f"updated by {rule.updated_by} at {rule.updated_at}: {rule.reason}", file=out)
+    print(f"updated by {printable(rule.updated_by)} at {printable(rule.updated_at)}:"
+          f" {printable(rule.reason)}", file=out)  # fmt: skip
 
 
-def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO) -> None:
+def _run(
+    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO, err: TextIO
+) -> int:
+    """Run the command; returns the exit code of a write that gateways did not apply, else 0
+    (errors are raised)."""
     emit_json = args.json
     if args.command == "models":
         models = {name: client.show_model(name) for name in client.list_models()}
@@ -289,11 +352,12 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         if emit_json:
             print(json.dumps(stored), file=out)
         else:
-            print(f"registered {args.model} version {args.version} sha256 {stored['sha256']}",
-                  file=out)  # fmt: skip
+            print(f"registered {printable(args.model)} version {printable(args.version)} sha256"
+                  f" {printable(stored['sha256'])}", file=out)  # fmt: skip
     elif args.command == "version-status":
         client.set_version_status(args.model, args.version, args.status, actor=actor)
-        print(f"{args.model} version {args.version}: {args.status}", file=out)
+        print(f"{printable(args.model)} version {printable(args.version)}: {args.status}",
+              file=out)  # fmt: skip
     elif args.command == "import":
         if not args.directory.is_dir():
             raise Rejected(f"{args.directory} is not a directory")
@@ -303,9 +367,9 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         else:
             _table(found, ["model", "version"], out)
     elif args.command in ("reference", "drift"):
-        run_drift_command(args, client, actor, out, sys.stderr)
+        run_drift_command(args, client, actor, out, err)
     elif args.command == "rollout":
-        run_rollout_command(args, client, actor, out)
+        return run_rollout_command(args, client, actor, out, err)
     elif args.command == "compare":
         report = compare_versions(client, args.model, args.versions, args.since)
         if emit_json:
@@ -313,7 +377,8 @@ def _run(args: argparse.Namespace, client: RegistryClient, actor: str, out: Text
         else:
             print_comparison(report, out)
     else:
-        _run_route(args, client, actor, out)
+        return _run_route(args, client, actor, out, err)
+    return EXIT_OK
 
 
 def _version_state(state: dict[str, Any]) -> str:
@@ -326,24 +391,34 @@ def _version_state(state: dict[str, Any]) -> str:
     return text
 
 
-def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO) -> None:
+def _audited_revision(after: str) -> object:
+    """The revision in an audit entry's `after` (a rule document), "" when there is none."""
+    try:
+        document = json.loads(after) if after else {}
+    except ValueError:  # an entry written by another tool
+        return "?"
+    return document.get("revision", "") if isinstance(document, dict) else "?"
+
+
+def _run_route(
+    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO, err: TextIO
+) -> int:
     if args.action == "history":
         entries = client.history(args.model, limit=args.limit)
         if args.json:
             print(json.dumps(entries), file=out)
-            return
-        rows = []
-        for e in entries:
-            revision = json.loads(e["after"]).get("revision", "") if e["after"] else ""
-            rows.append([e["when"], e["who"], e["action"], revision, e["reason"]])
+            return EXIT_OK
+        rows = [[e.get("when", ""), e.get("who", ""), e.get("action", ""),
+                 _audited_revision(e.get("after", "")), e.get("reason", "")]
+                for e in entries]  # fmt: skip
         _table(rows, ["when", "who", "action", "revision", "reason"], out)
-        return
+        return EXIT_OK
     if args.action == "status":
         report = client.replica_status(args.model)
         if args.json:
             print(json.dumps(report), file=out)
-            return
-        print(f"model {args.model}  rule revision {report['revision']}", file=out)
+            return EXIT_OK
+        print(f"model {printable(args.model)}  rule revision {report['revision']}", file=out)
         rows = [
             [r["replica"], r["applied_revision"], r["target_revision"] or "-",
              " ".join(_version_state(v) for v in r["version_states"]),
@@ -351,12 +426,17 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
             for r in report["replicas"]
         ]  # fmt: skip
         _table(rows, ["replica", "applied", "working towards", "versions", "problems"], out)
-        return
+        return EXIT_OK
     if args.action == "show":
-        rule = client.get_route(args.model)
-        if rule is None:
+        shown = client.get_route(args.model)
+        if shown is None:
             raise Rejected(f"model {args.model!r} has no rule: set one with gatectl route set")
-    elif args.action == "set":
+        if args.json:
+            print(json.dumps(_rule_view(shown)), file=out)
+        else:
+            _print_rule(shown, out)
+        return EXIT_OK
+    if args.action == "set":
         rule = client.set_route(
             args.model, args.split, args.shadow, actor=actor, reason=args.reason,
             sticky=not args.no_sticky, expected_revision=args.expected_revision,
@@ -364,10 +444,9 @@ def _run_route(args: argparse.Namespace, client: RegistryClient, actor: str, out
     else:
         rule = client.rollback(args.model, args.to_revision, actor=actor, reason=args.reason,
                                expected_revision=args.expected_revision)  # fmt: skip
-    if args.json:
-        print(json.dumps(_rule_view(rule)), file=out)
-    else:
-        _print_rule(rule, out)
+    return show_and_wait(client, rule.model, rule.revision, args.wait, _rule_view(rule),
+                         lambda to: _print_rule(rule, to), out, err,
+                         emit_json=args.json)  # fmt: skip
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:
@@ -397,23 +476,30 @@ def main(
             return EXIT_USAGE
         url = private_redis_url(data_dir)
     actor = args.actor or env.get("USER") or getpass.getuser()
+    try:
+        validate_actor(actor, "--actor" if args.actor else "the login name (the default --actor)")
+    except SchemaError as exc:
+        print(f"gatectl: {printable(exc)}", file=err)
+        return EXIT_USAGE
     namespace = args.namespace or env.get(NAMESPACE_VARIABLE) or DEFAULT_NAMESPACE
     try:
         client = RegistryClient.from_url(url, namespace)
     except Rejected as exc:
-        print(f"gatectl: {exc}", file=err)
+        print(f"gatectl: {printable(exc)}", file=err)
         return EXIT_REJECTED
     try:
-        _run(args, client, actor, out)
+        return _run(args, client, actor, out, err)
     except Rejected as exc:
-        print(f"gatectl: {exc}", file=err)
+        print(f"gatectl: {printable(exc)}", file=err)
+        return EXIT_REJECTED
+    except SchemaError as exc:  # a document in Redis that is not valid (written by hand)
+        print(f"gatectl: unreadable document in the registry: {printable(exc)}", file=err)
         return EXIT_REJECTED
     except Conflict as exc:
-        print(f"gatectl: {exc}", file=err)
+        print(f"gatectl: {printable(exc)}", file=err)
         return EXIT_CONFLICT
     except Unreachable as exc:
-        print(f"gatectl: {exc}", file=err)
+        print(f"gatectl: {printable(exc)}", file=err)
         return EXIT_UNREACHABLE
     finally:
         client.close()
-    return EXIT_OK

@@ -44,7 +44,7 @@ from registry_client.schema import (
 )
 from registry_client.stats_store import StatsStore
 
-__all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient"]
+__all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient", "unregistered_versions"]
 
 AUDIT_MAX_ENTRIES = 100_000
 MAX_ARTIFACT_BYTES = 2**31 - 1  # protobuf cannot parse a larger model; gateways refuse one
@@ -497,14 +497,40 @@ class RegistryClient:
             pubsub.subscribe(self.keys.events)
             return pubsub
 
-    def heartbeat(self, replica: str, fields: dict[str, str], ttl_seconds: int) -> None:
-        """Overwrite this replica's status hash; it expires unless renewed."""
+    def heartbeat(
+        self, replica: str, fields: dict[str, str], ttl_seconds: int,
+        previous: Sequence[str] = (),
+    ) -> dict[str, str]:  # fmt: skip
+        """Overwrite this replica's status hash; it expires unless renewed. Returns what the
+        `previous` fields held just before, read in the same transaction (a field the hash
+        did not have, or a hash expired, is left out): whose heartbeat this one replaced."""
         key = self.keys.gateway(validate_name(replica, "replica id"))
         with self._connection(), self._redis.pipeline(transaction=True) as pipe:
+            for field in previous:
+                pipe.hget(key, field)  # HGET, not HMGET: in a gateway's least-privilege ACL
             pipe.delete(key)
             _hset(pipe, key, fields)
             pipe.expire(key, ttl_seconds)
-            pipe.execute()
+            replies = pipe.execute()
+        replaced = zip(previous, replies[: len(previous)], strict=True)
+        return {field: _text(value) for field, value in replaced if value is not None}
+
+    def read_heartbeat(self, replica: str) -> dict[str, str]:
+        """One replica's heartbeat fields; {} when it has none (never written, expired, or
+        removed by a gateway stopping)."""
+        key = self.keys.gateway(validate_name(replica, "replica id"))
+        fields = self._call(self._redis.hgetall, key)
+        return {_text(k): _text(v) for k, v in (fields or {}).items()}
+
+    def remove_heartbeat(self, replica: str, instance: str) -> bool:
+        """Remove the replica's heartbeat if `instance` wrote it last (a gateway stopping, so
+        its id is free at once); True when removed. Two commands, not a transaction (a
+        gateway's Redis user may not WATCH): another instance writing in between loses one
+        beat, which it writes again at its next."""
+        key = self.keys.gateway(validate_name(replica, "replica id"))
+        if _text(self._call(self._redis.hget, key, "instance")) != instance:
+            return False
+        return bool(self._call(self._redis.delete, key))
 
     def gateways(self) -> dict[str, dict[str, str]]:
         """Every live replica's heartbeat, by replica id."""
@@ -546,6 +572,7 @@ class RegistryClient:
                 "replica": replica,
                 "applied_revision": json.loads(beat.get("applied", "{}")).get(model),
                 "target_revision": json.loads(beat.get("targets", "{}")).get(model),
+                "rejected_revision": json.loads(beat.get("rejected", "{}")).get(model),
                 "versions": [f"{v['version']}:{v['state']}" for v in states],
                 "version_states": states, "failed": failed,
                 "error": json.loads(beat.get("errors", "{}")).get(model, ""),
@@ -631,3 +658,17 @@ class RegistryClient:
 
     def _connection(self) -> contextlib.AbstractContextManager[None]:
         return redis_unreachable_as_error()
+
+
+def unregistered_versions(
+    client: RegistryClient, versions: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (model, version) pairs have no record in the registry, read in one round trip
+    (a gateway checks that the registry still has what it serves)."""
+    if not versions:
+        return set()
+    with client._connection(), client._redis.pipeline(transaction=False) as pipe:
+        for model, version in versions:
+            pipe.hget(client.keys.version(model, version), "status")  # HGET: in a gateway's ACL
+        found = pipe.execute()
+    return {pair for pair, status in zip(versions, found, strict=True) if status is None}

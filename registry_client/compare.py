@@ -15,7 +15,7 @@ from registry_client.errors import NotFound, Rejected
 from registry_client.schema import RouteRule, version_sort_key
 from registry_client.stats import WINDOW_SECONDS, Comparison, VersionStats
 from registry_client.stats_store import MergedStats
-from registry_client.tables import print_table
+from registry_client.tables import print_table, printable
 
 __all__ = ["MAX_SINCE_SECONDS", "compare_versions", "parse_duration", "print_comparison"]
 
@@ -174,7 +174,7 @@ def _number(value: float | None, fmt: str, suffix: str = "") -> str:
 def print_comparison(report: dict[str, Any], out: TextIO) -> None:
     """The comparison as an aligned table, one row per version and role."""
     print(
-        f"model {report['model']}  rule revision {report['rule_revision']}  from"
+        f"model {printable(report['model'])}  rule revision {report['rule_revision']}  from"
         f" {report['from']} to {report['to']}  replicas {len(report['replicas'])}",
         file=out,
     )

@@ -20,7 +20,7 @@ from registry_client.drift_sketch import QUANTILE_LEVELS
 from registry_client.drift_stats import FeatureDrift, dataset_drift, feature_drift
 from registry_client.errors import NotFound, Rejected
 from registry_client.features import feature_columns
-from registry_client.tables import print_table
+from registry_client.tables import print_table, printable
 
 __all__ = [
     "load_reference_data",
@@ -170,9 +170,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_drift(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    print(f"model {report['model']}  version {report['version']}  against {report['against']}"
-          f"  rows {report['rows']}  replicas {len(report['replicas'])}"
-          f"  dataset {report['dataset']}", file=out)  # fmt: skip
+    print(f"model {printable(report['model'])}  version {printable(report['version'])}  against"
+          f" {printable(report['against'])}  rows {report['rows']}  replicas"
+          f" {len(report['replicas'])}  dataset {printable(report['dataset'])}",
+          file=out)  # fmt: skip
     table = [["feature", "n", "PSI", "KS", "Wasserstein", "missing", "out-of-range", "verdict"]]
     for f in report["features"]:
         table.append([f["feature"], str(f["n"]), _fmt(f["psi"], ".3f"), _fmt(f["ks"], ".3f"),
@@ -180,7 +181,7 @@ def print_drift(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
                       _fmt(f["out_of_range"], ".3f"), f["verdict"]])  # fmt: skip
     print_table(table, out)
     if report["without_baseline"]:
-        print(f"no baseline for: {', '.join(report['without_baseline'])}", file=out)
+        print(f"no baseline for: {printable(', '.join(report['without_baseline']))}", file=out)
 
 
 def _primary_version(client: RegistryClient, model: str) -> str:
@@ -227,8 +228,9 @@ def run_drift_command(
                        "edges": r.edges.tolist()} for name, r in references.items()}  # fmt: skip
         print(json.dumps({"meta": meta, "features": view}), file=out)
         return
-    print(f"reference of {args.model} version {args.version}: " +
-          ", ".join(f"{k} {v}" for k, v in sorted(meta.items())), file=out)  # fmt: skip
+    print(f"reference of {printable(args.model)} version {printable(args.version)}: " +
+          printable(", ".join(f"{k} {v}" for k, v in sorted(meta.items()))),
+          file=out)  # fmt: skip
     table = [["feature", "count", "missing", "min", "median", "max", "mean", "std"]]
     for name, r in sorted(references.items()):
         median = r.edges[list(QUANTILE_LEVELS).index(0.5)]

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from registry_client.apply_wait import add_wait_arguments, show_and_wait
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound
 from registry_client.rollout_plan import RolloutState
-from registry_client.rollouts import RolloutStore
-from registry_client.tables import print_table
+from registry_client.rollouts import RolloutStore, lease_holder
+from registry_client.tables import print_table, printable
 
 __all__ = ["add_rollout_parser", "run_rollout_command"]
 
@@ -27,8 +28,11 @@ def _steps(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def add_rollout_parser(commands: Any, duration: Callable[[str], float]) -> None:
-    """Add `rollout` and its actions to gatectl's subcommands; `duration` parses 30s/5m/2h."""
+def add_rollout_parser(
+    commands: Any, duration: Callable[[str], float], reason: Callable[[str], str]
+) -> None:
+    """Add `rollout` and its actions to gatectl's subcommands; `duration` parses 30s/5m/2h,
+    `reason` checks a --reason."""
     rollout = commands.add_parser(
         "rollout", help="progressive delivery: shift traffic to a candidate step by step"
     )
@@ -58,6 +62,7 @@ def add_rollout_parser(commands: Any, duration: Callable[[str], float]) -> None:
     )  # fmt: skip
     for flag, kind, default, text in options:
         start.add_argument(flag, type=kind, default=default, help=text)
+    add_wait_arguments(start)
     for name, what in (("status", "where a rollout is and its last checks"),
                        ("pause", "stop judging and moving; the current rule keeps serving"),
                        ("resume", "go on from the paused step"),
@@ -66,15 +71,20 @@ def add_rollout_parser(commands: Any, duration: Callable[[str], float]) -> None:
         action = actions.add_parser(name, help=what)
         action.add_argument("model")
         if name in ("pause", "resume", "abort"):
-            action.add_argument("--reason", default="")
+            action.add_argument("--reason", type=reason, default="", help="why, for the audit")
+        if name in ("resume", "abort"):  # they write the rule the rollout serves
+            add_wait_arguments(action)
         if name == "history":
             action.add_argument("--limit", type=int, default=20)
 
 
 def run_rollout_command(
-    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO
-) -> None:
+    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO, err: TextIO
+) -> int:
+    """Run `gatectl rollout ACTION`; returns the exit code (that of the wait for the rule it
+    wrote, when it wrote one)."""
     store = RolloutStore(client)
+    wrote_rule = args.action in ("start", "resume", "abort")
     if args.action == "start":
         state = store.start(
             None, actor=actor, baseline_from_rule=args.baseline is None, model=args.model,
@@ -92,7 +102,7 @@ def run_rollout_command(
             print(json.dumps(entries), file=out)
         else:
             _print_history(entries, out)
-        return
+        return 0
     elif args.action == "pause":
         state = store.pause(args.model, actor=actor, reason=args.reason)
     elif args.action == "resume":
@@ -100,9 +110,9 @@ def run_rollout_command(
     elif args.action == "abort":
         aborted = store.abort(args.model, actor=actor, reason=args.reason)
         if aborted is None:
-            print(f"removed the unreadable rollout document of {args.model}; its rule is as it"
-                  " was: check it with gatectl route show", file=out)  # fmt: skip
-            return
+            print(f"removed the unreadable rollout document of {printable(args.model)}; its rule"
+                  " is as it was: check it with gatectl route show", file=out)  # fmt: skip
+            return 0
         state = aborted
     else:
         found = store.get(args.model)
@@ -111,11 +121,13 @@ def run_rollout_command(
                            " rollout start")  # fmt: skip
         state = found
     leader = client.read_string(client.keys.rollout_leader)
-    view = status_view(state, "" if leader is None else leader.decode())
-    if args.json:
-        print(json.dumps(view), file=out)
-    else:
-        print_status(view, out)
+    view = status_view(
+        state, "" if leader is None else lease_holder(leader.decode(errors="replace"))
+    )
+    wait = args.wait if wrote_rule else None
+    return show_and_wait(client, state.plan.model, state.route_revision, wait, view,
+                         lambda to: print_status(view, to), out, err,
+                         emit_json=args.json)  # fmt: skip
 
 
 def status_view(state: RolloutState, leader: str, now: float | None = None) -> dict[str, Any]:
@@ -158,20 +170,20 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
     else:
         where = f"step {view['step']}/{len(steps)}"
     status = view["status"] + (f" (from {view['paused_status']})" if view["paused_status"] else "")
-    print(f"model {view['model']}  candidate {view['candidate']}  baseline {view['baseline']}"
-          f"  status {status}", file=out)  # fmt: skip
+    print(f"model {printable(view['model'])}  candidate {printable(view['candidate'])}  baseline"
+          f" {printable(view['baseline'])}  status {printable(status)}", file=out)  # fmt: skip
     print(f"{where}  candidate weight {view['candidate_weight']}%  steps"
           f" {','.join(map(str, steps))}  interval {_seconds(view['interval_seconds'])}"
           f"  failures {view['failures']} of {view['failures_to_rollback']}", file=out)  # fmt: skip
     next_check = view["next_check_in_seconds"]
     when = "" if next_check is None else f"  next check in {next_check:.0f}s"
-    print(f"started {view['started_at']} by {view['started_by']}  leader"
-          f" {view['leader'] or '-'}  rule revision {view['route_revision']}{when}",
+    print(f"started {view['started_at']} by {printable(view['started_by'])}  leader"
+          f" {printable(view['leader'] or '-')}  rule revision {view['route_revision']}{when}",
           file=out)  # fmt: skip
     decision = view["last_decision"]
     if decision:
-        print(f"last decision {_iso(decision['at'])} {decision['decision']}: {decision['reason']}",
-              file=out)  # fmt: skip
+        print(f"last decision {_iso(decision['at'])} {printable(decision['decision'])}:"
+              f" {printable(decision['reason'])}", file=out)  # fmt: skip
     if view["checks"]:
         rows = [["check", "result", "value", "threshold", "detail"]]
         for c in view["checks"]:
@@ -180,10 +192,21 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
         print_table(rows, out)
 
 
+def _audited_state(after: str) -> dict[str, Any]:
+    """An audit entry's `after` as a rollout's audit view; {} when it is not one (an entry
+    written by another tool)."""
+    try:
+        found = json.loads(after) if after else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _print_history(entries: list[dict[str, str]], out: TextIO) -> None:
     rows = [["when", "who", "action", "status", "weight", "reason"]]
     for e in entries:
-        after = json.loads(e["after"]) if e.get("after") else {}
-        rows.append([e["when"], e["who"], e["action"], str(after.get("status", "")),
-                     str(after.get("weight", "")), e.get("reason", "")])  # fmt: skip
+        after = _audited_state(e.get("after", ""))
+        rows.append([e.get("when", ""), e.get("who", ""), e.get("action", ""),
+                     str(after.get("status", "")), str(after.get("weight", "")),
+                     e.get("reason", "")])  # fmt: skip
     print_table(rows, out)

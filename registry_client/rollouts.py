@@ -24,7 +24,10 @@ from registry_client.rollout_plan import (
 )
 from registry_client.schema import RouteRule, SchemaError, Shadow, Split, validate_name
 
-__all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view"]
+__all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view", "lease_holder", "lease_value"]
+
+# Between the holder's replica id and its token in the leader lease; replica ids cannot hold it.
+_LEASE_SEPARATOR = "|"
 
 
 class LeaseLost(Conflict):
@@ -44,6 +47,18 @@ def _name(model: str) -> str:
         return validate_name(model, "model")
     except SchemaError as exc:
         raise Rejected(str(exc)) from exc
+
+
+def lease_value(replica: str, token: str) -> str:
+    """What the controller's leader lease holds: the holder's replica id, to show, and a token
+    drawn per gateway process, to compare, so two gateways sharing a replica id by mistake
+    still cannot both hold it."""
+    return f"{replica}{_LEASE_SEPARATOR}{token}"
+
+
+def lease_holder(value: str) -> str:
+    """The replica id in a lease value ('' for none): who leads, as operators know it."""
+    return value.partition(_LEASE_SEPARATOR)[0]
 
 
 def audit_view(state: RolloutState) -> dict[str, Any]:
@@ -160,7 +175,7 @@ class RolloutStore:
         """Store `after` in place of `before` (Conflict when the document changed meanwhile);
         with `route`, also the rule `after` serves, at expected_route_revision (default: the
         revision the rollout wrote last, so a rule changed by anyone else is a Conflict).
-        `leader`: write only while that replica holds the controller's lease (LeaseLost).
+        `leader`: write only while the lease holds this value (lease_value; else LeaseLost).
         An empty `action` writes no audit entry (a new interval's snapshot)."""
         model = before.plan.model
         key = self._keys.rollout(model)
@@ -177,7 +192,8 @@ class RolloutStore:
             if stored is None or stored.revision != before.revision:
                 raise Conflict(f"the rollout of {model!r} changed meanwhile: read it again")
             if leader is not None and _text(pipe.get(self._keys.rollout_leader)) != leader:
-                raise LeaseLost(f"{leader} no longer holds the rollout controller's lease")
+                raise LeaseLost(f"{lease_holder(leader)} no longer holds the rollout"
+                                " controller's lease")  # fmt: skip
             new_state = after.evolve(revision=before.revision + 1, updated_at=self._clock())
             staged = None
             if route:

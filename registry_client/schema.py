@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,13 @@ from typing import NamedTuple
 
 __all__ = [
     "BLOB_SCHEME",
+    "MAX_ACTOR_CHARS",
+    "MAX_REASON_CHARS",
     "MAX_ROUTE_VERSIONS",
     "MAX_RULE_DOCUMENT_BYTES",
+    "MAX_WEIGHT",
     "NAME_PATTERN",
+    "NAME_RULE",
     "InvalidRule",
     "Keys",
     "RouteRule",
@@ -24,16 +29,30 @@ __all__ = [
     "Shadow",
     "Split",
     "default_data_dir",
+    "is_unsafe_character",
     "is_valid_name",
     "private_redis_url",
+    "text_problem",
+    "validate_actor",
     "validate_name",
+    "validate_reason",
     "version_sort_key",
 ]
 
+# The one rule for model and version names (also namespaces and replica ids), wherever they
+# come from: gatectl, the library, a --models directory, a stored document. ASCII only and
+# without '/', ':' or '..', so a name is safe in a path, a Redis key and a terminal; Triton's
+# versions (positive integers) and names such as v2.1-rc_1 are valid.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 '_' '.' '-', the first a letter or digit, no '..'"
 _NAME = re.compile(NAME_PATTERN)
 MAX_ROUTE_VERSIONS = 16  # versions named by one rule (split and shadows together)
+# Weights are relative. Sticky routing resolves shares to 1/10,000 (the gateway's 10,000
+# buckets), so a finer weight changes nothing; a huge one only loses precision in the float
+# an unkeyed request's draw is multiplied by (or overflows it).
+MAX_WEIGHT = 10_000
 MAX_REASON_CHARS = 500
+MAX_ACTOR_CHARS = 100
 # A rule is a few hundred bytes; anything far larger is not one, and is refused unparsed.
 MAX_RULE_DOCUMENT_BYTES = 64 * 1024
 PRIVATE_SOCKET_NAME = "redis.sock"
@@ -46,15 +65,69 @@ class SchemaError(ValueError):
 
 
 def is_valid_name(name: str) -> bool:
-    """Tell whether a model or version name is allowed (also keeps names path-safe)."""
+    """Tell whether a model or version name follows NAME_RULE."""
     return _NAME.fullmatch(name) is not None and ".." not in name
 
 
 def validate_name(name: str, what: str) -> str:
     """Return name, or raise SchemaError saying what was expected."""
     if not is_valid_name(name):
-        raise SchemaError(f"{what} {name!r} is not valid: expected {NAME_PATTERN} without '..'")
+        raise SchemaError(f"{what} {name!r} is not valid: expected {NAME_RULE}")
     return name
+
+
+# Text operators write is shown on other operators' terminals. Refused in it, and escaped
+# wherever gatectl prints what it read: control characters (escape sequences, BEL, CR),
+# format characters that reorder or hide text (U+202E and the other bidi controls, zero-width
+# spaces, tag characters), line and paragraph separators, lone surrogates. Zero-width
+# (non-)joiners stay: Persian, Indic scripts and emoji sequences need them.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def is_unsafe_character(char: str) -> bool:
+    """Tell whether one character may not appear in operators' text (see _UNSAFE_CATEGORIES)."""
+    return char not in _JOINERS and unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """repr(value), cut short: an error message quotes a bad value, not all of it."""
+    if isinstance(value, int) and value.bit_length() > 128:  # repr() may refuse to write it
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def text_problem(text: object, max_chars: int) -> str | None:
+    """What is wrong with text an operator wrote (a reason, who acts), or None when nothing."""
+    if not isinstance(text, str):
+        return f"expected text, got {_shown(text)}"
+    if len(text) > max_chars:
+        return f"expected at most {max_chars} characters, got {len(text)}"
+    if not text.isprintable():  # a superset of the unsafe characters: look closer
+        for position, char in enumerate(text, start=1):
+            if is_unsafe_character(char):
+                return (f"expected text without control or format characters, got {char!r}"
+                        f" (U+{ord(char):04X}) at character {position}")  # fmt: skip
+    return None
+
+
+def validate_reason(reason: str, what: str = "reason") -> str:
+    """Return reason, or raise SchemaError: at most MAX_REASON_CHARS, no unsafe character."""
+    problem = text_problem(reason, MAX_REASON_CHARS)
+    if problem is not None:
+        raise SchemaError(f"{what}: {problem}")
+    return reason
+
+
+def validate_actor(actor: str, what: str = "actor") -> str:
+    """Return actor (who acts, for the audit), or raise SchemaError: 1 to MAX_ACTOR_CHARS
+    characters, no unsafe character."""
+    problem = "expected at least 1 character" if actor == "" else (
+        text_problem(actor, MAX_ACTOR_CHARS))  # fmt: skip
+    if problem is not None:
+        raise SchemaError(f"{what}: {problem}")
+    return actor
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -180,18 +253,26 @@ class RouteRule:
     updated_at: str = ""
     reason: str = ""
 
-    def validate(self) -> RouteRule:
-        """Return self, or raise SchemaError naming the first field that is wrong."""
+    def validate(self, *, text: bool = True) -> RouteRule:
+        """Return self, or raise SchemaError naming the first field that is wrong.
+
+        `text` also checks the characters of `reason` and `updated_by`, as every write does.
+        A stored document is read without: a rule is not refused for its comment (gateways
+        would keep an older rule), and gatectl escapes such text wherever it prints it."""
         validate_name(self.model, "model")
         if not self.split:
             raise SchemaError("split: expected at least one version")
         seen: set[str] = set()
         for i, entry in enumerate(self.split):
             validate_name(entry.version, f"split[{i}].version")
-            if isinstance(entry.weight, bool) or not isinstance(entry.weight, int):
-                raise SchemaError(f"split[{i}].weight: expected an integer, got {entry.weight!r}")
-            if entry.weight < 0:
-                raise SchemaError(f"split[{i}].weight: expected >= 0, got {entry.weight}")
+            weight = entry.weight  # a stored document may hold any JSON value here
+            if isinstance(weight, bool) or not isinstance(weight, int):
+                raise SchemaError(f"split[{i}].weight: expected an integer, got {_shown(weight)}")
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise SchemaError(
+                    f"split[{i}].weight: expected >= 0 and <= {MAX_WEIGHT}, got {_shown(weight)}"
+                    f" for version {entry.version!r}"
+                )
             if entry.version in seen:
                 raise SchemaError(f"split[{i}].version: {entry.version!r} appears twice")
             seen.add(entry.version)
@@ -215,7 +296,11 @@ class RouteRule:
             raise SchemaError(
                 f"a rule names at most {MAX_ROUTE_VERSIONS} versions, got {len(seen)}"
             )
-        if len(self.reason) > MAX_REASON_CHARS:
+        if text:
+            validate_reason(self.reason)
+            if self.updated_by:
+                validate_actor(self.updated_by, "updated_by")
+        elif len(self.reason) > MAX_REASON_CHARS:
             raise SchemaError(f"reason: expected at most {MAX_REASON_CHARS} characters")
         return self
 
@@ -268,4 +353,4 @@ class RouteRule:
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SchemaError(f"route document: missing or malformed field {exc}") from exc
-        return rule.validate()
+        return rule.validate(text=False)

@@ -36,7 +36,7 @@ from gateway.routing.router import bucket_of
 from gateway.routing.table import BUCKETS
 from registry_client.client import RegistryClient
 from registry_client.rollout_plan import RolloutState
-from registry_client.rollouts import RolloutStore
+from registry_client.rollouts import RolloutStore, lease_holder
 from registry_client.schema import Split
 from tests import onnx_models
 from tests.conftest import GatewayProcess, eventually, make_gateway
@@ -385,7 +385,7 @@ def test_the_leader_killed_mid_rollout_is_replaced_within_the_lease_ttl(
 
     def leader() -> str:
         raw = registry.read_string(leader_key)
-        return "" if raw is None else raw.decode()
+        return "" if raw is None else lease_holder(raw.decode())
 
     eventually(lambda: leader() in processes, timeout=30)
     with Traffic([p.address for p in processes.values()], threads=4):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
-from registry_client.schema import MAX_ROUTE_VERSIONS, RouteRule, Split
+from registry_client.schema import MAX_ROUTE_VERSIONS, MAX_WEIGHT, RouteRule, Split
 from tests.conftest import eventually, make_gateway, register_credit
 from tests.wire import infer_request
 
@@ -33,6 +33,7 @@ bad_versions = st.one_of(
 )
 bad_weights = st.one_of(
     st.integers(max_value=-1),
+    st.integers(min_value=MAX_WEIGHT + 1),
     st.just(math.nan),
     st.just(math.inf),
     st.floats(allow_nan=False, allow_infinity=False).filter(lambda w: not w.is_integer()),

@@ -44,16 +44,18 @@ def required_scope(method: str) -> str | None:
 def _refusal(
     handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError, method: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same kind as `handler` that answers `error` without running it."""
+    """A handler that answers `error` without running `handler` and without waiting for the
+    request message: a caller without a token cannot hold a thread by never sending it."""
     code = status_for(error)
 
     def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
         stamp_request_id(method, context)  # a refused inference call has its id too
         context.abort(code, error.message)
 
+    # Request-streaming handlers start before any message has arrived.
     kinds: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
-        "unary_unary": grpc.unary_unary_rpc_method_handler,
-        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "unary_unary": grpc.stream_unary_rpc_method_handler,
+        "unary_stream": grpc.stream_stream_rpc_method_handler,
         "stream_unary": grpc.stream_unary_rpc_method_handler,
         "stream_stream": grpc.stream_stream_rpc_method_handler,
     }

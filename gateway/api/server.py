@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -12,12 +12,13 @@ from grpc_reflection.v1alpha import reflection
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.auth import AuthInterceptor
+from gateway.api.call_threads import CallThreads
 from gateway.api.interceptor import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
 from gateway.security import Security
 from gateway.settings import Settings
 
-__all__ = ["INFERENCE_SERVICE", "bind", "build_server"]
+__all__ = ["INFERENCE_SERVICE", "bind", "build_server", "call_threads"]
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -33,6 +34,9 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
         # Two gateways must never share a port by accident; a supervisor's workers do.
         ("grpc.so_reuseport", int(settings.workers > 1)),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_connection_idle_ms", _milliseconds(settings.idle_connection_seconds)),
+        ("grpc.server_handshake_timeout_ms", _milliseconds(settings.handshake_timeout_seconds)),
         ("grpc.keepalive_time_ms", _milliseconds(settings.keepalive_seconds)),
         ("grpc.keepalive_timeout_ms", _milliseconds(settings.keepalive_timeout_seconds)),
         ("grpc.http2.ping_timeout_ms", _milliseconds(settings.keepalive_timeout_seconds)),
@@ -46,11 +50,23 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
     ]  # fmt: skip
 
 
+def call_threads(settings: Settings, on_receive_expired: Callable[[], None]) -> CallThreads:
+    """The server's call threads: request threads and a thread per open stream always exist
+    (streams hold theirs while open); more, up to max_calls, while calls need them."""
+    return CallThreads(
+        settings.grpc_threads + settings.max_streams,
+        settings.max_calls,
+        settings.receive_timeout_seconds,
+        on_receive_expired,
+    )
+
+
 def build_server(
     settings: Settings,
     security: Security,
     servicer: InferenceServicer,
     health_servicer: health.HealthServicer,
+    threads: CallThreads,
 ) -> grpc.Server:
     """A server with the inference, health and reflection services, not yet bound."""
     # Authentication first: the error-mapping interceptor caches handlers per method.
@@ -58,12 +74,11 @@ def build_server(
     if security.tokens is not None:
         interceptors.insert(0, AuthInterceptor(security.tokens))
     server = grpc.server(
-        # Streams hold their thread while open: they get threads of their own.
-        ThreadPoolExecutor(
-            settings.grpc_threads + settings.max_streams, thread_name_prefix="onnxgate-rpc"
-        ),
+        threads,  # type: ignore[arg-type]  # grpcio takes any Executor; its stubs say less
         interceptors=interceptors,
         options=_options(settings),
+        # Refused on grpcio's polling thread, before any call thread is taken.
+        maximum_concurrent_rpcs=settings.max_calls,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

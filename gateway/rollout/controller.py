@@ -55,7 +55,7 @@ NOTIFIED = {"promote": "promoted", "rollback": "rolled_back", "pause": "paused"}
 
 
 class RolloutController:
-    """Drives rollouts while this replica holds the lease; thread: its own Periodic."""
+    """Drives rollouts while this gateway holds the lease; thread: its own Periodic."""
 
     def __init__(
         self,
@@ -67,6 +67,7 @@ class RolloutController:
         lease_seconds: float,
         notify: Notify | None = None,
         clock: Callable[[], float] = time.time,
+        instance: str | None = None,
     ) -> None:
         self._client = client
         self._store = RolloutStore(client, clock)
@@ -75,7 +76,9 @@ class RolloutController:
         self._clock = clock
         self.replica = replica
         self._actor = f"rollout-controller@{replica}"
-        self._lease = Lease(client, client.keys.rollout_leader, replica, lease_seconds)
+        # `instance` (this gateway's heartbeat token) tells this process's lease from another
+        # one's under the same replica id; one is drawn when not given.
+        self._lease = Lease(client, client.keys.rollout_leader, replica, lease_seconds, instance)
         self._periodic = Periodic("rollout-controller", tick_seconds, self.tick)
         self.leading = False
         self._failing = False
@@ -245,7 +248,7 @@ class RolloutController:
         after = state.evolve(interval_started_at=now, snapshot=snapshot,
                              next_check_at=now + state.plan.interval_seconds)  # fmt: skip
         self._store.commit(state, after, actor=self._actor, action="", reason="", route=False,
-                           leader=self.replica)  # fmt: skip
+                           leader=self._lease.value)  # fmt: skip
 
     def _decide(
         self, state: RolloutState, decision: str, reason: str, after: RolloutState, *,
@@ -256,8 +259,8 @@ class RolloutController:
             last_decision={"at": now, "decision": decision, "reason": reason, "by": self.replica},
             last_checks=tuple(c.to_dict() for c in checks),
         )
-        stored = self._store.commit(state, after, actor=self._actor, action=decision,
-                                    reason=reason, route=route, leader=self.replica)  # fmt: skip
+        stored = self._store.commit(state, after, actor=self._actor, action=decision, reason=reason,
+                                    route=route, leader=self._lease.value)  # fmt: skip
         model = state.plan.model
         self._metrics.decisions.labels(model, decision).inc()
         self._metrics.last_decision.labels(model, decision).set(now)

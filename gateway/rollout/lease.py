@@ -1,13 +1,19 @@
-"""The rollout controller's leader lease: one Redis key holding the leader's replica id with
-a TTL. The holder renews it every tick; when the holder dies the key expires and the next
-replica to tick takes it. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
+"""The rollout controller's leader lease: one Redis key with a TTL holding the leader's replica
+id and a token drawn per process (registry_client.rollouts.lease_value). The holder renews it
+every tick; when the holder dies the key expires and the next replica to tick takes it. The
+token, not the replica id, says whose it is: two gateways started with one replica id by
+mistake still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not
+EVAL."""
 
 from __future__ import annotations
+
+import uuid
 
 import redis
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
+from registry_client.rollouts import lease_holder, lease_value
 
 __all__ = ["Lease"]
 
@@ -17,12 +23,18 @@ def _text(value: bytes | str | None) -> str:
 
 
 class Lease:
-    """`holder`'s claim on `key` for `ttl_seconds` at a time. Not thread-safe: one owner."""
+    """`holder`'s claim on `key` for `ttl_seconds` at a time; `token` (drawn here unless
+    given) tells this claim from another process's under the same replica id. Not
+    thread-safe: one owner."""
 
-    def __init__(self, client: RegistryClient, key: str, holder: str, ttl_seconds: float) -> None:
+    def __init__(
+        self, client: RegistryClient, key: str, holder: str, ttl_seconds: float,
+        token: str | None = None,
+    ) -> None:  # fmt: skip
         self._client = client
         self._key = key
         self.holder = holder
+        self.value = lease_value(holder, token or uuid.uuid4().hex)  # what the key holds
         self._ttl_ms = max(int(ttl_seconds * 1000), 1)
 
     def hold(self) -> bool:
@@ -31,10 +43,10 @@ class Lease:
 
         def claim(pipe: redis.client.Pipeline) -> bool:
             current = _text(pipe.get(self._key))
-            if current not in ("", self.holder):
+            if current not in ("", self.value):
                 return False
             pipe.multi()
-            pipe.set(self._key, self.holder, px=self._ttl_ms)
+            pipe.set(self._key, self.value, px=self._ttl_ms)
             return True
 
         try:
@@ -43,14 +55,14 @@ class Lease:
             return False
 
     def holder_now(self) -> str:
-        """Who holds the lease ('' when nobody does)."""
-        return _text(self._client.read_string(self._key))
+        """Whose replica id holds the lease ('' when nobody does)."""
+        return lease_holder(_text(self._client.read_string(self._key)))
 
     def release(self) -> None:
         """Give the lease up at once (at stop) so another replica need not wait out the TTL."""
 
         def drop(pipe: redis.client.Pipeline) -> None:
-            if _text(pipe.get(self._key)) == self.holder:
+            if _text(pipe.get(self._key)) == self.value:
                 pipe.multi()
                 pipe.delete(self._key)
 

@@ -1,13 +1,22 @@
 """Follow the registry's routing rules, off the request path.
 
-One thread follows: it resyncs at start, after every reconnect, on an `{ns}:events` hint and
+One thread follows: it resyncs at start, after every reconnect, on an `{ns}:events` hint,
 whenever the `{ns}:epoch` poll shows a change (pub/sub loses what is sent while
-disconnected). It never waits for a load: a rule whose versions are all READY is applied at
-once; for any other, the loads its versions need are started and the rule becomes the
-model's target, applied when they are READY, given up when one FAILS, and superseded by any
-newer rule (an older revision is never applied after a newer one). Until then, and whenever
-Redis is away, the last good table keeps serving. A second thread only listens for hints;
-the heartbeat has a thread of its own (heartbeat.py).
+disconnected) and every FULL_READ_POLLS poll periods regardless (a key deleted, expired or
+evicted behind the registry's back bumps no epoch). It never waits for a load: a rule whose
+versions are all READY is applied at once; for any other, the loads its versions need are
+started and the rule becomes the model's target, applied when they are READY, given up when
+one FAILS, and superseded by any newer rule (an older revision is never applied after a
+newer one). Until then, and whenever Redis is away, the last good table keeps serving.
+
+A registry that answers but has lost what a served route came from (FLUSHALL, a Redis
+restarted without persistence, keys deleted or expired) changes nothing served either: the
+route and the versions its rule named stay, and readiness with them. The loss is reported
+instead, once per change: a warning, onnxgate_registry_missing{model} (and
+onnxgate_registry_epoch_missing for the whole namespace) and the heartbeat's errors. The
+models are not imported again from --models: the bootstrap runs once, as an operator may
+have removed them on purpose. A second thread only listens for hints; the heartbeat has a
+thread of its own (heartbeat.py).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,7 +37,7 @@ from gateway.models.store import VersionState, VersionStore
 from gateway.routing.artifacts import ArtifactCache
 from gateway.routing.heartbeat import FollowerState, Heartbeat
 from gateway.routing.table import Route, RouteTable, RouteTableHolder
-from registry_client.client import RegistryClient
+from registry_client.client import RegistryClient, unregistered_versions
 from registry_client.errors import NotFound, RegistryError, Rejected
 from registry_client.repository import VersionSource
 from registry_client.schema import RouteRule
@@ -39,10 +49,21 @@ MAX_BACKOFF_SECONDS = 2.0
 # An epoch read (one GET) unanswered this long means Redis is unreachable, though a blackholed
 # connection raises nothing until its socket timeout has passed on every retry (about 20 s).
 UNANSWERED_POLL_SECONDS = 2.0
+# Every this many poll periods every rule is read even when the epoch has not changed.
+FULL_READ_POLLS = 10
 
 
 def _optional_int(value: object) -> int | None:
     return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loss:
+    """What the registry lost of a served model: why (as the heartbeat shows it) and the
+    versions its last rule named, kept loaded while the rule is gone."""
+
+    reason: str
+    kept: tuple[str, ...] = ()
 
 
 class RuleWatcher:
@@ -81,6 +102,10 @@ class RuleWatcher:
         self._given_up: dict[str, Route] = {}  # model -> the route whose versions failed to load
         self._refused: dict[str, str] = {}  # model -> digest of its last invalid document
         self._errors: dict[str, str] = {}
+        self._lost: dict[str, _Loss] = {}  # served model -> what the registry no longer has
+        self._epoch_seen = False  # a non-zero epoch was read: 0 then means it was wiped
+        self._epoch_missing = False
+        self._full_read_at = 0.0  # monotonic time of the next read of every rule
         self.published = FollowerState()
         self._poll_started: float | None = None  # when the epoch read in progress was sent
         self.heartbeat = Heartbeat(registry, replica, versions, routes, self.published,
@@ -113,7 +138,10 @@ class RuleWatcher:
 
     def is_serving_every_rule(self) -> bool:
         """Readiness: synced once, and every model with a rule is served by it or by its
-        last good one (a rule still loading, or failed, counts while an older one serves)."""
+        last good one (a rule still loading, or failed, counts while an older one serves).
+        A rule the registry lost keeps the replica ready: its last good route still serves
+        correctly, and taking every replica out of its balancer over a flushed Redis would
+        turn a registry incident into an outage (the loss is reported instead)."""
         served = self._routes.current().routes
         return self._synced_once and all(model in served for model in self._rules)
 
@@ -139,7 +167,9 @@ class RuleWatcher:
                 finally:
                     self._poll_started = None
                 self._metrics.redis_connected.set(1)
-                if self._resync_needed or epoch != self._epoch:
+                self._note_epoch(epoch)
+                full_read = time.monotonic() >= self._full_read_at
+                if self._resync_needed or epoch != self._epoch or full_read:
                     self._resync_needed = False
                     self._resync()
                     self._epoch = epoch
@@ -162,7 +192,25 @@ class RuleWatcher:
             _log.error("model directory not imported", extra={"reason": str(exc)})
         self._bootstrap = None
 
+    def _note_epoch(self, epoch: int) -> None:
+        """Report the namespace wiped while its epoch, seen before, reads 0: every registry
+        write bumps it, so only a lost key reads 0 again."""
+        missing = epoch == 0 and self._epoch_seen
+        self._epoch_seen = self._epoch_seen or epoch > 0
+        if missing == self._epoch_missing:
+            return
+        self._epoch_missing = missing
+        self._metrics.registry_epoch_missing.set(int(missing))
+        if missing:
+            _log.warning("registry epoch gone: the namespace was flushed or deleted, or Redis"
+                         " restarted without persistence; serving the last good rules",
+                         extra={"namespace": self._registry.keys.namespace})  # fmt: skip
+        else:
+            _log.info("registry epoch written again",
+                      extra={"namespace": self._registry.keys.namespace})  # fmt: skip
+
     def _resync(self) -> None:
+        self._full_read_at = time.monotonic() + self._poll_seconds * FULL_READ_POLLS
         rules, invalid = self._registry.rules()
         for model, refused in invalid.items():
             self._errors[model] = f"invalid rule document: {refused.reason}"
@@ -187,9 +235,53 @@ class RuleWatcher:
             # The newest rule is the target; an older one still loading is superseded.
             self._targets[model] = wanted
             self._start_loads(rule, wanted)
+        self._note_losses(self._losses(rules, invalid))
         self._rules = rules
         self._synced_once = True
         self._advance()
+
+    def _losses(
+        self, rules: Mapping[str, RouteRule], invalid: Mapping[str, object]
+    ) -> dict[str, _Loss]:
+        """Each served model whose rule, or a version its served rule names, the registry no
+        longer has (an invalid document is not lost: it is reported as invalid)."""
+        served = self._routes.current().routes
+        lost: dict[str, _Loss] = {}
+        pairs: list[tuple[str, str]] = []
+        for model, route in served.items():
+            rule = rules.get(model)
+            if rule is not None:
+                named = {*route.versions, *(v for v, _ in route.shadows)}
+                if rule.revision == route.revision:  # also the versions kept for pins
+                    named.update(rule.versions)
+                pairs.extend((model, version) for version in sorted(named))
+            elif model not in invalid:
+                previous, last_read = self._lost.get(model), self._rules.get(model)
+                kept = previous.kept if previous else tuple(last_read.versions if last_read else ())
+                lost[model] = _Loss(f"rule gone from the registry; revision {route.revision}"
+                                    " keeps serving", kept)  # fmt: skip
+        for model, version in sorted(unregistered_versions(self._registry, pairs)):
+            if model not in lost:
+                lost[model] = _Loss(f"version {version} gone from the registry; revision"
+                                    f" {served[model].revision} keeps serving")  # fmt: skip
+        return lost
+
+    def _note_losses(self, lost: dict[str, _Loss]) -> None:
+        """Record what the registry lost; log and count each change once."""
+        appeared = {m: loss.reason for m, loss in lost.items()
+                    if m not in self._lost or self._lost[m].reason != loss.reason}  # fmt: skip
+        recovered = sorted(self._lost.keys() - lost.keys())
+        self._lost = lost
+        for model in appeared:
+            self._metrics.registry_missing.labels(model).set(1)
+        for model in recovered:
+            self._metrics.registry_missing.labels(model).set(0)
+        if appeared:
+            _log.warning("the registry lost what served models came from; their last good"
+                         " rules keep serving", extra={"lost": appeared})  # fmt: skip
+        if recovered:
+            _log.info("the registry has again what served models came from",
+                      extra={"models": recovered})  # fmt: skip
 
     def _start_loads(self, rule: RouteRule, wanted: Route) -> None:
         """Start loading what the rule needs and is not READY or LOADING already; a version
@@ -244,12 +336,15 @@ class RuleWatcher:
             self._routes.replace(RouteTable(MappingProxyType(routes)))
         self._unload_unrouted(routes)
         targets = {m: r.revision for m, r in self._targets.items()}
-        if (targets, self._errors, routes) != (
-            self.published.targets,
-            self.published.errors,
-            dict(current),
-        ):
-            self.published.targets, self.published.errors = targets, dict(self._errors)
+        rejected = {m: r.revision for m, r in self._given_up.items()}
+        errors = dict(self._errors)
+        for model, loss in self._lost.items():
+            errors[model] = f"{errors[model]}; {loss.reason}" if model in errors else loss.reason
+        published = self.published
+        if (targets, rejected, errors, routes) != (
+            published.targets, published.rejected, published.errors, dict(current),
+        ):  # fmt: skip
+            published.targets, published.rejected, published.errors = targets, rejected, errors
             self.heartbeat.beat_now()
         self._on_change()
 
@@ -260,6 +355,11 @@ class RuleWatcher:
         self._metrics.rules_rejected.labels("not_applied").inc()
 
     def _record_applied(self, model: str, route: Route) -> None:
+        if model in self._lost:  # the new route may not need what was lost: read again
+            self._resync_needed = True
+            self._wake.set()
+        else:
+            self._metrics.registry_missing.labels(model).set(0)
         self._metrics.route_revision.labels(model).set(route.revision)
         self._metrics.route_applied_timestamp.labels(model).set(time.time())
         for version, weight in route.weights.items():
@@ -271,6 +371,7 @@ class RuleWatcher:
         """Unload, or stop loading, every version neither a served route nor a rule names."""
         needed = {(m, v) for m, r in routes.items() for v in r.versions}
         needed |= {(m, v) for m, rule in self._rules.items() for v in rule.versions}
+        needed |= {(m, v) for m, loss in self._lost.items() for v in loss.kept}
         for status in self._versions.statuses():
             key = (status.model, status.version)
             if key not in needed:

@@ -1,0 +1,209 @@
+"""The gRPC server's call threads: elastic, and no call may wait for ever for its request.
+
+grpcio's synchronous server hands a call to a pool thread as soon as its HEADERS arrive; the
+thread then waits for the request message. A client that sends headers and never the body
+holds that thread. So:
+
+- the pool grows on demand up to `maximum` threads (the server refuses calls beyond that
+  many at once with RESOURCE_EXHAUSTED, so an admitted call always finds a thread), and
+  threads above `core` retire after idling, giving a flood's memory back;
+- a call whose request message has not arrived `receive_timeout` seconds after it started
+  is cancelled with DEADLINE_EXCEEDED, whatever deadline the client gave.
+
+Work itself stays bounded by the request turns (turns.py): extra threads only wait.
+
+grpcio has no public hook between "call started" and "request received", so the receive
+deadline recognises grpcio's unary-request work items (runner, rpc event, state, behaviour,
+request thunk, ...). Should a grpcio release change that shape, calls are still served but
+without the receive deadline: the gateway warns at start, and the receive-timeout tests fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+import grpc
+
+__all__ = ["CallThreads", "receive_deadlines_apply"]
+
+_log = logging.getLogger(__name__)
+IDLE_SECONDS = 30.0  # a thread above the core count idle this long retires
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+try:  # the functions grpcio's server runs for a unary-request call (see module docstring)
+    from grpc._server import _stream_response_in_pool, _unary_response_in_pool
+
+    _UNARY_REQUEST_RUNNERS: tuple[object, ...] = (_unary_response_in_pool,
+                                                  _stream_response_in_pool)  # fmt: skip
+except ImportError:  # pragma: no cover - only with a grpcio whose internals moved
+    _UNARY_REQUEST_RUNNERS = ()
+
+
+def receive_deadlines_apply() -> bool:
+    """Whether this grpcio's work items are recognised, so receive deadlines are enforced."""
+    return bool(_UNARY_REQUEST_RUNNERS)
+
+
+class _ReceiveDeadlines:
+    """Cancels calls whose request message is late.
+
+    A call is in `waiting` only from its start until its message arrives, normally
+    microseconds, so the table stays small and its entries die young (no per-call objects
+    live on for the garbage collector to scan); a thread sweeps it every `granularity`."""
+
+    def __init__(self, timeout: float, on_expired: Callable[[], None]) -> None:
+        self._timeout = timeout
+        # How late a cancellation may come: a sweep for each call would cost the serving
+        # threads the GIL hundreds of times a second, for no useful precision.
+        self._granularity = min(timeout / 10, 0.5)
+        self._on_expired = on_expired
+        self._waiting: dict[int, tuple[float, Any]] = {}
+        self._keys = itertools.count()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="onnxgate-receive-deadlines", daemon=True
+        )
+        self._thread.start()
+
+    def wrap(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """grpcio's work-item arguments with the request thunk timed (see module docstring)."""
+        key = next(self._keys)
+        waiting = self._waiting
+        waiting[key] = (time.monotonic(), args[1])
+        read_request = args[4]
+
+        def timed_read() -> Any:
+            try:
+                return read_request()
+            finally:
+                waiting.pop(key, None)  # arrived (or the call ended): nothing to cancel
+
+        return (*args[:4], timed_read, *args[5:])
+
+    def _run(self) -> None:
+        waiting = self._waiting
+        while not self._stopping.wait(self._granularity):
+            started_before = time.monotonic() - self._timeout
+            # A copy made in one C call: request threads add and remove entries meanwhile.
+            for key, (started, event) in list(waiting.items()):
+                if started <= started_before and waiting.pop(key, None) is not None:
+                    self._expire(event)
+
+    def _expire(self, event: Any) -> None:
+        try:
+            event.call.cancel(
+                _DEADLINE_EXCEEDED,
+                f"the request message did not arrive within {self._timeout:g} s of the call's"
+                " start (--receive-timeout-seconds)",
+            )
+        except Exception as exc:  # a call that just ended cannot be cancelled
+            _log.debug("late call not cancelled", extra={"detail": str(exc)})
+            return
+        self._on_expired()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+class CallThreads(Executor):
+    """An executor of `core` lasting threads and up to `maximum` in all (see module docstring)."""
+
+    def __init__(
+        self,
+        core: int,
+        maximum: int,
+        receive_timeout: float,
+        on_receive_expired: Callable[[], None] = lambda: None,
+        name: str = "onnxgate-rpc",
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
+        self._core = core
+        self._idle_seconds = idle_seconds
+        self._maximum = max(maximum, core)
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+                                      | None] = queue.SimpleQueue()  # fmt: skip
+        self._idle = threading.Semaphore(0)  # one token per thread waiting for work
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._numbered = 0
+        self._shut_down = False
+        self._deadlines = (
+            _ReceiveDeadlines(receive_timeout, on_receive_expired)
+            if receive_deadlines_apply()
+            else None
+        )
+
+    @property
+    def threads(self) -> int:
+        """Threads alive now (busy or idle)."""
+        return self._threads
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._shut_down:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        if self._deadlines is not None and args and args[0] in _UNARY_REQUEST_RUNNERS:
+            args = self._deadlines.wrap(args)
+        future: Future[Any] = Future()
+        call = (lambda: fn(*args, **kwargs)) if kwargs else None
+        self._work.put((future, call or fn, () if call else args))
+        if not self._idle.acquire(blocking=False):
+            self._add_thread()
+        return future
+
+    def _add_thread(self) -> None:
+        with self._lock:
+            if self._threads >= self._maximum:
+                return  # the call waits for a thread to come free
+            self._threads += 1
+            self._numbered += 1
+            number = self._numbered
+        threading.Thread(target=self._serve, name=f"{self._name}_{number}", daemon=True).start()
+
+    def _serve(self) -> None:
+        work = self._work
+        while True:
+            try:
+                item = work.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                if self._retire():
+                    return
+                continue
+            if item is None:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # handed to the future's owner
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del item, future, fn, args  # a finished call's objects are not kept while idle
+            self._idle.release()
+
+    def _retire(self) -> bool:
+        """Leave if above the core count, taking back this thread's idle token."""
+        with self._lock:
+            if self._threads > self._core and self._idle.acquire(blocking=False):
+                self._threads -= 1
+                return True
+        return False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stops the threads once the queued calls are done; they are daemons, so an exit
+        never waits for a call that hangs."""
+        self._shut_down = True
+        if self._deadlines is not None:
+            self._deadlines.stop()
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._work.put(None)
