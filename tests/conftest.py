@@ -94,9 +94,14 @@ class GatewayProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def terminate(self) -> int:
-        """Send SIGTERM and wait for the exit code."""
+        """Send SIGTERM and wait for the exit code; a gateway that has not exited 30 s later
+        fails the test with its log."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("gateway still running 30 s after SIGTERM:\n"
+                                 + "".join(self.log[-40:])) from None  # fmt: skip
 
 
 def _pump(stream: IO[str], lines: list[str], started: threading.Event) -> None:
