@@ -4,13 +4,14 @@ grpcio's synchronous server hands a call to a pool thread as soon as its HEADERS
 thread then waits for the request message. A client that sends headers and never the body
 holds that thread. So:
 
-- the pool grows on demand up to `maximum` threads (the server refuses calls beyond that
-  many at once with RESOURCE_EXHAUSTED, so an admitted call always finds a thread), and
-  threads above `core` retire after idling, giving a flood's memory back;
-- a call whose request message has not arrived `receive_timeout` seconds after it started
-  is cancelled with DEADLINE_EXCEEDED, whatever deadline the client gave.
-
-Work itself stays bounded by the request turns (turns.py): extra threads only wait.
+- a thread waiting for a request message does not count against the `core` threads: the
+  pool grows by one for each, up to `maximum` (the server refuses calls beyond that many at
+  once with RESOURCE_EXHAUSTED), and threads above `core` retire after idling, giving a
+  flood's memory back. Otherwise the pool is `core` threads, as a ThreadPoolExecutor of
+  that size would be: a thread that finishes a call takes the next queued one, which costs
+  less than waking another thread for it (measured: benchmarks/RESULTS.md);
+- a call whose request message has not arrived `receive_timeout` seconds after its thread
+  started waiting for it is cancelled with DEADLINE_EXCEEDED, whatever its own deadline.
 
 grpcio has no public hook between "call started" and "request received", so the receive
 deadline recognises grpcio's unary-request work items (runner, rpc event, state, behaviour,
@@ -54,12 +55,16 @@ def receive_deadlines_apply() -> bool:
 class _ReceiveDeadlines:
     """Cancels calls whose request message is late.
 
-    A call is in `waiting` only from its start until its message arrives, normally
+    A call is in `waiting` only while its thread waits for the message, normally
     microseconds, so the table stays small and its entries die young (no per-call objects
-    live on for the garbage collector to scan); a thread sweeps it every `granularity`."""
+    live on for the garbage collector to scan); a thread sweeps it every `granularity`.
+    `on_reading` is called as a thread starts to wait."""
 
-    def __init__(self, timeout: float, on_expired: Callable[[], None]) -> None:
+    def __init__(
+        self, timeout: float, on_expired: Callable[[], None], on_reading: Callable[[], None]
+    ) -> None:
         self._timeout = timeout
+        self._on_reading = on_reading
         # How late a cancellation may come: a sweep for each call would cost the serving
         # threads the GIL hundreds of times a second, for no useful precision.
         self._granularity = min(timeout / 10, 0.5)
@@ -74,18 +79,23 @@ class _ReceiveDeadlines:
 
     def wrap(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """grpcio's work-item arguments with the request thunk timed (see module docstring)."""
-        key = next(self._keys)
-        waiting = self._waiting
-        waiting[key] = (time.monotonic(), args[1])
-        read_request = args[4]
+        waiting, keys, on_reading = self._waiting, self._keys, self._on_reading
+        event, read_request = args[1], args[4]
 
         def timed_read() -> Any:
+            key = next(keys)
+            waiting[key] = (time.monotonic(), event)
+            on_reading()
             try:
                 return read_request()
             finally:
                 waiting.pop(key, None)  # arrived (or the call ended): nothing to cancel
 
         return (*args[:4], timed_read, *args[5:])
+
+    def reading(self) -> int:
+        """Threads waiting for a request message now."""
+        return len(self._waiting)
 
     def _run(self) -> None:
         waiting = self._waiting
@@ -113,7 +123,8 @@ class _ReceiveDeadlines:
 
 
 class CallThreads(Executor):
-    """An executor of `core` lasting threads and up to `maximum` in all (see module docstring)."""
+    """An executor of `core` threads, plus one for each waiting for a request message, up to
+    `maximum` in all (see module docstring)."""
 
     def __init__(
         self,
@@ -136,7 +147,7 @@ class CallThreads(Executor):
         self._numbered = 0
         self._shut_down = False
         self._deadlines = (
-            _ReceiveDeadlines(receive_timeout, on_receive_expired)
+            _ReceiveDeadlines(receive_timeout, on_receive_expired, self._reading)
             if receive_deadlines_apply()
             else None
         )
@@ -158,9 +169,18 @@ class CallThreads(Executor):
             self._add_thread()
         return future
 
-    def _add_thread(self) -> None:
+    def _reading(self) -> None:
+        """A thread starts to wait for a request message: queued calls get a thread of their
+        own rather than wait behind it."""
+        if not self._work.empty():
+            # Not counting itself: its message has usually arrived with its headers.
+            self._add_thread(caller_reading=True)
+
+    def _add_thread(self, caller_reading: bool = False) -> None:
+        deadlines = self._deadlines
+        reading = deadlines.reading() - caller_reading if deadlines is not None else 0
         with self._lock:
-            if self._threads >= self._maximum:
+            if self._threads >= min(self._core + reading, self._maximum):
                 return  # the call waits for a thread to come free
             self._threads += 1
             self._numbered += 1
