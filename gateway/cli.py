@@ -82,11 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--max-calls", type=int,
-        help="calls in progress at once, each on a thread; more are RESOURCE_EXHAUSTED (1000)",
+        help="calls in progress at once; more are RESOURCE_EXHAUSTED at once (1000)",
     )  # fmt: skip
     run.add_argument(
         "--receive-timeout-seconds", type=float,
-        help="a call's request message must arrive this soon after its start (10)",
+        help="a call's request message must arrive this soon after its thread waits for it (10)",
     )  # fmt: skip
     run.add_argument(
         "--max-connections", type=int,

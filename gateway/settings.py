@@ -40,12 +40,13 @@ class Settings:
     request_timeout_seconds: float = 60.0
     # HTTP/2 streams one connection may have open at once.
     max_streams_per_connection: int = 128
-    # Calls in progress at once (waiting for their request message, for a turn or running),
-    # each on a thread; more are refused RESOURCE_EXHAUSTED at once. Threads beyond
-    # grpc_threads + max_streams exist only while needed.
+    # Calls in progress at once (waiting for their request message, for a thread, for a turn
+    # or running); more are refused RESOURCE_EXHAUSTED at once. Threads beyond grpc_threads +
+    # max_streams exist only for calls waiting for their request message.
     max_calls: int = 1000
-    # A call's request message must arrive within this long of the call's start, whatever its
-    # deadline, or it ends DEADLINE_EXCEEDED: headers without a body cannot hold a thread.
+    # A call's request message must arrive within this long of its thread starting to wait for
+    # it, whatever its deadline, or it ends DEADLINE_EXCEEDED: headers without a body cannot
+    # hold a thread.
     receive_timeout_seconds: float = 10.0
     # Client connections open at once; the transport closes more at once.
     max_connections: int = 1000

@@ -69,3 +69,23 @@ def test_a_version_memory_budget_too_small_to_load_anything_exits_2(budget, caps
     argv = ["serve", "--no-registry", "--max-version-memory-bytes", budget]
     assert main(argv, {}) == 2
     assert "--max-version-memory-bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--max-calls", "10"],
+            "--max-calls 10: expected at least --grpc-threads + --max-streams (20)",
+        ),
+        (
+            ["--receive-timeout-seconds", "0"],
+            "--receive-timeout-seconds 0.0: expected 0.001 or more",
+        ),
+        (["--max-connections", "0"], "--max-connections 0: expected 1 or more"),
+        (["--idle-connection-seconds", "-1"], "--idle-connection-seconds -1.0: expected 0.001"),
+    ],
+)
+def test_transport_limits_that_would_serve_nothing_exit_2(flags, message, capsys):
+    assert main(["serve", "--no-registry", *flags], {}) == 2
+    assert message in capsys.readouterr().err
