@@ -19,17 +19,16 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
-from gateway.api.health import HealthService
+from gateway.api.health import HealthService, ServingState
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name, status_for
 from gateway.errors import GatewayError
-from gateway.metrics import GatewayMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
-from gateway.pipeline import InferencePipeline
+from gateway.pipeline.inference import InferencePipeline
 from gateway.routing.repository import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
-from gateway.serving_state import ServingState
 from registry_client.repository import scan_repository
 
 METHODS = ["ServerLive", "ServerReady", "ServerMetadata", "ModelMetadata", "ModelConfig",

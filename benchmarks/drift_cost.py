@@ -28,8 +28,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.drift.recorder import DriftRecorder
-from registry_client.drift_reference import FeatureReference
-from registry_client.drift_store import (
+from registry_client.drift.reference import FeatureReference
+from registry_client.drift.store import (
     HOUR,
     HOUR_TTL_SECONDS,
     MINUTE,

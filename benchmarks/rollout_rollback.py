@@ -51,7 +51,7 @@ import onnx
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.client import RegistryClient
-from registry_client.rollouts import RolloutStore
+from registry_client.rollout.store import RolloutStore
 from registry_client.schema import Split
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,46 +22,45 @@ from prometheus_client import CollectorRegistry
 
 from gateway.api.call_threads import receive_deadlines_apply
 from gateway.api.connections import ensure_fd_limit, open_connections
-from gateway.api.health import HealthService
+from gateway.api.health import HealthService, ServingState
 from gateway.api.server import INFERENCE_SERVICE, bind, build_server, call_threads
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
 from gateway.drift.monitor import DriftMonitor
 from gateway.drift.recorder import DriftRecorder
-from gateway.metrics import GatewayMetrics
-from gateway.metrics_http import MetricsServer, start_metrics_server
+from gateway.metrics.gateway_metrics import GatewayMetrics
+from gateway.metrics.http import MetricsServer, start_metrics_server
+from gateway.metrics.rollout import RolloutMetrics
 from gateway.models.loader import LoadOptions
 from gateway.models.memory_probe import default_memory_budget
 from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.store import VersionStore
-from gateway.periodic import Periodic
-from gateway.pipeline import InferencePipeline
-from gateway.private_redis import PrivateRedis, PrivateRedisError
-from gateway.process import start_process
-from gateway.request_stats import RequestStats
-from gateway.rollout.controller import RolloutController
-from gateway.rollout.metrics import RolloutMetrics
-from gateway.rollout.webhook import WebhookNotifier
-from gateway.routing.replica_identity import ReplicaIdInUse, claim_replica_id
-from gateway.routing.repository import routes_for_ready_versions
-from gateway.routing.table import RouteTableHolder
-from gateway.routing.watcher import RuleWatcher
-from gateway.security import Security, SecurityError
-from gateway.serving_state import ServingState
-from gateway.settings import Settings
-from gateway.shadow import ShadowDispatcher
-from gateway.shutdown import (
+from gateway.pipeline.cpu_turns import RequestTurns
+from gateway.pipeline.inference import InferencePipeline
+from gateway.process.bootstrap import start_process
+from gateway.process.private_redis import PrivateRedis, PrivateRedisError
+from gateway.process.shutdown import (
     CLEANUP_SECONDS,
     WATCHDOG_MARGIN_SECONDS,
     ShutdownBudget,
     start_watchdog,
 )
-from gateway.stats_flusher import WindowFlusher
-from gateway.turns import RequestTurns
+from gateway.rollout.controller import RolloutController
+from gateway.rollout.webhook import WebhookNotifier
+from gateway.routing.replica_identity import ReplicaIdInUse, claim_replica_id
+from gateway.routing.repository import routes_for_ready_versions
+from gateway.routing.table import RouteTableHolder
+from gateway.routing.watcher import RuleWatcher
+from gateway.security.material import Security, SecurityError
+from gateway.settings import Settings
+from gateway.shadow.dispatcher import ShadowDispatcher
+from gateway.telemetry.flusher import WindowFlusher
+from gateway.telemetry.periodic import Periodic
+from gateway.telemetry.request_stats import RequestStats
 from registry_client.client import RegistryClient
-from registry_client.drift_store import SketchWrite
+from registry_client.drift.store import SketchWrite
 from registry_client.repository import scan_repository
-from registry_client.stats_store import WindowWrite
+from registry_client.stats.store import WindowWrite
 
 __all__ = ["Gateway", "serve"]
 

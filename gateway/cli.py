@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
+from gateway.api.probe import probe
 from gateway.app import serve
-from gateway.probe import probe
-from gateway.security import Security, SecurityError
+from gateway.process.supervisor import supervise
+from gateway.security.material import Security, SecurityError
 from gateway.settings import Settings, SettingsError, env_variable
-from gateway.supervisor import supervise
 from registry_client.schema import default_data_dir
 
 __all__ = ["main", "parse_settings"]

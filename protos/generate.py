@@ -1,7 +1,7 @@
 """Generate gateway/_proto from protos/*.proto: `python protos/generate.py [OUT_DIR]`.
 
 protoc emits top-level imports (`import model_config_pb2`); they are rewritten to package
-imports so the stubs live inside `gateway._proto`. tests/test_proto_fresh.py regenerates into
+imports so the stubs live inside `gateway._proto`. tests/unit/test_proto_fresh.py regenerates into
 a temporary folder and compares, so edit the .proto files, never the output.
 """
 

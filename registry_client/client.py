@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import redis
 from redis.maint_notifications import MaintNotificationsConfig
 
-from registry_client.drift_store import DriftStore
+from registry_client.drift.features import validate_feature_names
+from registry_client.drift.store import DriftStore
 from registry_client.errors import (
     Conflict,
     NotFound,
@@ -27,7 +28,6 @@ from registry_client.errors import (
     Unreachable,
     redis_unreachable_as_error,
 )
-from registry_client.features import validate_feature_names
 from registry_client.repository import scan_repository
 from registry_client.schema import (
     BLOB_CHUNK_BYTES,
@@ -42,7 +42,7 @@ from registry_client.schema import (
     validate_name,
     version_sort_key,
 )
-from registry_client.stats_store import StatsStore
+from registry_client.stats.store import StatsStore
 
 __all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient", "unregistered_versions"]
 
@@ -103,7 +103,7 @@ def _release(pipe: redis.client.Pipeline) -> None:
     reset() sends fails. redis-py's reset() gives the connection back only once UNWATCH is
     answered or fails with a ConnectionError; a TimeoutError (not one) or a refusal escapes
     before that and the connection never returns: redis-py 8's pool makes 100, then every
-    user gets "Too many connections" (tests/test_redis_pool_integrity.py)."""
+    user gets "Too many connections" (tests/system/test_redis_pool_integrity.py)."""
     try:
         pipe.reset()
     except redis.RedisError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway.logs import ACCESS_LOGGER
+from gateway.process.logs import ACCESS_LOGGER
 
 __all__ = ["log_access"]
 

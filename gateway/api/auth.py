@@ -13,10 +13,10 @@ from typing import Any
 
 import grpc
 
-from gateway.api.interceptor import ServerInterceptorBase, stamp_request_id
+from gateway.api.interceptors import ServerInterceptorBase, stamp_request_id
 from gateway.api.status import status_for
-from gateway.api.tokens import TokenTable
 from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
+from gateway.security.tokens import TokenTable
 
 __all__ = ["AuthInterceptor", "required_scope"]
 

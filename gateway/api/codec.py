@@ -7,10 +7,10 @@ import time
 from collections.abc import Sequence
 
 from gateway._proto import grpc_service_pb2 as pb
-from gateway.datatypes import BYTES
 from gateway.errors import InvalidInput
 from gateway.models.binding import encode_bytes_elements
-from gateway.types import InferRequest, InferResult, InputTensor
+from gateway.models.datatypes import BYTES
+from gateway.pipeline.requests import InferRequest, InferResult, InputTensor
 
 __all__ = ["decode_infer_request", "encode_infer_response"]
 

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.errors import ServiceUnknown
 
-__all__ = ["LIVENESS", "HealthService"]
+__all__ = ["LIVENESS", "HealthService", "ServingState"]
 
 LIVENESS = "liveness"
 
@@ -98,3 +98,35 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # un
 
     # A watcher holds no request thread: grpc calls Watch once and streams what we send.
     Watch.experimental_non_blocking = True  # type: ignore[attr-defined]
+
+
+class ServingState:
+    """NOT_SERVING until the models are loaded, SERVING then, NOT_SERVING for good once
+    draining begins; thread-safe."""
+
+    def __init__(self, health: HealthService) -> None:
+        self._health = health
+        self._ready = False
+        self._draining = False
+        self._reported = False
+        self._lock = threading.Lock()
+
+    def mark_ready(self, ready: bool) -> None:
+        """Set readiness after a load; ignored once draining has begun."""
+        with self._lock:
+            if self._draining or (ready == self._ready and self._reported):
+                return
+            self._reported = True
+            self._ready = ready
+            self._health.set_all(SERVING if ready else NOT_SERVING)
+
+    def mark_draining(self) -> None:
+        """Report NOT_SERVING from now on so balancers stop sending new requests."""
+        with self._lock:
+            self._draining = True
+            self._ready = False
+            self._health.set_all(NOT_SERVING)
+
+    def is_ready(self) -> bool:
+        """True while SERVING."""
+        return self._ready

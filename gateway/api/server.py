@@ -13,9 +13,9 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.auth import AuthInterceptor
 from gateway.api.call_threads import CallThreads
-from gateway.api.interceptor import ErrorMappingInterceptor
+from gateway.api.interceptors import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
-from gateway.security import Security
+from gateway.security.material import Security
 from gateway.settings import Settings
 
 __all__ = ["INFERENCE_SERVICE", "bind", "build_server", "call_threads"]

@@ -13,13 +13,13 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.access_log import log_access
 from gateway.api.codec import decode_infer_request, encode_infer_response
-from gateway.api.interceptor import answer_for, request_id_of
+from gateway.api.health import ServingState
+from gateway.api.interceptors import answer_for, request_id_of
 from gateway.api.metadata import model_config, model_metadata
 from gateway.api.status import status_for
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
 from gateway.models.store import VersionState, VersionStore
-from gateway.pipeline import InferencePipeline
-from gateway.serving_state import ServingState
+from gateway.pipeline.inference import InferencePipeline
 
 __all__ = ["SERVER_NAME", "InferenceServicer"]
 

@@ -7,11 +7,11 @@ import json
 import logging
 
 from gateway.drift.recorder import DriftRecorder
-from gateway.metrics import GatewayMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.store import VersionStore
 from registry_client.client import RegistryClient
-from registry_client.drift_reference import FeatureReference
-from registry_client.drift_stats import feature_drift
+from registry_client.drift.reference import FeatureReference
+from registry_client.drift.statistics import feature_drift
 from registry_client.errors import NotFound, RegistryError
 
 __all__ = ["DriftMonitor"]

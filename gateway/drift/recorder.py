@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Counter
 
-from gateway.window_ledger import mark_unwritten, take_pending
-from registry_client.drift_sketch import (
+from gateway.telemetry.window_ledger import mark_unwritten, take_pending
+from registry_client.drift.features import feature_columns
+from registry_client.drift.sketch import (
     FeatureSketch,
     ReferenceBins,
     encode_sketches,
     merge_sketches,
 )
-from registry_client.drift_store import HOUR, MINUTE, SketchWrite
-from registry_client.features import feature_columns
-from registry_client.stats import window_of
+from registry_client.drift.store import HOUR, MINUTE, SketchWrite
+from registry_client.stats.window import window_of
 
 __all__ = ["OUTPUT_PREFIX", "DriftRecorder"]
 

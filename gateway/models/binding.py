@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.datatypes import BYTES, Datatype
 from gateway.errors import InvalidInput
+from gateway.models.datatypes import BYTES, Datatype
 from gateway.models.signature import Signature, TensorSpec
-from gateway.types import InputTensor
+from gateway.pipeline.requests import InputTensor
 
 __all__ = ["Binder", "OutputSelection", "decode_bytes_elements", "encode_bytes_elements"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from gateway.metrics import GatewayMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.batcher import DynamicBatcher
 from gateway.models.binding import Binder
 from gateway.models.load_job import LoadFailed, LoadJob

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.datatypes import BYTES, Datatype, from_onnx_type
+from gateway.models.datatypes import BYTES, Datatype, from_onnx_type
 
 __all__ = ["Signature", "SignatureError", "TensorSpec", "read_signature", "warmup_feeds"]
 

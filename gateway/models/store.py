@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gateway.errors import ModelNotFound, ModelNotReady
-from gateway.metrics import GatewayMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.load_job import LoadJob, LoadOutcome
 from gateway.models.loader import LoadOptions, load_version
 from gateway.models.run_deadlines import RunDeadlines

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.errors import DeadlineExceeded, ModelFailed, Overloaded
-from gateway.metrics import VersionMetrics
+from gateway.metrics.gateway_metrics import VersionMetrics
 from gateway.models.binding import Binder
 from gateway.models.ort_errors import ORT_ERRORS
 from gateway.models.run_deadlines import RunDeadlines

@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 import redis
 
 from gateway.drift.recorder import OUTPUT_PREFIX
-from gateway.periodic import Periodic
+from gateway.metrics.rollout import RolloutMetrics
 from gateway.rollout.lease import Lease
-from gateway.rollout.metrics import RolloutMetrics
+from gateway.telemetry.periodic import Periodic
 from registry_client.client import RegistryClient
-from registry_client.drift_reference import FeatureReference
-from registry_client.drift_stats import feature_drift
+from registry_client.drift.reference import FeatureReference
+from registry_client.drift.statistics import feature_drift
 from registry_client.errors import Conflict, RegistryError
-from registry_client.rollout_checks import (
+from registry_client.rollout.judge import (
     CARRIED,
     FAIL,
     INSUFFICIENT,
@@ -34,7 +34,7 @@ from registry_client.rollout_checks import (
     subtract,
     sum_counters,
 )
-from registry_client.rollout_plan import (
+from registry_client.rollout.plan import (
     PAUSED,
     PROGRESSING,
     PROMOTED,
@@ -42,9 +42,9 @@ from registry_client.rollout_plan import (
     SHADOWING,
     RolloutState,
 )
-from registry_client.rollouts import LeaseLost, RolloutStore, Unreadable
+from registry_client.rollout.store import LeaseLost, RolloutStore, Unreadable
 from registry_client.schema import SchemaError
-from registry_client.stats import WINDOW_SECONDS, window_of
+from registry_client.stats.window import WINDOW_SECONDS, window_of
 
 __all__ = ["RolloutController"]
 

@@ -1,5 +1,5 @@
 """The rollout controller's leader lease: one Redis key with a TTL holding the leader's replica
-id and a token drawn per process (registry_client.rollouts.lease_value). The holder renews it
+id and a token drawn per process (registry_client.rollout.store.lease_value). The holder renews it
 every tick; when the holder dies the key expires and the next replica to tick takes it. The
 token, not the replica id, says whose it is: two gateways started with one replica id by
 mistake still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not
@@ -13,7 +13,7 @@ import redis
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
-from registry_client.rollouts import lease_holder, lease_value
+from registry_client.rollout.store import lease_holder, lease_value
 
 __all__ = ["Lease"]
 

@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 import redis
 
-from gateway.metrics import GatewayMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.store import VersionState, VersionStore
 from gateway.routing.artifacts import ArtifactCache
 from gateway.routing.heartbeat import FollowerState, Heartbeat

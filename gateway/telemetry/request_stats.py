@@ -1,0 +1,126 @@
+"""Per-version request statistics of the current 1-minute windows, kept in memory.
+
+Request threads only append a tuple to a deque (atomic, no lock); the flusher's thread folds
+the queue into the windows' t-digests, then encodes the changed windows and writes them to
+Redis, all in the background.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gateway.telemetry.window_ledger import mark_unwritten, take_pending
+from registry_client.stats.store import WindowWrite
+from registry_client.stats.window import VersionStats, encode_window, window_of
+
+__all__ = ["RequestStats"]
+
+
+@dataclass(slots=True)
+class _ModelWindow:
+    by_version: dict[tuple[str, str], VersionStats] = field(default_factory=dict)
+    dirty: bool = True
+
+    def version(self, version: str, role: str) -> VersionStats:
+        key = (version, role)
+        found = self.by_version.get(key)
+        if found is None:
+            found = self.by_version[key] = VersionStats(version, role)
+        return found
+
+
+class RequestStats:
+    """Statistics per (model, window, version, role). Thread-safe.
+
+    A closed window stays until a flush after its last change has succeeded; while Redis is
+    unreachable at most `keep_windows` windows are kept, the oldest are given up (and logged).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        keep_windows: int = 60,
+        on_given_up: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_given_up` is told of each window dropped unwritten after `keep_windows`."""
+        self._on_given_up = on_given_up
+        self._clock = clock
+        self._keep_windows = keep_windows
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, int], _ModelWindow] = {}
+        self._recorded: deque[tuple[str, str, str, str, float, float]] = deque()
+
+    def record(self, model: str, version: str, role: str, code: str, seconds: float) -> None:
+        """One finished request; `seconds` counts only when `code` is OK. Costs an append."""
+        self._recorded.append((model, version, role, code, seconds, self._clock()))
+
+    def _fold(self) -> None:
+        """Move the recorded requests into their windows; the caller holds the lock."""
+        recorded = self._recorded
+        for _ in range(len(recorded)):  # appends racing with us wait for the next fold
+            model, version, role, code, seconds, at = recorded.popleft()
+            self._model_window(model, window_of(at)).version(version, role).record(code, seconds)
+
+    def record_comparison(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        output: str,
+        *,
+        rows: int,
+        agreeing_rows: int,
+        abs_diff_sum: float,
+        elements: int,
+        max_abs_diff: float,
+    ) -> None:
+        """One shadow output compared with the primary's."""
+        window = window_of(self._clock())
+        with self._lock:
+            state = self._model_window(model, window)
+            compared = state.version(shadow, "shadow").comparison(primary, output)
+            compared.rows += rows
+            compared.agreeing_rows += agreeing_rows
+            compared.abs_diff_sum += abs_diff_sum
+            compared.elements += elements
+            compared.max_abs_diff = max(compared.max_abs_diff, max_abs_diff)
+
+    def _model_window(self, model: str, window: int) -> _ModelWindow:
+        key = (model, window)
+        state = self._windows.get(key)
+        if state is None:
+            state = self._windows[key] = _ModelWindow()
+        state.dirty = True
+        return state
+
+    def pending(self) -> list[WindowWrite]:
+        """Encode every changed window and mark it written; closed windows already written
+        are forgotten. Call failed() with the result when the write does not succeed."""
+        current = window_of(self._clock())
+        with self._lock:
+            self._fold()
+            return take_pending(
+                self._windows,
+                closed=lambda key: key[1] < current,
+                expired=lambda key: key[1] < current - self._keep_windows,
+                encode=lambda key, state: WindowWrite(
+                    key[0], key[1], encode_window(state.by_version.values())
+                ),
+                what="statistics",
+                on_given_up=self._on_given_up,
+            )
+
+    def failed(self, writes: Iterable[WindowWrite]) -> None:
+        """Mark windows whose write failed as changed, so the next flush writes them again."""
+        with self._lock:
+            mark_unwritten(self._windows, [(item.model, item.window) for item in writes])
+
+    def windows(self) -> int:
+        """Windows held in memory (for tests and the log)."""
+        with self._lock:
+            self._fold()
+            return len(self._windows)

@@ -1,0 +1,196 @@
+"""`gatectl compare`: the versions of one model side by side, as a data scientist judges a
+canary or a shadow before promoting it: role and traffic share, requests, error rate, latency
+quantiles, agreement with the primary and the metrics registered with each version."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from registry_client.cli.tables import print_table, printable
+from registry_client.client import RegistryClient
+from registry_client.errors import NotFound, Rejected
+from registry_client.schema import RouteRule, version_sort_key
+from registry_client.stats.store import MergedStats
+from registry_client.stats.window import WINDOW_SECONDS, Comparison, VersionStats
+
+__all__ = ["MAX_SINCE_SECONDS", "compare_versions", "parse_duration", "print_comparison"]
+
+MAX_SINCE_SECONDS = 7 * 24 * 3600
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+PRIMARY, SHADOW = "primary", "shadow"
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '2h', '1d' or plain seconds; ValueError says what was expected."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 1d, got {text!r}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not 0 < seconds <= MAX_SINCE_SECONDS:
+        raise ValueError(f"expected more than 0 and at most 7d, got {text!r}")
+    return seconds
+
+
+def _rule_share(rule: RouteRule | None, version: str, role: str) -> float | None:
+    """The share the current rule gives the version in that role, in percent."""
+    if rule is None:
+        return None
+    if role == SHADOW:
+        return next((s.percent for s in rule.shadows if s.version == version), None)
+    total = sum(s.weight for s in rule.split)
+    weight = next((s.weight for s in rule.split if s.version == version), None)
+    return None if weight is None or not total else 100.0 * weight / total
+
+
+def _ms(stats: VersionStats, q: float) -> float | None:
+    value = stats.quantile(q)
+    return None if value is None else value * 1000.0
+
+
+def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
+         metrics: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """`primary_requests`: the model's primary requests in the minutes this row counts."""
+    rows = sum(c.rows for c in stats.comparisons.values())
+    agreeing = sum(c.agreeing_rows for c in stats.comparisons.values())
+    elements = sum(c.elements for c in stats.comparisons.values())
+    diff_sum = sum(c.abs_diff_sum for c in stats.comparisons.values())
+    return {
+        "version": stats.version,
+        "role": stats.role,
+        "rule_percent": _rule_share(rule, stats.version, stats.role),
+        "observed_percent": 100.0 * stats.requests / primary_requests if primary_requests else None,
+        "requests": stats.requests,
+        "errors": dict(stats.errors),
+        "error_rate": stats.error_count / stats.requests if stats.requests else None,
+        "latency_ms": {f"p{round(q * 100)}": _ms(stats, q) for q in (0.5, 0.9, 0.99)},
+        "agreement": agreeing / rows if rows else None,
+        "compared_rows": rows,
+        "mean_abs_diff": diff_sum / elements if elements else None,
+        "max_abs_diff": max((c.max_abs_diff for c in stats.comparisons.values()), default=None),
+        "comparisons": [
+            _comparison(c)
+            for c in sorted(stats.comparisons.values(), key=lambda c: (c.primary, c.output))
+        ],
+        "metrics": metrics,
+    }
+
+
+class _ShareBase:
+    """The model's primary requests a row's share is taken of: all of them for a primary;
+    for a shadow, those in the minutes it was mirrored, not before it was."""
+
+    def __init__(self, merged: MergedStats) -> None:
+        self._merged = merged
+        self._primary_by_window: dict[int, int] = {}
+        for (_, role), counts in merged.requests_by_window.items():
+            if role == PRIMARY:
+                for window, count in counts.items():
+                    self._primary_by_window[window] = self._primary_by_window.get(window, 0) + count
+
+    def of(self, version: str, role: str) -> int:
+        if role != SHADOW:
+            return sum(self._primary_by_window.values())
+        windows = self._merged.requests_by_window.get((version, role), {})
+        return sum(self._primary_by_window.get(window, 0) for window in windows)
+
+
+def _comparison(compared: Comparison) -> dict[str, Any]:
+    return {
+        "primary": compared.primary,
+        "output": compared.output,
+        "rows": compared.rows,
+        "agreement": compared.agreement,
+        "mean_abs_diff": compared.mean_abs_diff,
+        "max_abs_diff": compared.max_abs_diff,
+    }
+
+
+def compare_versions(
+    client: RegistryClient, model: str, versions: Sequence[str], since_seconds: float
+) -> dict[str, Any]:
+    """Merged statistics of the last `since_seconds` for the model's versions (all of them
+    that served or that the rule names, or the ones asked for)."""
+    registered = client.show_model(model)["versions"]
+    unknown = [v for v in versions if v not in registered]
+    if unknown:
+        raise NotFound(f"model {model!r} has no version {', '.join(map(repr, unknown))}"
+                       f" (registered: {', '.join(registered) or 'none'})")  # fmt: skip
+    rule = client.get_route(model)
+    merged = client.stats.read(model, since_seconds)
+    by_key = dict(merged.by_version)
+    if rule is not None:  # versions the rule names are listed even before any traffic
+        for split in rule.split:
+            by_key.setdefault((split.version, PRIMARY), VersionStats(split.version, PRIMARY))
+        for shadow in rule.shadows:
+            by_key.setdefault((shadow.version, SHADOW), VersionStats(shadow.version, SHADOW))
+    wanted = set(versions) or set(registered) | {v for v, _ in by_key}
+    for version in set(versions) - {v for v, _ in by_key}:  # asked for, yet idle
+        by_key[version, "-"] = VersionStats(version, "-")
+    base = _ShareBase(merged)
+    ordered = sorted(by_key.items(), key=lambda item: (item[0][1] != PRIMARY,
+                                                       version_sort_key(item[0][0])))  # fmt: skip
+    rows = [
+        _row(stats, base.of(version, role), rule, _registered_metrics(client, model, version))
+        for (version, role), stats in ordered
+        if version in wanted
+    ]
+    return {
+        "model": model,
+        "since_seconds": since_seconds,
+        "from": _iso(merged.first_window * WINDOW_SECONDS),
+        "to": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rule_revision": None if rule is None else rule.revision,
+        "replicas": sorted(merged.replicas),
+        "unreadable_windows": merged.unreadable,
+        "versions": rows,
+    }
+
+
+def _registered_metrics(client: RegistryClient, model: str, version: str) -> dict[str, float]:
+    try:
+        raw = client.show_version(model, version).get("metrics", "{}")
+    except NotFound:
+        return {}  # statistics outlive a version's registration
+    try:
+        found = json.loads(raw)
+    except ValueError as exc:
+        raise Rejected(f"version {version!r} has unreadable metrics: {exc}") from exc
+    return {str(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _iso(unix_seconds: float) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="seconds")
+
+
+def _number(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, fmt) + suffix
+
+
+def print_comparison(report: dict[str, Any], out: TextIO) -> None:
+    """The comparison as an aligned table, one row per version and role."""
+    print(
+        f"model {printable(report['model'])}  rule revision {report['rule_revision']}  from"
+        f" {report['from']} to {report['to']}  replicas {len(report['replicas'])}",
+        file=out,
+    )
+    metric_names = sorted({name for row in report["versions"] for name in row["metrics"]})
+    header = ["version", "role", "rule", "share", "requests", "errors", "p50 ms", "p90 ms",
+              "p99 ms", "agreement", "mean |diff|", *metric_names]  # fmt: skip
+    table = [header]
+    for row in report["versions"]:
+        latency = row["latency_ms"]
+        table.append([
+            row["version"], row["role"], _number(row["rule_percent"], ".4g", "%"),
+            _number(row["observed_percent"], ".1f", "%"), str(row["requests"]),
+            _number(None if row["error_rate"] is None else 100 * row["error_rate"], ".2f", "%"),
+            _number(latency["p50"], ".2f"), _number(latency["p90"], ".2f"),
+            _number(latency["p99"], ".2f"), _number(row["agreement"], ".4f"),
+            _number(row["mean_abs_diff"], ".3g"),
+            *[_number(row["metrics"].get(name), ".4g") for name in metric_names],
+        ])  # fmt: skip
+    print_table(table, out)

@@ -1,0 +1,155 @@
+"""`gatectl compare`: known traffic through two gateway replicas shows the right numbers."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from registry_client.cli.compare import compare_versions
+from registry_client.cli.main import main as gatectl
+from registry_client.client import RegistryClient
+from registry_client.schema import Shadow, Split
+from registry_client.stats.store import WindowWrite
+from registry_client.stats.window import VersionStats, encode_window, window_of
+from tests.support import onnx_models
+from tests.support.gateways import make_gateway
+from tests.support.wire import infer_request
+
+GOOD = {"input": np.ones((2, 4), np.float32)}
+BAD = {"input": np.ones((2, 5), np.float32)}  # INVALID_ARGUMENT: 5 features, 4 expected
+
+
+def _gatectl(url: str, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return gatectl(["--redis-url", url, *argv], {}, out, err), out.getvalue(), err.getvalue()
+
+
+def _send(gateway: Gateway, inputs: dict[str, np.ndarray], count: int, version: str = "") -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(count):
+            try:
+                stub.ModelInfer(infer_request("credit", inputs, version=version))
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def served(redis_server, tmp_path: Path) -> str:
+    """Known traffic through two replicas, both stopped (so flushed): returns the Redis URL.
+
+    Rule: split 1=100, 3=0; shadow 2 (1's twin) mirrors 100%.
+    replica a: 20 good + 5 bad requests; replica b: 10 good + 7 pinned to version 3.
+    """
+    client = RegistryClient.from_url(redis_server.url)
+    client.create_model("credit", actor="ops")
+    twin = onnx_models.classifier(seed=1)
+    twin.doc_string = "retrained"
+    for version, model, auc in (("1", onnx_models.classifier(seed=1), 0.91), ("2", twin, 0.93),
+                                ("3", onnx_models.classifier(seed=3), 0.88)):  # fmt: skip
+        path = onnx_models.save(model, tmp_path, "credit", version)
+        client.register_version("credit", version, path, actor="ops", metrics={"auc": auc})
+    client.set_route("credit", [Split("1", 100), Split("3", 0)], [Shadow("2", 100)], actor="ops")
+    client.close()
+    replicas = [
+        make_gateway(
+            None,
+            redis_url=redis_server.url,
+            replica_id=name,
+            stats_flush_seconds=3600,
+            shadow_max_cpu_busy=1.0,
+        )
+        for name in ("replica-a", "replica-b")
+    ]
+    _send(replicas[0], GOOD, 20)
+    _send(replicas[0], BAD, 5)
+    _send(replicas[1], GOOD, 10)
+    _send(replicas[1], GOOD, 7, version="3")
+    for gateway in replicas:
+        gateway.stop(grace_seconds=5)  # drains the shadows, then writes the statistics
+    url: str = redis_server.url
+    return url
+
+
+def test_compare_shows_the_known_traffic_per_version(served):
+    code, out, err = _gatectl(served, "--json", "compare", "credit", "--since", "15m")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report["replicas"] == ["replica-a", "replica-b"]
+    rows = {(r["version"], r["role"]): r for r in report["versions"]}
+    assert list(rows) == [("1", "primary"), ("3", "primary"), ("2", "shadow")]
+    one, three, twin = rows["1", "primary"], rows["3", "primary"], rows["2", "shadow"]
+    assert (one["requests"], one["errors"], three["requests"], twin["requests"]) == (
+        35, {"INVALID_ARGUMENT": 5}, 7, 30)  # fmt: skip
+    assert one["error_rate"] == pytest.approx(5 / 35)
+    assert (one["rule_percent"], three["rule_percent"], twin["rule_percent"]) == (100, 0, 100)
+    assert one["observed_percent"] == pytest.approx(100 * 35 / 42)
+    assert three["observed_percent"] == pytest.approx(100 * 7 / 42)
+    assert twin["observed_percent"] == pytest.approx(100 * 30 / 42)  # mirrored, per primary
+    assert twin["agreement"] == 1.0 and twin["compared_rows"] == 30 * 2 * 2  # 2 outputs x 2 rows
+    assert twin["mean_abs_diff"] == 0.0
+    assert one["agreement"] is None
+    latency = one["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] < 1000
+    assert [r["metrics"] for r in (one, three, twin)] == [{"auc": 0.91}, {"auc": 0.88},
+                                                         {"auc": 0.93}]  # fmt: skip
+
+
+def test_compare_table_and_version_filter(served):
+    code, out, _ = _gatectl(served, "compare", "credit", "2", "3")
+    assert code == 0
+    header, *rows = out.splitlines()[1:]
+    assert header.split()[:6] == ["version", "role", "rule", "share", "requests", "errors"]
+    assert header.split()[-1] == "auc"
+    assert [r.split()[:5] for r in rows] == [["3", "primary", "0%", "16.7%", "7"],
+                                             ["2", "shadow", "100%", "71.4%", "30"]]  # fmt: skip
+    assert rows[1].split()[-3:] == ["1.0000", "0", "0.93"]  # agreement, mean |diff|, auc
+
+
+@pytest.mark.parametrize(
+    ("argv", "exit_code", "message"),
+    [
+        (["compare", "fraud"], 1, "model 'fraud' is not registered"),
+        (["compare", "credit", "9"], 1, "model 'credit' has no version '9'"),
+        (["compare", "credit", "--since", "soon"], 2, "--since: expected a duration such as"),
+        (["compare", "credit", "--since", "30d"], 2, "at most 7d"),
+    ],
+)
+def test_compare_rejects_what_it_cannot_answer(served, argv, exit_code, message, capsys):
+    try:
+        code, _, err = _gatectl(served, *argv)
+    except SystemExit as usage:  # argparse's own exit for a bad flag
+        code, err = int(str(usage.code)), ""
+    assert code == exit_code
+    assert message in err + capsys.readouterr().err
+
+
+def test_a_shadows_share_counts_only_the_minutes_it_was_mirrored(redis_server, tmp_path):
+    client = RegistryClient.from_url(redis_server.url)
+    client.create_model("credit", actor="ops")
+    for version in ("1", "2"):
+        path = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "credit", version)
+        client.register_version("credit", version, path, actor="ops")
+    now = window_of(time.time())
+    before, during = VersionStats("1", "primary"), VersionStats("1", "primary")
+    mirrored = VersionStats("2", "shadow")
+    for _ in range(40):
+        before.record("OK", 0.001)
+    for _ in range(10):
+        during.record("OK", 0.001)
+        mirrored.record("OK", 0.001)
+    client.stats.write("replica-a", [WindowWrite("credit", now - 2, encode_window([before])),
+                                     WindowWrite("credit", now, encode_window([during, mirrored]))],
+                       600)  # fmt: skip
+    rows = {r["version"]: r for r in compare_versions(client, "credit", [], 900)["versions"]}
+    assert rows["1"]["requests"] == 50 and rows["1"]["observed_percent"] == 100
+    assert rows["2"]["requests"] == 10 and rows["2"]["observed_percent"] == 100  # not 20
+    client.close()

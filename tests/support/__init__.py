@@ -1,0 +1,1 @@
+"""Helpers the tests share: models, servers, wire messages, gateways."""
