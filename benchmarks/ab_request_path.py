@@ -21,8 +21,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import serving_core as core
+from bench_report import joined
+from driver import alternate, csv_list, run_rounds
+from load_tools import Run, add_perf_analyzer_args, measure_one
 from models import build_repository
+from round_stats import paired_ratios
+from servers import HOST, port_pair, start_server
 
 
 def _variant(text: str) -> tuple[str, Path]:
@@ -32,46 +36,51 @@ def _variant(text: str) -> tuple[str, Path]:
     return name, Path(command)
 
 
+def _progress(run: Run) -> str:
+    return (
+        f"round {run.repeat + 1} {run.server} c={run.concurrency}: {run.rps} req/s,"
+        f" p50 {run.p50_ms} ms, p99 {run.p99_ms} ms {run.error or ''}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", type=_variant, action="append", required=True,
                         help="NAME=EXECUTABLE, twice: A then B")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", type=core.csv_list(int), default=[8, 32])
+    parser.add_argument("--concurrency", type=csv_list(int), default=[8, 32])
     parser.add_argument("--ready-timeout", type=float, default=90.0)
     parser.add_argument("--model", default="tiny", choices=["tiny", "medium"])
-    core.add_perf_analyzer_args(parser, window_ms=3000)
+    add_perf_analyzer_args(parser, window_ms=3000)
     args = parser.parse_args()
     if len(args.variant) != 2:
         parser.error("give exactly two --variant NAME=EXECUTABLE")
     variants = dict(args.variant)
-    rps: dict[tuple[str, int], list[float]] = {}
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="ab-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         repo = work / "repo"
         build_repository(repo, [args.model])
         ports = {}
         for name, executable in variants.items():
-            port, metrics_port = core.free_port(), core.free_port()
+            port, metrics_port = port_pair()
             command = [str(executable), "serve", "--models", str(repo), "--grpc-port", str(port),
-                       "--metrics-port", str(metrics_port), "--host", core.HOST,
+                       "--metrics-port", str(metrics_port), "--host", HOST,
                        "--data-dir", str(work / f"data-{name}")]  # fmt: skip
-            log = work / f"{name}.log"
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            server = stack.enter_context(core.running_server(command, log, env))
-            core.wait_ready(port, args.model, server, args.ready_timeout, log)
+            start_server(stack, None, command, work / f"{name}.log", port, args.model,
+                         args.ready_timeout)  # fmt: skip
             ports[name] = port
-        for round_index in range(args.rounds):
-            for concurrency in args.concurrency:
-                order = list(variants)
-                if round_index % 2:
-                    order.reverse()
-                for name in order:
-                    run = core.measure_one("perf_analyzer", args, ports[name], concurrency, work)
-                    rps.setdefault((name, concurrency), []).append(run.rps or float("nan"))
-                    print(f"round {round_index + 1} {name} c={concurrency}: {run.rps} req/s,"
-                          f" p50 {run.p50_ms} ms, p99 {run.p99_ms} ms {run.error or ''}",
-                          flush=True)  # fmt: skip
+
+        def plan(rnd: int) -> list[tuple[int, str]]:
+            return [(c, name) for c in args.concurrency for name in alternate(list(variants), rnd)]
+
+        def measure(rnd: int, pos: int, item: tuple[int, str]) -> Run:
+            concurrency, name = item
+            run = measure_one("perf_analyzer", args, ports[name], concurrency, work)
+            run.server, run.repeat = name, rnd
+            return run
+
+        run_rounds(args.rounds, plan, measure, runs, line=_progress)
         load = os.getloadavg()
     first, second = variants
     print(f"\nload average at the end: {load[0]:.2f}")
@@ -79,11 +88,11 @@ def main() -> None:
           " median |")  # fmt: skip
     print("| ---: | --- | --- | --- | ---: |")
     for concurrency in args.concurrency:
-        a, b = rps[(first, concurrency)], rps[(second, concurrency)]
-        ratios = [y / x for x, y in zip(a, b, strict=True)]
-        print(f"| {concurrency} | {', '.join(f'{x:,.0f}' for x in a)} |"
-              f" {', '.join(f'{y:,.0f}' for y in b)} | {', '.join(f'{r:.3f}' for r in ratios)}"
-              f" | {statistics.median(ratios):.3f} |")  # fmt: skip
+        a, b = ([r.rps or float("nan") for r in runs if (r.server, r.concurrency) == key]
+                for key in ((first, concurrency), (second, concurrency)))  # fmt: skip
+        ratios = paired_ratios(a, b)
+        print(f"| {concurrency} | {joined(a, ',.0f')} | {joined(b, ',.0f')} |"
+              f" {joined(ratios, '.3f')} | {statistics.median(ratios):.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

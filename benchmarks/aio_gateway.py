@@ -1,6 +1,6 @@
 """The gateway's full request path served by grpc.aio instead of the thread pool.
 
-Only for the server-model measurement (issue: choose by measurement on the full path): the
+Only for the server-model measurement (which server model runs the full path fastest): the
 same codec, pipeline, binder and metrics as `onnxgate serve`, with the sync servicer's methods
 called inline from async handlers (onnxruntime's run takes ~10 us for the tiny model).
 
@@ -24,11 +24,11 @@ from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name, status_for
 from gateway.errors import GatewayError
 from gateway.metrics.gateway_metrics import GatewayMetrics
-from gateway.models.loader import LoadOptions
 from gateway.models.store import VersionStore
 from gateway.pipeline.inference import InferencePipeline
-from gateway.routing.repository import routes_for_ready_versions
+from gateway.routing.default_routes import routes_for_ready_versions
 from gateway.routing.table import RouteTableHolder
+from gateway.settings import Settings
 from registry_client.repository import scan_repository
 
 METHODS = ["ServerLive", "ServerReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
@@ -55,7 +55,7 @@ class AioServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 async def serve(models: Path, port: int) -> None:
     metrics = GatewayMetrics(CollectorRegistry())
-    versions = VersionStore(LoadOptions(), metrics, load_threads=1)
+    versions = VersionStore(Settings(load_threads=1, max_version_memory_bytes=0), metrics)
     routes = RouteTableHolder()
     pipeline = InferencePipeline(routes, versions, metrics, code_name)
     state = ServingState(HealthService([]))

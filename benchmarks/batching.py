@@ -14,28 +14,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import statistics
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench_report import display_command, fmt, scrape, total
+from bench_report import display_command, fmt, joined, scrape, total
+from driver import alternate, check_cpus, environment, run_rounds, write_results
+from load_tools import add_perf_analyzer_args, measure_one
 from models import build_heavy
-from serving_core import (
-    BenchError,
-    Run,
-    add_perf_analyzer_args,
-    check_cpus,
-    environment,
-    free_port,
-    measure_one,
-    running_server,
-    wait_ready,
-)
+from round_stats import median_of, round_ratios
+from servers import HOST, BenchError, port_pair, start_server
 
 MODEL = "heavy"
+MODES = ("off", "on")
 
 
 @dataclass
@@ -51,7 +43,7 @@ class Measured:
 
 def _command(args: argparse.Namespace, repo: Path, port: int, metrics: int, on: bool) -> list[str]:
     cmd = [str(args.onnxgate), "serve", "--models", str(repo), "--no-registry", "--host",
-           "127.0.0.1", "--grpc-port", str(port), "--metrics-port", str(metrics)]  # fmt: skip
+           HOST, "--grpc-port", str(port), "--metrics-port", str(metrics)]  # fmt: skip
     if on:
         cmd += ["--batch-delay-us", str(args.batch_delay_us), "--grpc-threads",
                 str(args.on_threads)]  # fmt: skip
@@ -63,6 +55,11 @@ def _batches(metrics_port: int) -> tuple[float, float]:
     labels = {"model": MODEL, "version": "1"}
     return (total(samples, "onnxgate_batch_size_sum", **labels),
             total(samples, "onnxgate_batch_size_count", **labels))  # fmt: skip
+
+
+def _progress(m: Measured) -> str:
+    return (f"round {m.round} {m.mode}: {fmt(m.rps, ',.0f')} req/s p99 {fmt(m.p99_ms, '.2f')}"
+            f" ms mean batch {fmt(m.mean_batch, '.1f')} {m.error}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,32 +78,24 @@ def main(argv: list[str] | None = None) -> int:
             contextlib.ExitStack() as stack:  # fmt: skip
         work = Path(tmp)
         build_heavy(work / "repo" / MODEL / "1" / "model.onnx")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         ports = {}
-        for mode in ("off", "on"):
-            port, metrics = free_port(), free_port()
+        for mode in MODES:
+            port, metrics = port_pair()
             cmd = _command(args, work / "repo", port, metrics, mode == "on")
-            proc = stack.enter_context(running_server(cmd, work / f"{mode}.log", env))
-            wait_ready(port, MODEL, proc, 60, work / f"{mode}.log")
+            start_server(stack, None, cmd, work / f"{mode}.log", port, MODEL, 60)
             ports[mode] = (port, metrics)
-        for r in range(1, args.repeats + 1):
-            for mode in ("off", "on") if r % 2 else ("on", "off"):
-                port, metrics = ports[mode]
-                before = _batches(metrics)
-                run: Run = measure_one("perf_analyzer", args, port, args.concurrency, work)
-                rows, runs = (a - b for a, b in zip(_batches(metrics), before, strict=True))
-                mean = rows / runs if runs else None
-                measured.append(Measured(mode, r, run.rps, run.p50_ms, run.p99_ms, mean,
-                                         run.error))  # fmt: skip
-                print(f"round {r} {mode}: {fmt(run.rps, ',.0f')} req/s p99"
-                      f" {fmt(run.p99_ms, '.2f')} ms mean batch {fmt(mean, '.1f')}"
-                      f" {run.error}", flush=True)  # fmt: skip
+
+        def measure(rnd: int, pos: int, mode: str) -> Measured:
+            port, metrics = ports[mode]
+            before = _batches(metrics)
+            run = measure_one("perf_analyzer", args, port, args.concurrency, work)
+            rows, runs = (a - b for a, b in zip(_batches(metrics), before, strict=True))
+            mean = rows / runs if runs else None
+            return Measured(mode, rnd + 1, run.rps, run.p50_ms, run.p99_ms, mean, run.error)
+
+        run_rounds(args.repeats, lambda rnd: alternate(MODES, rnd), measure, measured,
+                   line=_progress)  # fmt: skip
     return _report(args, measured)
-
-
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def _report(args: argparse.Namespace, measured: list[Measured]) -> int:
@@ -115,24 +104,19 @@ def _report(args: argparse.Namespace, measured: list[Measured]) -> int:
              f"Machine: {json.dumps(environment())}", "",
              "| mode | req/s (median) | p50 ms | p99 ms | mean rows per run |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for mode in ("off", "on"):
+    for mode in MODES:
         rows = [m for m in measured if m.mode == mode]
-        lines.append(f"| batching {mode} | {fmt(_median([m.rps for m in rows]), ',.0f')} |"
-                     f" {fmt(_median([m.p50_ms for m in rows]), '.2f')} |"
-                     f" {fmt(_median([m.p99_ms for m in rows]), '.2f')} |"
-                     f" {fmt(_median([m.mean_batch for m in rows]), '.1f')} |")  # fmt: skip
-    ratios = []
-    for r in range(1, args.repeats + 1):
-        got = {m.mode: m.rps for m in measured if m.round == r}
-        if got.get("on") and got.get("off"):
-            ratios.append(got["on"] / got["off"])  # type: ignore[operator]
-    lines += ["", f"on/off req/s per round: {', '.join(f'{x:.2f}' for x in ratios)};"
-              f" median {fmt(_median(list(ratios)), '.2f')}"]  # fmt: skip
+        lines.append(f"| batching {mode} | {fmt(median_of([m.rps for m in rows]), ',.0f')} |"
+                     f" {fmt(median_of([m.p50_ms for m in rows]), '.2f')} |"
+                     f" {fmt(median_of([m.p99_ms for m in rows]), '.2f')} |"
+                     f" {fmt(median_of([m.mean_batch for m in rows]), '.1f')} |")  # fmt: skip
+    rounds, _ = round_ratios(measured, "mode", {"on_off": ("on", "off", "rps")})
+    ratios = [r["on_off"] for r in rounds if r["on_off"] is not None]
+    lines += ["", f"on/off req/s per round: {joined(ratios, '.2f')};"
+              f" median {fmt(median_of(ratios), '.2f')}"]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps([asdict(m) for m in measured], indent=2))
+    write_results(args.out, text, [asdict(m) for m in measured])
     return 1 if any(m.error for m in measured) else 0
 
 

@@ -5,29 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
+import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from serving_core import HOST, BenchError, check_cpus, environment, on_sigterm
+from servers import HOST, BenchError
 
 Samples = list[tuple[str, dict[str, str], float]]
-
-
-def start_run() -> dict[str, object]:
-    """A pinned driver's start: check CPUs 0 and 1, make SIGTERM, and SIGINT even when inherited
-    ignored (started from a script in the background), unwind through the blocks that stop the
-    servers; return serving_core's environment()."""
-    check_cpus()
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return environment()
 
 
 def scrape(metrics_port: int) -> Samples:
@@ -54,10 +42,25 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     )
 
 
-def median_of(values: list[float | None]) -> float | None:
-    """Median of the values present, or None."""
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
+def wait_serving(
+    metrics_port: int,
+    model: str,
+    revision: int,
+    timeout_s: float,
+    poll_s: float,
+    check_alive: Callable[[], None],
+) -> tuple[float | None, float]:
+    """Poll a gateway's onnxgate_route_revision for the model until it serves `revision`.
+    Returns (the seconds that took, or None after timeout_s; the revision last seen)."""
+    started = time.monotonic()
+    serving = -1.0
+    while time.monotonic() < started + timeout_s:
+        check_alive()
+        serving = total(scrape(metrics_port), "onnxgate_route_revision", model=model)
+        if serving == revision:
+            return time.monotonic() - started, serving
+        time.sleep(poll_s)
+    return None, serving
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -82,37 +85,40 @@ def args_json(args: argparse.Namespace) -> dict[str, object]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-def write_results(out: Path, text: str, raw: Mapping[str, object]) -> None:
-    """Write the Markdown report to `out` and the raw results as JSON beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+def write_json(path: Path | None, data: object) -> None:
+    """Write `data` as indented JSON to `path` (a --json-out file), creating its folder; nothing
+    when no path was given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def run_in_work_dir(
-    prefix: str,
-    keep: bool,
-    measure: Callable[[Path], None],
-    failures: list[str],
-    errors: tuple[type[Exception], ...],
-    progress: Callable[[], str],
-) -> None:
-    """Run measure(work) in a fresh temporary directory, removed afterwards unless `keep`. A
-    failure of the kinds in `errors`, Ctrl-C or SIGTERM (via on_sigterm) is recorded in
-    `failures` (an interruption with `progress()`, e.g. "after 3 samples") instead of raised,
-    so what was measured until then is still reported."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        measure(work)
-    except errors as err:
-        failures.append(f"{type(err).__name__}: {err}")
-        print(f"   FAILED: {err}", flush=True)
-    except (KeyboardInterrupt, SystemExit) as err:
-        failures.append(f"interrupted ({type(err).__name__}) {progress()}")
-        print(f"   {failures[-1]}", flush=True)
-    finally:
-        if keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+def joined(values: Sequence[float], spec: str) -> str:
+    """'1.02, 0.97, 1.10': each value formatted with `spec`."""
+    return ", ".join(format(v, spec) for v in values)
+
+
+def ratio_cell(median: float | None, rounds: list[float]) -> str:
+    """'0.88 (0.81, 1.04)': the median of the per-round ratios, then each round's."""
+    if median is None:
+        return "-"
+    return f"{median:.2f} ({joined(rounds, '.2f')})"
+
+
+def failures_section(failures: list[str], blank_after: bool = False) -> list[str]:
+    """The report's "## Failures" list, with a blank line before it (or after it), or nothing
+    when nothing failed."""
+    if not failures:
+        return []
+    section = ["## Failures", "", *(f"- {f}" for f in failures)]
+    return [*section, ""] if blank_after else ["", *section]
+
+
+def machine_line(env: Mapping[str, Any]) -> str:
+    """The report's sentence on the machine and the versions measured with."""
+    return (
+        f"Machine: {env['date']}, {env['cpu']}, nproc {env['nproc']} (os.cpu_count"
+        f" {env['cpus']}), Python {env['python']}, grpcio {env['grpcio']}, protobuf"
+        f" {env['protobuf']}, onnxruntime {env['onnxruntime']}, numpy {env['numpy']}."
+    )

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from bench_report import joined
+from driver import alternate, run_rounds
 from grpc._server import _unary_response_in_pool
+from round_stats import paired_ratios
 
 from gateway.api.call_threads import CallThreads
 
@@ -65,19 +68,19 @@ def main() -> None:
         "ThreadPoolExecutor": ThreadPoolExecutor(THREADS),
         "CallThreads": CallThreads(THREADS, 1000, receive_timeout=10.0),
     }
-    results: dict[str, list[float]] = {name: [] for name in executors}
-    for number in range(args.rounds):
-        order = list(executors) if number % 2 == 0 else list(reversed(executors))
-        for name in order:
-            results[name].append(_round(executors[name], args.calls, args.clients))
+
+    def timed(rnd: int, pos: int, name: str) -> tuple[str, float]:
+        return name, _round(executors[name], args.calls, args.clients)
+
+    rounds: list[tuple[str, float]] = []
+    run_rounds(args.rounds, lambda rnd: alternate(list(executors), rnd), timed, rounds)
+    results = {name: [us for done, us in rounds if done == name] for name in executors}
     for name, values in results.items():
-        rounds = ", ".join(f"{v:.1f}" for v in values)
-        print(f"{name}: median {statistics.median(values):.1f} us/call ({rounds})")
-    ratios = [b / a for a, b in zip(results["ThreadPoolExecutor"], results["CallThreads"],
-                                     strict=True)]  # fmt: skip
+        print(f"{name}: median {statistics.median(values):.1f} us/call ({joined(values, '.1f')})")
+    ratios = paired_ratios(results["ThreadPoolExecutor"], results["CallThreads"])
     print(
         f"CallThreads / ThreadPoolExecutor per round: median {statistics.median(ratios):.3f}"
-        f" ({', '.join(f'{r:.3f}' for r in ratios)})"
+        f" ({joined(ratios, '.3f')})"
     )
     for executor in executors.values():
         executor.shutdown()

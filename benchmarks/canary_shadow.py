@@ -14,41 +14,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_report import display_command, fmt, median_of, scrape, total
+from bench_report import failures_section, fmt, machine_line, scrape, total, wait_serving
+from driver import (
+    finish,
+    load_average,
+    rotate,
+    run_identity,
+    run_in_work_dir,
+    run_rounds,
+    start_run,
+)
+from load_tools import Run, add_perf_analyzer_args, measure_one
 from models import build_tiny
-from serving_core import (
+from round_stats import medians_of, round_ratios
+from servers import (
     CLIENT_CPU,
     SERVER_CPU,
     BenchError,
-    Run,
-    add_perf_analyzer_args,
-    check_cpus,
-    environment,
-    free_port,
-    measure_one,
-    on_sigterm,
-    running_server,
+    GatewayProcess,
+    port_pair,
     server_command,
-    tail,
-    wait_ready,
+    start_server,
 )
 
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
+from registry_client.connection import private_redis_url
 from registry_client.errors import RegistryError
-from registry_client.schema import Shadow, Split, private_redis_url
+from registry_client.records.rule_documents import Shadow, Split
 
 HERE = Path(__file__).resolve().parent
 MODEL = "tiny"
@@ -142,21 +141,10 @@ class Measurement:
 
 
 @dataclass
-class Gateway:
-    """The gateway under test and how to reach it."""
+class Gateway(GatewayProcess):
+    """The gateway under test, how to reach it, and its private registry."""
 
-    port: int
-    metrics_port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
     registry: RegistryClient
-
-    def check_alive(self) -> None:
-        """Raise BenchError if the gateway has exited."""
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"gateway exited {self.proc.returncode}: {tail(self.log.read_bytes())}"
-            )
 
 
 def read_counts(metrics_port: int) -> Counts:
@@ -192,8 +180,8 @@ def build_repo(repo: Path) -> None:
 def gateway_command(
     args: argparse.Namespace, repo: Path, port: int, metrics_port: int
 ) -> list[str]:
-    """serving_core's gateway command (private registry in the run's directory) plus the
-    shadow settings."""
+    """server_command's gateway (private registry in the run's directory) plus the shadow
+    settings."""
     cmd = server_command("gateway", args, repo, port, metrics_port)
     cmd += ["--shadow-queue-size", str(args.shadow_queue_size)]
     return [*cmd, "--shadow-workers", str(args.shadow_workers)]
@@ -202,15 +190,10 @@ def gateway_command(
 def start_gateway(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> Gateway:
     """Start the gateway pinned to the server CPU and connect to its private registry."""
     repo = work / "repo"
-    port = free_port()
-    while (metrics_port := free_port()) == port:
-        pass
+    port, metrics_port = port_pair()
     log = work / "gateway.log"
     cmd = gateway_command(args, repo, port, metrics_port)
-    print(f"== gateway: {shlex.join(cmd)}", flush=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = stack.enter_context(running_server(cmd, log, env))
-    wait_ready(port, MODEL, proc, args.ready_timeout, log)
+    proc = start_server(stack, "gateway", cmd, log, port, MODEL, args.ready_timeout)
     # server_command puts the gateway's --data-dir next to the repository.
     registry = RegistryClient.from_url(private_redis_url(work / "gateway-data"))
     stack.callback(registry.close)
@@ -232,17 +215,11 @@ def apply_rule(gateway: Gateway, config: Config, args: argparse.Namespace) -> tu
         )
     except RegistryError as err:
         raise BenchError(f"setting rule ({config.key}) failed: {err}") from err
-    started = time.monotonic()
-    deadline = started + args.apply_timeout
-    serving = -1.0
-    while time.monotonic() < deadline:
-        gateway.check_alive()
-        serving = total(scrape(gateway.metrics_port), "onnxgate_route_revision", model=MODEL)
-        if serving == rule.revision:
-            applied = time.monotonic() - started
-            time.sleep(args.settle_s)
-            return rule.revision, applied
-        time.sleep(POLL_S)
+    applied, serving = wait_serving(gateway.metrics_port, MODEL, rule.revision,
+                                    args.apply_timeout, POLL_S, gateway.check_alive)  # fmt: skip
+    if applied is not None:
+        time.sleep(args.settle_s)
+        return rule.revision, applied
     try:
         status = json.dumps(gateway.registry.replica_status(MODEL))
     except RegistryError as err:
@@ -310,49 +287,26 @@ def describe(m: Measurement) -> str:
     return text
 
 
-def rotated(rnd: int) -> list[Config]:
-    """The configurations in round `rnd`'s order (0-based): start one later each round."""
-    start = rnd % len(CONFIGS)
-    return [*CONFIGS[start:], *CONFIGS[:start]]
-
-
-def ratio(got: dict[str, Measurement], top: str, bottom: str, what: str) -> float | None:
-    """got[top].what / got[bottom].what, or None when either is missing."""
-    if top not in got or bottom not in got:
-        return None
-    upper, lower = getattr(got[top], what), getattr(got[bottom], what)
-    return None if upper is None or not lower else float(upper / lower)
-
-
 def summarize(measurements: list[Measurement]) -> dict[str, Any]:
     """Medians per configuration and within-round ratios."""
     per_config: dict[str, dict[str, Any]] = {}
     for config in CONFIGS:
         ok = [m for m in measurements if m.config == config.key and m.rps is not None]
-        per_config[config.key] = {
-            "label": config.label,
-            "rule": config.rule,
-            "n": len(ok),
-            "rps": median_of([m.rps for m in ok]),
-            "p50_ms": median_of([m.p50_ms for m in ok]),
-            "p99_ms": median_of([m.p99_ms for m in ok]),
-        }
-    rounds: list[dict[str, Any]] = []
-    for rnd in sorted({m.round for m in measurements}):
-        got = {m.config: m for m in measurements if m.round == rnd and m.rps is not None}
-        rounds.append(
-            {
-                "round": rnd,
-                "order": "".join(c.key for c in rotated(rnd - 1)),
-                "b_over_a_rps": ratio(got, "b", "a", "rps"),
-                "b_over_a_p99": ratio(got, "b", "a", "p99_ms"),
-                "c_over_b_rps": ratio(got, "c", "b", "rps"),
-                "c_over_b_p99": ratio(got, "c", "b", "p99_ms"),
-            }
-        )
-    keys = ("b_over_a_rps", "b_over_a_p99", "c_over_b_rps", "c_over_b_p99")
-    ratios = {k: median_of([r[k] for r in rounds]) for k in keys}
+        medians = medians_of(ok, "rps", "p50_ms", "p99_ms")
+        per_config[config.key] = {"label": config.label, "rule": config.rule, **medians}
+    wanted = {
+        "b_over_a_rps": ("b", "a", "rps"),
+        "b_over_a_p99": ("b", "a", "p99_ms"),
+        "c_over_b_rps": ("c", "b", "rps"),
+        "c_over_b_p99": ("c", "b", "p99_ms"),
+    }
+    rounds, ratios = round_ratios(measurements, "config", wanted, order_keys)
     return {"configs": per_config, "rounds": rounds, "ratio_medians": ratios}
+
+
+def order_keys(rnd: int) -> str:
+    """The configurations' keys in round `rnd`'s order (0-based), e.g. "bca"."""
+    return "".join(c.key for c in rotate(CONFIGS, rnd))
 
 
 def report(
@@ -375,10 +329,8 @@ def report(
         "",
         f"Command: `{env['command']}`",
         "",
-        f"Machine: {env['date']}, {env['cpu']}, nproc {env['nproc']} (os.cpu_count"
-        f" {env['cpus']}), Python {env['python']}, grpcio {env['grpcio']}, protobuf"
-        f" {env['protobuf']}, onnxruntime {env['onnxruntime']}, numpy {env['numpy']}."
-        f" Gateway on CPU {SERVER_CPU}, perf_analyzer on CPU {CLIENT_CPU}, loopback;"
+        machine_line(env)
+        + f" Gateway on CPU {SERVER_CPU}, perf_analyzer on CPU {CLIENT_CPU}, loopback;"
         f" perf_analyzer -p {args.pa_window_ms} --max-trials {args.pa_max_trials}"
         f" --stability-percentage {args.pa_stability}. Gateway: --shadow-queue-size"
         f" {args.shadow_queue_size} --shadow-workers {args.shadow_workers}"
@@ -432,8 +384,7 @@ def report(
             f" | {fmt(m.shadow_ok, ',')} | {fmt(m.shadow_failed, ',')}"
             f" | {fmt(m.shadow_dropped, ',')} | {fmt(dropped, '.1%')} |"
         )
-    if failures:
-        lines += ["", "## Failures", "", *(f"- {f}" for f in failures)]
+    lines += failures_section(failures)
     return "\n".join(lines) + "\n"
 
 
@@ -465,58 +416,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1 or args.concurrency < 1:
         p.error("--repeats and --concurrency must be >= 1")
-    args.model = MODEL  # serving_core's perf_analyzer and gateway helpers read it
+    args.model = MODEL  # load_tools' perf_analyzer and servers' gateway command read it
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    check_cpus()
-    signal.signal(signal.SIGTERM, on_sigterm)
-    env = environment()
-    env["nproc"] = len(os.sched_getaffinity(0))
-    env["command"] = display_command()
+    env = start_run() | run_identity()
     measurements: list[Measurement] = []
     failures: list[str] = []
-    work = Path(tempfile.mkdtemp(prefix="onnxgate-canary-shadow-"))
-    try:
+
+    def measure(work: Path) -> None:
         build_repo(work / "repo")
         with contextlib.ExitStack() as stack:
             gateway = start_gateway(args, work, stack)
-            for rnd in range(args.repeats):
-                order = rotated(rnd)
-                print(f"\n== round {rnd + 1}: {' '.join(c.key for c in order)}", flush=True)
-                for pos, config in enumerate(order):
-                    m = measure_config(gateway, config, args, work, rnd + 1, pos)
-                    measurements.append(m)
-                    print(f"   {describe(m)}", flush=True)
-    except BenchError as err:
-        failures.append(str(err))
-        print(f"   FAILED: {err}", flush=True)
-    finally:
-        if args.keep_work:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+
+            def one(rnd: int, pos: int, config: Config) -> Measurement:
+                return measure_config(gateway, config, args, work, rnd + 1, pos)
+
+            run_rounds(args.repeats, lambda rnd: rotate(CONFIGS, rnd), one, measurements,
+                       lambda rnd: f"\n== round {rnd + 1}: {' '.join(order_keys(rnd))}",
+                       lambda m: f"   {describe(m)}")  # fmt: skip
+
+    run_in_work_dir("onnxgate-canary-shadow-", args.keep_work, measure, failures, (BenchError,))
+    env["loadavg_end"] = load_average()
     failures += [f"({m.config}) round {m.round}: {m.error}" for m in measurements if m.error]
     summary = summarize(measurements)
     text = report(args, env, summary, measurements, failures)
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    raw = {
-        "environment": env,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "configs": {c.key: {"label": c.label, "rule": c.rule} for c in CONFIGS},
-        "summary": summary,
-        "measurements": [asdict(m) | {"primary_total": m.primary_total} for m in measurements],
-        "failures": failures,
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
-    return 1 if failures else 0
+    return finish(
+        args, env, text, failures,
+        configs={c.key: {"label": c.label, "rule": c.rule} for c in CONFIGS},
+        summary=summary,
+        measurements=[asdict(m) | {"primary_total": m.primary_total} for m in measurements],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

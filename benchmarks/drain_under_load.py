@@ -16,8 +16,8 @@ machine hits every tree alike. To compare a change with the last commit:
     .venv/bin/python benchmarks/drain_under_load.py --tree before=/tmp/drain-before --tree after=.
 
 Exit code 1 when a call ended with a code other than OK and UNAVAILABLE (the goal; gRPC core's
-CANCELLED for calls queued as intake closes misses it, see RELIABILITY.md), 2 when a round could
-not run.
+CANCELLED for calls queued as intake closes misses it, see docs/reliability.md), 2 when a round
+could not run.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
-import numpy as np
 from bench_report import display_command
 from load import CHANNEL_OPTIONS, OWN_CONNECTION
-from models import build_repository
-from serving_core import HOST, ROOT, BenchError, kill_group, tail
+from models import build_repository, tiny_request
+from servers import HOST, ROOT, BenchError, kill_group, tail
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
@@ -104,13 +103,6 @@ class Round:
 def _masked(details: str | None) -> str:
     """Details with numbers masked, so one kind of failure is one line."""
     return re.sub(r"\d+", "N", details or "")[:DETAILS_CHARS]
-
-
-def _request() -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=MODEL)
-    request.inputs.add(name="input", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    return request
 
 
 def _send(
@@ -182,7 +174,7 @@ def run_round(name: str, tree: Path, index: int, repo: Path, args: argparse.Name
     """Start a gateway, load it, SIGTERM it, keep loading until it exits; count the answers."""
     tally = Tally()
     stop = threading.Event()
-    request = _request()
+    request = tiny_request()
     exit_code: int | None = None
     exit_after: float | None = None
     with _gateway(tree, repo, args) as (process, port), contextlib.ExitStack() as channels:

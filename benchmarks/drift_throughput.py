@@ -16,45 +16,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_report import display_command, fmt, median_of, scrape, total
+from bench_report import failures_section, fmt, machine_line, scrape, total
+from driver import (
+    alternate,
+    finish,
+    load_average,
+    run_identity,
+    run_in_work_dir,
+    run_rounds,
+    start_run,
+)
+from load_tools import Run, add_perf_analyzer_args, measure_one
 from models import build_tabular30
-from serving_core import (
+from round_stats import medians_of, round_ratios
+from servers import (
     CLIENT_CPU,
     ROOT,
     SERVER_CPU,
     BenchError,
-    Run,
-    add_perf_analyzer_args,
-    check_cpus,
-    environment,
-    free_port,
-    measure_one,
-    on_sigterm,
+    GatewayProcess,
+    check_alive,
+    port_pair,
     run_bounded,
-    running_server,
     server_command,
-    tail,
-    wait_ready,
+    start_server,
 )
 
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
+from registry_client.connection import private_redis_url
 from registry_client.errors import RegistryError
-from registry_client.schema import private_redis_url
 
 HERE = Path(__file__).resolve().parent
 MODEL = "tabular30"
@@ -76,32 +76,24 @@ LABELS = {"on": "drift on", "off": "drift off"}
 
 
 def mode_flags(mode: str) -> list[str]:
-    """The gateway flags that make a mode (besides serving_core's and --gateway-args)."""
+    """The gateway flags that make a mode (besides server_command's and --gateway-args)."""
     if mode == "on":  # defaults, plus a quicker reference refresh and sketch write
         return ["--drift-monitor-seconds", str(MONITOR_S), "--drift-flush-seconds", "2"]
     return ["--drift-buffer-rows", "0"]
 
 
 @dataclass
-class Gateway:
-    """One gateway under test and how to reach it."""
+class Gateway(GatewayProcess):
+    """One gateway under test, how to reach it, and its private registry."""
 
     mode: str
-    port: int
-    metrics_port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
     data_dir: Path
     registry: RegistryClient
     started: float  # time.time() when it was launched
 
     def check_alive(self) -> None:
         """Raise BenchError if the gateway has exited."""
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"{LABELS[self.mode]} gateway exited {self.proc.returncode}:"
-                f" {tail(self.log.read_bytes())}"
-            )
+        check_alive(self.proc, self.log, f"{LABELS[self.mode]} gateway")
 
 
 @dataclass
@@ -210,28 +202,20 @@ def start_gateway(
 ) -> Gateway:
     """Start one gateway pinned to the server CPU and connect to its private registry.
 
-    serving_core puts the gateway's --data-dir next to the repository, so each mode gets its
+    server_command puts the gateway's --data-dir next to the repository, so each mode gets its
     own directory (and its own redis-server): WORK/<mode>/{repo,gateway-data}."""
     home = work / mode
     repo = home / "repo"
     build_repo(repo)
-    while (port := free_port()) in taken:
-        pass
-    taken.add(port)
-    while (metrics_port := free_port()) in taken:
-        pass
-    taken.add(metrics_port)
+    port, metrics_port = port_pair(taken)
     log = work / f"gateway_{mode}.log"
     cmd = [*server_command("gateway", args, repo, port, metrics_port), *mode_flags(mode)]
-    print(f"== {LABELS[mode]} gateway: {shlex.join(cmd)}", flush=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.time()
-    proc = stack.enter_context(running_server(cmd, log, env))
-    wait_ready(port, MODEL, proc, args.ready_timeout, log)
+    proc = start_server(stack, f"{LABELS[mode]} gateway", cmd, log, port, MODEL, args.ready_timeout)
     data_dir = home / "gateway-data"
     registry = RegistryClient.from_url(private_redis_url(data_dir))
     stack.callback(registry.close)
-    return Gateway(mode, port, metrics_port, proc, log, data_dir, registry, started)
+    return Gateway(port, metrics_port, proc, log, mode, data_dir, registry, started)
 
 
 def set_reference(gateway: Gateway, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -337,17 +321,9 @@ def describe(m: Measurement) -> str:
     return f"{text}  ({m.error})" if m.error else text
 
 
-def ordered(rnd: int) -> tuple[str, ...]:
-    """The modes in round `rnd`'s order (0-based): ON first in even rounds."""
-    return MODES if rnd % 2 == 0 else MODES[::-1]
-
-
-def ratio(got: dict[str, Measurement], what: str) -> float | None:
-    """got["on"].what / got["off"].what, or None when either is missing."""
-    if "on" not in got or "off" not in got:
-        return None
-    upper, lower = getattr(got["on"], what), getattr(got["off"], what)
-    return None if upper is None or not lower else float(upper / lower)
+def order_text(rnd: int) -> str:
+    """The modes in round `rnd`'s order (0-based), e.g. "on/off": ON first in even rounds."""
+    return "/".join(alternate(MODES, rnd))
 
 
 def summarize(measurements: list[Measurement]) -> dict[str, Any]:
@@ -355,28 +331,10 @@ def summarize(measurements: list[Measurement]) -> dict[str, Any]:
     per_mode: dict[str, dict[str, Any]] = {}
     for mode in MODES:
         ok = [m for m in measurements if m.mode == mode and m.rps is not None]
-        per_mode[mode] = {
-            "label": LABELS[mode],
-            "flags": shlex.join(mode_flags(mode)),
-            "n": len(ok),
-            "rps": median_of([m.rps for m in ok]),
-            "p50_ms": median_of([m.p50_ms for m in ok]),
-            "p99_ms": median_of([m.p99_ms for m in ok]),
-            "cpu_us_per_request": median_of([m.cpu_us_per_request for m in ok]),
-        }
-    rounds: list[dict[str, Any]] = []
-    for rnd in sorted({m.round for m in measurements}):
-        got = {m.mode: m for m in measurements if m.round == rnd and m.rps is not None}
-        rounds.append(
-            {
-                "round": rnd,
-                "order": "/".join(ordered(rnd - 1)),
-                "on_over_off_rps": ratio(got, "rps"),
-                "on_over_off_p99": ratio(got, "p99_ms"),
-            }
-        )
-    keys = ("on_over_off_rps", "on_over_off_p99")
-    ratios = {k: median_of([r[k] for r in rounds]) for k in keys}
+        medians = medians_of(ok, "rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+        per_mode[mode] = {"label": LABELS[mode], "flags": shlex.join(mode_flags(mode)), **medians}
+    wanted = {"on_over_off_rps": ("on", "off", "rps"), "on_over_off_p99": ("on", "off", "p99_ms")}
+    rounds, ratios = round_ratios(measurements, "mode", wanted, order_text)
     return {"modes": per_mode, "rounds": rounds, "ratio_medians": ratios}
 
 
@@ -406,10 +364,8 @@ def report(
         "",
         f"Command: `{env['command']}`",
         "",
-        f"Machine: {env['date']}, {env['cpu']}, nproc {env['nproc']} (os.cpu_count"
-        f" {env['cpus']}), Python {env['python']}, grpcio {env['grpcio']}, protobuf"
-        f" {env['protobuf']}, onnxruntime {env['onnxruntime']}, numpy {env['numpy']}."
-        f" Both gateways (and their redis-servers) on CPU {SERVER_CPU}, perf_analyzer on CPU"
+        machine_line(env)
+        + f" Both gateways (and their redis-servers) on CPU {SERVER_CPU}, perf_analyzer on CPU"
         f" {CLIENT_CPU}, loopback; perf_analyzer -b 1 --concurrency-range {args.concurrency}"
         f" -p {args.pa_window_ms} --max-trials {args.pa_max_trials} --stability-percentage"
         f" {args.pa_stability}"
@@ -471,8 +427,7 @@ def report(
             f" | {fmt(m.rows_dropped, ',')} | {fmt(dropped, '.2%')} | {accounted} | {exact}"
             f" | {fmt(m.cpu_us_per_request, '.0f')} | {fmt(m.idle_gateway_share, '.1%')} |"
         )
-    if failures:
-        lines += ["", "## Failures", "", *(f"- {f}" for f in failures)]
+    lines += failures_section(failures)
     return "\n".join(lines) + "\n"
 
 
@@ -504,50 +459,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1 or args.concurrency < 1 or args.warmup_runs < 0:
         p.error("--repeats and --concurrency must be >= 1, --warmup-runs >= 0")
-    args.model = MODEL  # serving_core's perf_analyzer and gateway helpers read it
+    args.model = MODEL  # load_tools' perf_analyzer and servers' gateway command read it
     return args
+
+
+def progress(m: Measurement) -> str:
+    """describe(m), indented under its round."""
+    return f"   {describe(m)}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    check_cpus()
-    signal.signal(signal.SIGTERM, on_sigterm)
-    env = environment()
-    env["nproc"] = len(os.sched_getaffinity(0))
-    env["command"] = display_command()
+    env = start_run() | run_identity()
     measurements: list[Measurement] = []
     warmups: list[Measurement] = []
     failures: list[str] = []
-    work = Path(tempfile.mkdtemp(prefix="onnxgate-drift-throughput-"))
-    try:
+
+    def measure(work: Path) -> None:
         with contextlib.ExitStack() as stack:
             taken: set[int] = set()
             gateways = {mode: start_gateway(mode, args, work, taken, stack) for mode in MODES}
             env["reference"] = set_reference(gateways["on"], args, work)
             if args.warmup_runs:
                 print(f"\n== warm-up: {args.warmup_runs} run(s) of each, discarded", flush=True)
-            for _ in range(args.warmup_runs):
-                for pos, mode in enumerate(MODES):
-                    w = measure_mode(gateways, mode, args, work, 0, pos)
-                    warmups.append(w)
-                    print(f"   {describe(w)}", flush=True)
-            for rnd in range(args.repeats):
-                order = ordered(rnd)
-                print(f"\n== round {rnd + 1}: {' then '.join(order)}", flush=True)
-                for pos, mode in enumerate(order):
-                    m = measure_mode(gateways, mode, args, work, rnd + 1, pos)
-                    measurements.append(m)
-                    print(f"   {describe(m)}", flush=True)
-    except BenchError as err:
-        failures.append(str(err))
-        print(f"   FAILED: {err}", flush=True)
-    finally:
-        if args.keep_work:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+
+            def warm_up(rnd: int, pos: int, mode: str) -> Measurement:
+                return measure_mode(gateways, mode, args, work, 0, pos)
+
+            def one(rnd: int, pos: int, mode: str) -> Measurement:
+                return measure_mode(gateways, mode, args, work, rnd + 1, pos)
+
+            run_rounds(args.warmup_runs, lambda rnd: MODES, warm_up, warmups, line=progress)
+            run_rounds(args.repeats, lambda rnd: alternate(MODES, rnd), one, measurements,
+                       lambda rnd: f"\n== round {rnd + 1}: {' then '.join(alternate(MODES, rnd))}",
+                       progress)  # fmt: skip
+
+    run_in_work_dir("onnxgate-drift-throughput-", args.keep_work, measure, failures, (BenchError,))
+    env["loadavg_end"] = load_average()
     failures += [f"{LABELS[m.mode]} round {m.round}: {m.error}" for m in measurements if m.error]
     failures += [
         f"{LABELS[m.mode]} round {m.round}: rows not accounted for (sketched"
@@ -557,21 +506,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = summarize(measurements)
     text = report(args, env, summary, measurements, failures)
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    raw = {
-        "environment": env,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "modes": {mode: {"label": LABELS[mode], "flags": mode_flags(mode)} for mode in MODES},
-        "summary": summary,
-        "measurements": [as_json(m) for m in measurements],
-        "warmups": [as_json(m) for m in warmups],
-        "failures": failures,
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
-    return 1 if failures else 0
+    return finish(
+        args, env, text, failures,
+        modes={mode: {"label": LABELS[mode], "flags": mode_flags(mode)} for mode in MODES},
+        summary=summary,
+        measurements=[as_json(m) for m in measurements],
+        warmups=[as_json(m) for m in warmups],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from bare_server import ORT_TO_V2, make_session, v2_shape
+from bench_report import write_json
 from load import V2_TO_NUMPY, TensorSpec, build_request, concrete_shape
 from models import BUILDERS
 
@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         result["model"] = args.model
     print_summary(result)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json_out, result)
     return 0
 
 

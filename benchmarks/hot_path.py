@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client import CollectorRegistry
 
-from benchmarks.models import build_tiny
+from benchmarks.models import build_tiny, tiny_request
 from gateway._proto import grpc_service_pb2 as pb
 from gateway.app import Gateway
 from gateway.settings import Settings
@@ -38,13 +38,6 @@ class _Context:
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
-
-
-def _request() -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="tiny")
-    request.inputs.add(name="input", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    return request
 
 
 CHUNK = 250
@@ -86,7 +79,7 @@ def main() -> None:
     gateway.start()
     gateway.loaded.wait(30)
     servicer = gateway.servicer
-    request, context = _request(), _Context()
+    request, context = tiny_request(), _Context()
     wire = request.SerializeToString()
 
     options = ort.SessionOptions()

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from bench_report import write_json
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
@@ -608,9 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:
         return 2
     print_summary(result)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json_out, result)
     return 0
 
 

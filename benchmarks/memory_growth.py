@@ -42,39 +42,36 @@ from typing import Any
 import grpc
 import numpy as np
 import redis
-from bench_report import (
-    args_json,
-    display_command,
-    fmt,
+from bench_report import failures_section, fmt, scrape, total, wait_serving
+from driver import (
+    check_cpus,
+    csv_list,
+    environment,
+    finish_judged,
+    judge,
+    on_sigterm,
+    run_identity,
     run_in_work_dir,
-    scrape,
-    total,
-    write_results,
 )
 from load import CHANNEL_OPTIONS, MODEL_INFER, RawCall, build_request, specs_from_metadata
 from memory_hook import HOOK_DIR_ENV, TRACE_FRAMES_ENV, sitecustomize_source
 from models import build_repository
-from serving_core import (
+from servers import (
     CLIENT_CPU,
     HOST,
     ROOT,
     SERVER_CPU,
     BenchError,
-    check_cpus,
-    csv_list,
-    environment,
-    free_port,
-    on_sigterm,
+    GatewayProcess,
+    port_pair,
     run_bounded,
-    running_server,
     server_command,
-    tail,
-    wait_ready,
+    start_server,
 )
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
-from registry_client.schema import private_redis_url
+from registry_client.connection import private_redis_url
 
 HERE = Path(__file__).resolve().parent
 MODEL = "tiny"
@@ -138,23 +135,12 @@ class Checkpoint:
 
 
 @dataclass
-class Gateway:
+class Gateway(GatewayProcess):
     """The gateway under test and what the sampler needs to reach it."""
 
-    port: int
-    metrics_port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
     data_dir: Path
     command: list[str]
     hook_dir: Path | None  # memory_hook's request directory, when loaded
-
-    def check_alive(self) -> None:
-        """Raise BenchError if the gateway has exited."""
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"gateway exited {self.proc.returncode}: {tail(self.log.read_bytes())}"
-            )
 
 
 @dataclass
@@ -354,6 +340,18 @@ def pin_process(cpu: int) -> None:
             os.sched_setaffinity(int(tid), {cpu})
 
 
+async def closed_loop_client(
+    channel: grpc.aio.Channel, seed: int
+) -> tuple[RawCall, bytes, LoadState]:
+    """What the closed loop needs on `channel`: the raw ModelInfer call, the request it sends
+    (serialised once) and fresh counters."""
+    payload = await request_payload(channel, seed)
+    call: RawCall = channel.unary_unary(
+        MODEL_INFER, request_serializer=None, response_deserializer=None
+    )
+    return call, payload, LoadState()
+
+
 async def request_payload(channel: grpc.aio.Channel, seed: int) -> bytes:
     """One batch-1 request for the model, serialised once from its metadata."""
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -385,17 +383,24 @@ async def progress(state: LoadState, started: float) -> None:
 
 
 async def run_to(
-    call: RawCall, payload: bytes, state: LoadState, target: int, args: argparse.Namespace
+    call: RawCall,
+    payload: bytes,
+    state: LoadState,
+    target: int,
+    args: argparse.Namespace,
+    ticking: bool = True,
 ) -> float:
-    """Run the closed loop until `target` requests are answered; return the seconds taken."""
+    """Run the closed loop until `target` requests are answered; return the seconds taken.
+    With `ticking`, print the count every PROGRESS_S meanwhile."""
     state.target = target
     started = time.perf_counter()
-    ticker = asyncio.create_task(progress(state, started))
+    ticker = asyncio.create_task(progress(state, started)) if ticking else None
     try:
         workers = (worker(call, payload, state, args.timeout) for _ in range(args.concurrency))
         await asyncio.gather(*workers)
     finally:
-        ticker.cancel()
+        if ticker is not None:
+            ticker.cancel()
     return time.perf_counter() - started
 
 
@@ -405,11 +410,7 @@ async def drive(
     """Load up to each checkpoint in turn, let the gateway settle, then sample it."""
     target = f"{HOST}:{gateway.port}"
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        payload = await request_payload(channel, args.seed)
-        call: RawCall = channel.unary_unary(
-            MODEL_INFER, request_serializer=None, response_deserializer=None
-        )
-        state = LoadState()
+        call, payload, state = await closed_loop_client(channel, args.seed)
         load_s = 0.0
         for checkpoint in args.checkpoints:
             gateway.check_alive()
@@ -430,18 +431,14 @@ async def drive(
 def start_gateway(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> Gateway:
     """Start `onnxgate serve` (private registry in the run's directory) pinned to CPU 0."""
     repo = work / "repo"
-    port = free_port()
-    while (metrics_port := free_port()) == port:
-        pass
+    port, metrics_port = port_pair()
     cmd = server_command("gateway", args, repo, port, metrics_port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hook_dir = None
     if args.tracemalloc or args.malloc_stats:
         hook_dir = load_memory_hook(env, work, args.tracemalloc)
     log = work / "gateway.log"
-    print(f"== gateway: {shlex.join(cmd)}", flush=True)
-    proc = stack.enter_context(running_server(cmd, log, env))
-    wait_ready(port, MODEL, proc, args.ready_timeout, log)
+    proc = start_server(stack, "gateway", cmd, log, port, MODEL, args.ready_timeout, env)
     # server_command puts the gateway's --data-dir next to the repository.
     return Gateway(port, metrics_port, proc, log, work / "gateway-data", cmd, hook_dir)
 
@@ -482,15 +479,11 @@ def enable_canary_and_shadow(args: argparse.Namespace, gateway: Gateway, work: P
 
 def wait_route(gateway: Gateway, revision: int, timeout_s: float) -> None:
     """Poll the gateway's route revision gauge until it serves `revision`."""
-    deadline = time.monotonic() + timeout_s
-    serving = -1.0
-    while time.monotonic() < deadline:
-        gateway.check_alive()
-        serving = total(scrape(gateway.metrics_port), "onnxgate_route_revision", model=MODEL)
-        if serving == revision:
-            return
-        time.sleep(ROUTE_POLL_S)
-    raise BenchError(f"rule revision {revision} not served after {timeout_s:.0f} s ({serving})")
+    served, serving = wait_serving(
+        gateway.metrics_port, MODEL, revision, timeout_s, ROUTE_POLL_S, gateway.check_alive
+    )
+    if served is None:
+        raise BenchError(f"rule revision {revision} not served after {timeout_s:.0f} s ({serving})")
 
 
 # --- results --------------------------------------------------------------------------------
@@ -626,8 +619,7 @@ def report(
         lines += ["", *mapping_lines(rows, extra["baseline"])]
     if extra.get("tracemalloc"):
         lines += ["", *trace_lines(extra["tracemalloc"])]
-    if extra["failures"]:
-        lines += ["", "## Failures", "", *(f"- {f}" for f in extra["failures"])]
+    lines += failures_section(extra["failures"])
     return "\n".join(lines)
 
 
@@ -685,10 +677,8 @@ def trace_lines(trace: dict[str, list[str]]) -> list[str]:
 
 
 def run_environment() -> dict[str, Any]:
-    """serving_core's environment plus what matters to memory."""
-    env = environment()
-    env["nproc"] = len(os.sched_getaffinity(0))
-    env["command"] = display_command()
+    """driver's environment plus what matters to memory."""
+    env = environment() | run_identity()
     env["libc"] = " ".join(platform.libc_ver())
     env["malloc_env"] = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC"))}
     try:
@@ -784,7 +774,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--concurrency must be >= 1 and at most the first checkpoint")
     if "--workers" in shlex.split(args.gateway_args):
         p.error("--workers: the sampler reads one gateway process, not a supervisor's workers")
-    args.model = MODEL  # serving_core.server_command reads it
+    args.model = MODEL  # servers.server_command reads it
     return args
 
 
@@ -824,22 +814,11 @@ def main(argv: list[str] | None = None) -> int:
         "onnxgate-memory-growth-", args.keep_work, lambda work: measure(args, work, rows, extra),
         extra["failures"], (BenchError, grpc.RpcError), lambda: f"after {len(rows)} checkpoints",
     )  # fmt: skip
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    if rows and rows[-1].requests == args.checkpoints[-1]:
-        extra["verdict"] = verdict(rows, args.baseline)
-    elif not extra["failures"]:
-        extra["failures"].append("the run ended before the last checkpoint")
+    reached = bool(rows) and rows[-1].requests == args.checkpoints[-1]
+    judge(env, extra, reached, lambda: verdict(rows, args.baseline),
+          "the run ended before the last checkpoint")  # fmt: skip
     text = report(args, env, rows, extra)
-    print("\n" + text)
-    raw = {
-        "environment": env,
-        "args": args_json(args),
-        "checkpoints": [asdict(r) for r in rows],
-        **extra,
-    }
-    write_results(args.out, text, raw)
-    v = extra.get("verdict")
-    return 0 if v is not None and v["passed"] and not extra["failures"] else 1
+    return finish_judged(args, env, text, extra, checkpoints=[asdict(r) for r in rows])
 
 
 if __name__ == "__main__":

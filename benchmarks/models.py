@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gateway._proto import grpc_service_pb2 as pb
+
 OPSET = 17
 # IR 8 is the version that introduced opset 17: older onnxruntime builds load it too.
 IR_VERSION = 8
@@ -103,6 +105,14 @@ BUILDERS: dict[str, Callable[[str | Path], Path]] = {
     "tabular30": build_tabular30,
     "heavy": build_heavy,
 }
+
+
+def tiny_request() -> pb.ModelInferRequest:
+    """A batch-1 ModelInfer request for the tiny model, every input value 1."""
+    request = pb.ModelInferRequest(model_name="tiny")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 32])
+    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    return request
 
 
 def build_repository(out_dir: str | Path, names: list[str]) -> dict[str, Path]:

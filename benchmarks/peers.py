@@ -29,7 +29,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,28 +42,32 @@ from typing import Any, cast
 import grpc
 import numpy as np
 from bare_server import BareModel
-from bench_report import args_json, display_command, fmt, write_results
+from bench_report import display_command, failures_section, fmt, ratio_cell
+from driver import (
+    csv_list,
+    finish,
+    installed_versions,
+    load_average,
+    perf_analyzer_version,
+    rotate,
+    run_rounds,
+    start_run,
+)
 from load import V2_TO_NUMPY, TensorSpec, build_request, concrete_shape
+from load_tools import Run, add_perf_analyzer_args, describe_run, measure_one
 from models import build_repository
-from serving_core import (
+from round_stats import run_medians
+from servers import (
     CLIENT_CPU,
     HOST,
     ROOT,
     SERVER_CPU,
     BenchError,
-    Run,
     Server,
-    add_perf_analyzer_args,
-    check_cpus,
-    csv_list,
-    describe,
-    environment,
-    free_port,
+    check_alive,
+    claim_port,
     kill_group,
-    measure_one,
-    medians,
-    on_sigterm,
-    running_server,
+    launch,
     server_command,
     tail,
     wait_ready,
@@ -86,7 +89,6 @@ GATEWAY_BATCH_THREADS = 48
 CHECK_BATCH = 4  # the answer check sends a real batch, so the batch dimension is exercised
 CHECK_SEED = 7
 INSTALL_TIMEOUT_S = 1800.0
-VERSIONS_TIMEOUT_S = 60.0
 PERF_ANALYZER_NOTE = (
     "perf_analyzer cannot drive MLServer or KServe: after ModelMetadata it asks for Triton's "
     "ModelConfig, which neither serves, and stops with 'failed to get model config: Method not "
@@ -135,7 +137,7 @@ def venvs() -> dict[str, Venv]:
     ort = f"onnxruntime=={metadata.version('onnxruntime')}"
     common = ("onnxruntime", "numpy", "grpcio", "protobuf")
     return {
-        # MLServer 1.7.1's workers crash with newer uvloop (shared/BENCHMARKS.md pitfalls).
+        # MLServer 1.7.1's workers crash with newer uvloop.
         "mlserver": Venv(
             "mlserver",
             (f"mlserver=={MLSERVER_VERSION}", "uvloop==0.21.0", ort, "numpy"),
@@ -255,35 +257,6 @@ def ensure_venv(args: argparse.Namespace, venv: Venv) -> Path:
     return python
 
 
-# Runs in a peer's virtualenv: the versions of the packages named on its command line.
-VERSIONS_SCRIPT = """
-import json, sys
-from importlib import metadata
-found = {}
-for name in sys.argv[1:]:
-    try:
-        found[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        found[name] = None
-print(json.dumps(found))
-"""
-
-
-def installed_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str | None]:
-    """The versions actually installed in a virtualenv."""
-    done = subprocess.run(
-        [str(python), "-c", VERSIONS_SCRIPT, *packages],
-        capture_output=True,
-        text=True,
-        timeout=VERSIONS_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{python}: reading versions failed: {tail(done.stderr)}")
-    versions: dict[str, str | None] = json.loads(done.stdout)
-    return versions
-
-
 def prepare_venvs(
     args: argparse.Namespace, env: dict[str, Any], failures: list[str]
 ) -> dict[str, Path]:
@@ -297,21 +270,10 @@ def prepare_venvs(
         except BenchError as err:
             failures.append(str(err))
             print(f"   FAILED: {err}", flush=True)
-    triton: Path = args.perf_analyzer.parent / "python"
-    if triton.exists():
-        with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
-            env["perf_analyzer"] = installed_versions(triton, ("tritonclient",))
+    if (versions := perf_analyzer_version(args)) is not None:
+        env["perf_analyzer"] = versions
     env["onnxgate"] = metadata.version("onnxgate")
     return pythons
-
-
-def claim_port(taken: set[int]) -> int:
-    """A free loopback port not handed out before in this run."""
-    # The kernel may hand the same ephemeral port out twice once the probe socket closes.
-    while (port := free_port()) in taken:
-        pass
-    taken.add(port)
-    return port
 
 
 def tensors_json(reference: BareModel) -> dict[str, list[dict[str, Any]]]:
@@ -450,8 +412,7 @@ def start_servers(
             continue  # its virtualenv failed to install: already reported
         cmd, env, port = launch_command(kind, args, pythons, reference, repo, work, taken)
         log = work / f"server_{kind}.log"
-        print(f"== {kind}: {shlex.join(cmd)}", flush=True)
-        proc = stack.enter_context(running_server(cmd, log, env))
+        proc = launch(stack, kind, cmd, log, env)
         try:
             wait_ready(port, args.model, proc, args.ready_timeout, log)
         except BenchError as err:
@@ -475,9 +436,10 @@ def tools_for(kind: str, args: argparse.Namespace) -> list[str]:
 
 def measure(server: Server, tool: str, args: argparse.Namespace, conc: int, work: Path) -> Run:
     """One measurement; a dead server or a run with no answers is a Run with an error."""
-    if server.proc.poll() is not None:
-        error = f"server exited {server.proc.returncode}: {tail(server.log.read_bytes())}"
-        return Run(server.kind, tool, conc, 0, error=error)
+    try:
+        check_alive(server.proc, server.log, "server")
+    except BenchError as err:
+        return Run(server.kind, tool, conc, 0, error=str(err))
     run = measure_one(tool, args, server.port, conc, work)
     run.server = server.kind
     if run.rps is not None and (not run.rps or run.p50_ms is None or run.p99_ms is None):
@@ -486,20 +448,26 @@ def measure(server: Server, tool: str, args: argparse.Namespace, conc: int, work
     return run
 
 
-def bench_round(
-    servers: list[Server], args: argparse.Namespace, work: Path, runs: list[Run], rnd: int
+def measure_rounds(
+    servers: list[Server], args: argparse.Namespace, work: Path, runs: list[Run]
 ) -> None:
-    """One round: every server back to back, starting one further along each round."""
-    shift = rnd % len(servers)
-    order = servers[shift:] + servers[:shift]
-    print(f"\n== round {rnd + 1}: {', '.join(s.kind for s in order)}", flush=True)
-    for conc in args.concurrency:
-        for server in order:
-            for tool in tools_for(server.kind, args):
-                run = measure(server, tool, args, conc, work)
-                run.repeat = rnd
-                runs.append(run)
-                print(f"   {server.kind:18s} {describe(run)}", flush=True)
+    """Every round: every server back to back, starting one further along each round."""
+
+    def plan(rnd: int) -> list[tuple[int, Server, str]]:
+        order = rotate(servers, rnd)
+        return [(c, s, t) for c in args.concurrency for s in order for t in tools_for(s.kind, args)]
+
+    def one(rnd: int, pos: int, item: tuple[int, Server, str]) -> Run:
+        conc, server, tool = item
+        run = measure(server, tool, args, conc, work)
+        run.repeat = rnd
+        return run
+
+    def heading(rnd: int) -> str:
+        return f"\n== round {rnd + 1}: {', '.join(s.kind for s in rotate(servers, rnd))}"
+
+    run_rounds(args.repeats, plan, one, runs, heading,
+               lambda run: f"   {run.server:18s} {describe_run(run)}")  # fmt: skip
 
 
 def add_best_peer_ratios(rows: list[dict[str, Any]], runs: list[Run]) -> dict[str, list[str]]:
@@ -528,13 +496,6 @@ def add_best_peer_ratios(rows: list[dict[str, Any]], runs: list[Run]) -> dict[st
     for (tool, conc, _), run in sorted(best.items()):
         winners.setdefault(f"{tool} c={conc}", []).append(run.server)
     return winners
-
-
-def ratio_cell(median: float | None, rounds: list[float]) -> str:
-    """'0.88 (0.81, 1.04)': the median of the per-round ratios, then each round's."""
-    if median is None:
-        return "-"
-    return f"{median:.2f} ({', '.join(f'{x:.2f}' for x in rounds)})"
 
 
 def markdown_table(rows: list[dict[str, Any]], order: list[str]) -> list[str]:
@@ -647,8 +608,7 @@ def report(
     for tool in ("load.py", "perf_analyzer"):
         lines += tool_section(tool, rows, order, winners)
     lines += [PERF_ANALYZER_NOTE, ""]
-    if failures:
-        lines += ["## Failures", "", *(f"- {f}" for f in failures), ""]
+    lines += failures_section(failures, blank_after=True)
     return "\n".join(lines)
 
 
@@ -700,20 +660,14 @@ def run_all(
         if not servers:
             return runs, checks, commands
         checks = [check_answer(s, args, reference) for s in servers]
-        for rnd in range(args.repeats):
-            bench_round(servers, args, work, runs, rnd)
+        measure_rounds(servers, args, work, runs)
     return runs, checks, commands
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    check_cpus()
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # Started in the background by a script, Python inherits SIGINT ignored: take it anyway, so
-    # an interrupt always unwinds through the blocks that stop the servers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    env = environment()
+    env = start_run(take_sigint=True)
     failures: list[str] = []
     pythons = prepare_venvs(args, env, failures)
     if args.setup_only:
@@ -728,24 +682,19 @@ def main(argv: list[str] | None = None) -> int:
         except WrongAnswer as err:
             failures.append(f"wrong answer, nothing measured: {err}")
             print(f"   FAILED: {failures[-1]}", flush=True)
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["loadavg_end"] = load_average()
     failures += [f"{r.server} {r.tool} c={r.concurrency}: {r.error}" for r in runs if r.error]
-    rows = medians(runs)
+    rows = run_medians(runs)
     winners = add_best_peer_ratios(rows, runs)
     text = report(args, env, commands, checks, rows, winners, failures)
-    print("\n" + text)
-    raw = {
-        "environment": env,
-        "args": args_json(args),
-        "servers": {k: {**asdict(SPECS[k]), "command": c} for k, c in commands.items()},
-        "checks": [asdict(c) for c in checks],
-        "medians": rows,
-        "best_peer_per_round": winners,
-        "runs": [asdict(r) for r in runs],
-        "failures": failures,
-    }
-    write_results(args.out, text, raw)
-    return 1 if failures else 0
+    return finish(
+        args, env, text, failures,
+        servers={k: {**asdict(SPECS[k]), "command": c} for k, c in commands.items()},
+        checks=[asdict(c) for c in checks],
+        medians=rows,
+        best_peer_per_round=winners,
+        runs=[asdict(r) for r in runs],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,15 +5,13 @@ loopback, registers a model with two versions, then flips the rule between them 
 times. After each change it probes every gateway with ModelInfer until each answers from the
 new version, and records the time from the write's return to the last gateway switching.
 
-    python benchmarks/propagation.py [--gateways 3] [--changes 100] [--json-out FILE]
+    python -m benchmarks.propagation [--gateways 3] [--changes 100] [--json-out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,29 +20,16 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 import onnx
 
-from benchmarks.models import build_tiny
+from benchmarks.models import build_tiny, tiny_request
+from benchmarks.servers import free_port, start_redis, stop_all
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 
 PROBE_TIMEOUT_SECONDS = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _request() -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="tiny")
-    request.inputs.add(name="input", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    return request
 
 
 def _wait_ready(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
@@ -66,13 +51,8 @@ def main() -> int:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onnxgate-propagation-"))
-    port = _free_port()
-    redis_bin = shutil.which("redis-server") or sys.exit("redis-server is not installed")
-    processes = [subprocess.Popen(
-        [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(work)],
-        stdout=subprocess.DEVNULL,
-    )]  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    redis_server, url = start_redis(work)
+    processes = [redis_server]
     try:
         time.sleep(0.3)
         registry = RegistryClient.from_url(url)
@@ -88,7 +68,7 @@ def main() -> int:
         registry.set_route("tiny", [Split("1", 100), Split("2", 0)], actor="bench")
         stubs = []
         for _ in range(args.gateways):
-            grpc_port = _free_port()
+            grpc_port = free_port()
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--redis-url", url, "--host",
                  "127.0.0.1", "--grpc-port", str(grpc_port), "--metrics-port", "-1",
@@ -99,7 +79,7 @@ def main() -> int:
             ))  # fmt: skip
         for stub in stubs:
             _wait_ready(stub)
-        request = _request()
+        request = tiny_request()
         delays_ms = []
         for change in range(args.changes):
             target = "2" if change % 2 == 0 else "1"
@@ -129,10 +109,7 @@ def main() -> int:
             args.json_out.write_text(json.dumps(result, indent=2) + "\n")
         registry.close()
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+        stop_all(processes)
     return 0
 
 

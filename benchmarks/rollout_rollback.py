@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,12 +45,14 @@ from types import ModuleType
 import grpc
 import numpy as np
 import onnx
+from bench_report import write_json
+from servers import free_port, start_redis, stop_all
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.client import RegistryClient
+from registry_client.records.rule_documents import Split
 from registry_client.rollout.store import RolloutStore
-from registry_client.schema import Split
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "credit"
@@ -71,12 +71,6 @@ def demo_models() -> ModuleType:
     numbers are about. It imports its neighbour build_models as a script does."""
     sys.path.insert(0, str(REPO / "examples"))
     return importlib.import_module("rollout_demo")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -290,18 +284,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    redis_bin = shutil.which("redis-server") or sys.exit("redis-server is not installed")
     work = Path(tempfile.mkdtemp(prefix="onnxgate-rollback-"))
-    port = free_port()
-    processes = [subprocess.Popen(
-        [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(work)],
-        stdout=subprocess.DEVNULL,
-    )]  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    processes: list[subprocess.Popen[bytes]] = []
     load_before = os.getloadavg()
     runs: list[Run] = []
     registry: RegistryClient | None = None
     try:
+        redis_server, url = start_redis(work)
+        processes.append(redis_server)
         time.sleep(0.3)
         registry = RegistryClient.from_url(url)
         registry.create_model(MODEL, actor="bench")
@@ -326,28 +316,20 @@ def main() -> int:
     finally:
         if registry is not None:
             registry.close()
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     print()
     print(table(runs, args.interval_list))
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
           f" ({os.cpu_count()} CPUs)")  # fmt: skip
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "tick_seconds": TICK_SECONDS, "steps": list(STEPS),
-            "failures_to_rollback": FAILURES_TO_ROLLBACK, "min_requests": args.min_requests,
-            "load_average": {"before": load_before, "after": load_after},
-            "runs": [asdict(r) for r in runs],
-        }, indent=2) + "\n")  # fmt: skip
+    write_json(args.json_out, {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "tick_seconds": TICK_SECONDS, "steps": list(STEPS),
+        "failures_to_rollback": FAILURES_TO_ROLLBACK, "min_requests": args.min_requests,
+        "load_average": {"before": load_before, "after": load_after},
+        "runs": [asdict(r) for r in runs],
+    })  # fmt: skip
     return 0
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from driver import run_rounds
 from models import build_tiny
+from round_stats import paired_ratios
 
 from gateway.models.ort_errors import session_options
 from gateway.models.run_deadlines import RunDeadlines
@@ -57,12 +59,16 @@ def main() -> None:
         watch.done()
         return result
 
-    plain_us, watched_us = [], []
-    for _ in range(args.rounds):
-        plain_us.append(_per_run_us(args.runs, plain))
-        watched_us.append(_per_run_us(args.runs, watched))
+    calls = {"plain": plain, "watched": watched}
+
+    def timed(rnd: int, pos: int, name: str) -> tuple[str, float]:
+        return name, _per_run_us(args.runs, calls[name])
+
+    rounds: list[tuple[str, float]] = []
+    run_rounds(args.rounds, lambda rnd: calls, timed, rounds)  # the same order every round
     deadlines.stop()
-    ratios = [w / p for w, p in zip(watched_us, plain_us, strict=True)]
+    plain_us, watched_us = ([us for done, us in rounds if done == name] for name in calls)
+    ratios = paired_ratios(plain_us, watched_us)
     print(
         f"session.run alone:        {statistics.median(plain_us):.2f} us per run (median of"
         f" {args.rounds} rounds; min {min(plain_us):.2f}, max {max(plain_us):.2f})"

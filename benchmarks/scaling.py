@@ -2,7 +2,7 @@
 ModelInfer, with the server CPU time each request costs.
 
 A. workers: two gateways, `--workers 1` and `--workers 2`, nothing pinned: gateway and client
-   share the machine's cores, as an issue asks ("with the client on the same two cores").
+   share the machine's cores, as the measurement asks for ("with the client on the same two cores").
    load.py runs a closed loop at concurrency 32 over 8 channels (each its own connection, since
    the kernel gives each connection to one worker), perf_analyzer at concurrency 32 (it opens
    about one connection per 6 requests in flight); the established connections each worker
@@ -52,30 +52,36 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench_report import (
-    args_json,
-    display_command,
-    fmt,
-    median_of,
-    scrape,
+from bench_report import display_command, failures_section, fmt, ratio_cell, scrape, total
+from driver import (
+    alternate,
+    csv_list,
+    finish,
+    load_average,
+    perf_analyzer_version,
+    run_rounds,
     start_run,
-    total,
-    write_results,
 )
 from load import proc_cpu_seconds, proc_stat
+from load_tools import (
+    UNSTABLE,
+    Run,
+    add_perf_analyzer_args,
+    parse_pa_csv,
+    perf_analyzer_command,
+    perf_analyzer_env,
+    perf_analyzer_timeout,
+)
 from models import build_repository
-from peers import claim_port, installed_versions, ratio_cell
-from serving_core import (
+from round_stats import median_of, medians_of
+from servers import (
     CLIENT_CPU,
     HOST,
     SERVER_CPU,
-    UNSTABLE,
     BenchError,
-    Run,
-    add_perf_analyzer_args,
-    csv_list,
-    kill_group,
-    parse_pa_csv,
+    check_alive,
+    launch,
+    port_pair,
     run_bounded,
     server_command,
     tail,
@@ -116,7 +122,7 @@ class Gateway:
 
 @dataclass
 class Sample(Run):
-    """A serving_core Run (one tool at one concurrency against one gateway), plus the part,
+    """A load_tools Run (one tool at one concurrency against one gateway), plus the part,
     unary or streaming, and the CPU time it cost."""
 
     part: str = "workers"
@@ -162,7 +168,7 @@ def make_gateways(args: argparse.Namespace, repo: Path, work: Path) -> dict[str,
     for name, pinned, flags in specs:
         own = work / name / "repo"
         shutil.copytree(repo, own)
-        port, metrics_port = claim_port(taken), claim_port(taken)
+        port, metrics_port = port_pair(taken)
         # JSON logs: the supervisor's "worker started" lines name the worker pids.
         cmd = server_command("gateway", args, own, port, metrics_port)
         cmd += [*flags, "--log-format", "json"]
@@ -176,16 +182,9 @@ def start_gateways(
 ) -> None:
     """Start every gateway in its own session (pinned or not), stopped when `stack` closes, and
     wait until every worker of each serves."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for gw in gws.values():
-        print(f"== {gw.name} ({gw.label}): {shlex.join(gw.command)}", flush=True)
-        cmd = ["taskset", "-c", SERVER_CPU, *gw.command] if gw.pinned else gw.command
-        with gw.log.open("wb") as log:
-            gw.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
-            )  # fmt: skip
-        stack.callback(kill_group, gw.proc)
+        cpu = SERVER_CPU if gw.pinned else None
+        gw.proc = launch(stack, f"{gw.name} ({gw.label})", gw.command, gw.log, cpu=cpu)
         wait_ready(gw.port, args.model, gw.proc, args.ready_timeout, gw.log)
         if gw.workers > 1:
             wait_workers(gw, args.model)
@@ -357,15 +356,11 @@ def run_pa(args: argparse.Namespace, gw: Gateway, sample: Sample, work: Path) ->
     """perf_analyzer; CPU times and the gateway's request count over its whole run."""
     procs = processes(gw)
     (work / "pa.csv").unlink(missing_ok=True)
-    cmd = [*client_prefix(gw), str(args.perf_analyzer), "-m", args.model, "-i", "grpc"]
-    cmd += ["-u", f"{HOST}:{gw.port}", "-b", "1", "--concurrency-range", str(sample.concurrency)]
-    cmd += ["-p", str(args.pa_window_ms), "--max-trials", str(args.pa_max_trials)]
-    cmd += ["--stability-percentage", str(args.pa_stability), "-f", "pa.csv"]
-    cmd += ["--streaming"] if sample.mode == "streaming" else []
-    lib = [str(args.perf_analyzer_lib), *filter(None, [os.environ.get("LD_LIBRARY_PATH")])]
-    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(lib)}
-    # Worst case: every trial window runs, plus start-up and the final report.
-    timeout = args.pa_window_ms / 1e3 * (args.pa_max_trials + 2) + 60
+    streaming = sample.mode == "streaming"
+    cmd = perf_analyzer_command(args, gw.port, sample.concurrency, "pa.csv", client_prefix(gw),
+                                streaming)  # fmt: skip
+    env = perf_analyzer_env(args)
+    timeout = perf_analyzer_timeout(args)
     before = Marks.take(gw, procs, args.model)
     with ConnectionLooks(gw.port, procs) as looks:
         run_bounded("perf_analyzer", cmd, timeout, env, work)
@@ -382,10 +377,7 @@ def measure(args: argparse.Namespace, gw: Gateway, sample: Sample, work: Path) -
     for reruns_left in range(args.pa_retries, -1, -1):
         sample.error = None
         try:
-            if gw.proc.poll() is not None:
-                raise BenchError(
-                    f"gateway exited {gw.proc.returncode}: {tail(gw.log.read_bytes())}"
-                )
+            check_alive(gw.proc, gw.log)
             tool(args, gw, sample, work)
             break
         except BenchError as err:
@@ -393,7 +385,6 @@ def measure(args: argparse.Namespace, gw: Gateway, sample: Sample, work: Path) -
             if UNSTABLE not in sample.error or not reruns_left:
                 break
             print(f"   {describe(sample)} -- unstable, rerun", flush=True)
-    print(f"   {describe(sample)}", flush=True)
     return sample
 
 
@@ -419,13 +410,12 @@ def tools(args: argparse.Namespace) -> list[str]:
 def round_plan(args: argparse.Namespace, rnd: int) -> list[Sample]:
     """One round's samples in order: part A's two gateways back to back per tool, then part B's
     unary and streaming back to back per concurrency and tool; the order alternates per round."""
-    flip = rnd % 2 == 1
     plan: list[Sample] = []
     if "workers" in args.parts:
-        names = ("w2", "w1") if flip else ("w1", "w2")
+        names = alternate(("w1", "w2"), rnd)
         plan += [Sample(n, t, args.workers_concurrency, rnd) for t in tools(args) for n in names]
     if "streaming" in args.parts:
-        modes = MODES[::-1] if flip else MODES
+        modes = alternate(MODES, rnd)
         plan += [
             Sample("pinned", tool, conc, rnd, part="streaming", mode=mode)
             for conc in args.concurrency
@@ -466,12 +456,7 @@ def group_row(group: list[Sample]) -> dict[str, Any] | None:
         return None
     labels = sorted({k for s in group for k in s.server_cpu_s})
     return {
-        "n": len(group),
-        "rps": median_of([s.rps for s in group]),
-        "p50_ms": median_of([s.p50_ms for s in group]),
-        "p99_ms": median_of([s.p99_ms for s in group]),
-        "server_us": median_of([s.server_us for s in group]),
-        "client_us": median_of([s.client_us for s in group]),
+        **medians_of(group, "rps", "p50_ms", "p99_ms", "server_us", "client_us"),
         "process_us": {
             k: median_of([s.us_per_request(s.server_cpu_s.get(k)) for s in group]) for k in labels
         },
@@ -664,7 +649,7 @@ def report(
         "",
         *estimate_lines(summary, gws, args),
         "",
-        *(["## Failures", "", *(f"- {f}" for f in failures), ""] if failures else []),
+        *failures_section(failures, blank_after=True),
     ]
     return "\n".join(lines)
 
@@ -713,9 +698,10 @@ def run_all(
     try:
         with contextlib.ExitStack() as stack:
             start_gateways(args, gws, stack)
-            for rnd in range(args.repeats):
-                print(f"\n== round {rnd + 1}", flush=True)
-                samples += [measure(args, gws[s.server], s, work) for s in round_plan(args, rnd)]
+            run_rounds(args.repeats, lambda rnd: round_plan(args, rnd),
+                       lambda rnd, pos, s: measure(args, gws[s.server], s, work), samples,
+                       lambda rnd: f"\n== round {rnd + 1}",
+                       lambda s: f"   {describe(s)}")  # fmt: skip
     except BenchError as err:
         failures.append(str(err))
         print(f"   FAILED: {err}", flush=True)
@@ -725,16 +711,15 @@ def run_all(
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
-    env: dict[str, Any] = start_run()
+    env: dict[str, Any] = start_run(take_sigint=True)
     env["onnxgate"] = metadata.version("onnxgate")
-    with contextlib.suppress(BenchError, subprocess.TimeoutExpired, OSError):
-        triton_python = args.perf_analyzer.parent / "python"
-        env["perf_analyzer"] = installed_versions(triton_python, ("tritonclient",))
+    if (versions := perf_analyzer_version(args)) is not None:
+        env["perf_analyzer"] = versions
     started = time.monotonic()
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="onnxgate-scaling-") as tmp:
         gws, samples = run_all(args, Path(tmp), failures)
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["loadavg_end"] = load_average()
     env["minutes"] = round((time.monotonic() - started) / 60, 1)
     failures += [
         f"{s.part} {s.server} {s.tool} {s.mode} c={s.concurrency} #{s.repeat + 1}: {s.error}"
@@ -743,18 +728,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = summarise(samples, args)
     text = report(args, env, gws, summary, failures)
-    print(f"\n{text}")
-    write_results(
-        args.out,
-        text,
-        {"environment": env, "args": args_json(args),
-         "gateways": {n: {"label": g.label, "command": shlex.join(g.command)}
-                      for n, g in gws.items()},
-         "summary": summary, "failures": failures,
-         "samples": [{**asdict(s), "server_us": s.server_us, "client_us": s.client_us}
-                     for s in samples]},
+    return finish(
+        args, env, text, failures,
+        gateways={n: {"label": g.label, "command": shlex.join(g.command)} for n, g in gws.items()},
+        summary=summary,
+        samples=[asdict(s) | {"server_us": s.server_us, "client_us": s.client_us} for s in samples],
     )  # fmt: skip
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -50,34 +50,36 @@ import grpc
 import numpy as np
 import onnx
 import redis
-from bench_report import args_json, fmt, run_in_work_dir, scrape, total, write_results
-from load import CHANNEL_OPTIONS, MODEL_INFER, RawCall
+from bench_report import failures_section, fmt, scrape, total
+from driver import finish_judged, judge, run_in_work_dir
+from load import CHANNEL_OPTIONS
 from memory_growth import (
     LoadState,
     ProcSample,
+    closed_loop_client,
     mib,
     prepare_client_process,
     proc_sample,
-    request_payload,
-    worker,
+    run_to,
 )
 from models import build_repository
 from onnx import numpy_helper
-from serving_core import (
+from servers import (
     CLIENT_CPU,
     HOST,
     ROOT,
     SERVER_CPU,
     BenchError,
+    check_alive,
     free_port,
-    running_server,
+    port_pair,
+    start_server,
     tail,
-    wait_ready,
 )
 
 from registry_client.client import RegistryClient
 from registry_client.errors import RegistryError
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 
 HERE = Path(__file__).resolve().parent
 MODEL = "tiny"
@@ -317,8 +319,7 @@ class Sampler:
 
     def check_alive(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         """Raise BenchError if the gateway has exited."""
-        if proc.poll() is not None:
-            raise BenchError(f"gateway exited {proc.returncode}: {tail(log.read_bytes())}")
+        check_alive(proc, log)
 
     def take(self, label: str, state: LoadState, at_s: float, rps: float) -> Sample:
         """One sample: /proc first (the scrape starts a thread in the gateway)."""
@@ -379,17 +380,6 @@ def describe(s: Sample, start: Sample | None) -> str:
 # --- load -----------------------------------------------------------------------------------
 
 
-async def run_to(
-    call: RawCall, payload: bytes, state: LoadState, target: int, args: argparse.Namespace
-) -> float:
-    """Run the closed loop until `target` requests are answered; return the seconds taken."""
-    state.target = target
-    started = time.perf_counter()
-    workers = (worker(call, payload, state, args.timeout) for _ in range(args.concurrency))
-    await asyncio.gather(*workers)
-    return time.perf_counter() - started
-
-
 async def sample_every(
     sampler: Sampler, state: LoadState, rows: list[Sample], args: argparse.Namespace
 ) -> None:
@@ -413,13 +403,9 @@ async def drive(
     """Warm up, sample, load to --requests under chaos, stop the chaos, sample; returns the
     seconds of load after the warm-up."""
     async with grpc.aio.insecure_channel(f"{HOST}:{port}", options=CHANNEL_OPTIONS) as channel:
-        payload = await request_payload(channel, args.seed)
-        call: RawCall = channel.unary_unary(
-            MODEL_INFER, request_serializer=None, response_deserializer=None
-        )
-        state = LoadState()
+        call, payload, state = await closed_loop_client(channel, args.seed)
         print(f"== warm-up: {args.warmup:,d} requests", flush=True)
-        await run_to(call, payload, state, args.warmup, args)
+        await run_to(call, payload, state, args.warmup, args, ticking=False)
         if state.ok == 0:
             raise BenchError(f"every warm-up request failed: {dict(state.errors)}")
         await asyncio.to_thread(sampler.wait_following, chaos.last_revision, args.apply_timeout)
@@ -436,7 +422,7 @@ async def drive(
         chaos.start()
         ticker = asyncio.create_task(sample_every(sampler, state, rows, args))
         try:
-            seconds = await run_to(call, payload, state, args.requests, args)
+            seconds = await run_to(call, payload, state, args.requests, args, ticking=False)
         finally:
             ticker.cancel()
             await asyncio.to_thread(chaos.stop)
@@ -520,19 +506,16 @@ def run_gateway(
     revision: int, rows: list[Sample], extra: dict[str, Any],
 ) -> None:  # fmt: skip
     """The gateway's part of the run; its log is read at the end, whatever happened."""
-    port = free_port()
-    while (metrics_port := free_port()) == port:
-        pass
+    port, metrics_port = port_pair()
     cmd = gateway_command(args, redis_server.url, port, metrics_port)
     extra["gateway_command"] = shlex.join(cmd)
     log = work / "gateway.log"
-    print(f"== gateway (CPU {SERVER_CPU}): {shlex.join(cmd)}", flush=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    label = f"gateway (CPU {SERVER_CPU})"
     chaos = Chaos(registry, redis_server, args.weight_every, args.redis_restart_every)
     chaos.last_revision = revision
     try:
-        with running_server(cmd, log, env) as proc:
-            wait_ready(port, MODEL, proc, args.ready_timeout, log)
+        with contextlib.ExitStack() as stack:
+            proc = start_server(stack, label, cmd, log, port, MODEL, args.ready_timeout)
             sampler = Sampler(proc.pid, metrics_port, redis_server)
             try:
                 extra["load_s"] = asyncio.run(drive(args, port, sampler, chaos, rows))
@@ -647,8 +630,7 @@ def report(args: argparse.Namespace, env: dict[str, Any], rows: list[Sample],
     if rows:
         lines += ["", *sample_table(rows)]
     lines += ["", *event_lines(extra)]
-    if extra["failures"]:
-        lines += ["", "## Failures", "", *(f"- {f}" for f in extra["failures"])]
+    lines += failures_section(extra["failures"])
     return "\n".join(lines)
 
 
@@ -786,18 +768,10 @@ def main(argv: list[str] | None = None) -> int:
         extra["failures"], (BenchError, RegistryError, redis.RedisError, grpc.RpcError),
         lambda: f"after {len(rows)} samples",
     )  # fmt: skip
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    if len(rows) >= 2 and rows[-1].label == "end":
-        extra["verdict"] = verdict(rows, extra)
-    elif not extra["failures"]:
-        extra["failures"].append("the run ended before the end sample")
+    reached = len(rows) >= 2 and rows[-1].label == "end"
+    judge(env, extra, reached, lambda: verdict(rows, extra), "the run ended before the end sample")
     text = report(args, env, rows, extra)
-    print("\n" + text)
-    raw = {"environment": env, "args": args_json(args), "samples": [asdict(r) for r in rows],
-           **extra}  # fmt: skip
-    write_results(args.out, text, raw)
-    v = extra.get("verdict")
-    return 0 if v is not None and v["passed"] and not extra["failures"] else 1
+    return finish_judged(args, env, text, extra, samples=[asdict(r) for r in rows])
 
 
 if __name__ == "__main__":

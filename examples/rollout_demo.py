@@ -56,10 +56,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
-from registry_client.cli.compare import parse_duration
+from registry_client.cli.durations import parse_duration
 from registry_client.client import RegistryClient
+from registry_client.connection import private_redis_url
 from registry_client.rollout.store import RolloutStore
-from registry_client.schema import private_redis_url
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts, next to its python

@@ -6,7 +6,9 @@
     +-- ServiceUnknown      a health check names a service this server does not have
     +-- ModelNotReady       the model or version exists but cannot serve now (loading, failed)
     +-- Overloaded          admission limit reached; retry later or on another replica
+    +-- TooManyStreams      the open-stream limit is reached; no new ModelStreamInfer stream
     +-- DeadlineExceeded    the deadline passed before the model ran, or while it ran (stopped)
+    +-- Cancelled           the caller went away before its answer was ready (outcome only)
     +-- Unsupported         the protocol has the call, this gateway does not offer it
     +-- ModelFailed         the model itself raised while running the request (INTERNAL)
     +-- NotAuthenticated    no bearer token, or one this gateway does not know
@@ -18,6 +20,7 @@ Messages are written for the caller: they name the field and say what was expect
 from __future__ import annotations
 
 __all__ = [
+    "Cancelled",
     "DeadlineExceeded",
     "GatewayError",
     "InvalidInput",
@@ -64,7 +67,13 @@ class Overloaded(GatewayError):
 
 
 class DeadlineExceeded(GatewayError):
-    """Raised when the caller's deadline passed before the model ran; the model was not run."""
+    """Raised when the caller's deadline passed before the model ran (it was not run) or while
+    it ran (the run was stopped); also the outcome of a request answered after its deadline."""
+
+
+class Cancelled(GatewayError):
+    """The outcome of a request whose caller cancelled it while it was served: it is counted
+    under this (not against the version), and nobody is left to answer."""
 
 
 class TooManyStreams(GatewayError):

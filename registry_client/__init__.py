@@ -1,5 +1,15 @@
-"""Operators' side of onnxgate: the registry schema, its Redis client and gatectl."""
+"""The shared control-plane library that gatectl and the gateway both use: the registry
+schema, its Redis client, the request-statistics and drift-sketch stores and the rollout
+records.
 
-from registry_client.schema import NAME_PATTERN, is_valid_name, version_sort_key
+Importing the package costs what the client needs (redis-py; numpy and datasketches for the
+drift sketches), not onnxruntime: that is imported only to read the signature of a version
+being registered.
+"""
 
-__all__ = ["NAME_PATTERN", "is_valid_name", "version_sort_key"]
+from __future__ import annotations
+
+from registry_client.client import RegistryClient
+from registry_client.errors import Conflict, NotFound, RegistryError, Rejected, Unreachable
+
+__all__ = ["Conflict", "NotFound", "RegistryClient", "RegistryError", "Rejected", "Unreachable"]

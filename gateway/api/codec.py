@@ -4,7 +4,7 @@ Binder checks the tensors against its signature once the request is routed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway.errors import InvalidInput
@@ -70,8 +70,10 @@ def decode_infer_request(
     request: pb.ModelInferRequest,
     time_remaining: float | None,
     metadata: Sequence[tuple[str, str | bytes]] = (),
+    still_wanted: Callable[[], bool] | None = None,
 ) -> InferRequest:
-    """Translate a ModelInferRequest; InvalidInput when raw and typed contents are mixed."""
+    """Translate a ModelInferRequest; InvalidInput when raw and typed contents are mixed.
+    `still_wanted` tells whether the caller is still there (the call context's is_active)."""
     received = time.perf_counter()
     model = request.model_name
     raw = request.raw_input_contents
@@ -106,6 +108,7 @@ def decode_infer_request(
         deadline=deadline,
         received=received,
         routing_key=routing_key_of(request, metadata),
+        still_wanted=still_wanted,
     )
 
 

@@ -27,8 +27,9 @@ SERVER_NAME = "onnxgate"
 _STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 _Metadata = Sequence[tuple[str, str | bytes]]
 _MODEL_CONTROL = (
-    "loading and unloading through the API is not supported: versions come from the model"
-    " repository given with --models"
+    "loading and unloading through the API is not supported: versions come from the"
+    " registry's routing rules (set with gatectl) or, without a registry, from the model"
+    " directory given with --models"
 )
 # Only what is really implemented: perf_analyzer and tritonclient read this list.
 EXTENSIONS = ("model_configuration", "parameters")
@@ -149,19 +150,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _infer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
     ) -> pb.ModelInferResponse:
+        """Decode, infer and encode in one `serving` block: the pipeline counts what fails in
+        it, and the response is encoded before the request gives back its CPU turn."""
         remaining = context.time_remaining()
         if remaining is None or remaining > self._request_timeout:
             remaining = self._request_timeout
-        try:
-            decoded = decode_infer_request(request, remaining, metadata)
-        except GatewayError as exc:
-            self._pipeline.count_rejected(request.model_name, exc)
-            raise
-        decoded.still_wanted = context.is_active
-        request_id = request.id
-        return self._pipeline.infer(
-            decoded, lambda result: encode_infer_response(result, request_id)
-        )
+        with self._pipeline.serving(request.model_name) as serving:
+            decoded = decode_infer_request(request, remaining, metadata, context.is_active)
+            return encode_infer_response(serving.infer(decoded), request.id)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from gateway.errors import (
+    Cancelled,
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
@@ -29,6 +30,7 @@ _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.UNAVAILABLE,  # clients retry another replica
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,  # as gRPC's own concurrency limit
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Cancelled: grpc.StatusCode.CANCELLED,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
     NotAllowed: grpc.StatusCode.PERMISSION_DENIED,

@@ -39,8 +39,8 @@ def _held_lock() -> threading.Lock:
 @dataclass(slots=True)
 class _Pending:
     key: _Key
-    feeds: dict[str, np.ndarray]
     output_names: Sequence[str]
+    feeds: dict[str, np.ndarray]
     rows: int
     deadline: float | None
     enqueued: float
@@ -51,7 +51,7 @@ class _Pending:
     error: BaseException | None = None
 
 
-def _key(feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> _Key:
+def _key(output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> _Key:
     inputs = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
     return (tuple(output_names), inputs)
 
@@ -91,7 +91,7 @@ class DynamicBatcher:
         self, output_names: Sequence[str], feeds: dict[str, np.ndarray], deadline: float | None
     ) -> list[np.ndarray]:
         rows = next(iter(feeds.values())).shape[0] if feeds else 0
-        pending = _Pending(_key(feeds, output_names), feeds, output_names, rows, deadline,
+        pending = _Pending(_key(output_names, feeds), output_names, feeds, rows, deadline,
                            time.monotonic())  # fmt: skip
         with self._cond:
             if self._stopping:  # unloaded while this request was on its way: serve it alone

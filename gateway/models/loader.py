@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnxruntime as ort
@@ -15,7 +14,7 @@ from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.batcher import DynamicBatcher
 from gateway.models.binding import Binder
 from gateway.models.load_job import LoadFailed, LoadJob
-from gateway.models.memory_probe import ProbeFailed, probe_version
+from gateway.models.memory_probe import ProbeFailed, default_memory_budget, probe_version
 from gateway.models.ort_errors import (
     ORT_ERRORS,
     rejection_reason,
@@ -25,40 +24,26 @@ from gateway.models.ort_errors import (
 from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.signature import Signature, SignatureError, read_signature, warmup_feeds
 from gateway.models.version import LoadedVersion, VersionInfo
+from gateway.settings import Settings
 from registry_client.errors import RegistryError
 from registry_client.repository import VersionSource
 
-__all__ = ["ORT_ERRORS", "LoadFailed", "LoadOptions", "load_version"]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """How sessions are built and guarded."""
-
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
-    max_batch_size: int = 1024
-    max_inflight_per_version: int = 64
-    # > 0: at most this many requests of a version run at once; up to max_queue_per_version
-    # more wait in its queue (then the admission limit is their sum, not max_inflight).
-    max_concurrency_per_version: int = 0
-    max_queue_per_version: int = 64
-    batch_delay_us: int = -1  # dynamic batching: -1 off; else wait at most this long for more
-    max_model_bytes: int = 2**31 - 1  # protobuf cannot parse more
-    # > 0: load and warm each version first in a child process held to this much memory
-    max_version_memory_bytes: int = 0
+__all__ = ["ORT_ERRORS", "LoadFailed", "load_version"]
 
 
 def load_version(
     source: VersionSource,
-    options: LoadOptions,
+    settings: Settings,
     metrics: GatewayMetrics,
     job: LoadJob | None = None,
     deadlines: RunDeadlines | None = None,
     fetch: Callable[[], Path] | None = None,
 ) -> LoadedVersion:
     """Load one version within `job`'s budget; raises LoadFailed with a reason the operator
-    can act on. `fetch` brings the artifact to a local file first (uploaded artifacts)."""
+    can act on. `fetch` brings the artifact to a local file first (uploaded artifacts).
+
+    Sessions are built and guarded as `settings` say, batching as the version's own rule
+    says where it has one."""
     job = job or LoadJob(f"{source.model}-{source.version}", float("inf"))
     started = time.perf_counter()
     path = source.path
@@ -69,14 +54,16 @@ def load_version(
         except (ValueError, OSError, RegistryError) as exc:
             raise LoadFailed(f"cannot fetch the artifact: {exc}", "artifact") from exc
     job.begin("reading the artifact")
-    data, sha256 = _read_verified(path, source.sha256, options.max_model_bytes)
+    data, sha256 = _read_verified(path, source.sha256, settings.max_model_bytes)
+    threads = (settings.ort_intra_op_threads, settings.ort_inter_op_threads)
+    budget = settings.max_version_memory_bytes
+    budget = default_memory_budget() if budget < 0 else budget
     peak_rss = None
-    if options.max_version_memory_bytes > 0:
+    if budget > 0:
         job.begin("the memory probe (session creation and warm-up in a child process)")
         try:
             probe = probe_version(
-                path, sha256, options.max_version_memory_bytes, job.remaining(),
-                options.intra_op_threads, options.inter_op_threads, cancelled=job.cancelled,
+                path, sha256, budget, job.remaining(), *threads, cancelled=job.cancelled,
             )  # fmt: skip
         except ProbeFailed as exc:
             if exc.kind == "timeout":
@@ -88,7 +75,7 @@ def load_version(
         # From bytes, not the path: the bytes hashed are the bytes loaded.
         session = ort.InferenceSession(
             data,
-            sess_options=session_options(options.intra_op_threads, options.inter_op_threads),
+            sess_options=session_options(*threads),
             providers=["CPUExecutionProvider"],
         )
     except ORT_ERRORS as exc:
@@ -101,31 +88,31 @@ def load_version(
     _warm_up(session, signature, job, deadlines)
     elapsed = time.perf_counter() - started
     info = VersionInfo(source.model, source.version, str(path), sha256, elapsed, peak_rss)
-    if source.batch_delay_us is not None or source.max_batch_size is not None:
-        options = replace(
-            options,
-            batch_delay_us=options.batch_delay_us if source.batch_delay_us is None
-            else source.batch_delay_us,
-            max_batch_size=source.max_batch_size or options.max_batch_size,
-        )  # fmt: skip
+    batch_delay_us = settings.batch_delay_us
+    if source.batch_delay_us is not None:
+        batch_delay_us = source.batch_delay_us
+    max_batch_size = source.max_batch_size or settings.max_batch_size
     version_metrics = metrics.for_version(source.model, source.version)
     batcher = None
-    if options.batch_delay_us >= 0 and signature.batchable:
-        batcher = DynamicBatcher(session, f"{source.model}-{source.version}",
-                                 options.max_batch_size, options.batch_delay_us / 1e6,
-                                 version_metrics.observe_batch, deadlines,
+    if batch_delay_us >= 0 and signature.batchable:
+        batcher = DynamicBatcher(session, f"{source.model}-{source.version}", max_batch_size,
+                                 batch_delay_us / 1e6, version_metrics.observe_batch, deadlines,
                                  version_metrics.terminated.inc)  # fmt: skip
+    # > 0: at most this many requests of a version run at once and up to
+    # max_queue_per_version more wait in its queue: the admission limit is their sum.
+    concurrency = settings.max_concurrency_per_version
+    max_inflight = settings.max_inflight_per_version
+    if concurrency > 0:
+        max_inflight = concurrency + settings.max_queue_per_version
     return LoadedVersion(
         info=info,
         session=session,
         signature=signature,
-        binder=Binder(source.model, signature, options.max_batch_size),
-        max_inflight=options.max_concurrency_per_version + options.max_queue_per_version
-        if options.max_concurrency_per_version > 0
-        else options.max_inflight_per_version,
+        binder=Binder(source.model, signature, max_batch_size),
+        max_inflight=max_inflight,
         metrics=version_metrics,
         batcher=batcher,
-        max_concurrency=options.max_concurrency_per_version,
+        max_concurrency=concurrency,
         deadlines=deadlines,
     )
 

@@ -16,9 +16,10 @@ from types import MappingProxyType
 from gateway.errors import ModelNotFound, ModelNotReady
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.load_job import LoadJob, LoadOutcome
-from gateway.models.loader import LoadOptions, load_version
+from gateway.models.loader import load_version
 from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.version import LoadedVersion
+from gateway.settings import Settings
 from registry_client.repository import VersionSource
 
 __all__ = ["VersionState", "VersionStatus", "VersionStore"]
@@ -52,21 +53,17 @@ class VersionStore:
 
     Request threads only read `_ready`, a mapping replaced whole (copy on write) under
     `_lock` by the thread that finishes a load, so a lookup never takes a lock or waits on a
-    load. At most `load_threads` loads run at once; each has `load_timeout_seconds`.
+    load. At most `settings.load_threads` loads run at once; each has
+    `settings.load_timeout_seconds`, and builds its version as `settings` say (loader.py).
     """
 
     def __init__(
-        self,
-        options: LoadOptions,
-        metrics: GatewayMetrics,
-        load_threads: int,
-        load_timeout_seconds: float = 120.0,
-        deadlines: RunDeadlines | None = None,
+        self, settings: Settings, metrics: GatewayMetrics, deadlines: RunDeadlines | None = None
     ) -> None:
-        self._options = options
+        self._settings = settings
         self._metrics = metrics
-        self._slots = threading.Semaphore(load_threads)
-        self._timeout = load_timeout_seconds
+        self._slots = threading.Semaphore(settings.load_threads)
+        self._timeout = settings.load_timeout_seconds
         self._deadlines = deadlines
         self._lock = threading.Lock()
         self._ready: Mapping[str, Mapping[str, LoadedVersion]] = MappingProxyType({})
@@ -158,9 +155,9 @@ class VersionStore:
                 if job.cancelled.is_set():
                     return
             try:
-                options, metrics, deadlines = self._options, self._metrics, self._deadlines
+                settings, metrics, deadlines = self._settings, self._metrics, self._deadlines
                 outcome = job.run(
-                    lambda j: load_version(source, options, metrics, j, deadlines, fetch)
+                    lambda j: load_version(source, settings, metrics, j, deadlines, fetch)
                 )
             finally:
                 self._slots.release()

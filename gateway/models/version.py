@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.errors import DeadlineExceeded, ModelFailed, Overloaded
-from gateway.metrics.gateway_metrics import VersionMetrics
+from gateway.metrics.versions import VersionMetrics
 from gateway.models.binding import Binder
 from gateway.models.ort_errors import ORT_ERRORS
 from gateway.models.run_deadlines import RunDeadlines
@@ -82,7 +82,7 @@ class _Admission:
 
 
 class LoadedVersion:
-    """A READY version. Thread-safe: many request threads call infer() at once."""
+    """A READY version. Thread-safe: many request threads call run() at once."""
 
     def __init__(
         self,
@@ -157,13 +157,13 @@ class LoadedVersion:
 
     def run(
         self,
-        feeds: dict[str, np.ndarray],
         output_names: Sequence[str],
+        feeds: dict[str, np.ndarray],
         deadline: float | None,
         metrics: VersionMetrics | None = None,
     ) -> list[np.ndarray]:
-        """Run the model for an admitted request, unless its deadline has passed. `metrics`
-        replaces the version's own (a shadow run is timed under role="shadow")."""
+        """Run the model for an admitted request, unless its deadline has passed; arguments in
+        onnxruntime's order. `metrics` replaces the version's own (see run_as_shadow)."""
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded(
                 f"deadline passed before model '{self.model}' version '{self.version}' ran"
@@ -193,16 +193,18 @@ class LoadedVersion:
         metrics.inference.observe(time.perf_counter() - started)
         return results
 
-    def infer(
+    def run_as_shadow(
         self,
-        feeds: dict[str, np.ndarray],
         output_names: Sequence[str],
+        feeds: dict[str, np.ndarray],
         deadline: float | None,
-        metrics: VersionMetrics | None = None,
+        metrics: VersionMetrics,
     ) -> list[np.ndarray]:
-        """admit() without waiting, run(), release(): for work that must not queue (shadows)."""
+        """Run a mirrored copy: admit() without waiting (a shadow never queues behind the
+        version's own requests: Overloaded instead), run() timed under `metrics` (the
+        version's role="shadow" ones), release()."""
         self.admit(deadline, wait=False)
         try:
-            return self.run(feeds, output_names, deadline, metrics)
+            return self.run(output_names, feeds, deadline, metrics)
         finally:
             self.release()

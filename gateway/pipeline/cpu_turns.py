@@ -1,8 +1,11 @@
-"""Turns at the CPU: at most `count` requests do their work at once.
+"""Turns at the CPU: at most `count` requests (--grpc-threads) do their work at once.
 
-The request pool also has threads for open streams and for requests waiting in a version's
-queue; work itself keeps to the request threads, the measured best on a core (more threads
-only contend for the GIL). A C-level queue of tokens is the cheapest gate CPython has.
+The server has more call threads than turns: one more per stream it allows, more while calls
+wait for their request message, and a request waiting in its version's queue holds a thread
+but no turn. A request takes its turn once admitted and gives it back once its response is
+encoded; so no more than `count` threads run Python work at a time, the measured best on a
+core (more threads only contend for the GIL). A C-level queue of tokens is the cheapest gate
+CPython has.
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ class InferRequest:
     deadline: float | None
     received: float  # time.perf_counter() when the request arrived, for its duration
     routing_key: str | None = None  # sticky routing: same key, same version
-    # False once the caller has gone away (cancelled): its outcome is then counted as
-    # CANCELLED, not against the version (a rollout judges versions on their outcomes).
+    # False once the caller has gone away: its outcome is then counted as Cancelled, not
+    # against the version (a rollout judges versions on their outcomes), or DeadlineExceeded
+    # when its deadline had passed.
     still_wanted: Callable[[], bool] | None = None
 
 

@@ -1,4 +1,5 @@
-"""What every onnxgate process does first: its logging, and a stop event set by SIGTERM/SIGINT."""
+"""What every onnxgate process (gateway, supervisor, worker) does first: its logging, the
+metrics settings every registry shares, and a stop event set by SIGTERM/SIGINT."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from registry_client.schema import PRIVATE_SOCKET_NAME, private_redis_url
+from registry_client.connection import PRIVATE_SOCKET_NAME, private_redis_url
 
 __all__ = ["PrivateRedis", "PrivateRedisError"]
 START_TIMEOUT_SECONDS = 10.0

@@ -32,9 +32,10 @@ from pathlib import Path
 import redis
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.metrics.http import MetricsServer, start_metrics_server
-from gateway.metrics.workers import SupervisorMetrics
+from gateway.metrics.http import MetricsServer
+from gateway.metrics.supervisor import SupervisorMetrics
 from gateway.process.bootstrap import start_process
+from gateway.process.metrics_endpoint import start_metrics_endpoint
 from gateway.process.private_redis import PrivateRedis, PrivateRedisError
 from gateway.process.shutdown import WATCHDOG_MARGIN_SECONDS, ShutdownBudget, start_watchdog
 from gateway.security.material import Security
@@ -140,7 +141,7 @@ class Supervisor:
         self._worker_settings = settings
         self.grpc_port = 0
         self.metrics_port = 0
-        self._replica = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._replica = settings.resolved_replica_id()
         self._exit_code = 0
 
     def start(self) -> None:
@@ -163,12 +164,8 @@ class Supervisor:
         )  # fmt: skip
         if settings.metrics_port >= 0:
             security = Security.from_settings(settings)  # the CLI has checked it already
-            tls = security.tls if settings.metrics_tls else None
-            self._metrics_server = start_metrics_server(
-                settings.metrics_port, settings.host, self.metrics.registry,
-                None if tls is None else tls.ssl_context(),
-                security.tokens if settings.metrics_auth else None,
-            )  # fmt: skip
+            self._metrics_server = start_metrics_endpoint(settings, security, self.metrics.registry)
+        if self._metrics_server is not None:
             self.metrics_port = self._metrics_server.server_port
         _log.info(
             "gateway started",
@@ -236,7 +233,7 @@ class Supervisor:
     def stop(self) -> int:
         """Forward SIGTERM, wait for every worker to drain, then release what we own."""
         grace = self.settings.shutdown_grace_seconds
-        notice = min(self.settings.drain_notice_seconds, grace / 2)
+        notice = self.settings.drain_notice()
         started = time.monotonic()
         running = [s.process for s in self._slots if s.process is not None]
         for process in running:
@@ -279,6 +276,5 @@ def supervise(settings: Settings) -> int:
         supervisor.stop()
         return EXIT_CANNOT_START
     supervisor.run()
-    grace = settings.shutdown_grace_seconds
-    start_watchdog(min(settings.drain_notice_seconds, grace / 2) + grace + 2.0)
+    start_watchdog(settings.drain_notice() + settings.shutdown_grace_seconds + 2.0)
     return supervisor.stop()

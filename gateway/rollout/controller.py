@@ -1,11 +1,11 @@
 """The rollout controller: runs in every gateway, acts only while it holds the leader lease.
 
 Each tick the leader reads every active rollout; at the end of an interval it judges the
-candidate against the baseline on that interval's statistics (rollout_checks) and advances,
-holds or rolls back, writing the decision and the rule it serves in one transaction that
-also checks it still holds the lease. A rule written by anyone else pauses the rollout: the
-controller never writes over an operator. Everything here is background work: no request
-waits on it.
+candidate against the baseline on that interval's statistics (registry_client.rollout.judge)
+and advances, holds or rolls back (decisions.py), writing the decision and the rule it serves
+in one transaction that also checks it still holds the lease. A rule written by anyone else
+pauses the rollout: the controller never writes over an operator. Everything here is
+background work: no request waits on it.
 """
 
 from __future__ import annotations
@@ -18,30 +18,15 @@ import redis
 
 from gateway.drift.recorder import OUTPUT_PREFIX
 from gateway.metrics.rollout import RolloutMetrics
+from gateway.rollout.decisions import next_decision
 from gateway.rollout.lease import Lease
 from gateway.telemetry.periodic import Periodic
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.statistics import feature_drift
 from registry_client.errors import Conflict, RegistryError
-from registry_client.rollout.judge import (
-    CARRIED,
-    FAIL,
-    INSUFFICIENT,
-    Check,
-    Counters,
-    judge,
-    subtract,
-    sum_counters,
-)
-from registry_client.rollout.plan import (
-    PAUSED,
-    PROGRESSING,
-    PROMOTED,
-    ROLLED_BACK,
-    SHADOWING,
-    RolloutState,
-)
+from registry_client.rollout.judge import CARRIED, Check, Counters, judge, subtract, sum_counters
+from registry_client.rollout.plan import PAUSED, PROMOTED, SHADOWING, RolloutState
 from registry_client.rollout.store import LeaseLost, RolloutStore, Unreadable
 from registry_client.schema import SchemaError
 from registry_client.stats.window import WINDOW_SECONDS, window_of
@@ -108,7 +93,7 @@ class RolloutController:
             if not self._failing:
                 _log.error(
                     "Redis refuses the rollout controller's reads or writes; give this"
-                    " gateway's Redis user the controller's rights (README, Redis security) or"
+                    " gateway's Redis user the controller's rights (docs/security.md) or"
                     " run it with --no-rollout-controller", extra={"reason": str(exc)},
                 )  # fmt: skip
             self._failing = True
@@ -182,45 +167,8 @@ class RolloutController:
         checks = judge(plan, shadowing, interval, drift, self._load_failures(state))
         for check in checks:
             self._metrics.checks.labels(plan.model, check.name, check.result).inc()
-        decision, reason, after, route = self._next(state, checks, now, fresh)
+        decision, reason, after, route = next_decision(state, checks, now, fresh)
         self._decide(state, decision, reason, after, route=route, checks=checks)
-
-    def _next(
-        self, state: RolloutState, checks: list[Check], now: float, fresh: Mapping[str, object]
-    ) -> tuple[str, str, RolloutState, bool]:
-        """What the judged interval leads to: (decision, reason, new state, rule changes)."""
-        plan = state.plan
-        restart = {"interval_started_at": now, "next_check_at": now + plan.interval_seconds,
-                   "snapshot": fresh}  # fmt: skip
-        failed = [c for c in checks if c.result == FAIL]
-        waiting = [c for c in checks if c.result == INSUFFICIENT]
-        if failed:
-            failures = state.failures + 1
-            summary = "; ".join(_described(c) for c in failed)
-            if failures >= plan.failures_to_rollback:
-                after = state.evolve(status=ROLLED_BACK, failures=failures, **restart)
-                return "rollback", f"failed {failures} time(s) in a row: {summary}", after, True
-            reason = (
-                f"failed ({failures} of {plan.failures_to_rollback} before rollback): {summary}"
-            )
-            return "hold", reason, state.evolve(failures=failures, **restart), False
-        if waiting:  # the interval goes on, counted from the same start, until there is enough
-            reason = "waiting for data: " + "; ".join(_described(c) for c in waiting)
-            return "hold", reason, state.evolve(next_check_at=now + plan.interval_seconds), False
-        shadowing = state.status == SHADOWING
-        if shadowing and now - state.phase_started_at < plan.shadow_first_seconds:
-            left = plan.shadow_first_seconds - (now - state.phase_started_at)
-            reason = f"checks passed; shadowing {left:.0f}s more"
-            return "hold", reason, state.evolve(failures=0, **restart), False
-        if shadowing or state.step < len(plan.steps) - 1:
-            step = state.step + 1
-            after = state.evolve(status=PROGRESSING, step=step, failures=0, phase_started_at=now,
-                                 **restart)  # fmt: skip
-            reason = f"checks passed; step {step + 1}/{len(plan.steps)}: {plan.steps[step]}%"
-            return "advance", reason, after, True
-        after = state.evolve(status=PROMOTED, failures=0, phase_started_at=now, **restart)
-        return "promote", f"checks passed at {plan.steps[-1]}%; {plan.candidate} serves alone", (
-            after), True  # fmt: skip
 
     def _baseline_when_idle(
         self, state: RolloutState, interval: Counters, fresh: dict[str, object]
@@ -313,8 +261,3 @@ class RolloutController:
         step = len(state.plan.steps) if state.status == PROMOTED else state.step + 1
         self._metrics.step.labels(*labels).set(step)
         self._metrics.candidate_weight.labels(*labels).set(state.candidate_weight)
-
-
-def _described(check: Check) -> str:
-    value = "-" if check.value is None else f"{check.value:.4g}"
-    return f"{check.name} {value} (want {check.threshold}; {check.detail})"

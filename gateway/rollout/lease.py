@@ -1,9 +1,8 @@
 """The rollout controller's leader lease: one Redis key with a TTL holding the leader's replica
-id and a token drawn per process (registry_client.rollout.store.lease_value). The holder renews it
-every tick; when the holder dies the key expires and the next replica to tick takes it. The
-token, not the replica id, says whose it is: two gateways started with one replica id by
-mistake still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not
-EVAL."""
+id and a token drawn per process (lease_value). The holder renews it every tick; when the
+holder dies the key expires and the next replica to tick takes it. The token, not the replica
+id, says whose it is: two gateways started with one replica id by mistake still elect one
+leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
 
 from __future__ import annotations
 
@@ -13,13 +12,10 @@ import redis
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
-from registry_client.rollout.store import lease_holder, lease_value
+from registry_client.records.values import as_text
+from registry_client.rollout.leader_lease import lease_value
 
 __all__ = ["Lease"]
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 class Lease:
@@ -42,7 +38,7 @@ class Lease:
         RegistryError (Unreachable) when Redis does not answer."""
 
         def claim(pipe: redis.client.Pipeline) -> bool:
-            current = _text(pipe.get(self._key))
+            current = as_text(pipe.get(self._key))
             if current not in ("", self.value):
                 return False
             pipe.multi()
@@ -54,15 +50,11 @@ class Lease:
         except Conflict:  # another replica claimed it between our read and our write
             return False
 
-    def holder_now(self) -> str:
-        """Whose replica id holds the lease ('' when nobody does)."""
-        return lease_holder(_text(self._client.read_string(self._key)))
-
     def release(self) -> None:
         """Give the lease up at once (at stop) so another replica need not wait out the TTL."""
 
         def drop(pipe: redis.client.Pipeline) -> None:
-            if _text(pipe.get(self._key)) == self.value:
+            if as_text(pipe.get(self._key)) == self.value:
                 pipe.multi()
                 pipe.delete(self._key)
 

@@ -3,62 +3,32 @@ operator's endpoint.
 
 The rollout controller must never wait on the network: notify() only appends to a bounded
 queue and one delivery thread posts the events, in order, retrying what the receiver may
-accept later. Each body is signed like GitHub's X-Hub-Signature-256 so a receiver can tell
-the gateway's events from anyone else's, and carries a delivery id that stays the same across
-retries so a receiver can drop the duplicates a lost answer causes.
+accept later. Each body is signed (webhook_endpoint.py) and carries a delivery id that stays
+the same across retries so a receiver can drop the duplicates a lost answer causes.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import http.client
 import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-__all__ = ["WebhookNotifier", "read_secret", "signature"]
+from gateway.rollout.webhook_endpoint import WebhookEndpoint
+
+__all__ = ["WebhookNotifier"]
 
 _log = logging.getLogger(__name__)
 
 _THREAD_NAME = "onnxgate-rollout-webhook"
-_MIN_SECRET_BYTES = 16
-_USER_AGENT = "onnxgate-rollout"
 # The body's own fields: a payload key with one of these names would contradict the headers
 # (a delivery id receivers deduplicate by) or the event the body claims to be.
 _RESERVED = frozenset({"event", "sent_at", "delivery"})
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The X-Onnxgate-Signature value: "sha256=" and the hex HMAC-SHA256 of the exact body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def read_secret(path: Path) -> bytes:
-    """The shared secret from a file (a mounted Kubernetes secret ends with a newline, an
-    editor may add one: surrounding whitespace is not part of it). A secret short enough to
-    guess is refused here rather than signing every event with it."""
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise ValueError(f"webhook secret file {path} cannot be read: {exc.strerror}") from None
-    if len(secret) < _MIN_SECRET_BYTES:
-        raise ValueError(
-            f"webhook secret in {path} is {len(secret)} bytes; at least {_MIN_SECRET_BYTES}"
-        )
-    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,32 +36,6 @@ class _Delivery:
     event: str
     delivery: str
     body: bytes
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would repeat a redirected POST as a GET without its body and report the GET's
-    2xx as success; a redirect is the receiver's configuration error and fails the event."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-def _describe(reason: BaseException | str) -> str:
-    if isinstance(reason, BaseException):
-        return f"{type(reason).__name__}: {reason}"
-    return reason
-
-
-def _netloc_without_userinfo(parts: SplitResult) -> str:
-    return parts.netloc.rpartition("@")[2]
 
 
 class WebhookNotifier:
@@ -102,10 +46,8 @@ class WebhookNotifier:
     timeout, 5xx or 429 is retried up to `attempts` times in all, `backoff_seconds * 2**n`
     apart; any other answer is final. Each event ends in exactly one `on_result(event,
     outcome)` with outcome "delivered", "failed" or "dropped", called on the notifier's thread
-    (or, for a drop, on the caller's); it must not block for long.
-
-    Userinfo in the URL (https://user:password@host/...) is sent as HTTP basic authentication
-    and never logged; neither is the query string, which receivers use for tokens as well.
+    (or, for a drop, on the caller's); it must not block for long. ValueError for a URL or a
+    secret that cannot work (WebhookEndpoint) or for limits out of range.
     """
 
     def __init__(
@@ -120,43 +62,20 @@ class WebhookNotifier:
         on_result: Callable[[str, str], None] = lambda event, outcome: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        parts = urlsplit(url)
-        self._url_for_logs = urlunsplit(
-            (parts.scheme, _netloc_without_userinfo(parts), parts.path, "", "")
-        )
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"webhook URL must be http:// or https:// with a host: {self._url_for_logs}"
-            )
-        try:
-            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
-        except ValueError:
-            raise ValueError(f"webhook URL has an invalid port: {self._url_for_logs}") from None
-        if len(secret) < _MIN_SECRET_BYTES:
-            raise ValueError(f"webhook secret is {len(secret)} bytes; at least {_MIN_SECRET_BYTES}")
+        self._endpoint = WebhookEndpoint(url, secret)
+        self._url_for_logs = self._endpoint.url_for_logs
         if attempts < 1 or queue_size < 1 or timeout_seconds <= 0 or backoff_seconds < 0:
             raise ValueError(
                 "webhook needs attempts >= 1, queue_size >= 1, timeout_seconds > 0 and"
                 f" backoff_seconds >= 0; got {attempts}, {queue_size}, {timeout_seconds},"
                 f" {backoff_seconds}"
             )
-        self._url = urlunsplit(
-            (parts.scheme, _netloc_without_userinfo(parts), parts.path, parts.query, "")
-        )
-        # urllib does not turn userinfo into a header: left in the URL it becomes part of the
-        # host name and every attempt fails.
-        self._authorization: str | None = None
-        if parts.username is not None:
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
-        self._secret = secret
         self._timeout = timeout_seconds
         self._attempts = attempts
         self._backoff = backoff_seconds
         self._queue_size = queue_size
         self._on_result = on_result
         self._clock = clock
-        self._opener = urllib.request.build_opener(_RefuseRedirects())
         self._pending: deque[_Delivery] = deque()
         self._changed = threading.Condition()  # guards _pending and _deadline
         self._deadline: float | None = None  # monotonic; set once, by the first stop()
@@ -253,7 +172,7 @@ class WebhookNotifier:
             if timeout is None:
                 self._give_up(item, "dropped", reason, attempt)
                 return
-            reason, retry = self._post(item, timeout)
+            reason, retry = self._endpoint.post(item.event, item.delivery, item.body, timeout)
             if not reason:
                 self._report(item.event, "delivered")
                 return
@@ -274,29 +193,6 @@ class WebhookNotifier:
                    "attempts": attempts, "delivery": item.delivery},
         )  # fmt: skip
         self._report(item.event, outcome)
-
-    def _post(self, item: _Delivery, timeout: float) -> tuple[str, bool]:
-        """One attempt: ("", _) when delivered, else the reason and whether to retry."""
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": _USER_AGENT,
-            "X-Onnxgate-Event": item.event,
-            "X-Onnxgate-Delivery": item.delivery,
-            "X-Onnxgate-Signature": signature(self._secret, item.body),
-        }
-        if self._authorization is not None:
-            headers["Authorization"] = self._authorization
-        request = urllib.request.Request(self._url, data=item.body, headers=headers, method="POST")
-        try:
-            with self._opener.open(request, timeout=timeout):
-                return "", False  # urllib raises HTTPError for anything but 2xx
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the response's socket
-            return f"HTTP {exc.code}", exc.code == 429 or exc.code >= 500
-        except urllib.error.URLError as exc:  # refused, unresolvable, TLS, timed out connecting
-            return _describe(exc.reason), True
-        except (OSError, http.client.HTTPException) as exc:  # timed out or cut off answering
-            return _describe(exc), True
 
     def _drop_pending(self) -> None:
         with self._changed:

@@ -1,22 +1,30 @@
-"""Uploaded artifacts fetched from the registry into a local cache keyed by sha256."""
+"""Where a registered version's artifact is read from: its file, or for an uploaded one a
+local cache, keyed by sha256, fetched from the registry."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from registry_client.client import RegistryClient
+from registry_client.repository import VersionSource
 from registry_client.schema import BLOB_SCHEME
 
 __all__ = ["ArtifactCache"]
 
 _log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _optional_int(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
 
 
 def _file_path(uri: str) -> Path:
@@ -34,6 +42,23 @@ class ArtifactCache:
         self._registry = registry
         self._directory = directory
         self._max_bytes = max_bytes
+
+    def source(self, model: str, version: str) -> tuple[VersionSource, Callable[[], Path] | None]:
+        """What a load of a registered version reads, and for an uploaded artifact the fetch
+        that brings it into the cache first. NotFound or Rejected when the registry cannot
+        describe the version, ValueError when its artifact cannot be named."""
+        stored = self._registry.show_version(model, version)
+        settings = self._registry.show_model(model)
+        path = self.local_path(stored["artifact_uri"], stored["sha256"])
+        source = VersionSource(
+            model, version, path, stored["sha256"],
+            batch_delay_us=_optional_int(settings.get("batch_delay_us")),
+            max_batch_size=_optional_int(settings.get("max_batch_size")),
+        )  # fmt: skip
+        fetch = None
+        if self.is_uploaded(stored["artifact_uri"]):
+            fetch = functools.partial(self.fetch, stored["sha256"])
+        return source, fetch
 
     def is_uploaded(self, uri: str) -> bool:
         return uri.startswith(f"{BLOB_SCHEME}:")

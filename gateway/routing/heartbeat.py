@@ -59,6 +59,15 @@ class FollowerState:
         self.rejected: Mapping[str, int] = {}  # model -> revision given up on (a version failed)
         self.errors: Mapping[str, str] = {}  # model -> why its newest rule is not applied
 
+    def publish(
+        self, targets: Mapping[str, int], rejected: Mapping[str, int], errors: Mapping[str, str]
+    ) -> bool:
+        """Replace what the heartbeat shows; True when that changed."""
+        if (targets, rejected, errors) == (self.targets, self.rejected, self.errors):
+            return False
+        self.targets, self.rejected, self.errors = targets, rejected, errors
+        return True
+
 
 class Heartbeat:
     """Writes `{ns}:gateway:<replica>` every `interval_seconds` and on beat_now(); `instance`

@@ -19,7 +19,7 @@ _draw = random.Random().random  # per process; only unkeyed traffic uses it
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The version chosen for a request and how (`routed_by`: pin or weight)."""
+    """The version chosen for a request and how (`routed_by`: pin, sticky or weight)."""
 
     version: str
     routed_by: str

@@ -7,26 +7,19 @@ evicted behind the registry's back bumps no epoch). It never waits for a load: a
 versions are all READY is applied at once; for any other, the loads its versions need are
 started and the rule becomes the model's target, applied when they are READY, given up when
 one FAILS, and superseded by any newer rule (an older revision is never applied after a
-newer one). Until then, and whenever Redis is away, the last good table keeps serving.
+newer one). Until then, and whenever Redis is away, the last good table keeps serving; so
+does it when the registry answers without what a served route came from (registry_loss.py).
 
-A registry that answers but has lost what a served route came from (FLUSHALL, a Redis
-restarted without persistence, keys deleted or expired) changes nothing served either: the
-route and the versions its rule named stay, and readiness with them. The loss is reported
-instead, once per change: a warning, onnxgate_registry_missing{model} (and
-onnxgate_registry_epoch_missing for the whole namespace) and the heartbeat's errors. The
-models are not imported again from --models: the bootstrap runs once, as an operator may
-have removed them on purpose. A second thread only listens for hints; the heartbeat has a
-thread of its own (heartbeat.py).
+Hints come on a thread of their own (hints.py), and so do heartbeats (heartbeat.py), which
+show what this follower publishes: the rules it works towards and why others are not applied.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -36,16 +29,17 @@ from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.store import VersionState, VersionStore
 from gateway.routing.artifacts import ArtifactCache
 from gateway.routing.heartbeat import FollowerState, Heartbeat
+from gateway.routing.hints import HintListener
+from gateway.routing.registry_loss import RegistryLosses
 from gateway.routing.table import Route, RouteTable, RouteTableHolder
-from registry_client.client import RegistryClient, unregistered_versions
+from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, RegistryError, Rejected
-from registry_client.repository import VersionSource
-from registry_client.schema import RouteRule
+from registry_client.records.rule_documents import RouteRule
 
 __all__ = ["RuleWatcher"]
 
 _log = logging.getLogger(__name__)
-MAX_BACKOFF_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 2.0  # between epoch reads while Redis is away
 # An epoch read (one GET) unanswered this long means Redis is unreachable, though a blackholed
 # connection raises nothing until its socket timeout has passed on every retry (about 20 s).
 UNANSWERED_POLL_SECONDS = 2.0
@@ -53,21 +47,9 @@ UNANSWERED_POLL_SECONDS = 2.0
 FULL_READ_POLLS = 10
 
 
-def _optional_int(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Loss:
-    """What the registry lost of a served model: why (as the heartbeat shows it) and the
-    versions its last rule named, kept loaded while the rule is gone."""
-
-    reason: str
-    kept: tuple[str, ...] = ()
-
-
 class RuleWatcher:
-    """Keeps the route table equal to the registry's rules; owns its two threads."""
+    """Keeps the route table equal to the registry's rules; owns the follower thread, the
+    hint listener and the heartbeat."""
 
     def __init__(
         self,
@@ -102,24 +84,22 @@ class RuleWatcher:
         self._given_up: dict[str, Route] = {}  # model -> the route whose versions failed to load
         self._refused: dict[str, str] = {}  # model -> digest of its last invalid document
         self._errors: dict[str, str] = {}
-        self._lost: dict[str, _Loss] = {}  # served model -> what the registry no longer has
-        self._epoch_seen = False  # a non-zero epoch was read: 0 then means it was wiped
-        self._epoch_missing = False
+        self._losses = RegistryLosses(registry, metrics)
         self._full_read_at = 0.0  # monotonic time of the next read of every rule
         self.published = FollowerState()
         self._poll_started: float | None = None  # when the epoch read in progress was sent
         self.heartbeat = Heartbeat(registry, replica, versions, routes, self.published,
                                    heartbeat_seconds)  # fmt: skip
         versions.on_settled(self._wake.set)  # a finished load may complete a target
-        self._threads = [
-            threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True),
-            threading.Thread(target=self._listen, name="onnxgate-events", daemon=True),
-        ]
+        self._thread = threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True)
+        self._hints = HintListener(registry, self._stop, on_hint=self._wake.set,
+                                   on_subscribed=self._resynchronise,
+                                   check=self._report_unanswered_poll)  # fmt: skip
 
     def start(self) -> None:
         """Start following; returns at once (readiness comes with the first sync)."""
-        for thread in self._threads:
-            thread.start()
+        self._thread.start()
+        self._hints.start()
         self.heartbeat.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -129,12 +109,12 @@ class RuleWatcher:
         self._stop.set()
         self._wake.set()
         self.heartbeat.stop(timeout)
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        self._hints.join(max(deadline - time.monotonic(), 0.0))
 
     def is_alive(self) -> bool:
         """Whether the follower, the hint listener and the heartbeat all still run."""
-        return all(t.is_alive() for t in self._threads) and self.heartbeat.is_alive()
+        return self._thread.is_alive() and self._hints.is_alive() and self.heartbeat.is_alive()
 
     def is_serving_every_rule(self) -> bool:
         """Readiness: synced once, and every model with a rule is served by it or by its
@@ -167,7 +147,7 @@ class RuleWatcher:
                 finally:
                     self._poll_started = None
                 self._metrics.redis_connected.set(1)
-                self._note_epoch(epoch)
+                self._losses.note_epoch(epoch)
                 full_read = time.monotonic() >= self._full_read_at
                 if self._resync_needed or epoch != self._epoch or full_read:
                     self._resync_needed = False
@@ -191,23 +171,6 @@ class RuleWatcher:
         except Rejected as exc:  # a bad directory is reported once, not retried forever
             _log.error("model directory not imported", extra={"reason": str(exc)})
         self._bootstrap = None
-
-    def _note_epoch(self, epoch: int) -> None:
-        """Report the namespace wiped while its epoch, seen before, reads 0: every registry
-        write bumps it, so only a lost key reads 0 again."""
-        missing = epoch == 0 and self._epoch_seen
-        self._epoch_seen = self._epoch_seen or epoch > 0
-        if missing == self._epoch_missing:
-            return
-        self._epoch_missing = missing
-        self._metrics.registry_epoch_missing.set(int(missing))
-        if missing:
-            _log.warning("registry epoch gone: the namespace was flushed or deleted, or Redis"
-                         " restarted without persistence; serving the last good rules",
-                         extra={"namespace": self._registry.keys.namespace})  # fmt: skip
-        else:
-            _log.info("registry epoch written again",
-                      extra={"namespace": self._registry.keys.namespace})  # fmt: skip
 
     def _resync(self) -> None:
         self._full_read_at = time.monotonic() + self._poll_seconds * FULL_READ_POLLS
@@ -235,53 +198,10 @@ class RuleWatcher:
             # The newest rule is the target; an older one still loading is superseded.
             self._targets[model] = wanted
             self._start_loads(rule, wanted)
-        self._note_losses(self._losses(rules, invalid))
+        self._losses.update(self._routes.current().routes, rules, invalid, self._rules)
         self._rules = rules
         self._synced_once = True
         self._advance()
-
-    def _losses(
-        self, rules: Mapping[str, RouteRule], invalid: Mapping[str, object]
-    ) -> dict[str, _Loss]:
-        """Each served model whose rule, or a version its served rule names, the registry no
-        longer has (an invalid document is not lost: it is reported as invalid)."""
-        served = self._routes.current().routes
-        lost: dict[str, _Loss] = {}
-        pairs: list[tuple[str, str]] = []
-        for model, route in served.items():
-            rule = rules.get(model)
-            if rule is not None:
-                named = {*route.versions, *(v for v, _ in route.shadows)}
-                if rule.revision == route.revision:  # also the versions kept for pins
-                    named.update(rule.versions)
-                pairs.extend((model, version) for version in sorted(named))
-            elif model not in invalid:
-                previous, last_read = self._lost.get(model), self._rules.get(model)
-                kept = previous.kept if previous else tuple(last_read.versions if last_read else ())
-                lost[model] = _Loss(f"rule gone from the registry; revision {route.revision}"
-                                    " keeps serving", kept)  # fmt: skip
-        for model, version in sorted(unregistered_versions(self._registry, pairs)):
-            if model not in lost:
-                lost[model] = _Loss(f"version {version} gone from the registry; revision"
-                                    f" {served[model].revision} keeps serving")  # fmt: skip
-        return lost
-
-    def _note_losses(self, lost: dict[str, _Loss]) -> None:
-        """Record what the registry lost; log and count each change once."""
-        appeared = {m: loss.reason for m, loss in lost.items()
-                    if m not in self._lost or self._lost[m].reason != loss.reason}  # fmt: skip
-        recovered = sorted(self._lost.keys() - lost.keys())
-        self._lost = lost
-        for model in appeared:
-            self._metrics.registry_missing.labels(model).set(1)
-        for model in recovered:
-            self._metrics.registry_missing.labels(model).set(0)
-        if appeared:
-            _log.warning("the registry lost what served models came from; their last good"
-                         " rules keep serving", extra={"lost": appeared})  # fmt: skip
-        if recovered:
-            _log.info("the registry has again what served models came from",
-                      extra={"models": recovered})  # fmt: skip
 
     def _start_loads(self, rule: RouteRule, wanted: Route) -> None:
         """Start loading what the rule needs and is not READY or LOADING already; a version
@@ -291,20 +211,10 @@ class RuleWatcher:
             if status is not None and status.state is not VersionState.FAILED:
                 continue
             try:
-                stored = self._registry.show_version(rule.model, version)
-                model = self._registry.show_model(rule.model)
-                path = self._artifacts.local_path(stored["artifact_uri"], stored["sha256"])
+                source, fetch = self._artifacts.source(rule.model, version)
             except (NotFound, Rejected, ValueError) as exc:
                 self._give_up(rule.model, wanted, f"revision {rule.revision} not applied: {exc}")
                 return
-            source = VersionSource(
-                rule.model, version, path, stored["sha256"],
-                batch_delay_us=_optional_int(model.get("batch_delay_us")),
-                max_batch_size=_optional_int(model.get("max_batch_size")),
-            )  # fmt: skip
-            fetch = None
-            if self._artifacts.is_uploaded(stored["artifact_uri"]):
-                fetch = functools.partial(self._artifacts.fetch, stored["sha256"])
             self._versions.load(source, fetch)
 
     def _advance(self) -> None:
@@ -335,16 +245,12 @@ class RuleWatcher:
         if routes != dict(current):
             self._routes.replace(RouteTable(MappingProxyType(routes)))
         self._unload_unrouted(routes)
-        targets = {m: r.revision for m, r in self._targets.items()}
-        rejected = {m: r.revision for m, r in self._given_up.items()}
-        errors = dict(self._errors)
-        for model, loss in self._lost.items():
-            errors[model] = f"{errors[model]}; {loss.reason}" if model in errors else loss.reason
-        published = self.published
-        if (targets, rejected, errors, routes) != (
-            published.targets, published.rejected, published.errors, dict(current),
-        ):  # fmt: skip
-            published.targets, published.rejected, published.errors = targets, rejected, errors
+        changed = self.published.publish(
+            targets={m: r.revision for m, r in self._targets.items()},
+            rejected={m: r.revision for m, r in self._given_up.items()},
+            errors=self._losses.with_reasons(self._errors),
+        )
+        if changed or routes != dict(current):
             self.heartbeat.beat_now()
         self._on_change()
 
@@ -355,11 +261,9 @@ class RuleWatcher:
         self._metrics.rules_rejected.labels("not_applied").inc()
 
     def _record_applied(self, model: str, route: Route) -> None:
-        if model in self._lost:  # the new route may not need what was lost: read again
+        if self._losses.applied(model):  # the new route may not need what was lost
             self._resync_needed = True
             self._wake.set()
-        else:
-            self._metrics.registry_missing.labels(model).set(0)
         self._metrics.route_revision.labels(model).set(route.revision)
         self._metrics.route_applied_timestamp.labels(model).set(time.time())
         for version, weight in route.weights.items():
@@ -371,51 +275,13 @@ class RuleWatcher:
         """Unload, or stop loading, every version neither a served route nor a rule names."""
         needed = {(m, v) for m, r in routes.items() for v in r.versions}
         needed |= {(m, v) for m, rule in self._rules.items() for v in rule.versions}
-        needed |= {(m, v) for m, loss in self._lost.items() for v in loss.kept}
+        needed |= self._losses.kept_versions()
         for status in self._versions.statuses():
             key = (status.model, status.version)
             if key not in needed:
                 self._versions.unload(*key)
 
-    # -- the hint thread --------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        try:
-            self._listen_until_stopped()
-        except Exception:
-            # A gateway that stops does not wait for this thread: the client's connections
-            # may be closed under it, which is no error then.
-            if not self._stop.is_set():
-                raise
-
-    def _listen_until_stopped(self) -> None:
-        backoff = 0.05
-        while not self._stop.is_set():
-            try:
-                pubsub = self._registry.events()
-            except (RegistryError, redis.RedisError):
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            backoff = 0.05
-            self._resynchronise()  # (re)subscribed: read what may have been missed
-            # redis-py reconnects and resubscribes by itself when the connection drops, and
-            # this loop sees no error: hints published meanwhile are lost unless that
-            # reconnect, too, asks for a resync.
-            connection = pubsub.connection
-            if connection is not None:
-                connection.register_connect_callback(self._resynchronise)
-            try:
-                while not self._stop.is_set():
-                    if pubsub.get_message(timeout=0.25) is not None:
-                        self._wake.set()
-                    self._report_unanswered_poll()
-            except (redis.RedisError, OSError):
-                self._wake.set()
-            finally:
-                if connection is not None:  # the pool hands the connection to others next
-                    connection.deregister_connect_callback(self._resynchronise)
-                pubsub.close()
+    # -- run on the hint listener's thread -------------------------------------------------
 
     def _report_unanswered_poll(self) -> None:
         """Show Redis as unreachable while the follower's epoch read waits past
@@ -427,7 +293,7 @@ class RuleWatcher:
         if self._poll_started != started:  # answered meanwhile, perhaps before we set 0
             self._metrics.redis_connected.set(1)
 
-    def _resynchronise(self, _connection: object = None) -> None:
+    def _resynchronise(self) -> None:
         """Have the follower read every rule again now (the subscription was (re)made)."""
         self._resync_needed = True
         self._wake.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.rollout.webhook import WebhookNotifier, read_secret
+from gateway.rollout.webhook_endpoint import WebhookEndpoint, read_secret
 from gateway.security.tls import TlsError, TlsFiles
 from gateway.security.tokens import TokenError, TokenTable
 from gateway.settings import Settings
@@ -52,7 +52,7 @@ def _webhook_secret(settings: Settings) -> bytes | None:
     except ValueError as exc:
         raise SecurityError(f"--rollout-webhook-secret-file: {exc}") from exc
     try:
-        WebhookNotifier(url, secret)  # checks the URL; starts nothing
+        WebhookEndpoint(url, secret)  # checks the URL
     except ValueError as exc:
         raise SecurityError(f"--rollout-webhook-url: {exc}") from exc
     return secret

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.errors import GatewayError, ModelFailed
-from gateway.metrics.gateway_metrics import SHADOW, GatewayMetrics, VersionMetrics
+from gateway.metrics.gateway_metrics import GatewayMetrics
+from gateway.metrics.versions import SHADOW, VersionMetrics
 from gateway.models.version import LoadedVersion
 from gateway.shadow.headroom import CpuHeadroom
 
@@ -55,8 +56,8 @@ class ShadowJob:
 
     shadow: LoadedVersion
     primary_version: str
-    feeds: Mapping[str, np.ndarray]
     output_names: tuple[str, ...]
+    feeds: Mapping[str, np.ndarray]
     primary_outputs: Sequence[np.ndarray]
 
 
@@ -66,7 +67,7 @@ class ShadowDispatcher:
     def __init__(
         self,
         metrics: GatewayMetrics,
-        code_name: Callable[[GatewayError], str],
+        outcome_label: Callable[[GatewayError], str],
         queue_size: int,
         workers: int,
         nice: int = 0,
@@ -76,7 +77,7 @@ class ShadowDispatcher:
     ) -> None:
         self._metrics = metrics
         self._timeout = timeout_seconds  # a shadow run still going then is terminated
-        self._code_name = code_name
+        self._outcome_label = outcome_label  # names the label a failed shadow run counts under
         self._lock = threading.Lock()
         self._role_metrics: dict[tuple[str, str], VersionMetrics] = {}
         self._seen: dict[tuple[str, str, str, str], _Seen] = {}
@@ -143,12 +144,12 @@ class ShadowDispatcher:
         started = time.perf_counter()
         try:
             deadline = min(time.monotonic() + self._timeout, self._stop_by)
-            outputs = shadow.infer(dict(job.feeds), job.output_names, deadline, metrics)
+            outputs = shadow.run_as_shadow(job.output_names, dict(job.feeds), deadline, metrics)
         except GatewayError as exc:
             if isinstance(exc, ModelFailed):  # the shadow model failed; the caller never knows
                 _log.warning("shadow run failed", exc_info=exc,
                              extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
-            metrics.failed(self._code_name(exc))
+            metrics.failed(self._outcome_label(exc))
             return
         metrics.succeeded(time.perf_counter() - started)
         for name, primary, mirrored in zip(

@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from registry_client.cli.exit_codes import EXIT_NOT_APPLIED, EXIT_OK
 from registry_client.cli.tables import printable
 from registry_client.client import RegistryClient
 
 __all__ = [
     "APPLIED",
     "DEFAULT_WAIT_SECONDS",
-    "EXIT_NOT_APPLIED",
     "FAILED",
     "PENDING",
     "ApplyReport",
@@ -42,7 +42,6 @@ __all__ = [
 DEFAULT_WAIT_SECONDS = 10.0
 MAX_WAIT_SECONDS = 3600.0
 POLL_SECONDS = 0.2  # a few Redis reads per poll and live gateway; an outcome is seen this late
-EXIT_NOT_APPLIED = 5  # gatectl's exit code: written, but no live gateway applied it
 APPLIED, FAILED, PENDING = "applied", "failed", "pending"
 
 
@@ -90,29 +89,60 @@ def _revision(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _versions(replica: Mapping[str, Any], state: str) -> list[Mapping[str, Any]]:
-    states = replica.get("version_states") or []
-    return [s for s in states if isinstance(s, Mapping) and s.get("state") == state]
+def _seconds(value: object) -> float | None:
+    return value if isinstance(value, int | float) else None
 
 
-def _pending_detail(replica: Mapping[str, Any], revision: int, newest: int) -> str:
-    target = _revision(replica.get("target_revision"))
-    if target is not None and revision <= target <= newest:
-        loading = [f"version {s.get('version')} ({s['loading_seconds']:.0f} s)"
-                   if isinstance(s.get("loading_seconds"), int | float)
-                   else f"version {s.get('version')}"
-                   for s in _versions(replica, "LOADING")]  # fmt: skip
-        if loading:
+def _within(revision: int | None, lowest: int, highest: int) -> bool:
+    return revision is not None and lowest <= revision <= highest
+
+
+@dataclass(frozen=True, slots=True)
+class _Heartbeat:
+    """The fields of one entry of replica_status()["replicas"] that say where a gateway stands,
+    each checked: any writer may have put anything in a heartbeat."""
+
+    replica: str
+    applied: int | None  # the revision it serves
+    target: int | None  # the revision it is loading the versions of
+    rejected: int | None  # the revision it gave up on; `error` says why
+    error: str  # why the model's newest rule is not applied
+    loading: tuple[tuple[object, float | None], ...]  # LOADING versions, with seconds so far
+    failed: tuple[tuple[object, object], ...]  # FAILED versions, with the reason
+
+    @classmethod
+    def of(cls, replica: Mapping[str, Any]) -> _Heartbeat:
+        states = [s for s in replica.get("version_states") or [] if isinstance(s, Mapping)]
+        return cls(
+            replica=str(replica.get("replica", "")),
+            applied=_revision(replica.get("applied_revision")),
+            target=_revision(replica.get("target_revision")),
+            rejected=_revision(replica.get("rejected_revision")),
+            error=str(replica.get("error") or ""),
+            loading=tuple((s.get("version"), _seconds(s.get("loading_seconds")))
+                          for s in states if s.get("state") == "LOADING"),
+            failed=tuple((s.get("version"), s.get("reason") or "no reason given")
+                         for s in states if s.get("state") == "FAILED"),
+        )  # fmt: skip
+
+
+def _pending_detail(gateway: _Heartbeat, revision: int, newest: int) -> str:
+    """Why a gateway has neither applied nor given up on `revision` (the newest written
+    being `newest`): what it is loading, its error unless that is about an older rule, the
+    versions that FAILED there, or that it has not seen the revision yet."""
+    if _within(gateway.target, revision, newest):
+        if gateway.loading:
+            loading = [f"version {version}" if seconds is None
+                       else f"version {version} ({seconds:.0f} s)"
+                       for version, seconds in gateway.loading]  # fmt: skip
             return f"still loading {', '.join(loading)}"
-        return f"working towards revision {target}"
-    error = str(replica.get("error") or "")
-    rejected = _revision(replica.get("rejected_revision"))
-    if error and (rejected is None or rejected >= revision):  # not an older rule's
-        return error
-    failed = [f"version {s.get('version')} FAILED: {s.get('reason') or 'no reason given'}"
-              for s in _versions(replica, "FAILED")]  # fmt: skip
-    if failed:
-        return "; ".join(failed)
+        return f"working towards revision {gateway.target}"
+    # The error goes with the rejected revision when there is one: an older rule's is stale.
+    if gateway.error and (gateway.rejected is None or gateway.rejected >= revision):
+        return gateway.error
+    if gateway.failed:
+        return "; ".join(f"version {version} FAILED: {reason}"
+                         for version, reason in gateway.failed)  # fmt: skip
     return f"has not picked up revision {revision} yet"
 
 
@@ -123,17 +153,17 @@ def gateway_outcome(
     the rule as stored being at `stored_revision` now. A revision written after ours counts as
     ours: the gateway follows the registry, and our rule was superseded."""
     newest = max(revision, stored_revision or revision)
-    name = str(replica.get("replica", ""))
-    applied = _revision(replica.get("applied_revision"))
+    gateway = _Heartbeat.of(replica)
     # Not a plain >=: a registry restored from scratch counts revisions from 1 again, while a
     # gateway may still serve a higher one from before.
-    if applied is not None and revision <= applied <= newest:
-        detail = "" if applied == revision else f"applied revision {applied}, written since"
-        return GatewayOutcome(name, APPLIED, applied, detail)
-    rejected = _revision(replica.get("rejected_revision"))
-    if rejected is not None and revision <= rejected <= newest:
-        return GatewayOutcome(name, FAILED, applied, str(replica.get("error") or ""))
-    return GatewayOutcome(name, PENDING, applied, _pending_detail(replica, revision, newest))
+    if _within(gateway.applied, revision, newest):
+        detail = "" if gateway.applied == revision else (
+            f"applied revision {gateway.applied}, written since")  # fmt: skip
+        return GatewayOutcome(gateway.replica, APPLIED, gateway.applied, detail)
+    if _within(gateway.rejected, revision, newest):
+        return GatewayOutcome(gateway.replica, FAILED, gateway.applied, gateway.error)
+    return GatewayOutcome(gateway.replica, PENDING, gateway.applied,
+                          _pending_detail(gateway, revision, newest))  # fmt: skip
 
 
 def wait_for_revision(
@@ -164,18 +194,18 @@ def print_outcome(
     the live ones did. `out` gets the one-line summary (None: it is in the JSON already);
     `report` None (--no-wait) says nothing."""
     if report is None:
-        return 0
+        return EXIT_OK
     what = f"revision {report.revision} of {printable(report.model)}"
     live, missing = len(report.gateways), report.not_applied
     if not live:
         print(f"gatectl: note: no live gateway; {what} is stored and gateways apply it as they"
               " start", file=err)  # fmt: skip
-        return 0
+        return EXIT_OK
     applied = live - len(missing)
     if out is not None:
         print(f"applied by {applied} of {live} live gateways", file=out)
     if not missing:
-        return 0
+        return EXIT_OK
     waited = f"{report.waited_seconds:.1f} s after the write (--wait {wait_seconds:g})"
     if applied:
         print(f"gatectl: warning: {what} not applied by {len(missing)} of {live} live"
@@ -190,7 +220,7 @@ def print_outcome(
     print("  the rule stays stored; each keeps serving the revision shown (a version that FAILED"
           " is not tried again until the rule changes): gatectl route status"
           f" {printable(report.model)}", file=err)  # fmt: skip
-    return 0 if applied else EXIT_NOT_APPLIED
+    return EXIT_OK if applied else EXIT_NOT_APPLIED
 
 
 def show_and_wait(

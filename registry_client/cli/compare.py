@@ -4,36 +4,49 @@ quantiles, agreement with the primary and the metrics registered with each versi
 
 from __future__ import annotations
 
+import argparse
 import json
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.durations import duration_argument
+from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.formatting import iso_now, iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Rejected
-from registry_client.schema import RouteRule, version_sort_key
+from registry_client.records.rule_documents import RouteRule
+from registry_client.schema import version_sort_key
 from registry_client.stats.store import MergedStats
 from registry_client.stats.window import WINDOW_SECONDS, Comparison, VersionStats
 
-__all__ = ["MAX_SINCE_SECONDS", "compare_versions", "parse_duration", "print_comparison"]
+__all__ = ["add_parsers", "compare_versions", "print_comparison"]
 
-MAX_SINCE_SECONDS = 7 * 24 * 3600
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 PRIMARY, SHADOW = "primary", "shadow"
 
 
-def parse_duration(text: str) -> float:
-    """'90s', '15m', '2h', '1d' or plain seconds; ValueError says what was expected."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 1d, got {text!r}")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not 0 < seconds <= MAX_SINCE_SECONDS:
-        raise ValueError(f"expected more than 0 and at most 7d, got {text!r}")
-    return seconds
+def add_parsers(commands: Commands) -> None:
+    """Add `compare` to gatectl's subcommands."""
+    compare = commands.add_parser(
+        "compare", help="versions side by side: share, errors, latency, agreement, metrics"
+    )
+    compare.add_argument("model")
+    compare.add_argument("versions", nargs="*", help="only these versions (default: all)")
+    compare.add_argument(
+        "--since", type=duration_argument, default=900.0,
+        help="how far back: 30s, 15m, 2h, 1d (15m)",
+    )  # fmt: skip
+    compare.set_defaults(handler=run_compare)
+
+
+def run_compare(args: argparse.Namespace, context: CommandContext) -> int:
+    report = compare_versions(context.client, args.model, args.versions, args.since)
+    if context.emit_json:
+        print(json.dumps(report), file=context.out)
+    else:
+        print_comparison(report, context.out)
+    return EXIT_OK
 
 
 def _rule_share(rule: RouteRule | None, version: str, role: str) -> float | None:
@@ -142,8 +155,8 @@ def compare_versions(
     return {
         "model": model,
         "since_seconds": since_seconds,
-        "from": _iso(merged.first_window * WINDOW_SECONDS),
-        "to": datetime.now(UTC).isoformat(timespec="seconds"),
+        "from": iso_time(merged.first_window * WINDOW_SECONDS),
+        "to": iso_now(),
         "rule_revision": None if rule is None else rule.revision,
         "replicas": sorted(merged.replicas),
         "unreadable_windows": merged.unreadable,
@@ -163,14 +176,6 @@ def _registered_metrics(client: RegistryClient, model: str, version: str) -> dic
     return {str(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-def _iso(unix_seconds: float) -> str:
-    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="seconds")
-
-
-def _number(value: float | None, fmt: str, suffix: str = "") -> str:
-    return "-" if value is None else format(value, fmt) + suffix
-
-
 def print_comparison(report: dict[str, Any], out: TextIO) -> None:
     """The comparison as an aligned table, one row per version and role."""
     print(
@@ -184,13 +189,13 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
     table = [header]
     for row in report["versions"]:
         latency = row["latency_ms"]
+        error_percent = None if row["error_rate"] is None else 100 * row["error_rate"]
         table.append([
-            row["version"], row["role"], _number(row["rule_percent"], ".4g", "%"),
-            _number(row["observed_percent"], ".1f", "%"), str(row["requests"]),
-            _number(None if row["error_rate"] is None else 100 * row["error_rate"], ".2f", "%"),
-            _number(latency["p50"], ".2f"), _number(latency["p90"], ".2f"),
-            _number(latency["p99"], ".2f"), _number(row["agreement"], ".4f"),
-            _number(row["mean_abs_diff"], ".3g"),
-            *[_number(row["metrics"].get(name), ".4g") for name in metric_names],
+            row["version"], row["role"], optional_number(row["rule_percent"], ".4g", "%"),
+            optional_number(row["observed_percent"], ".1f", "%"), str(row["requests"]),
+            optional_number(error_percent, ".2f", "%"),
+            *(optional_number(latency[q], ".2f") for q in ("p50", "p90", "p99")),
+            optional_number(row["agreement"], ".4f"), optional_number(row["mean_abs_diff"], ".3g"),
+            *[optional_number(row["metrics"].get(name), ".4g") for name in metric_names],
         ])  # fmt: skip
     print_table(table, out)

@@ -1,5 +1,6 @@
-"""`gatectl reference set` and `gatectl drift`: reference profiles from data or traffic, and
-the drift table of a version against its reference or another version."""
+"""`gatectl reference set|show` and `gatectl drift`: a version's reference input profile, from
+data or from traffic, and the drift table of a version against its reference or another
+version."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import io
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.durations import duration_argument
+from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.formatting import iso_now, optional_number
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
 from registry_client.drift.features import feature_columns
@@ -23,15 +27,19 @@ from registry_client.drift.statistics import FeatureDrift, dataset_drift, featur
 from registry_client.errors import NotFound, Rejected
 
 __all__ = [
+    "add_parsers",
     "load_reference_data",
     "print_drift",
     "reference_from_traffic",
-    "run_drift_command",
+    "references_from_data",
     "version_drift",
 ]
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 PROGRESS_FROM_BYTES = 32 * 1024 * 1024  # smaller files load too fast to need a progress bar
+# The drift table's measure columns, in order, and how each is written.
+_MEASURE_FORMATS = (("psi", ".3f"), ("ks", ".3f"), ("wasserstein", ".3f"),
+                    ("missing_increase", "+.3f"), ("out_of_range", ".3f"))  # fmt: skip
 
 
 def _numeric_inputs(client: RegistryClient, model: str, version: str) -> list[str]:
@@ -157,16 +165,12 @@ def version_drift(
     return {
         "model": model, "version": version, "against": against,
         "since_seconds": since_seconds, "rows": merged.rows,
-        "to": datetime.now(UTC).isoformat(timespec="seconds"),
+        "to": iso_now(),
         "replicas": sorted(merged.replicas), "windows": merged.granularity,
         "dataset": dataset_drift(features),
         "features": [_drift_view(f) for f in features],
         "without_baseline": sorted(set(merged.features) - set(baselines)),
     }  # fmt: skip
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def print_drift(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
@@ -176,9 +180,9 @@ def print_drift(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
           file=out)  # fmt: skip
     table = [["feature", "n", "PSI", "KS", "Wasserstein", "missing", "out-of-range", "verdict"]]
     for f in report["features"]:
-        table.append([f["feature"], str(f["n"]), _fmt(f["psi"], ".3f"), _fmt(f["ks"], ".3f"),
-                      _fmt(f["wasserstein"], ".3f"), _fmt(f["missing_increase"], "+.3f"),
-                      _fmt(f["out_of_range"], ".3f"), f["verdict"]])  # fmt: skip
+        table.append([f["feature"], str(f["n"]),
+                      *(optional_number(f[key], spec) for key, spec in _MEASURE_FORMATS),
+                      f["verdict"]])  # fmt: skip
     print_table(table, out)
     if report["without_baseline"]:
         print(f"no baseline for: {printable(', '.join(report['without_baseline']))}", file=out)
@@ -191,43 +195,83 @@ def _primary_version(client: RegistryClient, model: str) -> str:
     return max(rule.split, key=lambda s: s.weight).version
 
 
-def run_drift_command(
-    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO, err: TextIO
-) -> None:
-    """`gatectl reference set|show` and `gatectl drift`."""
-    if args.command == "drift":
-        version = args.version or _primary_version(client, args.model)
-        report = version_drift(client, args.model, version, args.since, args.against)
-        if args.json:
-            print(json.dumps(report), file=out)
-        else:
-            print_drift(report, out)
-        return
-    client.show_version(args.model, args.version)
-    if args.action == "set":
-        if args.data is not None:
-            data = load_reference_data(client, args.model, args.version, args.data,
-                                       err if err.isatty() else None)  # fmt: skip
-            registered = client.show_version(args.model, args.version).get("feature_names")
-            references = references_from_data(data, json.loads(registered or "{}"))
-            rows = max(len(a) for a in data.values())
-            meta: dict[str, object] = {"source": f"data:{args.data.name}", "rows": rows}
-        else:
-            client.show_version(args.model, args.from_traffic)
-            references, rows = reference_from_traffic(client, args.model, args.from_traffic,
-                                                      args.since)  # fmt: skip
-            meta = {"source": f"traffic:{args.from_traffic}", "since_seconds": args.since,
-                    "rows": rows}  # fmt: skip
-        meta |= {"by": actor, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-        client.drift.set_reference(args.model, args.version, references, meta, actor=actor)
+def add_parsers(commands: Commands) -> None:
+    """Add `reference` and `drift` to gatectl's subcommands."""
+    reference = commands.add_parser("reference", help="a version's reference input profile")
+    reference_actions = reference.add_subparsers(dest="action", required=True)
+    reference_set = reference_actions.add_parser("set", help="from training data or traffic")
+    reference_set.add_argument("model")
+    reference_set.add_argument("version")
+    source = reference_set.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help=".npy or .csv (one input), .npz (per input)")
+    source.add_argument("--from-traffic", metavar="VERSION", help="a version's recent inputs")
+    reference_set.add_argument(
+        "--since", type=duration_argument, default=3600.0,
+        help="with --from-traffic: how far back (1h)",
+    )  # fmt: skip
+    reference_set.set_defaults(handler=set_reference)
+    reference_show = reference_actions.add_parser("show")
+    reference_show.add_argument("model")
+    reference_show.add_argument("version")
+    reference_show.set_defaults(handler=show_reference)
+
+    drift = commands.add_parser("drift", help="input drift per feature, with verdicts")
+    drift.add_argument("model")
+    drift.add_argument("--version", help="default: the rule's version with the largest weight")
+    drift.add_argument("--since", type=duration_argument, default=900.0,
+                       help="how far back (15m)")  # fmt: skip
+    drift.add_argument(
+        "--against", default="reference", help="'reference' (default) or another VERSION"
+    )
+    drift.set_defaults(handler=run_drift)
+
+
+def run_drift(args: argparse.Namespace, context: CommandContext) -> int:
+    version = args.version or _primary_version(context.client, args.model)
+    report = version_drift(context.client, args.model, version, args.since, args.against)
+    if context.emit_json:
+        print(json.dumps(report), file=context.out)
+    else:
+        print_drift(report, context.out)
+    return EXIT_OK
+
+
+def set_reference(args: argparse.Namespace, context: CommandContext) -> int:
+    """Profile --data or --from-traffic, store it as the version's reference, then show it."""
+    client, model, version = context.client, args.model, args.version
+    client.show_version(model, version)
+    if args.data is not None:
+        progress = context.err if context.err.isatty() else None
+        data = load_reference_data(client, model, version, args.data, progress)
+        registered = client.show_version(model, version).get("feature_names")
+        references = references_from_data(data, json.loads(registered or "{}"))
+        rows = max(len(a) for a in data.values())
+        meta: dict[str, object] = {"source": f"data:{args.data.name}", "rows": rows}
+    else:
+        client.show_version(model, args.from_traffic)
+        references, rows = reference_from_traffic(client, model, args.from_traffic, args.since)
+        meta = {"source": f"traffic:{args.from_traffic}", "since_seconds": args.since,
+                "rows": rows}  # fmt: skip
+    meta |= {"by": context.actor, "at": iso_now()}
+    client.drift.set_reference(model, version, references, meta, actor=context.actor)
+    return _print_reference(args, context)
+
+
+def show_reference(args: argparse.Namespace, context: CommandContext) -> int:
+    context.client.show_version(args.model, args.version)
+    return _print_reference(args, context)
+
+
+def _print_reference(args: argparse.Namespace, context: CommandContext) -> int:
+    client, out = context.client, context.out
     references = client.drift.get_reference(args.model, args.version)
     meta = client.drift.reference_meta(args.model, args.version)
-    if args.json:
+    if context.emit_json:
         view = {name: {"count": r.count, "missing_rate": r.missing_rate, "minimum": r.minimum,
                        "maximum": r.maximum, "mean": r.mean, "std": r.std,
                        "edges": r.edges.tolist()} for name, r in references.items()}  # fmt: skip
         print(json.dumps({"meta": meta, "features": view}), file=out)
-        return
+        return EXIT_OK
     print(f"reference of {printable(args.model)} version {printable(args.version)}: " +
           printable(", ".join(f"{k} {v}" for k, v in sorted(meta.items()))),
           file=out)  # fmt: skip
@@ -237,3 +281,4 @@ def run_drift_command(
         numbers = (r.minimum, median, r.maximum, r.mean, r.std)
         table.append([name, str(r.count), f"{r.missing_rate:.3f}", *(f"{x:.4g}" for x in numbers)])
     print_table(table, out)
+    return EXIT_OK

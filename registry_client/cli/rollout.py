@@ -7,20 +7,25 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
+from registry_client.cli.arguments import reason_text
+from registry_client.cli.context import CommandContext, Commands, Handler
+from registry_client.cli.durations import duration_argument, format_duration
+from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
-from registry_client.client import RegistryClient
 from registry_client.errors import NotFound
+from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.plan import RolloutState
-from registry_client.rollout.store import RolloutStore, lease_holder
+from registry_client.rollout.store import RolloutStore
 
-__all__ = ["add_rollout_parser", "run_rollout_command"]
+__all__ = ["add_parsers"]
 
 
 def _steps(text: str) -> tuple[int, ...]:
+    # Named in argparse's message when int() refuses what isdigit() let through ('²').
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"--steps: expected percents such as 5,10,25,50,100,"
@@ -28,11 +33,30 @@ def _steps(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def add_rollout_parser(
-    commands: Any, duration: Callable[[str], float], reason: Callable[[str], str]
-) -> None:
-    """Add `rollout` and its actions to gatectl's subcommands; `duration` parses 30s/5m/2h,
-    `reason` checks a --reason."""
+# `rollout start`'s plan: flag, type, default, help.
+_PLAN_OPTIONS: tuple[tuple[str, Callable[[str], object], object, str], ...] = (
+    ("--steps", _steps, (5, 10, 25, 50, 100),
+     "the candidate's weight at each step, in percent (5,10,25,50,100)"),
+    ("--interval", duration_argument, 300.0, "judged interval per step: 30s, 5m, 1h (5m)"),
+    ("--shadow-first", duration_argument, 0.0,
+     "first mirror traffic to the candidate this long (dark launch)"),
+    ("--shadow-percent", float, 100.0, "share of requests mirrored while shadowing (100)"),
+    ("--min-agreement", float, 0.98,
+     "while shadowing: least share of rows whose class agrees (0.98)"),
+    ("--max-error-rate-delta", float, 0.5,
+     "most percentage points of errors above the baseline's, per gRPC status (0.5)"),
+    ("--max-p99-ratio", float, 1.2, "most p99 latency as a multiple of the baseline's (1.2)"),
+    ("--min-p99-increase-ms", float, 1.0, "a p99 slower by at most this never fails (1)"),
+    ("--max-psi", float, 0.25,
+     "most PSI of any input or output feature against the baseline's (0.25)"),
+    ("--min-requests", int, 500,
+     "requests each side needs in an interval before it is judged (500)"),
+    ("--failures-to-rollback", int, 2, "failed intervals in a row that roll back (2)"),
+)  # fmt: skip
+
+
+def add_parsers(commands: Commands) -> None:
+    """Add `rollout` and its actions to gatectl's subcommands."""
     rollout = commands.add_parser(
         "rollout", help="progressive delivery: shift traffic to a candidate step by step"
     )
@@ -41,93 +65,96 @@ def add_rollout_parser(
     start.add_argument("model")
     start.add_argument("--candidate", required=True, help="the version to roll out")
     start.add_argument("--baseline", help="the version it replaces (default: the rule's heaviest)")
-    options: tuple[tuple[str, Callable[[str], object], object, str], ...] = (
-        ("--steps", _steps, (5, 10, 25, 50, 100),
-         "the candidate's weight at each step, in percent (5,10,25,50,100)"),
-        ("--interval", duration, 300.0, "judged interval per step: 30s, 5m, 1h (5m)"),
-        ("--shadow-first", duration, 0.0,
-         "first mirror traffic to the candidate this long (dark launch)"),
-        ("--shadow-percent", float, 100.0, "share of requests mirrored while shadowing (100)"),
-        ("--min-agreement", float, 0.98,
-         "while shadowing: least share of rows whose class agrees (0.98)"),
-        ("--max-error-rate-delta", float, 0.5,
-         "most percentage points of errors above the baseline's, per gRPC status (0.5)"),
-        ("--max-p99-ratio", float, 1.2, "most p99 latency as a multiple of the baseline's (1.2)"),
-        ("--min-p99-increase-ms", float, 1.0, "a p99 slower by at most this never fails (1)"),
-        ("--max-psi", float, 0.25,
-         "most PSI of any input or output feature against the baseline's (0.25)"),
-        ("--min-requests", int, 500,
-         "requests each side needs in an interval before it is judged (500)"),
-        ("--failures-to-rollback", int, 2, "failed intervals in a row that roll back (2)"),
-    )  # fmt: skip
-    for flag, kind, default, text in options:
+    for flag, kind, default, text in _PLAN_OPTIONS:
         start.add_argument(flag, type=kind, default=default, help=text)
     add_wait_arguments(start)
-    for name, what in (("status", "where a rollout is and its last checks"),
-                       ("pause", "stop judging and moving; the current rule keeps serving"),
-                       ("resume", "go on from the paused step"),
-                       ("abort", "end it: the baseline alone serves again"),
-                       ("history", "its decisions and operators' actions")):  # fmt: skip
+    start.set_defaults(handler=start_rollout)
+    handlers: tuple[tuple[str, str, Handler], ...] = (
+        ("status", "where a rollout is and its last checks", show_rollout),
+        ("pause", "stop judging and moving; the current rule keeps serving", pause_rollout),
+        ("resume", "go on from the paused step", resume_rollout),
+        ("abort", "end it: the baseline alone serves again", abort_rollout),
+        ("history", "its decisions and operators' actions", rollout_history),
+    )
+    for name, what, handler in handlers:
         action = actions.add_parser(name, help=what)
         action.add_argument("model")
         if name in ("pause", "resume", "abort"):
-            action.add_argument("--reason", type=reason, default="", help="why, for the audit")
+            action.add_argument("--reason", type=reason_text, default="", help="why, for the audit")
         if name in ("resume", "abort"):  # they write the rule the rollout serves
             add_wait_arguments(action)
         if name == "history":
             action.add_argument("--limit", type=int, default=20)
+        action.set_defaults(handler=handler)
 
 
-def run_rollout_command(
-    args: argparse.Namespace, client: RegistryClient, actor: str, out: TextIO, err: TextIO
-) -> int:
-    """Run `gatectl rollout ACTION`; returns the exit code (that of the wait for the rule it
-    wrote, when it wrote one)."""
-    store = RolloutStore(client)
-    wrote_rule = args.action in ("start", "resume", "abort")
-    if args.action == "start":
-        state = store.start(
-            None, actor=actor, baseline_from_rule=args.baseline is None, model=args.model,
-            candidate=args.candidate, steps=args.steps, interval_seconds=args.interval,
-            shadow_first_seconds=args.shadow_first, shadow_percent=args.shadow_percent,
-            min_agreement=args.min_agreement, max_error_rate_delta=args.max_error_rate_delta,
-            max_p99_ratio=args.max_p99_ratio, min_p99_increase_ms=args.min_p99_increase_ms,
-            max_psi=args.max_psi, min_requests=args.min_requests,
-            failures_to_rollback=args.failures_to_rollback,
-            **({} if args.baseline is None else {"baseline": args.baseline}),
-        )  # fmt: skip
-    elif args.action == "history":
-        entries = store.history(args.model, args.limit)
-        if args.json:
-            print(json.dumps(entries), file=out)
-        else:
-            _print_history(entries, out)
-        return 0
-    elif args.action == "pause":
-        state = store.pause(args.model, actor=actor, reason=args.reason)
-    elif args.action == "resume":
-        state = store.resume(args.model, actor=actor, reason=args.reason)
-    elif args.action == "abort":
-        aborted = store.abort(args.model, actor=actor, reason=args.reason)
-        if aborted is None:
-            print(f"removed the unreadable rollout document of {printable(args.model)}; its rule"
-                  " is as it was: check it with gatectl route show", file=out)  # fmt: skip
-            return 0
-        state = aborted
+def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
+    """Store the plan and write its first phase's rule; waits for the gateways to apply it."""
+    state = RolloutStore(context.client).start(
+        None, actor=context.actor, baseline_from_rule=args.baseline is None, model=args.model,
+        candidate=args.candidate, steps=args.steps, interval_seconds=args.interval,
+        shadow_first_seconds=args.shadow_first, shadow_percent=args.shadow_percent,
+        min_agreement=args.min_agreement, max_error_rate_delta=args.max_error_rate_delta,
+        max_p99_ratio=args.max_p99_ratio, min_p99_increase_ms=args.min_p99_increase_ms,
+        max_psi=args.max_psi, min_requests=args.min_requests,
+        failures_to_rollback=args.failures_to_rollback,
+        **({} if args.baseline is None else {"baseline": args.baseline}),
+    )  # fmt: skip
+    return _show(context, state, args.wait)
+
+
+def show_rollout(args: argparse.Namespace, context: CommandContext) -> int:
+    state = RolloutStore(context.client).get(args.model)
+    if state is None:
+        raise NotFound(f"model {args.model!r} has no rollout: start one with gatectl"
+                       " rollout start")  # fmt: skip
+    return _show(context, state, None)
+
+
+def pause_rollout(args: argparse.Namespace, context: CommandContext) -> int:
+    state = RolloutStore(context.client).pause(args.model, actor=context.actor,
+                                               reason=args.reason)  # fmt: skip
+    return _show(context, state, None)
+
+
+def resume_rollout(args: argparse.Namespace, context: CommandContext) -> int:
+    state = RolloutStore(context.client).resume(args.model, actor=context.actor,
+                                                reason=args.reason)  # fmt: skip
+    return _show(context, state, args.wait)
+
+
+def abort_rollout(args: argparse.Namespace, context: CommandContext) -> int:
+    """End the rollout; its rule goes back to the baseline alone. A rollout document that
+    cannot be read is removed, and the rule left as it is."""
+    state = RolloutStore(context.client).abort(args.model, actor=context.actor,
+                                               reason=args.reason)  # fmt: skip
+    if state is None:
+        print(f"removed the unreadable rollout document of {printable(args.model)}; its rule"
+              " is as it was: check it with gatectl route show", file=context.out)  # fmt: skip
+        return EXIT_OK
+    return _show(context, state, args.wait)
+
+
+def rollout_history(args: argparse.Namespace, context: CommandContext) -> int:
+    entries = RolloutStore(context.client).history(args.model, args.limit)
+    if context.emit_json:
+        print(json.dumps(entries), file=context.out)
     else:
-        found = store.get(args.model)
-        if found is None:
-            raise NotFound(f"model {args.model!r} has no rollout: start one with gatectl"
-                           " rollout start")  # fmt: skip
-        state = found
+        _print_history(entries, context.out)
+    return EXIT_OK
+
+
+def _show(context: CommandContext, state: RolloutState, wait_seconds: float | None) -> int:
+    """Print the rollout's status; after a write of its rule (`wait_seconds` not None), wait
+    for the live gateways to apply it. Returns the exit code."""
+    client = context.client
     leader = client.read_string(client.keys.rollout_leader)
     view = status_view(
         state, "" if leader is None else lease_holder(leader.decode(errors="replace"))
     )
-    wait = args.wait if wrote_rule else None
-    return show_and_wait(client, state.plan.model, state.route_revision, wait, view,
-                         lambda to: print_status(view, to), out, err,
-                         emit_json=args.json)  # fmt: skip
+    return show_and_wait(client, state.plan.model, state.route_revision, wait_seconds, view,
+                         lambda to: print_status(view, to), context.out, context.err,
+                         emit_json=context.emit_json)  # fmt: skip
 
 
 def status_view(state: RolloutState, leader: str, now: float | None = None) -> dict[str, Any]:
@@ -139,7 +166,7 @@ def status_view(state: RolloutState, leader: str, now: float | None = None) -> d
         "status": state.status, "paused_status": state.paused_status,
         "step": state.step + 1, "steps": list(plan.steps),
         "candidate_weight": state.candidate_weight,
-        "started_at": _iso(state.started_at), "started_by": state.started_by,
+        "started_at": iso_time(state.started_at), "started_by": state.started_by,
         "interval_seconds": plan.interval_seconds,
         "shadow_first_seconds": plan.shadow_first_seconds,
         "failures": state.failures, "failures_to_rollback": plan.failures_to_rollback,
@@ -151,19 +178,9 @@ def status_view(state: RolloutState, leader: str, now: float | None = None) -> d
     }  # fmt: skip
 
 
-def _iso(unix_seconds: float) -> str:
-    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="seconds")
-
-
-def _seconds(value: float) -> str:
-    if value >= 3600 and value % 3600 == 0:
-        return f"{value / 3600:g}h"
-    if value >= 60 and value % 60 == 0:
-        return f"{value / 60:g}m"
-    return f"{value:g}s"
-
-
 def print_status(view: dict[str, Any], out: TextIO) -> None:
+    """status_view() as `rollout status` prints it: the plan, where it is, the last decision
+    and the checks behind it."""
     steps = view["steps"]
     if view["step"] == 0:  # the shadow phase, before the first step
         where = f"shadow phase (then {steps[0]}%)"
@@ -173,7 +190,7 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
     print(f"model {printable(view['model'])}  candidate {printable(view['candidate'])}  baseline"
           f" {printable(view['baseline'])}  status {printable(status)}", file=out)  # fmt: skip
     print(f"{where}  candidate weight {view['candidate_weight']}%  steps"
-          f" {','.join(map(str, steps))}  interval {_seconds(view['interval_seconds'])}"
+          f" {','.join(map(str, steps))}  interval {format_duration(view['interval_seconds'])}"
           f"  failures {view['failures']} of {view['failures_to_rollback']}", file=out)  # fmt: skip
     next_check = view["next_check_in_seconds"]
     when = "" if next_check is None else f"  next check in {next_check:.0f}s"
@@ -182,12 +199,12 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
           file=out)  # fmt: skip
     decision = view["last_decision"]
     if decision:
-        print(f"last decision {_iso(decision['at'])} {printable(decision['decision'])}:"
+        print(f"last decision {iso_time(decision['at'])} {printable(decision['decision'])}:"
               f" {printable(decision['reason'])}", file=out)  # fmt: skip
     if view["checks"]:
         rows = [["check", "result", "value", "threshold", "detail"]]
         for c in view["checks"]:
-            value = "-" if c["value"] is None else f"{c['value']:.4g}"
+            value = optional_number(c["value"], ".4g")
             rows.append([c["name"], c["result"], value, c["threshold"], c["detail"]])
         print_table(rows, out)
 

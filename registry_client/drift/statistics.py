@@ -33,8 +33,8 @@ class Thresholds:
 
     psi: tuple[float, float] = (0.1, 0.25)
     ks: tuple[float, float] = (0.1, 0.2)
-    # In baseline standard deviations. Not in DESIGN's list: a 0.5-sigma shift of a normal
-    # feature sits just under both PSI's (0.245) and KS's (0.197) alert lines, yet is an alert.
+    # In baseline standard deviations. Checked besides PSI and KS because a 0.5-sigma shift of a
+    # normal feature sits just under both PSI's (0.245) and KS's (0.197) alert lines, yet is one.
     wasserstein: tuple[float, float] = (0.15, 0.3)
     missing: tuple[float, float] = (0.01, 0.05)
     out_of_range: tuple[float, float] = (0.03, 0.10)

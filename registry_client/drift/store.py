@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ import redis
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import (
     FeatureSketch,
-    ReferenceBins,
     SketchFormatError,
     decode_sketches,
     merge_sketches,
 )
 from registry_client.errors import NotFound, redis_unreachable_as_error
+from registry_client.records.values import as_text
 from registry_client.schema import Keys, validate_name
 from registry_client.stats.window import WINDOW_SECONDS, window_of
 
@@ -162,19 +161,10 @@ class DriftStore:
         if not fields:
             raise NotFound(f"version {version!r} of model {model!r} has no reference profile:"
                            " set one with gatectl reference set")  # fmt: skip
-        named = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
+        named = {as_text(k): v for k, v in fields.items()}
         return {k: FeatureReference.from_json(v) for k, v in named.items() if k != META_FIELD}
 
     def reference_meta(self, model: str, version: str) -> dict[str, object]:
         with redis_unreachable_as_error():
             raw = self._redis.hget(self._keys.reference(model, version), META_FIELD)
         return {} if raw is None else dict(json.loads(raw))
-
-    def reference_bins(self, model: str, version: str) -> dict[str, ReferenceBins]:
-        """The bins gateways count histograms on; empty when the version has no reference."""
-        try:
-            references = self.get_reference(model, version)
-        except NotFound:
-            return {}
-        return {name: ref.bins for name, ref in references.items()
-                if all(math.isfinite(e) for e in ref.edges)}  # fmt: skip

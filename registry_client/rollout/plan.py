@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from registry_client.schema import MAX_RULE_DOCUMENT_BYTES, SchemaError, Shadow, Split
+from registry_client.records.rule_documents import MAX_RULE_DOCUMENT_BYTES, Shadow, Split
+from registry_client.schema import SchemaError
 from registry_client.schema import validate_name as _validate_name
 
 __all__ = [

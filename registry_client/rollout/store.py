@@ -12,6 +12,9 @@ import redis
 
 from registry_client.client import AuditEntry, RegistryClient
 from registry_client.errors import Conflict, NotFound, Rejected
+from registry_client.records.rule_documents import RouteRule, Shadow, Split
+from registry_client.records.values import as_text, checked_name
+from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.plan import (
     ABORTED,
     ACTIVE,
@@ -22,12 +25,9 @@ from registry_client.rollout.plan import (
     RolloutState,
     served_split,
 )
-from registry_client.schema import RouteRule, SchemaError, Shadow, Split, validate_name
+from registry_client.schema import SchemaError
 
-__all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view", "lease_holder", "lease_value"]
-
-# Between the holder's replica id and its token in the leader lease; replica ids cannot hold it.
-_LEASE_SEPARATOR = "|"
+__all__ = ["LeaseLost", "RolloutStore", "Unreadable", "audit_view"]
 
 
 class LeaseLost(Conflict):
@@ -36,29 +36,6 @@ class LeaseLost(Conflict):
 
 class Unreadable(Rejected):
     """A stored rollout document that cannot be read."""
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
-
-
-def _name(model: str) -> str:
-    try:
-        return validate_name(model, "model")
-    except SchemaError as exc:
-        raise Rejected(str(exc)) from exc
-
-
-def lease_value(replica: str, token: str) -> str:
-    """What the controller's leader lease holds: the holder's replica id, to show, and a token
-    drawn per gateway process, to compare, so two gateways sharing a replica id by mistake
-    still cannot both hold it."""
-    return f"{replica}{_LEASE_SEPARATOR}{token}"
-
-
-def lease_holder(value: str) -> str:
-    """The replica id in a lease value ('' for none): who leads, as operators know it."""
-    return value.partition(_LEASE_SEPARATOR)[0]
 
 
 def audit_view(state: RolloutState) -> dict[str, Any]:
@@ -79,7 +56,7 @@ class RolloutStore:
     def get(self, model: str) -> RolloutState | None:
         """The model's rollout (active or finished), None when it never had one; Rejected
         when its document is unreadable (written by hand, or by a newer version)."""
-        key = self._keys.rollout(_name(model))
+        key = self._keys.rollout(checked_name(model, "model"))
         raw = self._client.read_string(key)
         return None if raw is None else self._parsed(model, key, raw)
 
@@ -95,11 +72,11 @@ class RolloutStore:
 
     def models(self) -> list[str]:
         """Models with a rollout document, sorted."""
-        return sorted(_text(m) for m in self._client.read_set(self._keys.rollouts))
+        return sorted(as_text(m) for m in self._client.read_set(self._keys.rollouts))
 
     def history(self, model: str, limit: int = 50) -> list[AuditEntry]:
         """The model's rollout decisions and operator actions, newest first."""
-        entries = [e for e in self._client.history(_name(model), limit=10_000)
+        entries = [e for e in self._client.history(checked_name(model, "model"), limit=10_000)
                    if e.get("action", "").startswith("rollout.")]  # fmt: skip
         return entries[:limit]
 
@@ -109,7 +86,7 @@ class RolloutStore:
         `plan` is None; with `baseline_from_rule` the baseline is the rule's heaviest version.
         Rejected when the model has an active rollout, no rule, or a rule that already splits
         traffic among other versions."""
-        model = _name(plan.model if plan is not None else str(fields["model"]))
+        model = checked_name(plan.model if plan is not None else str(fields["model"]), "model")
         rule = self._client.get_route(model)
         if rule is None:
             raise Rejected(f"model {model!r} has no rule: route it to its baseline first"
@@ -175,8 +152,8 @@ class RolloutStore:
         """Store `after` in place of `before` (Conflict when the document changed meanwhile);
         with `route`, also the rule `after` serves, at expected_route_revision (default: the
         revision the rollout wrote last, so a rule changed by anyone else is a Conflict).
-        `leader`: write only while the lease holds this value (lease_value; else LeaseLost).
-        An empty `action` writes no audit entry (a new interval's snapshot)."""
+        `leader`: write only while the lease holds this value (leader_lease.lease_value; else
+        LeaseLost). An empty `action` writes no audit entry (a new interval's snapshot)."""
         model = before.plan.model
         key = self._keys.rollout(model)
         rule = self._client.get_route(model) if route else None
@@ -191,7 +168,7 @@ class RolloutStore:
             stored = None if raw is None else RolloutState.from_json(raw)
             if stored is None or stored.revision != before.revision:
                 raise Conflict(f"the rollout of {model!r} changed meanwhile: read it again")
-            if leader is not None and _text(pipe.get(self._keys.rollout_leader)) != leader:
+            if leader is not None and as_text(pipe.get(self._keys.rollout_leader)) != leader:
                 raise LeaseLost(f"{lease_holder(leader)} no longer holds the rollout"
                                 " controller's lease")  # fmt: skip
             new_state = after.evolve(revision=before.revision + 1, updated_at=self._clock())
@@ -261,7 +238,7 @@ class RolloutStore:
             pipe.multi()
             pipe.delete(key)
             pipe.srem(self._keys.rollouts, model)
-            self._client.audit(pipe, actor, "rollout.abort", model, _text(raw), None,
+            self._client.audit(pipe, actor, "rollout.abort", model, as_text(raw), None,
                                reason or "unreadable rollout document removed")  # fmt: skip
 
         self._client.transaction([key], write, retry=True)

@@ -18,7 +18,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.errors import Rejected
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gateways import eventually, make_gateway
 from tests.support.wire import infer_request

@@ -20,7 +20,7 @@ from gateway.app import Gateway
 from gateway.settings import Settings
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
-from registry_client.schema import Shadow, Split
+from registry_client.records.rule_documents import Shadow, Split
 from tests.support.gateways import eventually, make_gateway
 from tests.support.traffic import ROW, Traffic, register_tiny
 from tests.support.wire import infer_request

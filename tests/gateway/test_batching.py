@@ -21,7 +21,7 @@ from gateway.models.batcher import DynamicBatcher
 from gateway.models.run_deadlines import RunDeadlines
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gateways import eventually, make_gateway
 from tests.support.wire import infer_request

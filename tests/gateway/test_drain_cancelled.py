@@ -1,4 +1,4 @@
-"""What a client is answered when a drain closes intake, as RELIABILITY.md states it.
+"""What a client is answered when a drain closes intake, as docs/reliability.md states it.
 
 gRPC core, not the gateway, answers a call it has not handed to the application yet when the
 server shuts down, and it answers CANCELLED. The gateway cannot prevent it: grpcio has no way

@@ -21,7 +21,7 @@ from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import FeatureSketch
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gateways import make_gateway, wait_until_ready
 from tests.support.wire import infer_request

@@ -19,7 +19,7 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.gateways import eventually, make_gateway, wait_until_ready

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.rollout.webhook import WebhookNotifier, read_secret, signature
+from gateway.rollout.webhook import WebhookNotifier
+from gateway.rollout.webhook_endpoint import read_secret, signature
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,7 +13,7 @@ import pytest
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
-from registry_client.schema import Shadow, Split
+from registry_client.records.rule_documents import Shadow, Split
 from tests.support import onnx_models
 from tests.support.gateways import eventually, make_gateway
 from tests.support.wire import infer_request

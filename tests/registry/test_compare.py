@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -14,22 +13,17 @@ import pytest
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.cli.compare import compare_versions
-from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
-from registry_client.schema import Shadow, Split
+from registry_client.records.rule_documents import Shadow, Split
 from registry_client.stats.store import WindowWrite
 from registry_client.stats.window import VersionStats, encode_window, window_of
 from tests.support import onnx_models
+from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.gateways import make_gateway
 from tests.support.wire import infer_request
 
 GOOD = {"input": np.ones((2, 4), np.float32)}
 BAD = {"input": np.ones((2, 5), np.float32)}  # INVALID_ARGUMENT: 5 features, 4 expected
-
-
-def _gatectl(url: str, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return gatectl(["--redis-url", url, *argv], {}, out, err), out.getvalue(), err.getvalue()
 
 
 def _send(gateway: Gateway, inputs: dict[str, np.ndarray], count: int, version: str = "") -> None:

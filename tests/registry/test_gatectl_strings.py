@@ -16,7 +16,8 @@ from registry_client.cli.main import main
 from registry_client.cli.tables import printable
 from registry_client.client import RegistryClient
 from registry_client.errors import Rejected
-from registry_client.schema import RouteRule, SchemaError, Split, is_unsafe_character
+from registry_client.records.rule_documents import RouteRule, Split
+from registry_client.schema import SchemaError, is_unsafe_character
 from tests.support import onnx_models
 from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.redis_server import RedisServer
@@ -244,3 +245,20 @@ def test_version_names_outside_the_rule_are_refused_stating_it(
     if version:  # an empty name is no NAME=VALUE pair in --split: argparse refuses that
         code, _, err = _gatectl(url, "route", "set", "credit", "--split", f"1=1,{version}=1")
         assert code == 1 and f"split[1].version {version!r} is not valid" in err
+
+
+def test_lineage_without_name_value_pairs_is_a_usage_error(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "scoring", "1")
+    err = _usage_error(capsys, url, "register", "scoring", "1", str(path), "--create-model",
+                       "--lineage", "oops")  # fmt: skip
+    assert "--lineage: expected NAME=VALUE, got 'oops'" in err
+    assert "scoring" not in _gatectl(url, "models")[1]  # nothing was created
+
+
+def test_a_redis_url_of_an_unknown_scheme_is_a_usage_error_that_hides_the_url() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--redis-url", "http://user:s3cret@host/0", "models"], {}, out, err)
+    assert code == 2
+    assert err.getvalue().startswith("gatectl: --redis-url: ") and "s3cret" not in err.getvalue()

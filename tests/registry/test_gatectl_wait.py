@@ -4,25 +4,25 @@ a real redis-server, models built with onnx.helper."""
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.app import Gateway
 from registry_client.cli.apply_wait import APPLIED, FAILED, PENDING, gateway_outcome
-from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
+from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.gateways import eventually, make_gateway
 from tests.support.redis_server import RedisServer
 from tests.support.traffic import register_tiny
 
 EXIT_NOT_APPLIED = 5
 SMALL_MODEL_BYTES = 8192  # holds tiny 1 and 4 (classifiers), not 5
+StartGateway = Callable[..., Gateway]
 
 
 @pytest.fixture
@@ -39,93 +39,89 @@ def registry(redis_server: RedisServer, tmp_path: Path) -> Iterator[RegistryClie
     client.close()
 
 
-def _gatectl(url: str, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = gatectl(["--redis-url", url, "--actor", "alice", *argv], {}, out, err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _applied(registry: RegistryClient, replica: str) -> object:
     found = [r for r in registry.replica_status("tiny")["replicas"] if r["replica"] == replica]
     return found[0]["applied_revision"] if found else None
 
 
-def _gateway(redis_server: RedisServer, registry: RegistryClient, replica: str,
-             **overrides: object) -> Gateway:  # fmt: skip
-    """A gateway following the registry, once its heartbeat shows tiny's first rule applied."""
-    gateway = make_gateway(None, redis_url=redis_server.url, rules_poll_seconds=0.2,
-                           heartbeat_seconds=0.3, replica_id=replica, **overrides)  # fmt: skip
-    eventually(lambda: _applied(registry, replica) == 1, timeout=30)
-    return gateway
+@pytest.fixture
+def start_gateway(redis_server: RedisServer, registry: RegistryClient) -> Iterator[StartGateway]:
+    """start_gateway(replica, **settings): a gateway following the registry, returned once its
+    heartbeat shows tiny's first rule applied; every one is stopped at the end of the test."""
+    started: list[Gateway] = []
 
+    def start(replica: str, **overrides: object) -> Gateway:
+        gateway = make_gateway(None, redis_url=redis_server.url, rules_poll_seconds=0.2,
+                               heartbeat_seconds=0.3, replica_id=replica, **overrides)  # fmt: skip
+        started.append(gateway)
+        eventually(lambda: _applied(registry, replica) == 1, timeout=30)
+        return gateway
 
-def test_a_split_every_live_gateway_applies_exits_0_saying_so(redis_server, registry):
-    gateway = _gateway(redis_server, registry, "gw-a")
-    try:
-        code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=50,4=50",
-                                  "--wait", "30")  # fmt: skip
-        assert (code, err) == (0, "")
-        assert "revision 2" in out
-        assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
-        assert gateway.routes.current().routes["tiny"].revision == 2
-    finally:
+    yield start
+    for gateway in started:
         gateway.stop(grace_seconds=1)
 
 
-def test_a_version_that_fails_to_load_exits_5_naming_the_gateway_and_why(redis_server, registry):
-    gateway = _gateway(redis_server, registry, "gw-a", load_timeout_seconds=2)
-    try:
-        code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=90,2=10",
-                                  "--wait", "60")  # fmt: skip
-        assert code == EXIT_NOT_APPLIED
-        assert "revision 2" in out  # the rule was written, and is shown
-        lines = err.splitlines()
-        assert lines[0].startswith(
-            "gatectl: revision 2 of tiny not applied by any of the 1 live gateways"
-        )
-        assert lines[1].startswith("  gw-a (serving revision 1): revision 2 not applied: version 2")
-        assert "did not finish within the load timeout of 2 s" in lines[1]
-        assert "gatectl route status tiny" in lines[2]
-        assert registry.get_route("tiny").revision == 2  # it stays stored
-    finally:
-        gateway.stop(grace_seconds=1)
+def _canary(url: str, *wait: str) -> tuple[int, str, str]:
+    """`gatectl route set` sending 10% to tiny 2, whose warm-up never ends: a gateway gives up
+    on it at its load timeout, or is still loading it when the wait is over."""
+    return _gatectl(url, "route", "set", "tiny", "--split", "1=90,2=10", *wait)
 
 
-def test_a_load_outlasting_the_wait_exits_5_still_loading(redis_server, registry):
-    gateway = _gateway(redis_server, registry, "gw-a", load_timeout_seconds=600)
-    try:
-        code, _, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=90,2=10",
-                                "--wait", "1")  # fmt: skip
-        assert code == EXIT_NOT_APPLIED
-        assert "(--wait 1)" in err
-        assert "  gw-a (serving revision 1): still loading version 2" in err
-        # The back-out applies at once, as the canary's load is cancelled.
-        code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=100",
-                                  "--wait", "30")  # fmt: skip
-        assert (code, err) == (0, "")
-        assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
-    finally:
-        gateway.stop(grace_seconds=1)
+def test_a_split_every_live_gateway_applies_exits_0_saying_so(redis_server, start_gateway):
+    gateway = start_gateway("gw-a")
+    code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=50,4=50",
+                              "--wait", "30")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "revision 2" in out
+    assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
+    assert gateway.routes.current().routes["tiny"].revision == 2
 
 
-def test_no_wait_writes_and_returns_at_once(redis_server, registry):
-    gateway = _gateway(redis_server, registry, "gw-a", load_timeout_seconds=600)
-    try:
-        code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=90,2=10",
-                                  "--no-wait")  # fmt: skip
-        # Version 2 never finishes loading: with a wait this would be exit 5.
-        assert (code, err) == (0, "")
-        assert "revision 2" in out and "applied by" not in out
-        code, out, _ = _gatectl(redis_server.url, "--json", "route", "set", "tiny", "--split",
-                                "1=100", "--no-wait")  # fmt: skip
-        assert code == 0 and "apply" not in json.loads(out)
-        eventually(lambda: _applied(registry, "gw-a") == 3)  # the back-out, before stopping
-    finally:
-        gateway.stop(grace_seconds=1)
+def test_a_version_that_fails_to_load_exits_5_naming_the_gateway_and_why(
+    redis_server, registry, start_gateway
+):
+    start_gateway("gw-a", load_timeout_seconds=2)
+    code, out, err = _canary(redis_server.url, "--wait", "60")
+    assert code == EXIT_NOT_APPLIED
+    assert "revision 2" in out  # the rule was written, and is shown
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        "gatectl: revision 2 of tiny not applied by any of the 1 live gateways"
+    )
+    assert lines[1].startswith("  gw-a (serving revision 1): revision 2 not applied: version 2")
+    assert "did not finish within the load timeout of 2 s" in lines[1]
+    assert "gatectl route status tiny" in lines[2]
+    assert registry.get_route("tiny").revision == 2  # it stays stored
+
+
+def test_a_load_outlasting_the_wait_exits_5_still_loading(redis_server, start_gateway):
+    start_gateway("gw-a", load_timeout_seconds=600)
+    code, _, err = _canary(redis_server.url, "--wait", "1")
+    assert code == EXIT_NOT_APPLIED
+    assert "(--wait 1)" in err
+    assert "  gw-a (serving revision 1): still loading version 2" in err
+    # The back-out applies at once, as the canary's load is cancelled.
+    code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=100",
+                              "--wait", "30")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
+
+
+def test_no_wait_writes_and_returns_at_once(redis_server, registry, start_gateway):
+    start_gateway("gw-a", load_timeout_seconds=600)
+    code, out, err = _canary(redis_server.url, "--no-wait")
+    # Version 2 never finishes loading: with a wait this would be exit 5.
+    assert (code, err) == (0, "")
+    assert "revision 2" in out and "applied by" not in out
+    code, out, _ = _gatectl(redis_server.url, "--json", "route", "set", "tiny", "--split",
+                            "1=100", "--no-wait")  # fmt: skip
+    assert code == 0 and "apply" not in json.loads(out)
+    eventually(lambda: _applied(registry, "gw-a") == 3)  # the back-out, before stopping
 
 
 def test_without_a_live_gateway_the_rule_is_stored_with_a_note(redis_server, registry):
-    code, out, err = _gatectl(redis_server.url, "route", "set", "tiny", "--split", "1=90,2=10")
+    code, out, err = _canary(redis_server.url)
     assert code == 0
     assert "revision 2" in out and "applied by" not in out
     assert err == ("gatectl: note: no live gateway; revision 2 of tiny is stored and gateways"
@@ -133,42 +129,37 @@ def test_without_a_live_gateway_the_rule_is_stored_with_a_note(redis_server, reg
     assert registry.get_route("tiny").split == (Split("1", 90), Split("2", 10))
 
 
-def test_some_gateways_applying_exits_0_with_a_warning_naming_the_others(redis_server, registry):
-    big = _gateway(redis_server, registry, "gw-big")
-    small = _gateway(redis_server, registry, "gw-small", max_model_bytes=SMALL_MODEL_BYTES)
-    try:
-        code, out, err = _gatectl(redis_server.url, "--json", "route", "set", "tiny", "--split",
-                                  "1=50,5=50", "--wait", "60")  # fmt: skip
-        assert code == 0
-        shown = json.loads(out)
-        assert shown["revision"] == 2
-        apply = shown["apply"]
-        assert (apply["live_gateways"], apply["applied"]) == (2, ["gw-big"])
-        failed = apply["not_applied"]["gw-small"]
-        assert (failed["state"], failed["serving"]) == ("failed", 1)
-        assert "artifact is larger than --max-model-bytes 8192" in failed["detail"]
-        lines = err.splitlines()
-        assert lines[0].startswith(
-            "gatectl: warning: revision 2 of tiny not applied by 1 of 2 live gateways"
-        )
-        assert lines[1].startswith("  gw-small (serving revision 1): revision 2 not applied")
-        assert lines[2].endswith("gatectl route status tiny") and len(lines) == 3
-    finally:
-        big.stop(grace_seconds=1)
-        small.stop(grace_seconds=1)
+def test_some_gateways_applying_exits_0_with_a_warning_naming_the_others(
+    redis_server, start_gateway
+):
+    start_gateway("gw-big")
+    start_gateway("gw-small", max_model_bytes=SMALL_MODEL_BYTES)
+    code, out, err = _gatectl(redis_server.url, "--json", "route", "set", "tiny", "--split",
+                              "1=50,5=50", "--wait", "60")  # fmt: skip
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["revision"] == 2
+    apply = shown["apply"]
+    assert (apply["live_gateways"], apply["applied"]) == (2, ["gw-big"])
+    failed = apply["not_applied"]["gw-small"]
+    assert (failed["state"], failed["serving"]) == ("failed", 1)
+    assert "artifact is larger than --max-model-bytes 8192" in failed["detail"]
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        "gatectl: warning: revision 2 of tiny not applied by 1 of 2 live gateways"
+    )
+    assert lines[1].startswith("  gw-small (serving revision 1): revision 2 not applied")
+    assert lines[2].endswith("gatectl route status tiny") and len(lines) == 3
 
 
-def test_rollout_start_waits_for_its_first_step_to_be_applied(redis_server, registry):
-    gateway = _gateway(redis_server, registry, "gw-a")
-    try:
-        code, out, err = _gatectl(redis_server.url, "rollout", "start", "tiny", "--candidate",
-                                  "4", "--steps", "10,100", "--wait", "30")  # fmt: skip
-        assert (code, err) == (0, "")
-        assert "rule revision 2" in out
-        assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
-        assert gateway.routes.current().routes["tiny"].weights == {"1": 90, "4": 10}
-    finally:
-        gateway.stop(grace_seconds=1)
+def test_rollout_start_waits_for_its_first_step_to_be_applied(redis_server, start_gateway):
+    gateway = start_gateway("gw-a")
+    code, out, err = _gatectl(redis_server.url, "rollout", "start", "tiny", "--candidate",
+                              "4", "--steps", "10,100", "--wait", "30")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "rule revision 2" in out
+    assert out.splitlines()[-1] == "applied by 1 of 1 live gateways"
+    assert gateway.routes.current().routes["tiny"].weights == {"1": 90, "4": 10}
 
 
 def test_wait_takes_seconds_within_bounds(redis_server, registry, capsys):

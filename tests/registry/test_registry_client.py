@@ -13,7 +13,7 @@ import redis
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Conflict, NotFound, Rejected, Unreachable
-from registry_client.schema import Shadow, Split
+from registry_client.records.rule_documents import Shadow, Split
 from tests.support import onnx_models
 
 ACTOR = "alice"
@@ -224,8 +224,8 @@ def test_unreachable_redis_is_reported_as_such(redis_server):
     client.close()
 
 
-# An operator (README "Redis security"): the registry's keys and hints, reads the statistics,
-# no admin commands.
+# An operator (docs/security.md, "Redis security"): the registry's keys and hints, reads the
+# statistics, no admin commands.
 OPERATOR_ACL = (
     "on >operator-secret resetkeys ~{onnxgate}:* %R~{onnxgate:*}:stats:*"
     " %R~{onnxgate:*}:sketch:* resetchannels"

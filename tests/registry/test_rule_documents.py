@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
-from registry_client.schema import MAX_ROUTE_VERSIONS, MAX_WEIGHT, RouteRule, Split
+from registry_client.records.rule_documents import MAX_ROUTE_VERSIONS, MAX_WEIGHT, RouteRule, Split
 from tests.support.gateways import eventually, make_gateway, register_credit
 from tests.support.wire import infer_request
 

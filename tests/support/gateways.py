@@ -23,7 +23,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-# Least privilege for a gateway (README "Redis security"): read the registry, write only its own
-# heartbeat, statistics and sketches, subscribe only to the hints.
+# Least privilege for a gateway (docs/security.md, "Redis security"): read the registry, write
+# only its own heartbeat, statistics and sketches, subscribe only to the hints.
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:*"
     " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* resetchannels &{onnxgate}:events"

@@ -11,7 +11,7 @@ import numpy as np
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.wire import infer_request
 

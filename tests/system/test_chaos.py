@@ -15,7 +15,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateways import eventually, make_gateway, register_credit, wait_until_ready
 from tests.support.wire import infer_request

@@ -2,7 +2,7 @@
 blackholed for 20 s, under load on 3 gateways; subscriber connections reset during 20 rule
 changes; SIGTERM to one of 3 gateway processes under load.
 
-Each test prints its figures on one `CHAOS <case>: ...` line (`pytest -s`) for RELIABILITY.md.
+Each test prints its figures on one `CHAOS <case>: ...` line (`pytest -s`) for docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateways import (
@@ -41,7 +41,7 @@ from tests.support.wire import infer_request
 
 REQUEST = infer_request("credit", {"input": np.ones((1, 4), np.float32)})
 GATEWAYS = 3
-RESYNC_BOUND_SECONDS = 5.0  # the issue's bound, from the moment Redis is reachable again
+RESYNC_BOUND_SECONDS = 5.0  # the promised bound, from the moment Redis is reachable again
 FAST = {"rules_poll_seconds": 0.2, "heartbeat_seconds": 0.2, "stats_flush_seconds": 0.2,
         "drift_flush_seconds": 0.2}  # fmt: skip
 STATS_RANGE_SECONDS = 900  # covers the whole test, however the minute windows fall

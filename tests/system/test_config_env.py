@@ -128,12 +128,18 @@ def test_serve_help_names_each_flags_variable(capsys):
     shown = re.findall(r"\[env (ONNXGATE_[A-Z0-9_]+)\]", text)
     assert sorted(shown) == sorted(VARIABLES)  # each exactly once: every field has a flag
     assert (
-        "--grpc-port GRPC_PORT gRPC port (default 8001; 0 picks one) [env ONNXGATE_GRPC_PORT]"
+        "--grpc-port GRPC_PORT gRPC port; 0 picks one (default 8001) [env ONNXGATE_GRPC_PORT]"
         in text
     )
     assert "--tls-cert TLS_CERT_FILE" in text and "[env ONNXGATE_TLS_CERT_FILE]" in text
-    no_registry = text[text.index("--no-registry ") : text.index("--namespace NAMESPACE")]
-    assert "[env" not in no_registry  # not a setting: left alone
+    assert "--load-threads LOAD_THREADS versions loading at once" in text
+    assert "--no-rollout-controller take no part in driving rollouts" in text
+    # Not a setting: left alone, in the group of the settings it empties.
+    no_registry = text[text.index("Registry: ") : text.index("Shadows: ")]
+    assert "--no-registry serve --models directly, without a registry or routing rules" in (
+        no_registry
+    )
+    assert "routing rules [env" not in no_registry
     assert "Any other ONNXGATE_* variable is refused" in text
 
 

@@ -31,7 +31,7 @@ from gateway.metrics.http import MetricsLimits, MetricsServer, start_metrics_ser
 from gateway.metrics.http.limits import ConnectionTable
 from gateway.metrics.http.messages import Exposition, Response, answer, parse_head
 from gateway.metrics.http.render import render
-from gateway.metrics.workers import SupervisorMetrics
+from gateway.metrics.supervisor import SupervisorMetrics
 from gateway.security.tokens import TokenTable
 from tests.support.gateways import eventually
 from tests.support.redis_server import make_certificates

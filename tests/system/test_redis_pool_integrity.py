@@ -50,7 +50,7 @@ from gateway.app import Gateway
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Unreachable
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateways import REPO_ROOT, eventually, wait_until_ready

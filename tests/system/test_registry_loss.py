@@ -23,13 +23,13 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gateways import eventually, make_gateway
 from tests.support.traffic import ROW, Traffic
 from tests.support.wire import infer_request
 
-WATCHER_LOG = "gateway.routing.watcher"
+LOSS_LOG = "gateway.routing.registry_loss"
 # A key deleted behind the registry's back bumps no epoch: it is seen at the next full read
 # (FULL_READ_POLLS poll periods, 2 s here), well within this.
 FULL_READ_TIMEOUT = 20
@@ -105,7 +105,7 @@ def _serves(gateway: Gateway, model: str, version: str) -> bool:
 
 
 def _lost_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == WATCHER_LOG and r.levelno == logging.WARNING
+    return [r for r in caplog.records if r.name == LOSS_LOG and r.levelno == logging.WARNING
             and hasattr(r, "lost")]  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def test_versions_of_a_lost_rule_stay_loaded_for_pinned_requests(following, regi
 def test_the_loss_is_logged_once_however_often_the_registry_is_read_again(
     following, registry, raw, caplog, tmp_path
 ):
-    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    caplog.set_level(logging.INFO, logger=LOSS_LOG)
     gateway = following
     raw.flushall()
     eventually(lambda: _missing(gateway, "credit") == 1)

@@ -17,7 +17,7 @@ import pytest
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.models.memory_probe import default_memory_budget
 from registry_client.client import RegistryClient
-from registry_client.schema import Split
+from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gateways import GatewayProcess, eventually
 from tests.support.traffic import Traffic, register_tiny

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics.gateway_metrics import GatewayMetrics
-from gateway.models.loader import ORT_ERRORS, LoadOptions, load_version
+from gateway.models.loader import ORT_ERRORS, load_version
+from gateway.settings import Settings
 from registry_client.repository import VersionSource
 from tests.support import onnx_models
 
@@ -74,7 +75,8 @@ def test_zeros_run_and_signature_is_the_classifiers(name, baseline):
 def test_the_gateway_loads_and_warms_it_up(name, tmp_path: Path):
     path = onnx_models.save(FAULTY[name](), tmp_path, "candidate", "1")
     metrics = GatewayMetrics(CollectorRegistry())
-    version = load_version(VersionSource("candidate", "1", path), LoadOptions(), metrics)
+    settings = Settings(max_version_memory_bytes=0)  # no memory probe: not what is tested
+    version = load_version(VersionSource("candidate", "1", path), settings, metrics)
     try:
         assert [spec.name for spec in version.signature.inputs] == ["input"]
     finally:

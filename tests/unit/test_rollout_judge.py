@@ -9,9 +9,10 @@ import re
 import numpy as np
 import pytest
 
+from registry_client.records.rule_documents import Shadow, Split
 from registry_client.rollout.judge import Check, judge, subtract, sum_counters
 from registry_client.rollout.plan import RolloutPlan, RolloutState, served_split
-from registry_client.schema import SchemaError, Shadow, Split
+from registry_client.schema import SchemaError
 from registry_client.stats.window import VersionStats, bucket_quantile, latency_bucket
 
 PLAN = RolloutPlan("credit", "2", "1", (10, 50, 100), 60.0, min_requests=100)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,34 @@ def test_a_version_memory_budget_too_small_to_load_anything_exits_2(budget, caps
 def test_transport_limits_that_would_serve_nothing_exit_2(flags, message, capsys):
     assert main(["serve", "--no-registry", *flags], {}) == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_setting_has_a_flag_load_threads_included(capsys):
+    settings = parse_settings(["serve", "--load-threads", "3", "--no-rollout-controller"], {})
+    assert (settings.load_threads, settings.rollout_controller) == (3, False)
+    assert main(["serve", "--no-registry", "--load-threads", "0"], {}) == 2
+    assert "onnxgate: --load-threads 0: expected 1 or more" in capsys.readouterr().err
+
+
+def test_a_bound_is_checked_whether_the_value_came_from_a_flag_or_the_environment(capsys):
+    assert main(["serve", "--no-registry"], {"ONNXGATE_WORKERS": "0"}) == 2
+    assert "onnxgate: --workers 0: expected 1 or more" in capsys.readouterr().err
+
+
+def test_the_default_replica_id_is_the_host_and_pid_fit_for_a_registry_key():
+    replica = Settings().resolved_replica_id()
+    assert re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", replica)
+    assert replica.endswith(f"-{os.getpid()}")
+    assert Settings(replica_id="edge-1").resolved_replica_id() == "edge-1"
+
+
+def test_the_drain_notice_is_at_most_half_the_grace():
+    settings = Settings(drain_notice_seconds=5.0, shutdown_grace_seconds=4.0)
+    assert settings.drain_notice() == 2.0
+    assert settings.drain_notice(grace_seconds=20.0) == 5.0
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN"])
+def test_a_timeout_that_is_not_a_number_exits_2(value, capsys):
+    assert main(["serve", "--no-registry", "--request-timeout-seconds", value], {}) == 2
+    assert "--request-timeout-seconds nan: expected 0.001 or more" in capsys.readouterr().err

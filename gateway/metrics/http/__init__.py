@@ -14,6 +14,8 @@ The answers are make_wsgi_app's (content negotiation, gzip, `name[]`, any path),
 HTTP/1.1 with keep-alive, as Prometheus scrapes.
 """
 
+from __future__ import annotations
+
 from gateway.metrics.http.limits import MetricsLimits
 from gateway.metrics.http.server import MetricsServer, start_metrics_server
 

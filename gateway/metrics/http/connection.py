@@ -17,15 +17,17 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from gateway.metrics.http.deadline import Deadline
 from gateway.metrics.http.limits import ConnectionMetrics, ConnectionTable, MetricsLimits
 from gateway.metrics.http.messages import (
     Exposition,
+    HeadBuffer,
+    HeadTooLarge,
     MalformedRequest,
     Request,
     Response,
     answer,
     encode_response,
-    head_end,
     parse_head,
 )
 from gateway.metrics.http.render import Renderer
@@ -36,7 +38,6 @@ __all__ = ["Connection", "Shared"]
 
 _log = logging.getLogger("gateway.metrics.http")
 _PLAIN = (("Content-Type", "text/plain"),)
-_CRLF = b"\r\n"
 
 
 class _State(enum.Enum):
@@ -69,13 +70,12 @@ class Connection(asyncio.Protocol):
         self._shared = shared
         self._transport: asyncio.Transport | None = None
         self._state = _State.HANDSHAKE
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of _buffer already searched for the end of the head
+        self._received = HeadBuffer(shared.limits.max_head_bytes)
         self._idle = False
         self._counted = False  # a connection counts once among the rejected, if at all
         self._peer_done = False  # the client shut its side: answer, then close
         self._writing_paused = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(shared.loop, self._expire)
         self._tls: TlsSession | None = None
 
     # Transport callbacks
@@ -98,7 +98,7 @@ class Connection(asyncio.Protocol):
             self._count("limit")
             transport.abort()
             return
-        self._deadline(shared.limits.request_timeout)  # runs through the TLS handshake
+        self._deadline.set(shared.limits.request_timeout)  # runs through the TLS handshake
         if shared.ssl_context is None:
             self._state = _State.WAITING
         else:
@@ -112,11 +112,11 @@ class Connection(asyncio.Protocol):
             if self._state is not _State.WAITING and self._state is not _State.BUSY:
                 return  # still in the handshake, or it failed
         # Bounded by one read: reading pauses in BUSY.
-        self._buffer += data
+        self._received.add(data)
         if self._state is _State.WAITING:
             if self._idle and data:  # the next request starts: request_timeout from here
                 self._idle = False
-                self._deadline(self._shared.limits.request_timeout)
+                self._deadline.set(self._shared.limits.request_timeout)
             self._take_head()
         if self._peer_done and self._state is _State.WAITING:  # TLS close_notify, no request
             self._close()
@@ -155,23 +155,15 @@ class Connection(asyncio.Protocol):
     def _forget(self) -> None:
         self._state = _State.CLOSED
         self._shared.table.forget(self)
-        self._buffer.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._received.clear()
+        self._deadline.cancel()
 
     def _count(self, reason: str) -> None:
         if not self._counted:
             self._counted = True
             self._shared.metrics.rejected.labels(reason).inc()
 
-    def _deadline(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._shared.loop.call_later(seconds, self._expire)
-
     def _expire(self) -> None:
-        self._timer = None
         quietly = self._state is _State.WAITING and self._idle  # a kept connection unused
         self.close_now(None if quietly else "timeout")
 
@@ -211,20 +203,13 @@ class Connection(asyncio.Protocol):
         return True
 
     def _take_head(self) -> None:
-        limits = self._shared.limits
-        if self._buffer.startswith((b"\r", b"\n")):  # blank lines may precede a request
-            self._buffer = bytearray(self._buffer.lstrip(_CRLF))
-            self._scanned = 0
-        end = head_end(self._buffer, self._scanned)
-        if end < 0 and len(self._buffer) <= limits.max_head_bytes:
-            self._scanned = len(self._buffer)
-            return
-        if end < 0 or end > limits.max_head_bytes:
+        try:
+            head = self._received.take_head()
+        except HeadTooLarge:
             self._refuse("431 Request Header Fields Too Large", "too_large")
             return
-        head = bytes(self._buffer[:end])
-        del self._buffer[:end]
-        self._scanned = 0
+        if head is None:
+            return
         try:
             request = parse_head(head)
         except MalformedRequest as exc:
@@ -236,9 +221,7 @@ class Connection(asyncio.Protocol):
         assert self._transport is not None
         self._state = _State.BUSY
         self._shared.table.busy(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         self._transport.pause_reading()
         outcome = answer(request, self._shared.tokens)
         if isinstance(outcome, Exposition):
@@ -267,12 +250,7 @@ class Connection(asyncio.Protocol):
 
     def _respond(self, request: Request, response: Response) -> None:
         assert self._transport is not None
-        keep = (
-            response.status.startswith("200 ")
-            and request.keeps_alive()
-            and not request.has_body()
-            and not self._peer_done
-        )
+        keep = request.keeps_connection(response) and not self._peer_done
         if not self._write(
             encode_response(response, keep_alive=keep, head_only=request.method == "HEAD")
         ):
@@ -283,14 +261,14 @@ class Connection(asyncio.Protocol):
         self._state = _State.WAITING
         self._shared.table.evictable(self, kept=True)
         self._transport.resume_reading()
-        if self._buffer:  # a pipelined request is already here
-            self._deadline(self._shared.limits.request_timeout)
+        if self._received:  # a pipelined request is already here
+            self._deadline.set(self._shared.limits.request_timeout)
             # On the next turn of the loop, not deeper in this stack: a client pipelining
             # thousands of requests gets them answered one turn each, fairly with the others.
             self._shared.loop.call_soon(self._next_pipelined)
         else:
             self._idle = True
-            self._deadline(self._shared.limits.idle_timeout)
+            self._deadline.set(self._shared.limits.idle_timeout)
 
     def _next_pipelined(self) -> None:
         if self._state is _State.WAITING:
@@ -308,7 +286,7 @@ class Connection(asyncio.Protocol):
         assert self._transport is not None
         self._state = _State.CLOSING
         self._shared.table.evictable(self, kept=False)
-        self._deadline(self._shared.limits.request_timeout)
+        self._deadline.set(self._shared.limits.request_timeout)
         if self._tls is not None:
             self._tls.close()
             self._transport.write(self._tls.outgoing())

@@ -1,6 +1,7 @@
-"""The HTTP of /metrics without I/O: find and parse a request head, decide the answer, and
-format a response. What make_wsgi_app answers is kept: any path but /favicon.ico serves the
-exposition, OPTIONS lists the methods, others get 405; with tokens, 401 and 403 come first."""
+"""The HTTP of /metrics without I/O: take request heads from the bytes received, parse them,
+decide the answer, and format a response. What make_wsgi_app answers is kept: any path but
+/favicon.ico serves the exposition, OPTIONS lists the methods, others get 405; with tokens,
+401 and 403 come first."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from gateway.security.tokens import TokenTable
 
 __all__ = [
     "Exposition",
+    "HeadBuffer",
+    "HeadTooLarge",
     "MalformedRequest",
     "Request",
     "Response",
@@ -25,6 +28,7 @@ __all__ = [
 ]
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CRLF = b"\r\n"
 _VERSION = re.compile(r"HTTP/1\.[01]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods, header names
 _ALLOW = ("Allow", "OPTIONS,GET")
@@ -32,6 +36,10 @@ _ALLOW = ("Allow", "OPTIONS,GET")
 
 class MalformedRequest(ValueError):
     """Raised by parse_head for a head that is not an HTTP/1.x request; answered with 400."""
+
+
+class HeadTooLarge(ValueError):
+    """Raised by HeadBuffer.take_head for a head over the limit; answered with 431."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,11 @@ class Request:
         length = self.headers.get("content-length", "0").strip()
         return "transfer-encoding" in self.headers or length != "0"
 
+    def keeps_connection(self, response: Response) -> bool:
+        """Whether the connection stays open for the next request after `response`: only a
+        200, and only when the client keeps it alive and sent no body."""
+        return response.status.startswith("200 ") and self.keeps_alive() and not self.has_body()
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -69,6 +82,44 @@ class Exposition:
     accept: str
     gzip: bool
     names: frozenset[str] | None = field(default=None)  # ?name[]=...: only these samples
+
+
+class HeadBuffer:
+    """The bytes a connection received and has not taken yet, and the request heads taken
+    from them; a head trickled in a byte at a time is scanned once, not once per byte."""
+
+    def __init__(self, max_head_bytes: int) -> None:
+        self._max_head_bytes = max_head_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer already searched for the end of the head
+
+    def __bool__(self) -> bool:
+        """Whether anything received is still to be taken (a pipelined request)."""
+        return bool(self._buffer)
+
+    def add(self, data: bytes) -> None:
+        self._buffer += data
+
+    def clear(self) -> None:
+        self._buffer.clear()
+        self._scanned = 0
+
+    def take_head(self) -> bytes | None:
+        """The next complete request head, taken out of the buffer; None while it is still
+        incomplete and within the limit, HeadTooLarge once it is over."""
+        if self._buffer.startswith((b"\r", b"\n")):  # blank lines may precede a request
+            self._buffer = bytearray(self._buffer.lstrip(_CRLF))
+            self._scanned = 0
+        end = head_end(self._buffer, self._scanned)
+        if end < 0 and len(self._buffer) <= self._max_head_bytes:
+            self._scanned = len(self._buffer)
+            return None
+        if end < 0 or end > self._max_head_bytes:
+            raise HeadTooLarge(f"request head over {self._max_head_bytes} bytes")
+        head = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        self._scanned = 0
+        return head
 
 
 def head_end(buffer: bytes | bytearray, start: int = 0) -> int:

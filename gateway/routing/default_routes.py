@@ -1,4 +1,5 @@
-"""Routes for a model repository: each model's highest READY version serves it by default."""
+"""The routes of a gateway serving a model directory without a registry: each model's
+highest READY version serves its unpinned requests."""
 
 from __future__ import annotations
 

@@ -1,0 +1,195 @@
+"""Models and their versions: `{ns}:model:{model}` (owner, description, batching settings),
+`{ns}:versions:{model}` (ordered by registration) and `{ns}:version:{model}:{version}` (the
+artifact's location, hash, signature and status). Versions are immutable once registered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from registry_client.drift.features import validate_feature_names
+from registry_client.errors import NotFound, Rejected
+from registry_client.records import artifacts
+from registry_client.records.artifacts import MAX_ARTIFACT_BYTES
+from registry_client.records.base import RegistryBase, hset
+from registry_client.records.values import as_text, checked_name, timestamp
+from registry_client.repository import scan_repository
+from registry_client.schema import BLOB_SCHEME, version_sort_key
+
+__all__ = ["MAX_BATCH_DELAY_US", "MAX_BATCH_ROWS", "VERSION_STATUSES", "ModelRecords"]
+
+MAX_BATCH_DELAY_US = 1_000_000  # a second: longer is a queue, not a batch
+MAX_BATCH_ROWS = 65_536
+VERSION_STATUSES = ("registered", "serving", "retired")
+
+
+class ModelRecords(RegistryBase):
+    """Models, versions and their artifacts; every write audited."""
+
+    def create_model(
+        self, name: str, *, actor: str, owner: str | None = None,
+        description: str | None = None, tags: Sequence[str] | None = None,
+        batch_delay_us: int | None = None, max_batch_size: int | None = None,
+    ) -> dict[str, str]:  # fmt: skip
+        """Create a model, or update the fields given (None: leave as stored); returns the
+        stored fields. `batch_delay_us` and `max_batch_size` override the gateways' batching
+        flags for this model's versions as they load."""
+        checked_name(name, "model")
+        given = {"owner": owner, "description": description,
+                 "tags": None if tags is None else ",".join(tags)}  # fmt: skip
+        fields = {k: v for k, v in given.items() if v is not None}
+        if batch_delay_us is not None:
+            if not -1 <= batch_delay_us <= MAX_BATCH_DELAY_US:
+                raise Rejected(f"batch_delay_us: expected -1 (off) to {MAX_BATCH_DELAY_US},"
+                               f" got {batch_delay_us}")  # fmt: skip
+            fields["batch_delay_us"] = str(batch_delay_us)
+        if max_batch_size is not None:
+            if not 1 <= max_batch_size <= MAX_BATCH_ROWS:
+                raise Rejected(f"max_batch_size: expected 1 to {MAX_BATCH_ROWS}, got"
+                               f" {max_batch_size}")  # fmt: skip
+            fields["max_batch_size"] = str(max_batch_size)
+
+        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+            stored = pipe.hgetall(self.keys.model(name))
+            before = {as_text(k): as_text(v) for k, v in stored.items()}
+            after = {**before, **fields, "created_at": before.get("created_at") or timestamp()}
+            pipe.multi()
+            hset(pipe, self.keys.model(name), after)
+            pipe.sadd(self.keys.models, name)
+            self._audit(pipe, actor, "model.create" if not before else "model.update", name,
+                        before or None, after, "")  # fmt: skip
+            return after
+
+        return self._transaction([self.keys.model(name)], write, retry=True)
+
+    def list_models(self) -> list[str]:
+        """Every model name, sorted."""
+        return sorted(as_text(m) for m in self._call(self._redis.smembers, self.keys.models))
+
+    def show_model(self, name: str) -> dict[str, Any]:
+        """The model's fields and its versions, oldest first."""
+        fields = self._call(self._redis.hgetall, self.keys.model(name))
+        if not fields:
+            raise NotFound(f"model {name!r} is not registered (gatectl models lists them)")
+        info: dict[str, Any] = {as_text(k): as_text(v) for k, v in fields.items()}
+        info["versions"] = self.list_versions(name)
+        return info
+
+    def register_version(
+        self, model: str, version: str, artifact: Path, *, actor: str,
+        description: str = "", lineage: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None, upload: bool = False,
+        tags: Sequence[str] = (), feature_names: dict[str, list[str]] | None = None,
+        max_bytes: int = MAX_ARTIFACT_BYTES,
+    ) -> dict[str, str]:  # fmt: skip
+        """Register an ONNX file with its sha256, size and the input/output signature
+        onnxruntime reads from it: by reference (file:// URI), or with `upload` as
+        content-addressed chunks in Redis (redis-blob:<sha256>) for gateways on other hosts.
+
+        `feature_names` names the columns of inputs (input -> names), as drift reports them.
+        Versions are immutable: registering the same bytes again returns the stored fields;
+        other bytes under the same version are Rejected, and so is a file over `max_bytes`
+        (read no further than that)."""
+        checked_name(model, "model")
+        checked_name(version, "version")
+        path, data = artifacts.read_artifact(artifact, max_bytes)
+        for name, value in (metrics or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
+        sha256 = hashlib.sha256(data).hexdigest()
+        described = artifacts.signature(data, artifact)
+        names = validate_feature_names(feature_names or {}, described["inputs"])
+        if upload:
+            artifacts.upload_blob(self._redis, self.keys.blob(sha256), data)
+        fields = {
+            "artifact_uri": f"{BLOB_SCHEME}:{sha256}" if upload else path.as_uri(),
+            "sha256": sha256,
+            "size": str(len(data)),
+            "signature": json.dumps(described, sort_keys=True),
+            "description": description,
+            "tags": ",".join(tags),
+            "lineage": json.dumps(lineage or {}, sort_keys=True),
+            "metrics": json.dumps(metrics or {}, sort_keys=True),
+            "feature_names": json.dumps(names, sort_keys=True),
+            "status": "registered",
+            "created_by": actor,
+            "created_at": timestamp(),
+        }
+        key = self.keys.version(model, version)
+
+        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+            if not pipe.exists(self.keys.model(model)):
+                raise NotFound(f"model {model!r} is not registered: create it first")
+            stored = {as_text(k): as_text(v) for k, v in pipe.hgetall(key).items()}
+            if stored:
+                if stored["sha256"] != fields["sha256"]:
+                    raise Rejected(
+                        f"version {version!r} of {model!r} is already registered with sha256"
+                        f" {stored['sha256'][:12]}...; versions are immutable: use a new one"
+                    )
+                return stored
+            pipe.multi()
+            hset(pipe, key, fields)
+            pipe.zadd(self.keys.versions(model), {version: time.time()})
+            self._audit(pipe, actor, "version.register", model, None,
+                        {"version": version, "sha256": fields["sha256"]}, "")  # fmt: skip
+            return fields
+
+        return self._transaction([key, self.keys.model(model)], write, retry=True)
+
+    def fetch_blob(self, sha256: str, max_bytes: int = MAX_ARTIFACT_BYTES) -> bytes:
+        """The bytes uploaded under a hash; NotFound when absent, Rejected when corrupt or
+        over `max_bytes` (of which no more than a chunk beyond is read)."""
+        return artifacts.fetch_blob(self._redis, self.keys.blob(sha256), sha256, max_bytes)
+
+    def import_repository(self, root: Path, *, actor: str) -> list[tuple[str, str]]:
+        """Register every version of a Triton-style directory, creating missing models.
+
+        Idempotent: versions already registered with the same bytes are left as they are.
+        Returns the (model, version) pairs found."""
+        found: list[tuple[str, str]] = []
+        known = set(self.list_models())
+        for source in scan_repository(root):
+            if source.model not in known:
+                self.create_model(source.model, actor=actor, description=f"imported from {root}")
+                known.add(source.model)
+            self.register_version(source.model, source.version, source.path, actor=actor)
+            found.append((source.model, source.version))
+        return found
+
+    def list_versions(self, model: str) -> list[str]:
+        """The model's versions, lowest first by version order."""
+        raw = self._call(self._redis.zrange, self.keys.versions(model), 0, -1)
+        names = [as_text(v) for v in raw if isinstance(v, bytes | str)]
+        return sorted(names, key=version_sort_key)
+
+    def show_version(self, model: str, version: str) -> dict[str, str]:
+        """The stored fields of one version."""
+        fields = self._call(self._redis.hgetall, self.keys.version(model, version))
+        if not fields:
+            raise NotFound(f"version {version!r} of model {model!r} is not registered")
+        return {as_text(k): as_text(v) for k, v in fields.items()}
+
+    def set_version_status(self, model: str, version: str, status: str, *, actor: str) -> None:
+        """Mark a version registered, serving or retired (retired ones cannot be routed to)."""
+        if status not in VERSION_STATUSES:
+            raise Rejected(f"status: expected one of {', '.join(VERSION_STATUSES)}, got {status!r}")
+        key = self.keys.version(model, version)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            before = as_text(pipe.hget(key, "status"))
+            if not before:
+                raise NotFound(f"version {version!r} of model {model!r} is not registered")
+            pipe.multi()
+            pipe.hset(key, "status", status)
+            self._audit(pipe, actor, "version.status", model,
+                        {"version": version, "status": before},
+                        {"version": version, "status": status}, "")  # fmt: skip
+
+        self._transaction([key], write, retry=True)
