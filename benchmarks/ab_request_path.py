@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import tempfile
@@ -91,8 +92,11 @@ def main() -> None:
         a, b = ([r.rps or float("nan") for r in runs if (r.server, r.concurrency) == key]
                 for key in ((first, concurrency), (second, concurrency)))  # fmt: skip
         ratios = paired_ratios(a, b)
+        # A round where either side failed to measure has no ratio; NaN would poison the median.
+        measured = [r for r in ratios if not math.isnan(r)]
+        middle = f"{statistics.median(measured):.3f} of {len(measured)}" if measured else "-"
         print(f"| {concurrency} | {joined(a, ',.0f')} | {joined(b, ',.0f')} |"
-              f" {joined(ratios, '.3f')} | {statistics.median(ratios):.3f} |")  # fmt: skip
+              f" {joined(ratios, '.3f')} | {middle} |")  # fmt: skip
 
 
 if __name__ == "__main__":
