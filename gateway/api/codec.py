@@ -71,6 +71,7 @@ def decode_infer_request(
     time_remaining: float | None,
     metadata: Sequence[tuple[str, str | bytes]] = (),
     still_wanted: Callable[[], bool] | None = None,
+    request_id: str = "",
 ) -> InferRequest:
     """Translate a ModelInferRequest; InvalidInput when raw and typed contents are mixed.
     `still_wanted` tells whether the caller is still there (the call context's is_active)."""
@@ -109,11 +110,13 @@ def decode_infer_request(
         received=received,
         routing_key=routing_key_of(request, metadata),
         still_wanted=still_wanted,
+        request_id=request_id,
     )
 
 
 def encode_infer_response(result: InferResult, request_id: str) -> pb.ModelInferResponse:
-    """Build the response: every output in raw_output_contents, the serving version named."""
+    """Build the response: every output in raw_output_contents, the serving version named,
+    `id` the prediction's id."""
     response = pb.ModelInferResponse(
         model_name=result.model, model_version=result.version, id=request_id
     )

@@ -21,6 +21,7 @@ __all__ = [
     "ErrorMappingInterceptor",
     "ServerInterceptorBase",
     "answer_for",
+    "new_request_id",
     "request_id_for",
     "request_id_of",
     "stamp_request_id",
@@ -55,6 +56,11 @@ def request_id_for(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
             # Only what may go back in a trailer: printable ASCII (gRPC refuses the rest).
             if isinstance(value, str) and value and value.isascii() and value.isprintable():
                 return value[:_MAX_REQUEST_ID_CHARS]
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A fresh request id (see request_id_for)."""
     return randbytes(16).hex()
 
 

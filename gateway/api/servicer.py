@@ -14,7 +14,7 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.access_log import log_access
 from gateway.api.codec import decode_infer_request, encode_infer_response
 from gateway.api.health import ServingState
-from gateway.api.interceptors import answer_for, request_id_of
+from gateway.api.interceptors import answer_for, new_request_id, request_id_of
 from gateway.api.metadata import model_config, model_metadata
 from gateway.api.status import status_for
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
@@ -115,30 +115,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
-        """The response's `id` echoes the request's, as the protocol says; the interceptor has
-        put the request id in the trailer x-request-id."""
-        return self._serve(request, context, context.invocation_metadata())
+        """The response's `id` is the prediction's: the request's `id` when it has one, else
+        the request id the interceptor put in the trailer x-request-id (the caller's, or a
+        generated one)."""
+        return self._serve(request, context, context.invocation_metadata(), in_stream=False)
 
     def _serve(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
-    ) -> pb.ModelInferResponse:
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata,
+        in_stream: bool,
+    ) -> pb.ModelInferResponse:  # fmt: skip
         """One request, of ModelInfer or of a stream; with no access log, the only cost of
         it is the comparison with 0."""
         sample = self._access_log_sample
         if sample > 0.0 and random() < sample:
-            return self._serve_logged(request, context, metadata)
-        return self._infer(request, context, metadata)
+            return self._serve_logged(request, context, metadata, in_stream)
+        return self._infer(request, context, metadata, in_stream)
 
     def _serve_logged(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
-    ) -> pb.ModelInferResponse:
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata,
+        in_stream: bool,
+    ) -> pb.ModelInferResponse:  # fmt: skip
         """_infer, then one access-log line with the status the caller gets."""
         started = time.perf_counter()
         # A request that fails before routing knows only the version it pinned, if any.
         version: str | None = request.model_version or None
         code = grpc.StatusCode.INTERNAL.name  # anything unexpected is answered INTERNAL
         try:
-            response = self._infer(request, context, metadata)
+            response = self._infer(request, context, metadata, in_stream)
             version, code = response.model_version, grpc.StatusCode.OK.name
             return response
         except GatewayError as exc:
@@ -148,16 +151,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             log_access(request.model_name, version, code, started, request_id_of(context))
 
     def _infer(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata
-    ) -> pb.ModelInferResponse:
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata,
+        in_stream: bool,
+    ) -> pb.ModelInferResponse:  # fmt: skip
         """Decode, infer and encode in one `serving` block: the pipeline counts what fails in
-        it, and the response is encoded before the request gives back its CPU turn."""
+        it, and the response is encoded before the request gives back its CPU turn.
+
+        The prediction's id: the request's `id`, else the call's request id (trailer); in a
+        stream, whose one trailer names the stream, a message without an `id` gets a fresh
+        one, so that no two predictions share an id."""
         remaining = context.time_remaining()
         if remaining is None or remaining > self._request_timeout:
             remaining = self._request_timeout
+        request_id = request.id or (new_request_id() if in_stream else request_id_of(context))
         with self._pipeline.serving(request.model_name) as serving:
-            decoded = decode_infer_request(request, remaining, metadata, context.is_active)
-            return encode_infer_response(serving.infer(decoded), request.id)
+            decoded = decode_infer_request(
+                request, remaining, metadata, context.is_active, request_id
+            )
+            return encode_infer_response(serving.infer(decoded), request_id)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
@@ -179,7 +190,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             for request in request_iterator:
                 try:
-                    response = self._serve(request, context, metadata)
+                    response = self._serve(request, context, metadata, in_stream=True)
                 except GatewayError as exc:  # answered in-band, as Triton does; the stream goes on
                     message = answer_for(exc, _STREAM_METHOD, context)
                     yield pb.ModelStreamInferResponse(error_message=message)

@@ -34,6 +34,9 @@ class InferRequest:
     deadline: float | None
     received: float  # time.perf_counter() when the request arrived, for its duration
     routing_key: str | None = None  # sticky routing: same key, same version
+    # The prediction's id: the request's `id`, else its x-request-id, else a generated one;
+    # the response carries it back, and a label given later names it.
+    request_id: str = ""
     # False once the caller has gone away: its outcome is then counted as Cancelled, not
     # against the version (a rollout judges versions on their outcomes), or DeadlineExceeded
     # when its deadline had passed.

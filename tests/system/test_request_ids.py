@@ -1,5 +1,6 @@
 """Every inference answer carries its request id in the trailer x-request-id, errors too; the
-response's `id` echoes the request's; log lines name the same id as the trailer."""
+response's `id` is the prediction's id (the request's `id`, else the call's request id, else a
+generated one); log lines name the same id as the trailer."""
 
 from __future__ import annotations
 
@@ -72,7 +73,13 @@ def test_without_one_a_fresh_request_id_is_generated_per_request(stub):
     _, again = stub.ModelInfer.with_call(request)
     assert GENERATED.fullmatch(trailer(call))
     assert trailer(call) != trailer(again)
-    assert first.id == ""  # none sent, none invented: the trailer is where the id is
+    assert first.id == trailer(call)  # the prediction's id is the call's
+
+
+def test_without_a_body_id_the_response_carries_the_callers_x_request_id(stub):
+    request = infer_request("classifier", FEATURES)
+    response, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "trace-2"),))
+    assert response.id == trailer(call) == "trace-2"
 
 
 def test_an_over_long_request_id_is_cut_to_128_characters(stub):
@@ -135,6 +142,16 @@ def test_a_stream_without_an_id_gets_a_generated_one(stub):
     assert GENERATED.fullmatch(trailer(call))
 
 
+def test_each_stream_message_without_an_id_gets_its_own(stub):
+    """The stream's x-request-id names the stream; each prediction needs an id of its own."""
+    requests = [infer_request("classifier", FEATURES) for _ in range(3)]
+    call = stub.ModelStreamInfer(iter(requests), metadata=(("x-request-id", "stream-2"),))
+    ids = [a.infer_response.id for a in call]
+    assert all(GENERATED.fullmatch(i) for i in ids)
+    assert len(set(ids)) == 3
+    assert trailer(call) == "stream-2"
+
+
 def test_other_rpcs_are_not_given_a_trailer(stub):
     _, call = stub.ServerLive.with_call(pb.ServerLiveRequest())
     assert [k for k, _ in call.trailing_metadata() or ()] == []
@@ -149,7 +166,9 @@ def test_tritonclient_sees_its_request_id_echoed_and_can_send_x_request_id(repo)
         observed = run_script(python, gateway.address, ("request_id",))["request_id"]
     assert ok(observed["with_id"]) == {"id": "req-42", "model_version": "2"}
     assert ok(observed["with_id_and_header"]) == {"id": "req-43", "model_version": "2"}
-    assert ok(observed["without_id"]) == {"id": "", "model_version": "2"}
+    without_id = ok(observed["without_id"])
+    assert GENERATED.fullmatch(without_id.pop("id"))
+    assert without_id == {"model_version": "2"}
     assert error(observed["unknown_model"])["status"] == "StatusCode.NOT_FOUND"
 
 
