@@ -159,6 +159,22 @@ class Keys:
         the control-plane tag, so their volume spreads over a Redis Cluster."""
         return "{" + f"{self.namespace}:{model}" + "}" + f":stats:{window}"
 
+    def model_tag(self, model: str) -> str:
+        """The hash tag of a model's volume keys (statistics, sketches, predictions)."""
+        return "{" + f"{self.namespace}:{model}" + "}"
+
+    def predictions(self, model: str, day: int, bucket: int) -> str:
+        """One bucket of a day's prediction log (registry_client/quality/predictions.py)."""
+        return f"{self.model_tag(model)}:pred:{day}:{bucket}"
+
+    def prediction_buckets(self, model: str, day: int) -> str:
+        """How many buckets the day's prediction log has (set by its first writer)."""
+        return f"{self.model_tag(model)}:pred:{day}:buckets"
+
+    def prediction_count(self, model: str, day: int) -> str:
+        """Predictions logged on the day, every replica (sizes the next day's buckets)."""
+        return f"{self.model_tag(model)}:pred:{day}:count"
+
     def rollout(self, name: str) -> str:
         return f"{self.prefix}:rollout:{name}"
 
