@@ -1,13 +1,17 @@
-"""`gatectl models` and `gatectl model create|show`: the models and their serving settings."""
+"""`gatectl models` and `gatectl model create|show`: the models, their serving settings and
+how their quality is measured."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.durations import format_duration, long_duration_argument
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.tables import print_table
+from registry_client.quality.task import TASKS, QualityConfig
 
 __all__ = ["add_parsers"]
 
@@ -28,7 +32,33 @@ def add_parsers(commands: Commands) -> None:
         help="dynamic batching for this model's versions: -1 off, else the longest wait",
     )  # fmt: skip
     model.add_argument("--max-batch-size", type=int, help="rows per batched run and request")
+    _add_quality_arguments(model)
     model.set_defaults(handler=create_or_show_model)
+
+
+# The quality flags; given any, `model create` resolves a new config (the rest inferred or kept).
+QUALITY_FLAGS = ("task", "score_output", "threshold", "positive_label", "segments",
+                 "max_segment_values", "label_deadline")  # fmt: skip
+
+
+def _add_quality_arguments(model: argparse.ArgumentParser) -> None:
+    quality = model.add_argument_group(
+        "quality", "how predictions are scored against labels; not given: inferred from the"
+        " newest version's outputs, or kept as stored",
+    )  # fmt: skip
+    quality.add_argument("--task", metavar="|".join(TASKS))
+    quality.add_argument(
+        "--score-output", metavar="NAME[:INDEX]",
+        help="the output holding the score, and its column (none: the whole row)",
+    )  # fmt: skip
+    quality.add_argument("--threshold", type=float, help="binary: positive at or above (0.5)")
+    quality.add_argument("--positive-label", type=int, help="binary: 0 or 1 (1)")
+    quality.add_argument("--segments", help="comma-separated label attributes (at most 8)")
+    quality.add_argument("--max-segment-values", type=int, help="values kept per segment (32)")
+    quality.add_argument(
+        "--label-deadline", type=long_duration_argument,
+        help="how long a prediction waits for its label: 30s, 15m, 2h, 1d (7d)",
+    )  # fmt: skip
 
 
 def list_models(args: argparse.Namespace, context: CommandContext) -> int:
@@ -50,13 +80,48 @@ def create_or_show_model(args: argparse.Namespace, context: CommandContext) -> i
     client, out = context.client, context.out
     if args.action == "create":
         tags = None if args.tags is None else [t for t in args.tags.split(",") if t]
+        quality = _quality(args, context) if any(
+            getattr(args, flag) is not None for flag in QUALITY_FLAGS
+        ) else None  # fmt: skip
         client.create_model(args.name, actor=context.actor, owner=args.owner,
                             description=args.description, tags=tags,
                             batch_delay_us=args.batch_delay_us,
-                            max_batch_size=args.max_batch_size)  # fmt: skip
+                            max_batch_size=args.max_batch_size, quality=quality)  # fmt: skip
     shown = client.show_model(args.name)
     if context.emit_json:
         print(json.dumps(shown), file=out)
     else:
-        print_table([["field", "value"], *([k, v] for k, v in shown.items())], out)
+        print_table([["field", "value"], *_rows(shown)], out)
     return EXIT_OK
+
+
+def _quality(args: argparse.Namespace, context: CommandContext) -> QualityConfig:
+    """The config the quality flags given make, with the rest inferred or kept as stored."""
+    segments = None
+    if args.segments is not None:
+        segments = [s.strip() for s in args.segments.split(",") if s.strip()]
+    return context.client.resolve_quality(
+        args.name, task=args.task, score_output=args.score_output, threshold=args.threshold,
+        positive_label=args.positive_label, segments=segments,
+        max_segment_values=args.max_segment_values,
+        label_deadline_seconds=args.label_deadline,
+    )  # fmt: skip
+
+
+def _rows(shown: dict[str, Any]) -> list[list[object]]:
+    """`model show`'s rows: the stored fields, the quality config one row per field."""
+    rows: list[list[object]] = []
+    for field, value in shown.items():
+        if field == "quality" and isinstance(value, dict):
+            rows.extend([f"quality.{k}", _quality_value(k, v)] for k, v in value.items())
+        else:
+            rows.append([field, value])
+    return rows
+
+
+def _quality_value(field: str, value: object) -> object:
+    if field == "segments" and isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    if field == "label_deadline_seconds" and isinstance(value, int | float):
+        return format_duration(value)
+    return "-" if value is None else value

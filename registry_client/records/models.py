@@ -1,6 +1,7 @@
-"""Models and their versions: `{ns}:model:{model}` (owner, description, batching settings),
-`{ns}:versions:{model}` (ordered by registration) and `{ns}:version:{model}:{version}` (the
-artifact's location, hash, signature and status). Versions are immutable once registered."""
+"""Models and their versions: `{ns}:model:{model}` (owner, description, batching settings,
+quality config), `{ns}:versions:{model}` (ordered by registration) and
+`{ns}:version:{model}:{version}` (the artifact's location, hash, signature and status).
+Versions are immutable once registered."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import redis
 
 from registry_client.drift.features import validate_feature_names
 from registry_client.errors import NotFound, Rejected
+from registry_client.quality.task import QualityConfig
 from registry_client.records import artifacts
 from registry_client.records.artifacts import MAX_ARTIFACT_BYTES
-from registry_client.records.base import RegistryBase, hset
+from registry_client.records.base import hset
+from registry_client.records.model_quality import ModelQualityRecords
 from registry_client.records.values import as_text, checked_name, timestamp
 from registry_client.repository import scan_repository
 from registry_client.schema import BLOB_SCHEME, version_sort_key
@@ -29,17 +32,19 @@ MAX_BATCH_ROWS = 65_536
 VERSION_STATUSES = ("registered", "serving", "retired")
 
 
-class ModelRecords(RegistryBase):
+class ModelRecords(ModelQualityRecords):
     """Models, versions and their artifacts; every write audited."""
 
     def create_model(
         self, name: str, *, actor: str, owner: str | None = None,
         description: str | None = None, tags: Sequence[str] | None = None,
         batch_delay_us: int | None = None, max_batch_size: int | None = None,
+        quality: QualityConfig | None = None,
     ) -> dict[str, str]:  # fmt: skip
         """Create a model, or update the fields given (None: leave as stored); returns the
         stored fields. `batch_delay_us` and `max_batch_size` override the gateways' batching
-        flags for this model's versions as they load."""
+        flags for this model's versions as they load; `quality` (stored whole, as JSON) says
+        how its predictions are scored against labels (resolve_quality() builds one)."""
         checked_name(name, "model")
         given = {"owner": owner, "description": description,
                  "tags": None if tags is None else ",".join(tags)}  # fmt: skip
@@ -54,6 +59,8 @@ class ModelRecords(RegistryBase):
                 raise Rejected(f"max_batch_size: expected 1 to {MAX_BATCH_ROWS}, got"
                                f" {max_batch_size}")  # fmt: skip
             fields["max_batch_size"] = str(max_batch_size)
+        if quality is not None:
+            fields["quality"] = quality.validate().to_json()
 
         def write(pipe: redis.client.Pipeline) -> dict[str, str]:
             stored = pipe.hgetall(self.keys.model(name))
@@ -73,11 +80,18 @@ class ModelRecords(RegistryBase):
         return sorted(as_text(m) for m in self._call(self._redis.smembers, self.keys.models))
 
     def show_model(self, name: str) -> dict[str, Any]:
-        """The model's fields and its versions, oldest first."""
+        """The model's fields (the quality config as a dict) and its versions, oldest first.
+        An unreadable quality config stays text, with `quality_error` saying why: gateways
+        read batching settings here as versions load, and they must not fail on it."""
         fields = self._call(self._redis.hgetall, self.keys.model(name))
         if not fields:
             raise NotFound(f"model {name!r} is not registered (gatectl models lists them)")
         info: dict[str, Any] = {as_text(k): as_text(v) for k, v in fields.items()}
+        if "quality" in info:
+            try:
+                info["quality"] = self._decoded_quality(name, info["quality"]).as_dict()
+            except Rejected as exc:
+                info["quality_error"] = str(exc)
         info["versions"] = self.list_versions(name)
         return info
 
