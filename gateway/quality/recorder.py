@@ -1,0 +1,220 @@
+"""The prediction log's recorder: the request path and the shadow workers only queue a
+reference to what a prediction answered; a background thread turns the queue into records
+(scores picked, segments read, the rate cap applied), and a flusher writes them.
+
+An id's records are held `hold_seconds` before they are written, so that its shadows' records,
+which finish after the primary's, are written with it in one field (a write replaces an id's
+field whole: that is what makes a retried write safe). Every prediction not logged is counted
+once, by reason: `buffer` (the queue was full), `rate` (over the model's cap per second), `id`
+(an id over 128 characters), `score` (not a finite number), `shadow_late` (a shadow's record
+whose primary's was already written, or not logged: written alone it would replace the
+primary's), `redis` (held too long while Redis was unreachable).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Counter
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway.quality.segments import segment_values
+from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
+from registry_client.quality.task import QualityConfig
+
+__all__ = ["MAX_ID_CHARS", "PredictionRecorder", "PredictionWrite"]
+
+MAX_ID_CHARS = 128
+_Observed = tuple[
+    str, str, str, str, Mapping[str, pb.InferParameter], Sequence[tuple[str, str | bytes]],
+    np.ndarray, float,
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionWrite:
+    """One model's predictions ready to be written: (id, its records) pairs."""
+
+    model: str
+    entries: list[tuple[str, list[PredictionRecord]]]
+
+
+@dataclass(slots=True)
+class _Held:
+    first_seen: float
+    records: list[PredictionRecord] = field(default_factory=list)
+
+
+class PredictionRecorder:
+    """Thread-safe. observe() is the request path's only call: an append, or a count when
+    the queue holds `buffer_predictions` already."""
+
+    def __init__(
+        self,
+        dropped: Counter,
+        unknown_segments: Counter,
+        buffer_predictions: int,
+        max_per_second: float,
+        hold_seconds: float,
+        keep_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dropped = dropped  # labels: model, reason
+        self._unknown_segments = unknown_segments  # labels: model
+        self._capacity = buffer_predictions
+        self._max_per_second = max_per_second
+        self._hold_seconds = hold_seconds
+        self._keep_seconds = keep_seconds
+        self._clock = clock
+        self._queue: deque[_Observed] = deque()
+        self._queued_lock = threading.Lock()
+        self._queued = 0
+        self._state_lock = threading.Lock()
+        self._configs: dict[str, QualityConfig] = {}
+        self._held: dict[tuple[str, str], _Held] = {}  # (model, id) -> its records
+        self._second: dict[str, tuple[int, int]] = {}  # model -> (second, logged in it)
+
+    def set_config(self, model: str, config: QualityConfig | None) -> None:
+        """The model's quality config (None: its predictions are not logged)."""
+        with self._state_lock:
+            if config is None:
+                self._configs.pop(model, None)
+            else:
+                self._configs[model] = config
+
+    def wants(self, model: str) -> bool:
+        """Whether the model's predictions are logged: one dict lookup."""
+        return model in self._configs
+
+    def observe(
+        self, model: str, version: str, role: str, request_id: str,
+        parameters: Mapping[str, pb.InferParameter],
+        metadata: Sequence[tuple[str, str | bytes]], scores: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Queue one answered request's score output (a reference, never written after)."""
+        rows = scores.shape[0] if scores.ndim else 1
+        with self._queued_lock:
+            if self._queued + rows > self._capacity:
+                self._dropped.labels(model, "buffer").inc(rows)
+                return
+            self._queued += rows
+            self._queue.append((model, version, role, request_id, parameters, metadata, scores,
+                                self._clock()))  # fmt: skip
+
+    def fold(self) -> int:
+        """Turn the queue into held records; returns the predictions kept."""
+        with self._queued_lock:
+            queued, self._queue = self._queue, deque()
+            self._queued = 0
+        kept = 0
+        with self._state_lock:
+            for item in queued:
+                kept += self._fold_one(*item)
+        return kept
+
+    def _fold_one(
+        self, model: str, version: str, role: str, request_id: str,
+        parameters: Mapping[str, pb.InferParameter],
+        metadata: Sequence[tuple[str, str | bytes]], scores: np.ndarray, seen: float,
+    ) -> int:  # fmt: skip
+        config = self._configs.get(model)
+        if config is None:
+            return 0
+        values = _scores(config, scores)
+        if len(request_id) > MAX_ID_CHARS:
+            self._dropped.labels(model, "id").inc(len(values))
+            return 0
+        segments, unknown = segment_values(config.segments, parameters, metadata)
+        if unknown and role == PRIMARY:  # a shadow's request is its primary's: counted once
+            self._unknown_segments.labels(model).inc(unknown)
+        if role != PRIMARY:
+            return self._fold_shadow(model, version, request_id, values, segments, seen)
+        allowed = self._allowance(model, int(seen), len(values))
+        if allowed < len(values):
+            self._dropped.labels(model, "rate").inc(len(values) - allowed)
+        kept = 0
+        for row, score in enumerate(values[:allowed]):
+            if not math.isfinite(score):
+                self._dropped.labels(model, "score").inc()
+                continue
+            key = request_id if len(values) == 1 else f"{request_id}:{row}"
+            held = self._held.setdefault((model, key), _Held(seen))
+            held.records.append(PredictionRecord(version, PRIMARY, int(seen), segments, score))
+            kept += 1
+        return kept
+
+    def _fold_shadow(
+        self, model: str, version: str, request_id: str, values: list[float],
+        segments: tuple[str, ...], seen: float,
+    ) -> int:  # fmt: skip
+        """A shadow's records join their primary's, held; never written alone."""
+        kept = 0
+        for row, score in enumerate(values):
+            key = request_id if len(values) == 1 else f"{request_id}:{row}"
+            held = self._held.get((model, key))
+            if held is None:
+                self._dropped.labels(model, "shadow_late").inc()
+            elif not math.isfinite(score):
+                self._dropped.labels(model, "score").inc()
+            else:
+                held.records.append(PredictionRecord(version, SHADOW, int(seen), segments, score))
+                kept += 1
+        return kept
+
+    def _allowance(self, model: str, second: int, rows: int) -> int:
+        """How many of `rows` the model's cap per second still lets through."""
+        current, logged = self._second.get(model, (second, 0))
+        if current != second:
+            logged = 0
+        allowed = max(0, min(rows, int(self._max_per_second) - logged))
+        self._second[model] = (second, logged + allowed)
+        return allowed
+
+    def pending(self) -> list[PredictionWrite]:
+        """Fold, then take the ids held `hold_seconds` (their shadows have had their time),
+        one write per model. Call failed() when the write does not succeed."""
+        self.fold()
+        ready_before = self._clock() - self._hold_seconds
+        by_model: dict[str, list[tuple[str, list[PredictionRecord]]]] = {}
+        with self._state_lock:
+            for (model, key), held in list(self._held.items()):
+                if held.first_seen <= ready_before:
+                    by_model.setdefault(model, []).append((key, held.records))
+                    del self._held[model, key]
+        return [PredictionWrite(model, entries) for model, entries in by_model.items()]
+
+    def failed(self, writes: Iterable[PredictionWrite]) -> None:
+        """Hold what could not be written again; what has waited `keep_seconds` is given up
+        (counted `redis`), so an outage costs bounded memory."""
+        give_up_before = self._clock() - self._keep_seconds
+        with self._state_lock:
+            for write in writes:
+                for key, records in write.entries:
+                    if records[0].time < give_up_before:
+                        self._dropped.labels(write.model, "redis").inc()
+                        continue
+                    held = self._held.setdefault((write.model, key), _Held(records[0].time))
+                    held.records[:0] = records
+
+    def held(self) -> int:
+        with self._state_lock:
+            return len(self._held)
+
+
+def _scores(config: QualityConfig, scores: np.ndarray) -> list[float]:
+    """One score per row: the positive class's probability (binary) or the value (regression)
+    from the configured column, or the predicted class (multiclass: argmax of the row)."""
+    rows = scores.reshape(1, -1) if scores.ndim <= 1 and config.task == "multiclass" else scores
+    if rows.ndim == 0:
+        rows = rows.reshape(1)
+    if config.task == "multiclass":
+        return [float(i) for i in np.argmax(rows.reshape(rows.shape[0], -1), axis=1)]
+    if config.score_index is not None and rows.ndim >= 2:
+        return [float(v) for v in rows.reshape(rows.shape[0], -1)[:, config.score_index]]
+    return [float(v) for v in rows.reshape(rows.shape[0], -1)[:, 0]]

@@ -1,0 +1,152 @@
+"""The prediction recorder: queued on the request path, folded and held in the background,
+written to a real Redis, and every prediction not logged counted once by reason."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import redis
+from prometheus_client import CollectorRegistry, Counter
+
+from gateway._proto import grpc_service_pb2 as pb
+from gateway.quality.recorder import PredictionRecorder
+from registry_client.quality.prediction_store import PredictionStore
+from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
+from registry_client.quality.task import QualityConfig
+from registry_client.schema import Keys
+
+BINARY = QualityConfig("binary", "probabilities", 1, segments=("gender", "age_band"))
+MULTICLASS = QualityConfig("multiclass", "probabilities", None)
+REGRESSION = QualityConfig("regression", "value", 0)
+TTL = 7 * 86_400
+F32_08, F32_01 = float(np.float32(0.8)), float(np.float32(0.1))  # as the model answers them
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))  # whole seconds: records keep seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorded:
+    """A recorder over a settable clock, with its counters."""
+
+    def __init__(self, buffer: int = 1000, per_second: float = 1000.0) -> None:
+        registry = CollectorRegistry()
+        self.dropped = Counter("dropped", "", ["model", "reason"], registry=registry)
+        self.unknown = Counter("unknown", "", ["model"], registry=registry)
+        self.clock = Clock()
+        self.recorder = PredictionRecorder(self.dropped, self.unknown, buffer, per_second,
+                                           hold_seconds=2.0, keep_seconds=60.0,
+                                           clock=self.clock)  # fmt: skip
+
+    def drops(self, model: str, reason: str) -> float:
+        return float(self.dropped.labels(model, reason)._value.get())
+
+    def written(self) -> dict[str, list[PredictionRecord]]:
+        """What pending() hands over once the hold has passed, by id."""
+        self.clock.now += 2.0
+        return {key: records for write in self.recorder.pending()
+                for key, records in write.entries}  # fmt: skip
+
+
+def parameters(**segments: str) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest()
+    for name, value in segments.items():
+        request.parameters[f"segment.{name}"].string_param = value
+    return request
+
+
+def test_binary_scores_are_the_positive_column_with_segments_and_row_ids():
+    rec = Recorded()
+    rec.recorder.set_config("credit", BINARY)
+    request = parameters(gender="F", region="eu")
+    scores = np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)
+    rec.recorder.observe("credit", "1", PRIMARY, "r1", request.parameters,
+                         (("x-segment-age_band", "18-25"),), scores)  # fmt: skip
+    now = int(rec.clock.now)
+    assert rec.written() == {
+        "r1:0": [PredictionRecord("1", PRIMARY, now, ("F", "18-25"), F32_08)],
+        "r1:1": [PredictionRecord("1", PRIMARY, now, ("F", "18-25"), F32_01)],
+    }
+    assert rec.unknown.labels("credit")._value.get() == 1  # region
+
+
+def test_multiclass_logs_the_predicted_class_and_regression_the_value():
+    rec = Recorded()
+    rec.recorder.set_config("digits", MULTICLASS)
+    rec.recorder.set_config("price", REGRESSION)
+    empty = pb.ModelInferRequest().parameters
+    rec.recorder.observe("digits", "1", PRIMARY, "d", empty, (), np.array([[0.1, 0.7, 0.2]]))
+    rec.recorder.observe("price", "1", PRIMARY, "p", empty, (), np.array([[41.5]]))
+    written = rec.written()
+    assert [r.score for r in written["d"]] == [1.0]
+    assert [r.score for r in written["p"]] == [41.5]
+
+
+def test_a_shadow_is_written_with_its_primary_and_never_alone():
+    rec = Recorded()
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    rec.recorder.observe("credit", "1", PRIMARY, "a", empty, (), np.array([[0.3, 0.7]]))
+    rec.recorder.observe("credit", "2", SHADOW, "a", empty, (), np.array([[0.6, 0.4]]))
+    written = rec.written()
+    assert [(r.version, r.role) for r in written["a"]] == [("1", PRIMARY), ("2", SHADOW)]
+    rec.recorder.observe("credit", "3", SHADOW, "a", empty, (), np.array([[0.5, 0.5]]))
+    assert rec.written() == {}  # its primary's field is written: not replaced by it alone
+    assert rec.drops("credit", "shadow_late") == 1
+
+
+def test_drops_are_counted_exactly_by_reason():
+    rec = Recorded(buffer=5, per_second=3)
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    two = np.array([[0.1, 0.9], [0.2, 0.8]])
+    for i in range(3):
+        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)  # r2: 6 rows > 5
+    rec.recorder.observe("credit", "1", PRIMARY, "x" * 129, empty, (), two[:1])  # the 5th row
+    assert rec.drops("credit", "buffer") == 2
+    rec.recorder.fold()  # the queue is empty again
+    rec.recorder.observe("credit", "1", PRIMARY, "nan", empty, (), np.array([[0.5, np.nan]]))
+    written = rec.written()
+    assert sorted(written) == ["r0:0", "r0:1", "r1:0"]  # 3 a second: r1's second row over
+    assert rec.drops("credit", "rate") == 1 + 1  # r1:1, then the NaN row in the same second
+    assert rec.drops("credit", "id") == 1
+    rec.recorder.observe("credit", "1", PRIMARY, "n2", empty, (), np.array([[0.5, np.nan]]))
+    rec.written()
+    assert rec.drops("credit", "score") == 1
+
+
+def test_models_without_a_config_are_not_logged():
+    rec = Recorded()
+    assert not rec.recorder.wants("credit")
+    rec.recorder.set_config("credit", BINARY)
+    assert rec.recorder.wants("credit")
+    rec.recorder.set_config("credit", None)
+    rec.recorder.observe("credit", "1", PRIMARY, "a", pb.ModelInferRequest().parameters, (),
+                         np.array([[0.1, 0.9]]))  # fmt: skip
+    assert rec.written() == {}
+
+
+def test_a_failed_write_is_held_again_and_given_up_after_keep_seconds(redis_server):
+    rec = Recorded()
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    rec.recorder.observe("credit", "1", PRIMARY, "a", empty, (), np.array([[0.1, 0.9]]))
+    rec.clock.now += 2.0
+    writes = rec.recorder.pending()
+    rec.recorder.failed(writes)  # Redis was away
+    store = PredictionStore(redis.Redis.from_url(redis_server.url), Keys("t"))
+    for write in rec.recorder.pending():
+        store.write(write.model, write.entries, TTL)
+    found = store.lookup("credit", ["a"], TTL, now=rec.clock.now)
+    assert [r.score for r in found["a"]] == [pytest.approx(0.9)]
+    rec.recorder.observe("credit", "1", PRIMARY, "b", empty, (), np.array([[0.1, 0.9]]))
+    rec.clock.now += 61.0
+    rec.recorder.failed(rec.recorder.pending())
+    assert rec.recorder.held() == 0
+    assert rec.drops("credit", "redis") == 1
