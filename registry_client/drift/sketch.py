@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from datasketches import kll_floats_sketch
 
+from registry_client.records.values import read_versioned
+
 __all__ = [
     "KLL_K",
     "QUANTILE_LEVELS",
@@ -193,12 +195,7 @@ def encode_sketches(rows: int, features: Mapping[str, FeatureSketch]) -> str:
 
 
 def decode_sketches(payload: str | bytes) -> tuple[int, dict[str, FeatureSketch]]:
-    try:
-        doc = json.loads(payload)
-    except ValueError as exc:
-        raise SketchFormatError(f"sketch window is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SketchFormatError(f"sketch window format is not {FORMAT}")
+    doc = read_versioned(payload, FORMAT, "sketch window", SketchFormatError)
     features = doc.get("features")
     if not isinstance(features, dict):
         raise SketchFormatError("sketch window has no 'features' object")

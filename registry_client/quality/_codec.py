@@ -4,12 +4,13 @@ emptied state serialises as a fresh one."""
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import re
 from collections.abc import Hashable, Mapping
 from typing import ClassVar, TypeVar
+
+from registry_client.records.values import read_versioned
 
 __all__ = [
     "QualityFormatError",
@@ -154,12 +155,7 @@ def read_rows(
 ) -> list[tuple[tuple[str, ...], object]]:
     """The rows of a stored window {"format": version, "states": [[*key, state], ...]}: each
     key is `width` strings; the states are returned unread."""
-    try:
-        doc = json.loads(payload)
-    except ValueError as exc:
-        raise QualityFormatError(f"quality window is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != version:
-        raise QualityFormatError(f"field 'format' of the quality window is not {version}")
+    doc = read_versioned(payload, version, "quality window", QualityFormatError)
     stored = doc.get("states")
     if not isinstance(stored, list):
         raise QualityFormatError("field 'states' is not a list")

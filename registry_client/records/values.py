@@ -1,14 +1,16 @@
 """Helpers for the values stored records hold: Redis replies as text, checked names, the time
-every record is stamped with."""
+every record is stamped with, the versioned JSON envelope of windowed documents."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from registry_client.errors import Rejected
 from registry_client.schema import SchemaError, validate_name
 
-__all__ = ["as_text", "checked_name", "timestamp"]
+__all__ = ["as_text", "checked_name", "read_versioned", "timestamp"]
 
 
 def as_text(value: bytes | str | None) -> str:
@@ -28,3 +30,17 @@ def checked_name(name: str, what: str) -> str:
 def timestamp() -> str:
     """Now, as records store it: ISO 8601 in UTC, to the millisecond."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def read_versioned(
+    payload: str | bytes, version: int, what: str, error: type[ValueError]
+) -> dict[str, Any]:
+    """The JSON object in `payload` written in format `version` (statistics, sketch and
+    quality windows carry one); else `error` naming `what`."""
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise error(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != version:
+        raise error(f"{what}: field 'format' is not {version}")
+    return doc

@@ -19,6 +19,8 @@ from typing import Any
 
 from datasketches import tdigest_double
 
+from registry_client.records.values import read_versioned
+
 __all__ = [
     "WINDOW_SECONDS",
     "Comparison",
@@ -203,12 +205,7 @@ def encode_window(stats: Iterable[VersionStats]) -> str:
 
 
 def decode_window(payload: str | bytes) -> list[VersionStats]:
-    try:
-        doc = json.loads(payload)
-    except ValueError as exc:
-        raise StatsFormatError(f"window is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise StatsFormatError(f"window format is not {FORMAT}")
+    doc = read_versioned(payload, FORMAT, "statistics window", StatsFormatError)
     stats = doc.get("stats")
     if not isinstance(stats, list):
         raise StatsFormatError("window has no 'stats' list")
