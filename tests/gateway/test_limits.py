@@ -173,7 +173,7 @@ def test_default_limit_accepts_messages_well_above_grpc_default(slow_repo):
 
 class _ExpiredCall:
     """What ModelInfer reads of its call: a deadline already past (so gRPC no longer counts
-    the call active), no metadata."""
+    the call active), no metadata, no trailer yet."""
 
     def time_remaining(self) -> float:
         return -0.5
@@ -182,6 +182,9 @@ class _ExpiredCall:
         return False
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
 
 

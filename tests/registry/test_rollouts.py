@@ -246,9 +246,10 @@ def test_a_candidate_3x_slower_at_p99_is_rolled_back(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     # Several milliseconds each: a shared machine's scheduling adds tens of milliseconds to
-    # both sides' p99, in which 1.5 against 5 ms was lost (p99 ratios under 1.2: promoted).
-    baseline = onnx_models.timed_classifier(seed=1, milliseconds=3.0)
-    slower = onnx_models.timed_classifier(seed=1, milliseconds=9.0)
+    # both sides' p99, in which 1.5 against 5 ms was lost, and 3 against 9 ms once under a
+    # load average over 8 (p99 ratios under 1.2: promoted).
+    baseline = onnx_models.timed_classifier(seed=1, milliseconds=6.0)
+    slower = onnx_models.timed_classifier(seed=1, milliseconds=18.0)
     # Two callers, pausing between calls: the gateways are never saturated, so p99 is the
     # models' own time rather than a queue both share.
     with (
@@ -257,7 +258,9 @@ def test_a_candidate_3x_slower_at_p99_is_rolled_back(
     ):
         # 50 requests a side judge an interval: on a busy machine two callers of these models
         # may send fewer than the default 100 in one, and the interval then waits for more.
-        r.start(min_requests=50)
+        # The drift check is the other test's: on so few rows a PSI over 0.25 was seen between
+        # the same inputs on both sides.
+        r.start(min_requests=50, max_psi=100.0)
         _rolled_back_within_two_intervals(r, traffic, None, "p99_3x", "p99_ratio")
 
 
