@@ -175,6 +175,30 @@ class Keys:
         """Predictions logged on the day, every replica (sizes the next day's buckets)."""
         return f"{self.model_tag(model)}:pred:{day}:count"
 
+    def labels(self, model: str) -> str:
+        """The stream of a model's labels, waiting to be joined with their predictions."""
+        return f"{self.model_tag(model)}:labels"
+
+    def labels_checkpoint(self, model: str) -> str:
+        """The id of the last label-stream entry joined into the quality state."""
+        return f"{self.model_tag(model)}:labels:checkpoint"
+
+    def quality(self, model: str, minute: int) -> str:
+        """The joined quality state of one minute of predictions, a field per joiner."""
+        return f"{self.model_tag(model)}:quality:{minute}"
+
+    def quality_segments(self, model: str, dimension: str) -> str:
+        """The values of a segment dimension kept apart (the rest count as __other__)."""
+        return f"{self.model_tag(model)}:quality:segments:{dimension}"
+
+    def quality_applied(self, model: str, day: int) -> str:
+        """The label applied per prediction id, for the predictions of one day."""
+        return f"{self.model_tag(model)}:quality:applied:{day}"
+
+    def quality_counts(self, model: str) -> str:
+        """Labels joined, replaced, unmatched (per reason) and late, every joiner."""
+        return f"{self.model_tag(model)}:quality:counts"
+
     def rollout(self, name: str) -> str:
         return f"{self.prefix}:rollout:{name}"
 
