@@ -287,7 +287,10 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
     except (PrivateRedisError, ReplicaIdInUse) as exc:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
-    stop_requested.wait()
+    # In slices: a signal the kernel gives another thread only marks Python's handler pending,
+    # which a main thread blocked in an untimed wait never runs (a SIGTERM was lost so).
+    while not stop_requested.wait(0.5):
+        pass
     # Whatever still runs, SIGTERM ends the process within notice + grace + 2 s.
     grace = settings.shutdown_grace_seconds
     start_watchdog(settings.drain_notice() + grace + WATCHDOG_MARGIN_SECONDS)
