@@ -8,13 +8,18 @@ statistics and drift stores that share it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import redis
 
 from registry_client.connection import redis_client
 from registry_client.drift.store import DriftStore
+from registry_client.quality.labels import Label, LabelStore
+from registry_client.quality.prediction_store import PredictionStore
+from registry_client.quality.store import QualityStore
 from registry_client.records.artifacts import MAX_ARTIFACT_BYTES
+from registry_client.records.evaluations import EvaluationRecords
 from registry_client.records.gateways import GatewayRecords
 from registry_client.records.rules import AuditEntry
 from registry_client.stats.store import StatsStore
@@ -22,17 +27,28 @@ from registry_client.stats.store import StatsStore
 __all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient", "unregistered_versions"]
 
 
-class RegistryClient(GatewayRecords):
+class RegistryClient(GatewayRecords, EvaluationRecords):
     """The registry over one Redis connection pool. Thread-safe (redis-py pools are).
 
     Its records build on each other: models and versions (ModelRecords), the rules routing
     to them (RuleRecords), the gateways' heartbeats reporting which rule they apply
-    (GatewayRecords)."""
+    (GatewayRecords); and versions' evaluations (EvaluationRecords)."""
 
     def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
         super().__init__(client, namespace)
         self.stats = StatsStore(client, self.keys)
         self.drift = DriftStore(client, self.keys, self._audit)
+        self.predictions = PredictionStore(client, self.keys)
+        self.labels = LabelStore(client, self.keys)
+        self.quality = QualityStore(client, self.keys)
+
+    def put_labels(self, model: str, labels: Sequence[Label], now: float | None = None) -> int:
+        """Give the true value of earlier predictions, named by their ids; returns how many
+        were taken. They are joined with their predictions in the background (within seconds
+        while a gateway runs): a label for an unknown or expired id is counted as unmatched,
+        and a second label for an id replaces the first. Rejected (nothing taken) names the
+        first invalid label's index and field; Unreachable when Redis does not answer."""
+        return self.labels.put(model, labels, time.time() if now is None else now)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:

@@ -175,6 +175,10 @@ class Keys:
         """Predictions logged on the day, every replica (sizes the next day's buckets)."""
         return f"{self.model_tag(model)}:pred:{day}:count"
 
+    def predictions_logged(self, model: str, minute: int) -> str:
+        """Predictions logged in one minute, a field per `version|role` (label coverage)."""
+        return f"{self.model_tag(model)}:pred:logged:{minute}"
+
     def labels(self, model: str) -> str:
         """The stream of a model's labels, waiting to be joined with their predictions."""
         return f"{self.model_tag(model)}:labels"

@@ -63,10 +63,32 @@ class PredictionStore:
                     for key, mapping in fields.items():
                         pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                         pipe.expireat(key, expire_at)
+                    for minute, counted in _logged_per_minute(found).items():
+                        logged_key = self._keys.predictions_logged(model, minute)
+                        for version_role, count in counted.items():
+                            pipe.hincrby(logged_key, version_role, count)
+                        pipe.expireat(logged_key, expire_at)
                     count_key = self._keys.prediction_count(model, day)
                     pipe.incrby(count_key, len(found))
                     pipe.expireat(count_key, expire_at + DAY_SECONDS)  # sizes the next day
                 pipe.execute()
+
+    def logged(self, model: str, first_minute: int, last_minute: int) -> dict[tuple[str, str], int]:
+        """Predictions logged per (version, role) in minutes `first_minute` to `last_minute`
+        (inclusive, minutes since the epoch), every replica: what label coverage divides by.
+        A retried write counts its predictions again, so this may exceed what was logged by
+        the writes an outage made a gateway retry."""
+        validate_name(model, "model name")
+        with redis_unreachable_as_error(), self._redis.pipeline(transaction=False) as pipe:
+            for minute in range(first_minute, last_minute + 1):
+                pipe.hgetall(self._keys.predictions_logged(model, minute))
+            found: list[dict[bytes, bytes]] = pipe.execute()
+        totals: dict[tuple[str, str], int] = defaultdict(int)
+        for fields in found:
+            for name, count in fields.items():
+                version, _, role = as_text(name).rpartition("|")
+                totals[version, role] += int(count)
+        return dict(totals)
 
     def lookup(
         self, model: str, ids: Iterable[str], ttl_seconds: int, now: float
@@ -128,3 +150,14 @@ class PredictionStore:
             for stale in [k for k in self._buckets if k[1] < day - 1]:
                 del self._buckets[stale]
         return count
+
+
+def _logged_per_minute(
+    found: Iterable[tuple[str, Sequence[PredictionRecord]]],
+) -> dict[int, dict[str, int]]:
+    """minute -> `version|role` -> records, of the entries of one write."""
+    counted: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, records in found:
+        for record in records:
+            counted[record.time // 60][f"{record.version}|{record.role}"] += 1
+    return counted

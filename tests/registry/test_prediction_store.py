@@ -84,10 +84,22 @@ def test_every_key_of_a_day_expires_when_the_ttl_after_that_day_ends(redis_serve
     day = day_of(TODAY)
     ends = (day + 1) * DAY_SECONDS + TTL
     names = [k.decode() if isinstance(k, bytes) else k for k in client.keys("{t:credit}:pred:*")]
-    assert len(names) == 3  # one bucket, the bucket count, the day's count
+    assert len(names) == 4  # one bucket, the bucket count, the day's count, the minute's
     for name in names:
         expected = ends + DAY_SECONDS if name.endswith(":count") else ends
         assert client.expiretime(name) == expected, name
+
+
+def test_predictions_logged_are_counted_per_minute_version_and_role(redis_server):
+    store, _ = store_of(redis_server)
+    minute = TODAY // 60
+    store.write("credit", [("a", [record("1", TODAY + 10, 0.9)]),
+                           ("b", [record("1", TODAY + 70, 0.2)])], TTL)  # fmt: skip
+    store.write("credit", [("c", [record("2", TODAY + 20, 0.4)])], TTL)
+    assert store.logged("credit", minute, minute) == {("1", "primary"): 1, ("2", "primary"): 1}
+    assert store.logged("credit", minute, minute + 1) == {("1", "primary"): 2,
+                                                          ("2", "primary"): 1}  # fmt: skip
+    assert store.logged("credit", minute + 2, minute + 5) == {}
 
 
 def test_a_stored_prediction_costs_under_100_bytes(redis_server):

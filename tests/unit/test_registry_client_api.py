@@ -8,12 +8,14 @@ import sys
 
 import registry_client
 from registry_client import client, errors
+from registry_client.quality import labels
 from tests.support.gateways import REPO_ROOT
 
 
-def test_the_package_exports_the_client_and_the_error_tree():
+def test_the_package_exports_the_client_the_label_and_the_error_tree():
     assert registry_client.__all__ == [
         "Conflict",
+        "Label",
         "NotFound",
         "RegistryClient",
         "RegistryError",
@@ -24,6 +26,7 @@ def test_the_package_exports_the_client_and_the_error_tree():
 
 def test_each_export_is_the_class_its_module_defines():
     assert registry_client.RegistryClient is client.RegistryClient
+    assert registry_client.Label is labels.Label
     for name in ("Conflict", "NotFound", "RegistryError", "Rejected", "Unreachable"):
         assert getattr(registry_client, name) is getattr(errors, name)
 
