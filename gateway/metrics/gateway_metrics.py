@@ -1,7 +1,7 @@
 """Every Prometheus metric of the gateway, defined once on a registry passed in.
 
 Each concern's families are defined in a module of their own (versions, control_plane,
-shadow_drift, transport); GatewayMetrics holds them all, so one object is passed around.
+shadow_drift, transport, quality); GatewayMetrics holds them all, so one object is passed around.
 
 Under `--workers N` each worker writes its values to prometheus_client's multiprocess files
 (PROMETHEUS_MULTIPROC_DIR, set by the supervisor before this module is imported) and the
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.metrics.control_plane import ControlPlaneMetrics
+from gateway.metrics.quality import QualityMetrics
 from gateway.metrics.shadow_drift import DriftMetrics, ShadowMetrics
 from gateway.metrics.transport import TransportMetrics
 from gateway.metrics.versions import PRIMARY, UNKNOWN_LABEL, VersionFamilies, VersionMetrics
@@ -25,8 +26,9 @@ __all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics(
-    VersionFamilies, ControlPlaneMetrics, ShadowMetrics, DriftMetrics, TransportMetrics
-):
+    VersionFamilies, ControlPlaneMetrics, ShadowMetrics, DriftMetrics, TransportMetrics,
+    QualityMetrics,
+):  # fmt: skip
     """Metric families; label values are bounded: served model/version names, role, code."""
 
     def __init__(
@@ -47,6 +49,7 @@ class GatewayMetrics(
         ShadowMetrics.__init__(self, registry)
         DriftMetrics.__init__(self, registry)
         TransportMetrics.__init__(self, registry)
+        QualityMetrics.__init__(self, registry)
 
     def retire(self, gauge: Gauge, labels: Sequence[str]) -> None:
         """Stop exporting one series. Multiprocess files cannot drop a series, so there it
