@@ -22,13 +22,13 @@ import logging
 import os
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry
 
 from gateway.api.call_threads import receive_deadlines_apply
 from gateway.api.connections import ensure_fd_limit, open_connections
 from gateway.api.health import HealthService, ServingState
+from gateway.api.metadata import server_version
 from gateway.api.server import INFERENCE_SERVICE, bind, build_server, call_threads
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
@@ -48,6 +48,7 @@ from gateway.process.shutdown import (
     ShutdownBudget,
     start_watchdog,
 )
+from gateway.quality.tasks import QualityTasks
 from gateway.routing.default_routes import routes_for_ready_versions
 from gateway.routing.following import RegistryFollowing
 from gateway.routing.replica_identity import ReplicaIdInUse
@@ -63,13 +64,6 @@ from registry_client.repository import scan_repository
 __all__ = ["Gateway", "serve"]
 
 _log = logging.getLogger(__name__)
-
-
-def _server_version() -> str:
-    try:
-        return version("onnxgate")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class Gateway:
@@ -113,27 +107,7 @@ class Gateway:
         self.health = HealthService([INFERENCE_SERVICE], alive=self.is_alive)
         self.state = ServingState(self.health)
 
-        # The request path: pipeline, then the servicer over it.
-        self.pipeline = InferencePipeline(
-            self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
-            self.loaded.is_set, RequestTurns(settings.grpc_threads),
-        )  # fmt: skip
-        self.servicer = InferenceServicer(
-            self.pipeline, self.versions, self.state, _server_version(), settings.max_batch_size,
-            settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
-        )  # fmt: skip
-        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
-        self._server = build_server(
-            settings, self.security, self.servicer, self.health, self.call_threads
-        )
-        self.metrics.watch_transport(
-            lambda: self.call_threads.threads, lambda: open_connections(self.grpc_port)
-        )
-        self.grpc_port = 0
-        self.metrics_port = 0
-        self._metrics_server: MetricsServer | None = None
-
-        # The registry: its rules, the background work written to it, rollouts.
+        # The registry: its rules, and the quality work (the prediction log, labels joined).
         self.following: RegistryFollowing | None = None
         if redis_url:
             self.following = RegistryFollowing(
@@ -142,6 +116,27 @@ class Gateway:
             )  # fmt: skip
         self.registry_client = self.following.client if self.following else None
         self.watcher = self.following.watcher if self.following else None
+        self.quality = QualityTasks(settings, self.metrics, self.registry_client, self.replica)
+
+        # The request path: pipeline, then the servicer over it.
+        self.pipeline = InferencePipeline(
+            self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
+            self.loaded.is_set, RequestTurns(settings.grpc_threads), self.quality.recorder,
+        )  # fmt: skip
+        self.servicer = InferenceServicer(
+            self.pipeline, self.versions, self.state, server_version(), settings.max_batch_size,
+            settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
+        )  # fmt: skip
+        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
+        self._server = build_server(settings, self.security, self.servicer, self.health,
+                                    self.call_threads, self.registry_client)  # fmt: skip
+        self.metrics.watch_transport(
+            lambda: self.call_threads.threads, lambda: open_connections(self.grpc_port)
+        )
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._metrics_server: MetricsServer | None = None
+
         self.telemetry = TelemetryTasks(
             settings, self.metrics, self.versions, self.replica, self.registry_client,
             self.request_stats, self.drift,
@@ -195,6 +190,7 @@ class Gateway:
             },
         )
         self.telemetry.start()
+        self.quality.start()
         if self.following is not None:
             self.following.start()
         else:
@@ -248,6 +244,7 @@ class Gateway:
         # The rest has what the drain left of the grace, plus CLEANUP_SECONDS.
         budget = ShutdownBudget(deadline - time.monotonic() + CLEANUP_SECONDS)
         self.telemetry.stop(budget)
+        self.quality.stop(budget)
         if self.following is not None:  # the rollout lease is handed over before Redis goes
             self.following.stop(budget)
         self.run_deadlines.stop(budget.left())

@@ -212,9 +212,19 @@ class Keys:
         return f"{self.prefix}:rollouts"
 
     @property
+    def label_joiner(self) -> str:
+        """The lease of the gateway that joins every model's labels."""
+        return f"{self.prefix}:label-joiner"
+
+    @property
     def rollout_leader(self) -> str:
         """The lease of the gateway whose controller drives rollouts."""
         return f"{self.prefix}:rollout-leader"
+
+    def quality_events(self, model: str) -> str:
+        """The episodes of a model's quality events: a field per subject, and the end of the
+        window judged last. Control-plane tagged: written with the lease check and the audit."""
+        return f"{self.prefix}:quality-events:{model}"
 
     @property
     def audit(self) -> str:

@@ -111,6 +111,8 @@ def decode_infer_request(
         routing_key=routing_key_of(request, metadata),
         still_wanted=still_wanted,
         request_id=request_id,
+        parameters=request.parameters,
+        metadata=metadata,
     )
 
 

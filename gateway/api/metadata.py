@@ -1,15 +1,25 @@
-"""ModelMetadata and ModelConfig answers built from a version's signature."""
+"""ModelMetadata and ModelConfig answers built from a version's signature; the server's version."""
 
 from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import model_config_pb2 as mc
 from gateway.models.signature import Signature, TensorSpec
 
-__all__ = ["PLATFORM", "model_config", "model_metadata"]
+__all__ = ["PLATFORM", "model_config", "model_metadata", "server_version"]
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
+
+
+def server_version() -> str:
+    """The version ServerMetadata answers: the installed package's."""
+    try:
+        return version("onnxgate")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def model_metadata(model: str, version: str, signature: Signature) -> pb.ModelMetadataResponse:

@@ -23,11 +23,12 @@ from gateway.errors import (
     ModelNotReady,
 )
 from gateway.metrics.gateway_metrics import GatewayMetrics
-from gateway.metrics.versions import UNKNOWN_LABEL
+from gateway.metrics.versions import PRIMARY, UNKNOWN_LABEL
 from gateway.models.store import VersionStore
 from gateway.models.version import LoadedVersion
 from gateway.pipeline.cpu_turns import RequestTurns
 from gateway.pipeline.requests import InferRequest, InferResult
+from gateway.quality.recorder import PredictionRecorder, ShadowPrediction
 from gateway.routing.router import Decision, route
 from gateway.routing.table import RouteSource
 from gateway.shadow.dispatcher import ShadowDispatcher, ShadowJob
@@ -49,6 +50,7 @@ class InferencePipeline:
         drift: DriftRecorder | None = None,
         started: Callable[[], bool] = lambda: True,
         turns: RequestTurns | None = None,
+        predictions: PredictionRecorder | None = None,
     ) -> None:
         """`outcome_label(error)` is the metric label of a request that ended in `error` (the
         api layer decides it). `started` turns true once the first routes are known (versions
@@ -61,6 +63,7 @@ class InferencePipeline:
         self._outcome_label = outcome_label
         self._shadows = shadows
         self._drift = drift
+        self._predictions = predictions
 
     def resolve(
         self, model: str, pinned_version: str, routing_key: str | None = None
@@ -97,6 +100,7 @@ class InferencePipeline:
         output_names: tuple[str, ...],
         feeds: dict[str, np.ndarray],
         outputs: list[np.ndarray],
+        logged: ShadowPrediction | None,
     ) -> None:
         """Offer copies to the shadows; never waits, never fails the primary."""
         assert self._shadows is not None
@@ -104,8 +108,20 @@ class InferencePipeline:
         for version in shadow_versions:
             shadow = ready.get(version)
             if shadow is not None:
-                job = ShadowJob(shadow, primary.version, output_names, feeds, outputs)
+                job = ShadowJob(shadow, primary.version, output_names, feeds, outputs, logged)
                 self._shadows.offer(job)
+
+    def _log_prediction(
+        self, request: InferRequest, loaded: LoadedVersion, score_at: int,
+        arrays: list[np.ndarray],
+    ) -> ShadowPrediction:  # fmt: skip
+        """Queue the primary's prediction for the log (an append); what its shadows need to
+        log theirs under the same id."""
+        assert self._predictions is not None
+        logged = ShadowPrediction(self._predictions, request.request_id, request.parameters,
+                                  request.metadata, score_at)  # fmt: skip
+        logged.observe(loaded.model, loaded.version, arrays, PRIMARY)
+        return logged
 
     def _outcome(self, request: InferRequest, exc: GatewayError) -> str:
         """The label a failed request is counted under (see _gone)."""
@@ -187,11 +203,17 @@ class Serving:
             metrics.failed(pipeline._outcome(request, exc))
             raise
         drift = pipeline._drift
+        # The output a logged model's scores are read from: run even when not asked for.
+        predictions = pipeline._predictions
+        score = None if predictions is None else predictions.score_output(model)
         try:
             binder = loaded.binder
             feeds = binder.bind_inputs(request.inputs)
             outputs = binder.select_outputs(request.outputs)
-            arrays = loaded.run(outputs.names, feeds, request.deadline)
+            names = outputs.names
+            if score is not None and score not in names:
+                names = (*names, score)
+            arrays = loaded.run(names, feeds, request.deadline)
         except ModelFailed as exc:
             metrics.failed(pipeline._outcome(request, exc))
             # The version was sent these inputs: sketched, or a version that fails on a
@@ -208,10 +230,15 @@ class Serving:
             metrics.succeeded(time.perf_counter() - request.received)
         else:
             metrics.failed(pipeline._outcome_label(_gone(request)))
+        shadow_log = None
+        if score is not None:
+            shadow_log = pipeline._log_prediction(request, loaded, names.index(score), arrays)
         if drift is not None:
             drift.observe(loaded.model, loaded.version, feeds, outputs.names, arrays)
         if decision.shadows and pipeline._shadows is not None:
-            pipeline._mirror(loaded, decision.shadows, outputs.names, feeds, arrays)
+            pipeline._mirror(loaded, decision.shadows, names, feeds, arrays, shadow_log)
+        if len(arrays) != len(outputs.specs):  # the score output was run for the log only
+            arrays = arrays[: len(outputs.specs)]
         pairs = list(zip(outputs.specs, arrays, strict=True))
         return InferResult(loaded.model, loaded.version, decision.routed_by, pairs)
 

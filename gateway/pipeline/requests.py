@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway._proto import grpc_service_pb2 as pb
 from gateway.models.signature import TensorSpec
 
 __all__ = ["InferRequest", "InferResult", "InputTensor"]
@@ -37,6 +38,10 @@ class InferRequest:
     # The prediction's id: the request's `id`, else its x-request-id, else a generated one;
     # the response carries it back, and a label given later names it.
     request_id: str = ""
+    # The call's own parameters and metadata, referenced, not copied: the prediction log reads
+    # a request's segments from them in the background, for the models it logs.
+    parameters: Mapping[str, pb.InferParameter] = field(default_factory=dict)
+    metadata: Sequence[tuple[str, str | bytes]] = ()
     # False once the caller has gone away: its outcome is then counted as Cancelled, not
     # against the version (a rollout judges versions on their outcomes), or DeadlineExceeded
     # when its deadline had passed.

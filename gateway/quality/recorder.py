@@ -28,7 +28,7 @@ from gateway.quality.segments import segment_values
 from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
 from registry_client.quality.task import QualityConfig
 
-__all__ = ["MAX_ID_CHARS", "PredictionRecorder", "PredictionWrite"]
+__all__ = ["MAX_ID_CHARS", "PredictionRecorder", "PredictionWrite", "ShadowPrediction"]
 
 MAX_ID_CHARS = 128
 _Observed = tuple[
@@ -88,9 +88,16 @@ class PredictionRecorder:
             else:
                 self._configs[model] = config
 
-    def wants(self, model: str) -> bool:
-        """Whether the model's predictions are logged: one dict lookup."""
-        return model in self._configs
+    def score_output(self, model: str) -> str | None:
+        """The output the model's scores are read from (run even when not asked for); None
+        when its predictions are not logged. One dict lookup: the request path asks."""
+        config = self._configs.get(model)
+        return None if config is None else config.score_output
+
+    def release_held(self) -> None:
+        """Hold nothing from now on: what is held is written at the next pending() (a
+        draining gateway's last predictions)."""
+        self._hold_seconds = 0.0
 
     def observe(
         self, model: str, version: str, role: str, request_id: str,
@@ -205,6 +212,25 @@ class PredictionRecorder:
     def held(self) -> int:
         with self._state_lock:
             return len(self._held)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowPrediction:
+    """What a shadow run needs to log its prediction under its primary's id: the request's
+    id, parameters and metadata (references), and where its score output is among the
+    outputs it runs."""
+
+    recorder: PredictionRecorder
+    request_id: str
+    parameters: Mapping[str, pb.InferParameter]
+    metadata: Sequence[tuple[str, str | bytes]]
+    score_at: int
+
+    def observe(
+        self, model: str, version: str, outputs: Sequence[np.ndarray], role: str = SHADOW
+    ) -> None:
+        self.recorder.observe(model, version, role, self.request_id, self.parameters,
+                              self.metadata, outputs[self.score_at])  # fmt: skip
 
 
 def _scores(config: QualityConfig, scores: np.ndarray) -> list[float]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from gateway._proto import grpc_service_pb2 as pb
+from registry_client.quality.predictions import MISSING
 
 __all__ = [
     "MAX_VALUE_CHARS",
-    "MISSING",
     "SEGMENT_METADATA_PREFIX",
     "SEGMENT_PARAMETER_PREFIX",
     "segment_values",
@@ -22,7 +22,6 @@ __all__ = [
 
 SEGMENT_PARAMETER_PREFIX = "segment."
 SEGMENT_METADATA_PREFIX = "x-segment-"
-MISSING = "__missing__"  # the request did not say (or said something unusable)
 MAX_VALUE_CHARS = 64  # a segment value is a category, not a payload
 
 

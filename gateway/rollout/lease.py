@@ -1,8 +1,8 @@
-"""The rollout controller's leader lease: one Redis key with a TTL holding the leader's replica
-id and a token drawn per process (lease_value). The holder renews it every tick; when the
-holder dies the key expires and the next replica to tick takes it. The token, not the replica
-id, says whose it is: two gateways started with one replica id by mistake still elect one
-leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
+"""A leader lease (the rollout controller's, the label joiner's): one Redis key with a TTL
+holding the leader's replica id and a token drawn per process (lease_value). The holder renews
+it every tick; when the holder dies the key expires and the next replica to tick takes it.
+The token, not the replica id, says whose it is: two gateways started with one replica id by
+mistake still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class Lease:
         token: str | None = None,
     ) -> None:  # fmt: skip
         self._client = client
-        self._key = key
+        self.key = key
         self.holder = holder
         self.value = lease_value(holder, token or uuid.uuid4().hex)  # what the key holds
         self._ttl_ms = max(int(ttl_seconds * 1000), 1)
@@ -38,15 +38,15 @@ class Lease:
         RegistryError (Unreachable) when Redis does not answer."""
 
         def claim(pipe: redis.client.Pipeline) -> bool:
-            current = as_text(pipe.get(self._key))
+            current = as_text(pipe.get(self.key))
             if current not in ("", self.value):
                 return False
             pipe.multi()
-            pipe.set(self._key, self.value, px=self._ttl_ms)
+            pipe.set(self.key, self.value, px=self._ttl_ms)
             return True
 
         try:
-            return self._client.transaction([self._key], claim, retry=False)
+            return self._client.transaction([self.key], claim, retry=False)
         except Conflict:  # another replica claimed it between our read and our write
             return False
 
@@ -54,11 +54,11 @@ class Lease:
         """Give the lease up at once (at stop) so another replica need not wait out the TTL."""
 
         def drop(pipe: redis.client.Pipeline) -> None:
-            if as_text(pipe.get(self._key)) == self.value:
+            if as_text(pipe.get(self.key)) == self.value:
                 pipe.multi()
-                pipe.delete(self._key)
+                pipe.delete(self.key)
 
         try:
-            self._client.transaction([self._key], drop, retry=False)
+            self._client.transaction([self.key], drop, retry=False)
         except Conflict:
             pass

@@ -31,10 +31,14 @@ SHUTDOWN = Concern("Shutdown", "What SIGTERM leaves to the requests in flight.")
 REGISTRY = Concern("Registry", "The Redis whose routing rules this gateway follows.")
 SHADOWS = Concern("Shadows", "Copies of requests mirrored to shadow versions, off the hot path.")
 TELEMETRY = Concern("Statistics and drift", "What is written to the registry, and how often.")
+QUALITY = Concern(
+    "Model quality",
+    "The prediction log that delayed labels are joined with, and the quality read back.",
+)
 ROLLOUTS = Concern("Rollouts", "The controller that drives canary rollouts.")
 LOGGING = Concern("Logging", "Log lines and the access log.")
 CONCERNS = (SERVING, CONNECTIONS, SECURITY, MODELS, ADMISSION, SHUTDOWN, REGISTRY, SHADOWS,
-            TELEMETRY, ROLLOUTS, LOGGING)  # fmt: skip
+            TELEMETRY, QUALITY, ROLLOUTS, LOGGING)  # fmt: skip
 # A default replica id, <hostname>-<pid>, is made of these (a Redis key part) and cut to 128.
 _REPLICA_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -64,6 +68,9 @@ class Settings:
     max_streams: int = SERVING(
         16, "ModelStreamInfer streams open at once, each on a thread of its own", at_least=0
     )
+    feedback_max_calls: int = SERVING(4, "PutLabels calls storing labels at once, each on a"
+                                      " thread of its own; more are RESOURCE_EXHAUSTED",
+                                      at_least=1)  # fmt: skip
     # A client's longer or missing deadline is cut to this, so nothing waits forever behind a
     # stuck model.
     request_timeout_seconds: float = SERVING(
@@ -118,7 +125,7 @@ class Settings:
     )  # fmt: skip
     auth_tokens_file: Path | None = SECURITY(  # noqa: RUF009
         None, "bearer tokens, one 'NAME SCOPES TOKEN' per line (scopes: infer, admin,"
-        " metrics); calls without a known token are refused",
+        " metrics, feedback); calls without a known token are refused",
     )  # fmt: skip
     metrics_tls: bool = SECURITY(
         False, "serve /metrics over TLS with --tls-cert/--tls-key/--tls-client-ca"
@@ -207,6 +214,35 @@ class Settings:
         60.0, "reference bins and drift gauges refreshed this often"
     )
     drift_monitor_window_seconds: float = TELEMETRY(900.0, "window of the drift gauges")
+
+    # Predictions of models with a quality config (gatectl model create --task) are logged.
+    prediction_buffer: int = QUALITY(
+        65536, "predictions waiting to be logged; 0: no prediction log", at_least=0
+    )
+    prediction_ttl_seconds: int = QUALITY(
+        7 * 86400, "how long a prediction waits for its label", flag="--prediction-ttl",
+        at_least=3600,
+    )  # fmt: skip
+    # Per gateway: each of --workers N logs up to 1/N of it.
+    prediction_log_max_per_second: float = QUALITY(
+        1000.0, "predictions logged per model and second; the rest are counted, not logged",
+        at_least=0.0,
+    )  # fmt: skip
+    # An id's shadows finish after its primary; its records are written together.
+    prediction_hold_seconds: float = QUALITY(
+        2.0, "a prediction is written this long after it was made, with its shadows'",
+        at_least=0.0,
+    )  # fmt: skip
+    prediction_flush_seconds: float = QUALITY(1.0, "prediction log write interval",
+                                              at_least=0.01)  # fmt: skip
+    # The joiner holding the lease joins every model's labels; the others stand by.
+    label_join_seconds: float = QUALITY(1.0, "labels joined this often", at_least=0.01)
+    quality_gauges_seconds: float = QUALITY(
+        15.0, "quality and fairness gauges refreshed this often", at_least=0.1
+    )
+    quality_gauges_window_seconds: float = QUALITY(
+        3600.0, "predictions made this far back are in the quality gauges", at_least=60.0
+    )
 
     # The gateway holding the lease (a Redis key with this TTL, renewed every tick) drives
     # rollouts.

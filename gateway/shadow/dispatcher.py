@@ -24,6 +24,7 @@ from gateway.errors import GatewayError, ModelFailed
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.metrics.versions import SHADOW, VersionMetrics
 from gateway.models.version import LoadedVersion
+from gateway.quality.recorder import ShadowPrediction
 from gateway.shadow.headroom import CpuHeadroom
 
 __all__ = ["ShadowDispatcher", "ShadowJob"]
@@ -59,6 +60,8 @@ class ShadowJob:
     output_names: tuple[str, ...]
     feeds: Mapping[str, np.ndarray]
     primary_outputs: Sequence[np.ndarray]
+    # Set for a model whose predictions are logged: the shadow's is logged under the same id.
+    logged: ShadowPrediction | None = None
 
 
 class ShadowDispatcher:
@@ -152,6 +155,8 @@ class ShadowDispatcher:
             metrics.failed(self._outcome_label(exc))
             return
         metrics.succeeded(time.perf_counter() - started)
+        if job.logged is not None:
+            job.logged.observe(shadow.model, shadow.version, outputs)
         for name, primary, mirrored in zip(
             job.output_names, job.primary_outputs, outputs, strict=True
         ):

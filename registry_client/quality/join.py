@@ -8,7 +8,6 @@ No Lua (a gateway's Redis user may not EVAL)."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,10 +15,16 @@ import redis
 
 from registry_client.connection import release_pipeline
 from registry_client.errors import Unreachable, redis_unreachable_as_error
+from registry_client.quality.labels import StoredLabel, label_of, parse_stored_label
 from registry_client.quality.prediction_store import PredictionStore
-from registry_client.quality.predictions import DAY_SECONDS, PredictionRecord, day_of
+from registry_client.quality.predictions import (
+    DAY_SECONDS,
+    MISSING,
+    OTHER,
+    PredictionRecord,
+    day_of,
+)
 from registry_client.quality.state import (
-    MAX_CLASSES,
     BinaryState,
     MulticlassState,
     QualityState,
@@ -32,11 +37,10 @@ from registry_client.quality.task import QualityConfig
 from registry_client.records.values import as_text
 from registry_client.schema import Keys, validate_name
 
-__all__ = ["INVALID", "MISSING", "OTHER", "UNKNOWN_ID", "JoinResult", "LabelJoiner"]
+__all__ = ["INVALID", "UNKNOWN_ID", "JoinResult", "LabelJoiner"]
 
 _log = logging.getLogger(__name__)
 
-OTHER, MISSING = "__other__", "__missing__"
 UNKNOWN_ID = "unknown_id"  # unknown or expired
 INVALID = "invalid"  # a label (or its prediction) the model's task cannot score
 
@@ -52,38 +56,6 @@ class JoinResult:
     late: int = 0  # labels past the model's label deadline, not joined
     lease_lost: bool = False  # the lease was not ours: nothing written
     remaining: bool = False  # more labels are waiting after this batch
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    request_id: str
-    value: float
-    weight: float
-    arrival: float
-
-
-def _parse_entry(stored: Mapping[bytes | str, bytes | str] | None) -> _Entry | None:
-    try:
-        fields = {as_text(k): as_text(v) for k, v in (stored or {}).items()}
-        entry = _Entry(fields.get("id", ""), float(fields["v"]), float(fields["w"]),
-                       float(fields["t"]))  # fmt: skip
-    except (KeyError, ValueError):
-        return None
-    numbers = (entry.value, entry.weight, entry.arrival)
-    if not entry.request_id or not all(map(math.isfinite, numbers)) or entry.weight <= 0:
-        return None
-    return entry
-
-
-def _label_of(config: QualityConfig, value: float) -> float | None:
-    """The label a state is given for a label value; None when the task cannot use it."""
-    if config.task == "regression":
-        return value
-    if not value.is_integer():
-        return None
-    if config.task == "binary":
-        return (1.0 if int(value) == config.positive_label else 0.0) if value in (0, 1) else None
-    return value if 0 <= value < MAX_CLASSES else None
 
 
 def _next_id(stream_id: str) -> str:
@@ -130,15 +102,15 @@ class _Batch:
         for dimension, members in zip(dimensions, replies, strict=True):
             self.admitted[dimension] = {as_text(m) for m in members}
 
-    def apply(self, entry: _Entry | None, records: list[PredictionRecord] | None) -> None:
+    def apply(self, entry: StoredLabel | None, records: list[PredictionRecord] | None) -> None:
         """Add one label to its prediction's records (taking back the one it replaces)."""
-        label = None if entry is None else _label_of(self.config, entry.value)
+        label = None if entry is None else label_of(self.config, entry.value)
         if entry is None or label is None:
             self._unmatched(INVALID)
         elif not records:
             self._unmatched(UNKNOWN_ID)
         elif self.config.task == "multiclass" and any(
-            _label_of(self.config, r.score) is None
+            label_of(self.config, r.score) is None
             for r in records  # not a class index
         ):
             self._unmatched(INVALID)
@@ -217,7 +189,7 @@ def _parse_applied(config: QualityConfig, text: str) -> tuple[float, float, floa
         value, weight, arrival = (float(part) for part in text.split(","))
     except ValueError:
         return None
-    label = _label_of(config, value)
+    label = label_of(config, value)
     return None if label is None else (label, weight, arrival)
 
 
@@ -234,9 +206,12 @@ class LabelJoiner:
 
     def join(
         self, model: str, config: QualityConfig, lease_key: str | None,
-        lease_value: str | None, now: float, batch: int = 1000,
+        lease_value: str | None, now: float, batch: int = 1000, settle_seconds: float = 0.0,
     ) -> JoinResult:  # fmt: skip
-        """Join up to `batch` labels after the model's checkpoint. With `lease_key`, write
+        """Join up to `batch` labels after the model's checkpoint that arrived at least
+        `settle_seconds` before `now` (by the stream's clock, Redis'): a gateway writes a
+        prediction a few seconds after it was made, so a label given at once waits that long
+        rather than being counted unmatched. With `lease_key`, write
         only while it holds `lease_value` (else lease_lost, nothing written). A concurrent
         join retries the batch from the new checkpoint. Unreachable when Redis does not
         answer (the batch may or may not have been written; joining again is safe)."""
@@ -252,7 +227,8 @@ class LabelJoiner:
                     pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
                     if lease_key is not None and as_text(pipe.get(lease_key)) != lease_value:
                         return JoinResult(lease_lost=True)
-                    result, last = self._attempt(pipe, model, config, now, batch)
+                    result, last = self._attempt(pipe, model, config, now, batch,
+                                                 settle_seconds)  # fmt: skip
                     if last is not None:
                         pipe.execute()
                         self._trim(model, last)
@@ -267,17 +243,18 @@ class LabelJoiner:
 
     def _attempt(
         self, pipe: redis.client.Pipeline, model: str, config: QualityConfig, now: float,
-        batch: int,
+        batch: int, settle_seconds: float,
     ) -> tuple[JoinResult, str | None]:  # fmt: skip
         """Read a batch, queue its writes on `pipe`; the last id joined (None: nothing)."""
         checkpoint = as_text(pipe.get(self._keys.labels_checkpoint(model)))
         start = "-" if not checkpoint else f"({checkpoint}"
-        read = self._redis.xrange(self._keys.labels(model), min=start, count=batch + 1)
+        end = "+" if settle_seconds <= 0 else str(int((now - settle_seconds) * 1000))
+        read = self._redis.xrange(self._keys.labels(model), min=start, max=end, count=batch + 1)
         entries = list(read or [])
         if not entries:
             return JoinResult(), None
         taken = entries[:batch]
-        parsed = [_parse_entry(fields) for _, fields in taken]
+        parsed = [parse_stored_label(fields) for _, fields in taken]
         ids = [entry.request_id for entry in parsed if entry is not None]
         ttl = int(config.label_deadline_seconds) + DAY_SECONDS
         found = self._predictions.lookup(model, ids, ttl_seconds=ttl, now=now) if ids else {}

@@ -5,15 +5,26 @@ the model's label stream `{ns:model}:labels` and joined with their predictions l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
 
 from registry_client.errors import Rejected, redis_unreachable_as_error
+from registry_client.quality.state import MAX_CLASSES
+from registry_client.quality.task import QualityConfig
+from registry_client.records.values import as_text
 from registry_client.schema import Keys, brief_repr, validate_name
 
-__all__ = ["MAX_ID_CHARS", "Label", "LabelStore", "label_problem"]
+__all__ = [
+    "MAX_ID_CHARS",
+    "Label",
+    "LabelStore",
+    "StoredLabel",
+    "label_of",
+    "label_problem",
+    "parse_stored_label",
+]
 
 MAX_ID_CHARS = 128
 
@@ -74,3 +85,38 @@ class LabelStore:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]  # key type is invariant
             pipe.execute()
         return len(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLabel:
+    """A label as the stream holds it, with its arrival time (Unix seconds)."""
+
+    request_id: str
+    value: float
+    weight: float
+    arrival: float
+
+
+def parse_stored_label(stored: Mapping[bytes | str, bytes | str] | None) -> StoredLabel | None:
+    """The label a stream entry holds; None when it is unreadable or invalid."""
+    try:
+        fields = {as_text(k): as_text(v) for k, v in (stored or {}).items()}
+        entry = StoredLabel(fields.get("id", ""), float(fields["v"]), float(fields["w"]),
+                       float(fields["t"]))  # fmt: skip
+    except (KeyError, ValueError):
+        return None
+    numbers = (entry.value, entry.weight, entry.arrival)
+    if not entry.request_id or not all(map(math.isfinite, numbers)) or entry.weight <= 0:
+        return None
+    return entry
+
+
+def label_of(config: QualityConfig, value: float) -> float | None:
+    """The label a state is given for a label value; None when the task cannot use it."""
+    if config.task == "regression":
+        return value
+    if not value.is_integer():
+        return None
+    if config.task == "binary":
+        return (1.0 if int(value) == config.positive_label else 0.0) if value in (0, 1) else None
+    return value if 0 <= value < MAX_CLASSES else None

@@ -22,6 +22,8 @@ __all__ = [
     "ENTRIES_PER_BUCKET",
     "MAX_BUCKETS",
     "MIN_BUCKETS",
+    "MISSING",
+    "OTHER",
     "PRIMARY",
     "SHADOW",
     "PredictionFormatError",
@@ -38,6 +40,9 @@ ENTRIES_PER_BUCKET = 100  # under Redis' default hash-max-listpack-entries (128)
 MIN_BUCKETS = 16
 MAX_BUCKETS = 1 << 20
 PRIMARY, SHADOW = "primary", "shadow"
+# Segment values with a meaning of their own: the request did not say (or said something
+# unusable), and a value past its dimension's cap (the join keeps a bounded set apart).
+MISSING, OTHER = "__missing__", "__other__"
 _ROLE_CODES = {PRIMARY: "p", SHADOW: "s"}
 _ROLES = {code: role for role, code in _ROLE_CODES.items()}
 # Separators no version name, segment value or number contains (names are validated; segment

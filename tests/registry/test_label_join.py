@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from registry_client.errors import Rejected
-from registry_client.quality.join import OTHER, JoinResult, LabelJoiner
+from registry_client.quality.join import JoinResult, LabelJoiner
 from registry_client.quality.labels import Label, LabelStore
 from registry_client.quality.metrics import Metrics, metrics_of
 from registry_client.quality.prediction_store import PredictionStore
-from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
+from registry_client.quality.predictions import OTHER, PRIMARY, SHADOW, PredictionRecord
 from registry_client.quality.state import BinaryState, QualityState, RegressionState, StateKey
 from registry_client.quality.store import QualityStore
 from registry_client.quality.task import QualityConfig
@@ -242,3 +242,16 @@ def test_an_unreadable_field_is_skipped_and_counted_by_the_reader(env):
     merged = env.store.read_merged(MODEL, (BASE - 600) // 60, (BASE + 600) // 60)
     assert (merged.unreadable, merged.writers) == (1, {"gw-1"})
     assert_same_metrics(dict(merged.states), expected([(0, "F", 0.9, 1)]))
+
+
+def test_a_label_younger_than_the_settling_time_waits_for_its_prediction(env):
+    """A label given right after its prediction is joined once the prediction is written,
+    not counted unmatched because it came first."""
+    env.labels.put(MODEL, [Label("a", 1)], NOW)
+    arrived = env.client.xrange(KEYS.labels(MODEL))[0][0].decode()  # the stream's clock
+    arrived_at = int(arrived.partition("-")[0]) / 1000
+    waiting = env.joiner().join(MODEL, CONFIG, None, None, arrived_at + 1, settle_seconds=5)
+    assert waiting == JoinResult()
+    env.predict(ROWS[:1])
+    joined = env.joiner().join(MODEL, CONFIG, None, None, arrived_at + 5, settle_seconds=5)
+    assert joined == JoinResult(joined=1)

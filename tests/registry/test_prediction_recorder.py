@@ -123,9 +123,9 @@ def test_drops_are_counted_exactly_by_reason():
 
 def test_models_without_a_config_are_not_logged():
     rec = Recorded()
-    assert not rec.recorder.wants("credit")
+    assert rec.recorder.score_output("credit") is None
     rec.recorder.set_config("credit", BINARY)
-    assert rec.recorder.wants("credit")
+    assert rec.recorder.score_output("credit") == "probabilities"
     rec.recorder.set_config("credit", None)
     rec.recorder.observe("credit", "1", PRIMARY, "a", pb.ModelInferRequest().parameters, (),
                          np.array([[0.1, 0.9]]))  # fmt: skip

@@ -4,7 +4,8 @@ unusable values are missing, unknown names counted."""
 from __future__ import annotations
 
 from gateway._proto import grpc_service_pb2 as pb
-from gateway.quality.segments import MISSING, segment_values
+from gateway.quality.segments import segment_values
+from registry_client.quality.predictions import MISSING
 
 
 def request_with(**parameters: object) -> pb.ModelInferRequest:
