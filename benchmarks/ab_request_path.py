@@ -10,6 +10,13 @@ req/s of each round, the ratio B/A per round and its median.
 
 A variant is an `onnxgate` executable; for an older commit, a wrapper that runs
 `python -m gateway "$@"` in a worktree of it.
+
+With `--log-predictions NAME`, variant NAME's model gets a quality config (binary, its
+`probabilities` output) before the first round, so that gateway logs every prediction (the
+cap raised past any rate reached here) and the other does not: the prediction log's cost.
+
+    python benchmarks/ab_request_path.py --variant off=.venv/bin/onnxgate \
+        --variant logged=.venv/bin/onnxgate --log-predictions logged --concurrency 32
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from bench_report import joined
@@ -28,6 +36,11 @@ from load_tools import Run, add_perf_analyzer_args, measure_one
 from models import build_repository
 from round_stats import paired_ratios
 from servers import HOST, port_pair, start_server
+
+from gateway.quality.tasks import CONFIG_REFRESH_SECONDS
+from registry_client import RegistryClient
+from registry_client.connection import private_redis_url
+from registry_client.quality.task import QualityConfig
 
 
 def _variant(text: str) -> tuple[str, Path]:
@@ -52,6 +65,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=csv_list(int), default=[8, 32])
     parser.add_argument("--ready-timeout", type=float, default=90.0)
     parser.add_argument("--model", default="tiny", choices=["tiny", "medium"])
+    parser.add_argument("--log-predictions", metavar="NAME", default=None,
+                        help="the variant whose model's predictions are logged")  # fmt: skip
     add_perf_analyzer_args(parser, window_ms=3000)
     args = parser.parse_args()
     if len(args.variant) != 2:
@@ -68,9 +83,13 @@ def main() -> None:
             command = [str(executable), "serve", "--models", str(repo), "--grpc-port", str(port),
                        "--metrics-port", str(metrics_port), "--host", HOST,
                        "--data-dir", str(work / f"data-{name}")]  # fmt: skip
+            if name == args.log_predictions:
+                command += ["--prediction-log-max-per-second", "1000000"]
             start_server(stack, None, command, work / f"{name}.log", port, args.model,
                          args.ready_timeout)  # fmt: skip
             ports[name] = port
+            if name == args.log_predictions:
+                _log_predictions(work / f"data-{name}", args.model)
 
         def plan(rnd: int) -> list[tuple[int, str]]:
             return [(c, name) for c in args.concurrency for name in alternate(list(variants), rnd)]
@@ -97,6 +116,17 @@ def main() -> None:
         middle = f"{statistics.median(measured):.3f} of {len(measured)}" if measured else "-"
         print(f"| {concurrency} | {joined(a, ',.0f')} | {joined(b, ',.0f')} |"
               f" {joined(ratios, '.3f')} | {middle} |")  # fmt: skip
+
+
+def _log_predictions(data_dir: Path, model: str) -> None:
+    """Give the model a quality config; the gateway follows it within its config refresh."""
+    client = RegistryClient.from_url(private_redis_url(data_dir))
+    try:
+        config = QualityConfig("binary", "probabilities", 1)
+        client.create_model(model, actor="benchmark", quality=config)
+    finally:
+        client.close()
+    time.sleep(CONFIG_REFRESH_SECONDS + 1)  # the gateway reads configs this often
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class ControlPlaneMetrics:
         self.flush_failures = Counter(
             "onnxgate_flush_failures",
             "Writes of windowed state to Redis that failed (retried next interval), by what:"
-            " statistics or sketches.",
+            " statistics, sketches or predictions.",
             ["what"],
             registry=registry,
         )

@@ -2,6 +2,11 @@
 labels with their predictions each interval; the others stand by and take over within the
 lease's TTL when it goes. Exactness does not rest on the lease (each batch is written in one
 transaction that checks the checkpoint and the lease), only the saving of duplicate work does.
+
+A label is joined once it has settled (join.py) and, after the registry was unreachable, only
+when the registry has answered for a settling time again and this gateway's own prediction log
+has caught up: the predictions held through an outage are written before the labels given
+meanwhile are looked for, and not counted unmatched.
 """
 
 from __future__ import annotations
@@ -34,24 +39,32 @@ class LabelJoining:
     def __init__(
         self, client: RegistryClient, replica: str, metrics: GatewayMetrics,
         configs: Callable[[], Mapping[str, QualityConfig]], lease_seconds: float,
-        settle_seconds: float, clock: Callable[[], float] = time.time,
+        settle_seconds: float, log_caught_up: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
         self._lease = Lease(client, client.keys.label_joiner, replica, lease_seconds)
         self._joiner = LabelJoiner(client._redis, client.keys, replica)
         self._metrics = metrics
         self._configs = configs
         self._settle = settle_seconds
+        self._log_caught_up = log_caught_up
         self._clock = clock
         self.leading = False
         self._failing = False
+        self._reachable_since: float | None = None
 
     def tick(self) -> None:
         try:
             self.leading = self._lease.hold()
-            if self.leading:
+            now = self._clock()
+            if self._reachable_since is None:
+                self._reachable_since = now
+            settled = now - self._reachable_since >= self._settle and self._log_caught_up()
+            if self.leading and settled:
                 for model, config in self._configs().items():
                     self._join_model(model, config)
         except (RegistryError, redis.RedisError) as exc:
+            self._reachable_since = None
             if not self._failing:
                 _log.warning("labels not joined; will retry", extra={"reason": str(exc)})
             self._failing = True

@@ -38,6 +38,10 @@ class PredictionLogWriter:
     def start(self) -> None:
         self._periodic.start()
 
+    def caught_up(self) -> bool:
+        """Whether the last write reached Redis: nothing is held back by an outage."""
+        return not self._failing
+
     def stop(self) -> None:
         self._periodic.stop()
         self._recorder.release_held()

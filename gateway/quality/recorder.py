@@ -5,10 +5,10 @@ reference to what a prediction answered; a background thread turns the queue int
 An id's records are held `hold_seconds` before they are written, so that its shadows' records,
 which finish after the primary's, are written with it in one field (a write replaces an id's
 field whole: that is what makes a retried write safe). Every prediction not logged is counted
-once, by reason: `buffer` (the queue was full), `rate` (over the model's cap per second), `id`
-(an id over 128 characters), `score` (not a finite number), `shadow_late` (a shadow's record
-whose primary's was already written, or not logged: written alone it would replace the
-primary's), `redis` (held too long while Redis was unreachable).
+once, by reason: `buffer` (the queue, or the ids held, were full), `rate` (over the model's cap
+per second), `id` (an id over 128 characters), `score` (not a finite number), `shadow_late` (a
+shadow's record whose primary's was already written, or not logged: written alone it would
+replace the primary's), `redis` (held too long, or too many held, while Redis was unreachable).
 """
 
 from __future__ import annotations
@@ -150,6 +150,9 @@ class PredictionRecorder:
             if not math.isfinite(score):
                 self._dropped.labels(model, "score").inc()
                 continue
+            if len(self._held) >= self._capacity:  # held through an outage: memory is bounded
+                self._dropped.labels(model, "buffer").inc()
+                continue
             key = request_id if len(values) == 1 else f"{request_id}:{row}"
             held = self._held.setdefault((model, key), _Held(seen))
             held.records.append(PredictionRecord(version, PRIMARY, int(seen), segments, score))
@@ -197,14 +200,16 @@ class PredictionRecorder:
         return [PredictionWrite(model, entries) for model, entries in by_model.items()]
 
     def failed(self, writes: Iterable[PredictionWrite]) -> None:
-        """Hold what could not be written again; what has waited `keep_seconds` is given up
-        (counted `redis`), so an outage costs bounded memory."""
+        """Hold what could not be written again; what has waited `keep_seconds`, or does not
+        fit in `buffer_predictions` held ids, is given up (each of its records counted
+        `redis`), so an outage costs bounded memory."""
         give_up_before = self._clock() - self._keep_seconds
         with self._state_lock:
             for write in writes:
                 for key, records in write.entries:
-                    if records[0].time < give_up_before:
-                        self._dropped.labels(write.model, "redis").inc()
+                    too_many = len(self._held) >= self._capacity
+                    if records[0].time < give_up_before or too_many:
+                        self._dropped.labels(write.model, "redis").inc(len(records))
                         continue
                     held = self._held.setdefault((write.model, key), _Held(records[0].time))
                     held.records[:0] = records

@@ -50,8 +50,9 @@ class QualityTasks:
         self.configs = QualityConfigs(client, self.recorder)
         # A label waits until a prediction made just before it has surely been written.
         settle = settings.prediction_hold_seconds + settings.prediction_flush_seconds + 1.0
+        caught_up = self.writer.caught_up if self.writer is not None else lambda: True
         self.joining = LabelJoining(client, replica, metrics, self.configs.current,
-                                    JOINER_LEASE_SECONDS, settle)  # fmt: skip
+                                    JOINER_LEASE_SECONDS, settle, caught_up)  # fmt: skip
         self._tasks = [
             ("quality-configs",
              Periodic("quality-configs", CONFIG_REFRESH_SECONDS, self.configs.refresh)),

@@ -150,3 +150,18 @@ def test_a_failed_write_is_held_again_and_given_up_after_keep_seconds(redis_serv
     rec.recorder.failed(rec.recorder.pending())
     assert rec.recorder.held() == 0
     assert rec.drops("credit", "redis") == 1
+
+
+def test_an_outage_holds_no_more_ids_than_the_buffer_and_counts_the_rest():
+    rec = Recorded(buffer=4)
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    for name in "abc":
+        rec.recorder.observe("credit", "1", PRIMARY, name, empty, (), np.array([[0.1, 0.9]]))
+    rec.clock.now += 2.0
+    rec.recorder.failed(rec.recorder.pending())  # Redis away: three held again
+    for name in "defgh":
+        rec.recorder.observe("credit", "1", PRIMARY, name, empty, (), np.array([[0.1, 0.9]]))
+    rec.recorder.fold()
+    assert rec.recorder.held() == 4
+    assert rec.drops("credit", "buffer") == 4  # e to h found the held ids full
