@@ -32,37 +32,32 @@ gateway's log, the load generator's output and the Redis data).
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-import grpc
 import numpy as np
 import onnx
 from build_models import credit_v1  # run as a script: examples/ is on sys.path
+from demo_support import (
+    free_port,
+    gatectl,
+    heading,
+    roll_out,
+    start_gateway,
+    stop,
+    wait_until_serving,
+)
 from onnx import TensorProto, helper, numpy_helper
 
-from gateway._proto import grpc_service_pb2 as pb
-from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from registry_client.cli.durations import parse_duration
-from registry_client.client import RegistryClient
-from registry_client.connection import private_redis_url
-from registry_client.rollout.store import RolloutStore
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the virtualenv's console scripts, next to its python
 LOAD_GENERATOR = REPO / "benchmarks" / "load.py"
 MODEL = "credit"
 SEED = 20261126  # examples/build_models.py's: version 1 is the example credit v1
@@ -71,8 +66,6 @@ NOISE = 1e-4
 RATE = 400
 STEPS = "25,50,100"
 MIN_REQUESTS = 200
-FINISHED = ("promoted", "rolled_back", "aborted")
-START_TIMEOUT_SECONDS = 60.0
 
 
 # --- the three versions -------------------------------------------------------------------
@@ -148,65 +141,7 @@ def write_models(directory: Path) -> dict[str, Path]:
     return paths
 
 
-# --- processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def heading(text: str) -> None:
-    print(f"\n=== {text} ===", flush=True)
-
-
-def gatectl(data_dir: Path, *args: str, show: bool = True) -> str:
-    """Run the real gatectl against the gateway's private Redis; print the command and its
-    output when `show`. A failure ends the demo: every command here is expected to work."""
-    command = [str(BIN / "gatectl"), "--data-dir", str(data_dir), "--actor", "demo", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if show:
-        print(f"$ gatectl {shlex.join(args)}")
-        print(done.stdout.rstrip(), flush=True)
-    if done.returncode != 0:
-        raise SystemExit(f"gatectl {' '.join(args)} exited {done.returncode}: {done.stderr}")
-    return done.stdout
-
-
-def start_gateway(work: Path, grpc_port: int) -> subprocess.Popen[bytes]:
-    """`onnxgate serve` on a private Redis in `work`, with the short periods a demo needs:
-    statistics and sketches flushed every second, the controller ticking 5 times a second."""
-    log = (work / "gateway.log").open("wb")
-    command = [
-        str(BIN / "onnxgate"), "serve", "--data-dir", str(work / "data"), "--host", "127.0.0.1",
-        "--grpc-port", str(grpc_port), "--metrics-port", str(free_port()),
-        "--replica-id", "demo-gw", "--stats-flush-seconds", "1", "--drift-flush-seconds", "1",
-        "--rollout-tick-seconds", "0.2", "--rules-poll-seconds", "0.5", "--log-format", "text",
-    ]  # fmt: skip
-    gateway = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    log.close()  # the child holds its own copy
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while "gateway started" not in (work / "gateway.log").read_text(errors="replace"):
-        if gateway.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the gateway did not start; see {work / 'gateway.log'}")
-        time.sleep(0.1)
-    return gateway
-
-
-def wait_until_serving(grpc_port: int) -> None:
-    """Until the gateway has applied the rule: model credit answers ModelReady."""
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=1).ready:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise SystemExit(f"model {MODEL} did not become ready")
+# --- traffic ------------------------------------------------------------------------------
 
 
 def start_traffic(work: Path, grpc_port: int, seconds: float) -> subprocess.Popen[bytes]:
@@ -221,73 +156,14 @@ def start_traffic(work: Path, grpc_port: int, seconds: float) -> subprocess.Pope
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen[bytes] | None, name: str) -> None:
-    """SIGTERM (the gateway drains and stops its Redis), then SIGKILL if it hangs."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        print(f"{name} did not stop after SIGTERM; killing it", file=sys.stderr)
-        process.kill()
-        process.wait()
-
-
-# --- the rollouts -------------------------------------------------------------------------
-
-
-def final_status(data_dir: Path) -> str:
-    """How the model's rollout stands, as `gatectl --json rollout status` reports it."""
-    return str(json.loads(gatectl(data_dir, "--json", "rollout", "status", MODEL,
-                                  show=False))["status"])  # fmt: skip
-
-
-def roll_out(data_dir: Path, candidate: str, interval: str, seconds: float) -> str:
-    """Start a rollout of `candidate` and print its status after every judgement until it
-    ends; return how it ended."""
-    gatectl(data_dir, "rollout", "start", MODEL, "--candidate", candidate, "--steps", STEPS,
-            "--interval", interval, "--min-requests", str(MIN_REQUESTS),
-            "--min-p99-increase-ms", "50")  # fmt: skip
-    # Watched through Redis in this process: a gatectl process (0.6 s of CPU) several times a
-    # second would load a small machine, and the latency checks would measure that. gatectl
-    # prints the status after each judgement, that is every interval. What it printed is
-    # compared, not the state that prompted it: a decision may land while gatectl starts.
-    registry = RegistryClient.from_url(private_redis_url(data_dir))
-    store = RolloutStore(registry)
-    shown = ""  # gatectl's last status output
-    deadline = time.monotonic() + 12 * seconds + 60
-    try:
-        while time.monotonic() < deadline:
-            state = store.get(MODEL)
-            assert state is not None  # started above
-            if decision_line(state.last_decision) not in shown or not state.active:
-                print()
-                shown = gatectl(data_dir, "rollout", "status", MODEL)
-                status = re.search(r"  status (\w+)", shown)
-                if status is not None and status.group(1) in FINISHED:
-                    break
-            time.sleep(0.1)
-        else:
-            print(f"the rollout of {candidate} did not end in time", file=sys.stderr)
-    finally:
-        registry.close()
-    return final_status(data_dir)
-
-
-def decision_line(decision: Mapping[str, object]) -> str:
-    """How `gatectl rollout status` starts its line about this decision ('' for none)."""
-    if not decision:
-        return ""
-    at = datetime.fromtimestamp(float(str(decision["at"])), UTC).isoformat(timespec="seconds")
-    return f"last decision {at} {decision['decision']}:"
-
-
 def demo(work: Path, interval: str) -> bool:
     seconds = parse_duration(interval)
     data_dir = work / "data"
     grpc_port = free_port()
     gateway = traffic = None
+    # Neither candidate is about latency: p99 may grow by 50 ms (see the docstring).
+    plan = ["--steps", STEPS, "--interval", interval, "--min-requests", str(MIN_REQUESTS),
+            "--min-p99-increase-ms", "50"]  # fmt: skip
     try:
         heading("building model credit: 1 baseline, 2 fails on ~5% of rows, 3 retrained")
         paths = write_models(work)
@@ -306,21 +182,21 @@ def demo(work: Path, interval: str) -> bool:
         # Weight 0 gets the candidates loaded and warmed on the gateway before their rollout.
         gatectl(data_dir, "route", "set", MODEL, "--split", "1=100,2=0,3=0",
                 "--reason", "baseline; candidates preloaded")  # fmt: skip
-        wait_until_serving(grpc_port)
+        wait_until_serving(grpc_port, MODEL)
 
         heading(f"traffic: benchmarks/load.py, {RATE} requests/s of 1,000 different rows")
         traffic = start_traffic(work, grpc_port, 30 * seconds + 120)
         time.sleep(2)  # some baseline traffic first, as in production
 
         heading("rollout of the BAD candidate 2")
-        bad = roll_out(data_dir, "2", interval, seconds)
+        bad = roll_out(data_dir, MODEL, "2", plan, 12 * seconds + 60)
         heading("what happened to candidate 2")
         gatectl(data_dir, "rollout", "history", MODEL)
         print()
         gatectl(data_dir, "route", "history", MODEL, "--limit", "5")
 
         heading("rollout of the GOOD candidate 3 (still loaded: weight 0 in every rule)")
-        good = roll_out(data_dir, "3", interval, seconds)
+        good = roll_out(data_dir, MODEL, "3", plan, 12 * seconds + 60)
         heading("what happened to candidate 3")
         gatectl(data_dir, "rollout", "history", MODEL)
         print()

@@ -22,8 +22,9 @@ JOINER_LEASE_SECONDS = 10.0
 
 
 class QualityTasks:
-    """With a registry: the configs and the joiner; with a prediction buffer as well, the
-    recorder the request path appends to and its writer."""
+    """With a registry: the configs; with a prediction buffer as well, the recorder the
+    request path appends to and its writer; in a gateway that drives rollouts (the one whose
+    Redis user may write more than its own telemetry), the label join."""
 
     def __init__(
         self, settings: Settings, metrics: GatewayMetrics, client: RegistryClient | None,
@@ -48,16 +49,17 @@ class QualityTasks:
                 settings.prediction_flush_seconds,
             )  # fmt: skip
         self.configs = QualityConfigs(client, self.recorder)
+        configs = Periodic("quality-configs", CONFIG_REFRESH_SECONDS, self.configs.refresh)
+        self._tasks = [("quality-configs", configs)]
+        if not settings.rollout_controller:
+            return
         # A label waits until a prediction made just before it has surely been written.
         settle = settings.prediction_hold_seconds + settings.prediction_flush_seconds + 1.0
         caught_up = self.writer.caught_up if self.writer is not None else lambda: True
         self.joining = LabelJoining(client, replica, metrics, self.configs.current,
                                     JOINER_LEASE_SECONDS, settle, caught_up)  # fmt: skip
-        self._tasks = [
-            ("quality-configs",
-             Periodic("quality-configs", CONFIG_REFRESH_SECONDS, self.configs.refresh)),
-            ("label-join", Periodic("label-join", settings.label_join_seconds, self.joining.tick)),
-        ]  # fmt: skip
+        join = Periodic("label-join", settings.label_join_seconds, self.joining.tick)
+        self._tasks.append(("label-join", join))
 
     def start(self) -> None:
         if self.configs is not None:

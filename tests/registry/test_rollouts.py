@@ -41,7 +41,7 @@ from registry_client.rollout.plan import RolloutState
 from registry_client.rollout.store import RolloutStore
 from tests.support import onnx_models
 from tests.support.gateways import GatewayProcess, eventually, make_gateway
-from tests.support.redis_server import GATEWAY_ACL, RedisServer
+from tests.support.redis_server import CONTROLLER_ACL, GATEWAY_ACL, RedisServer
 from tests.support.wire import infer_request
 
 INTERVAL = 2.0
@@ -487,14 +487,6 @@ def test_a_rollback_is_signed_to_the_webhook_and_shown_in_the_metrics(
         "onnxgate_rollout_leader 1.0",
     ):
         assert line in metrics
-
-
-# What a gateway that drives rollouts needs on top of a serving gateway's rights: a decision
-# writes the rollout, the rule, the audit and the epoch, and publishes the hint.
-CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*}:stats:*") + (
-    " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit %RW~{onnxgate}:epoch"
-    " +watch +unwatch +set +incrby +xadd +publish +scan"
-)
 
 
 def test_a_controller_works_under_its_acl_user_and_a_serving_only_gateway_stays_out(

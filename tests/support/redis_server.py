@@ -11,12 +11,22 @@ from pathlib import Path
 import redis
 
 # Least privilege for a gateway (docs/security.md, "Redis security"): read the registry, write
-# only its own heartbeat, statistics and sketches, subscribe only to the hints.
+# only its own heartbeat, statistics, sketches and prediction log, subscribe only to the hints.
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:*"
-    " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* resetchannels &{onnxgate}:events"
-    " -@all +ping +get +hget +hgetall +smembers +zrange +lrange +subscribe +multi +exec +del"
-    " +hset +expire"
+    " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* %RW~{onnxgate:*}:pred:*"
+    " resetchannels &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange"
+    " +lrange +subscribe +multi +exec +del +hset +expire +expireat +incrby +hincrby +set"
+    " +mget +hmget"
+)
+
+# What a gateway that drives rollouts needs on top of a serving gateway's rights: a decision
+# writes the rollout, the rule, the audit and the epoch, and publishes the hint; the label
+# join reads the labels and writes the quality state under its own lease.
+CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*}:stats:*") + (
+    " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit %RW~{onnxgate}:epoch"
+    " %RW~{onnxgate}:label-joiner %RW~{onnxgate:*}:labels* %RW~{onnxgate:*}:quality:*"
+    " +watch +unwatch +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import redis
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
@@ -23,6 +24,7 @@ from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateways import eventually, make_gateway
+from tests.support.redis_server import CONTROLLER_ACL, GATEWAY_ACL
 from tests.support.wire import infer_request
 
 CONFIG = QualityConfig("binary", "probabilities", 1, segments=("age_band",))
@@ -139,3 +141,28 @@ def test_a_registry_outage_while_predictions_and_labels_flow_counts_nothing_twic
         proxy.restore()
         gateway.stop(grace_seconds=1)
         proxy.stop()
+
+
+def test_under_least_privilege_a_serving_gateway_logs_and_a_controller_joins(
+    redis_server, registry
+):
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "controller", *CONTROLLER_ACL.split())
+    admin.execute_command("ACL", "SETUSER", "gateway", *GATEWAY_ACL.split())
+    admin.close()
+    url = {user: redis_server.url.replace("redis://", f"redis://{user}:gateway-secret@")
+           for user in ("gateway", "controller")}  # fmt: skip
+    serving = make_gateway(None, redis_url=url["gateway"], replica_id="serving",
+                           rollout_controller=False, **QUICK)  # fmt: skip
+    controller = make_gateway(None, redis_url=url["controller"], replica_id="controller",
+                              **QUICK)  # fmt: skip
+    try:
+        assert serving.quality.joining is None  # its Redis user may not write the state
+        scores = {i: _ask(serving, i) for i in range(30)}
+        eventually(lambda: _sample(serving, "onnxgate_predictions_logged_total") == 30)
+        registry.put_labels("credit", [Label(f"r{i}", LABELS[i]) for i in range(30)])
+        eventually(lambda: _sample(controller, "onnxgate_labels_joined_total") == 30)
+        _assert_equals_one_computation(_quality(registry), scores)
+    finally:
+        serving.stop(grace_seconds=1)
+        controller.stop(grace_seconds=1)
