@@ -13,6 +13,9 @@
     +-- ModelFailed         the model itself raised while running the request (INTERNAL)
     +-- NotAuthenticated    no bearer token, or one this gateway does not know
     +-- NotAllowed          a known token without the scope the call needs
+    +-- NotConfigured       the call needs what this gateway or the model is not set up for
+    +-- TooManyCalls        a service's bound on calls at once is reached; the call not queued
+    +-- RegistryUnavailable the registry's Redis did not answer a call that needed it
 
 Messages are written for the caller: they name the field and say what was expected.
 """
@@ -29,8 +32,11 @@ __all__ = [
     "ModelNotReady",
     "NotAllowed",
     "NotAuthenticated",
+    "NotConfigured",
     "Overloaded",
+    "RegistryUnavailable",
     "ServiceUnknown",
+    "TooManyCalls",
     "TooManyStreams",
     "Unsupported",
 ]
@@ -51,7 +57,8 @@ class InvalidInput(GatewayError):
 
 
 class ModelNotFound(GatewayError):
-    """Raised when the model, or the pinned version, is not deployed on this gateway."""
+    """Raised when the model, or the pinned version, is not deployed on this gateway; or, for
+    labels, when the registry has no such model."""
 
 
 class ServiceUnknown(GatewayError):
@@ -95,3 +102,18 @@ class NotAllowed(GatewayError):
 class ModelFailed(GatewayError):
     """Raised when onnxruntime fails on a request the binder accepted; its cause is logged,
     and the caller gets only the fixed internal-error message with a request id."""
+
+
+class NotConfigured(GatewayError):
+    """Raised when a call needs something this gateway or the model is not set up for (labels
+    without a registry, or for a model without a quality config); the message says how."""
+
+
+class TooManyCalls(GatewayError):
+    """Raised when a service's own bound on calls at once (PutLabels) is reached; the call was
+    not queued, so it holds no thread."""
+
+
+class RegistryUnavailable(GatewayError):
+    """Raised when the registry's Redis does not answer a call that needs it; the message says
+    what was stored."""

@@ -1,7 +1,9 @@
 """The bearer-token interceptor: the first thing every RPC passes when tokens are configured.
 
-Inference, metadata and reflection need the `infer` scope; the repository RPCs need `admin`;
-methods not listed here need `admin` too, so a new RPC is closed until someone opens it.
+Inference, metadata and reflection need the `infer` scope; labels (the Feedback service) need
+`feedback`, so a service that may infer may not grade its own predictions, nor the reverse; the
+repository RPCs need `admin`; methods not listed here need `admin` too, so a new RPC is closed
+until someone opens it.
 Health checks stay open for load balancers and container probes.
 """
 
@@ -28,6 +30,7 @@ _INFER_METHODS = frozenset(
     for name in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
                  "ModelInfer", "ModelStreamInfer", "ModelConfig")
 )  # fmt: skip
+_FEEDBACK_METHODS = frozenset({"/onnxgate.feedback.v1.Feedback/PutLabels"})
 _OPEN_PREFIX = "/grpc.health.v1.Health/"
 _REFLECTION_PREFIX = "/grpc.reflection."
 
@@ -38,6 +41,8 @@ def required_scope(method: str) -> str | None:
         return None
     if method in _INFER_METHODS or method.startswith(_REFLECTION_PREFIX):
         return "infer"
+    if method in _FEEDBACK_METHODS:
+        return "feedback"
     return "admin"
 
 

@@ -9,18 +9,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway._proto import feedback_pb2 as fb
+from gateway._proto import feedback_pb2_grpc as fb_grpc
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.auth import AuthInterceptor
 from gateway.api.call_threads import CallThreads
+from gateway.api.feedback import FeedbackServicer
 from gateway.api.interceptors import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
 from gateway.security.material import Security
 from gateway.settings import Settings
+from registry_client.client import RegistryClient
 
-__all__ = ["INFERENCE_SERVICE", "bind", "build_server", "call_threads"]
+__all__ = ["FEEDBACK_SERVICE", "INFERENCE_SERVICE", "bind", "build_server", "call_threads"]
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+FEEDBACK_SERVICE = fb.DESCRIPTOR.services_by_name["Feedback"].full_name
 
 
 def _milliseconds(seconds: float) -> int:
@@ -51,10 +56,11 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 
 
 def call_threads(settings: Settings, on_receive_expired: Callable[[], None]) -> CallThreads:
-    """The server's call threads: request threads and a thread per open stream always exist
-    (streams hold theirs while open); more, up to max_calls, while calls need them."""
+    """The server's call threads: request threads, a thread per open stream and per PutLabels
+    call always exist (streams hold theirs while open, PutLabels while it waits on Redis, so
+    neither takes a request's); more, up to max_calls, while calls need them."""
     return CallThreads(
-        settings.grpc_threads + settings.max_streams,
+        settings.grpc_threads + settings.max_streams + settings.feedback_max_calls,
         settings.max_calls,
         settings.receive_timeout_seconds,
         on_receive_expired,
@@ -67,8 +73,10 @@ def build_server(
     servicer: InferenceServicer,
     health_servicer: health.HealthServicer,
     threads: CallThreads,
+    registry_client: RegistryClient | None,
 ) -> grpc.Server:
-    """A server with the inference, health and reflection services, not yet bound."""
+    """A server with the inference, feedback, health and reflection services, not yet bound;
+    without a registry client the feedback service says labels need one."""
     # Authentication first: the error-mapping interceptor caches handlers per method.
     interceptors: list[grpc.ServerInterceptor[Any, Any]] = [ErrorMappingInterceptor()]
     if security.tokens is not None:
@@ -81,10 +89,11 @@ def build_server(
         maximum_concurrent_rpcs=settings.max_calls,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    feedback = FeedbackServicer(registry_client, settings.feedback_max_calls)
+    fb_grpc.add_FeedbackServicer_to_server(feedback, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    services = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(services, server)
     return server
 
 

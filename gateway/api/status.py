@@ -14,8 +14,11 @@ from gateway.errors import (
     ModelNotReady,
     NotAllowed,
     NotAuthenticated,
+    NotConfigured,
     Overloaded,
+    RegistryUnavailable,
     ServiceUnknown,
+    TooManyCalls,
     TooManyStreams,
     Unsupported,
 )
@@ -35,6 +38,9 @@ _STATUS: dict[type[GatewayError], grpc.StatusCode] = {
     NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
     NotAllowed: grpc.StatusCode.PERMISSION_DENIED,
     ModelFailed: grpc.StatusCode.INTERNAL,
+    NotConfigured: grpc.StatusCode.FAILED_PRECONDITION,  # retrying does not help; setting up does
+    TooManyCalls: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RegistryUnavailable: grpc.StatusCode.UNAVAILABLE,  # transient: retry with backoff
 }
 
 # Errors the caller can fix or retry: logged at INFO without a traceback.

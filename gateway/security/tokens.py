@@ -4,6 +4,7 @@ The file has one token per line, `NAME SCOPES TOKEN`, with scopes separated by c
 
     payments   infer          7f3c...   # services calling ModelInfer
     deployer   infer,admin    c01d...
+    labeller   feedback       5e8a...   # sends labels (PutLabels), nothing else
     prometheus metrics        9a2b...
 
 Blank lines and `#` comments are ignored. The name is what logs show; the token never is.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["MIN_TOKEN_CHARS", "SCOPES", "TokenError", "TokenTable"]
 
-SCOPES = frozenset({"infer", "admin", "metrics"})
+SCOPES = frozenset({"infer", "admin", "metrics", "feedback"})
 MIN_TOKEN_CHARS = 16  # a guessable token is no token: refuse short ones at start-up
 _BEARER = "bearer "
 

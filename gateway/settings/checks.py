@@ -44,11 +44,12 @@ def _version_memory(settings: Settings) -> str | None:
 
 
 def _lasting_threads(settings: Settings) -> str | None:
-    lasting = settings.grpc_threads + settings.max_streams
+    lasting = settings.grpc_threads + settings.max_streams + settings.feedback_max_calls
     if settings.max_calls < lasting:
         return (f"{_flag('max_calls')} {settings.max_calls}: expected at least"
-                f" {_flag('grpc_threads')} + {_flag('max_streams')} ({lasting}), the threads"
-                " that always exist")  # fmt: skip
+                f" {_flag('grpc_threads')} + {_flag('max_streams')} +"
+                f" {_flag('feedback_max_calls')} ({lasting}), the threads that always"
+                " exist")  # fmt: skip
     return None
 
 
@@ -69,7 +70,8 @@ CHECKS = (
         _version_memory,
     ),
     Check(
-        "`--max-calls` is at least `--grpc-threads` + `--max-streams`: those threads always exist.",
+        "`--max-calls` is at least `--grpc-threads` + `--max-streams` + `--feedback-max-calls`:"
+        " those threads always exist.",
         _lasting_threads,
     ),
     Check(

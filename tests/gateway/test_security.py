@@ -22,6 +22,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway._proto import feedback_pb2 as fb
+from gateway._proto import feedback_pb2_grpc as fb_grpc
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
@@ -34,6 +36,7 @@ TOKENS = {
     "infer": "infer-token-0123456789abcdef",
     "admin": "admin-token-0123456789abcdef",
     "metrics": "metrics-token-0123456789abcdef",
+    "feedback": "feedback-token-0123456789abcdef",
 }
 WRONG = "wrong-token-0123456789abcdef"
 REQUEST = infer_request("classifier", {"input": np.ones((1, 4), np.float32)})
@@ -121,15 +124,24 @@ def _calls(channel: grpc.Channel, authorization: str | None) -> dict[str, str]:
                 health_pb2.HealthCheckRequest(), metadata=md, timeout=5
             )
         ),
+        "PutLabels": _code(
+            lambda: fb_grpc.FeedbackStub(channel).PutLabels(
+                fb.PutLabelsRequest(model_name="classifier"), metadata=md, timeout=5
+            )
+        ),
     }
 
 
 INFER_OK = {"ModelInfer": "OK", "ModelStreamInfer": "OK", "ServerReady": "OK",
-            "RepositoryIndex": "PERMISSION_DENIED", "Reflection": "OK", "Health": "OK"}  # fmt: skip
+            "RepositoryIndex": "PERMISSION_DENIED", "Reflection": "OK", "Health": "OK",
+            "PutLabels": "PERMISSION_DENIED"}  # fmt: skip
 ADMIN_OK = {"ModelInfer": "PERMISSION_DENIED", "ModelStreamInfer": "PERMISSION_DENIED",
             "ServerReady": "PERMISSION_DENIED", "RepositoryIndex": "OK",
-            "Reflection": "PERMISSION_DENIED", "Health": "OK"}  # fmt: skip
+            "Reflection": "PERMISSION_DENIED", "Health": "OK",
+            "PutLabels": "PERMISSION_DENIED"}  # fmt: skip
 NONE_OK = {name: "PERMISSION_DENIED" for name in INFER_OK} | {"Health": "OK"}
+# Let through: this gateway has no registry, which the service itself then says.
+FEEDBACK_OK = NONE_OK | {"PutLabels": "FAILED_PRECONDITION"}
 UNAUTHENTICATED = {name: "UNAUTHENTICATED" for name in INFER_OK} | {"Health": "OK"}
 
 
@@ -140,6 +152,7 @@ UNAUTHENTICATED = {name: "UNAUTHENTICATED" for name in INFER_OK} | {"Health": "O
         (f"bearer {TOKENS['infer']}", INFER_OK),  # the scheme is case-insensitive (RFC 7235)
         (f"Bearer {TOKENS['admin']}", ADMIN_OK),
         (f"Bearer {TOKENS['metrics']}", NONE_OK),
+        (f"Bearer {TOKENS['feedback']}", FEEDBACK_OK),
         (None, UNAUTHENTICATED),
         ("", UNAUTHENTICATED),
         ("Bearer", UNAUTHENTICATED),

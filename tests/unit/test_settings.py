@@ -78,7 +78,8 @@ def test_a_version_memory_budget_too_small_to_load_anything_exits_2(budget, caps
     [
         (
             ["--max-calls", "10"],
-            "--max-calls 10: expected at least --grpc-threads + --max-streams (20)",
+            "--max-calls 10: expected at least --grpc-threads + --max-streams +"
+            " --feedback-max-calls (24)",
         ),
         (
             ["--receive-timeout-seconds", "0"],
