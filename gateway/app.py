@@ -116,7 +116,8 @@ class Gateway:
             )  # fmt: skip
         self.registry_client = self.following.client if self.following else None
         self.watcher = self.following.watcher if self.following else None
-        self.quality = QualityTasks(settings, self.metrics, self.registry_client, self.replica)
+        self.quality = QualityTasks(settings, self.metrics, self.registry_client, self.replica,
+                                    lambda: self.versions.ready_versions().keys())  # fmt: skip
 
         # The request path: pipeline, then the servicer over it.
         self.pipeline = InferencePipeline(

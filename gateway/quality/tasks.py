@@ -1,17 +1,23 @@
 """The gateway's model-quality work, each part on a thread of its own, off the request path:
-the quality configs followed, the prediction log written, labels joined under a lease."""
+the quality configs followed, the prediction log written, labels joined under a lease, the
+quality gauges refreshed."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.process.shutdown import ShutdownBudget
 from gateway.quality.configs import QualityConfigs
+from gateway.quality.gauges import QualityGauges
 from gateway.quality.joining import LabelJoining
 from gateway.quality.log_writer import PredictionLogWriter
 from gateway.quality.recorder import PredictionRecorder
 from gateway.settings import Settings
 from gateway.telemetry.periodic import Periodic
 from registry_client.client import RegistryClient
+
+ServedModels = Callable[[], Iterable[str]]
 
 __all__ = ["CONFIG_REFRESH_SECONDS", "QualityTasks"]
 
@@ -22,18 +28,20 @@ JOINER_LEASE_SECONDS = 10.0
 
 
 class QualityTasks:
-    """With a registry: the configs; with a prediction buffer as well, the recorder the
+    """With a registry: the configs and the gauges of the served models; with a prediction
+    buffer as well, the recorder the
     request path appends to and its writer; in a gateway that drives rollouts (the one whose
     Redis user may write more than its own telemetry), the label join."""
 
     def __init__(
         self, settings: Settings, metrics: GatewayMetrics, client: RegistryClient | None,
-        replica: str,
+        replica: str, served_models: ServedModels,
     ) -> None:  # fmt: skip
         self.recorder: PredictionRecorder | None = None
         self.configs: QualityConfigs | None = None
         self.writer: PredictionLogWriter | None = None
         self.joining: LabelJoining | None = None
+        self.gauges: QualityGauges | None = None
         self._tasks: list[tuple[str, Periodic]] = []
         if client is None:
             return
@@ -50,7 +58,10 @@ class QualityTasks:
             )  # fmt: skip
         self.configs = QualityConfigs(client, self.recorder)
         configs = Periodic("quality-configs", CONFIG_REFRESH_SECONDS, self.configs.refresh)
-        self._tasks = [("quality-configs", configs)]
+        self.gauges = QualityGauges(served_models, client, metrics,
+                                    settings.quality_gauges_window_seconds)  # fmt: skip
+        gauges = Periodic("quality-gauges", settings.quality_gauges_seconds, self.gauges.refresh)
+        self._tasks = [("quality-configs", configs), ("quality-gauges", gauges)]
         if not settings.rollout_controller:
             return
         # A label waits until a prediction made just before it has surely been written.

@@ -1,11 +1,13 @@
 """`gatectl compare`: the versions of one model side by side, as a data scientist judges a
 canary or a shadow before promoting it: role and traffic share, requests, error rate, latency
-quantiles, agreement with the primary and the metrics registered with each version."""
+quantiles, agreement with the primary, the metrics registered with each version and, for a
+model with a quality config, the live ones from the labels joined over the same window."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -13,9 +15,11 @@ from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.durations import duration_argument
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_now, iso_time, optional_number
+from registry_client.cli.quality_window import HEADLINE_METRICS, format_count, format_metric
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Rejected
+from registry_client.quality.report import QualityRange, minutes_of, read_range
 from registry_client.records.rule_documents import RouteRule
 from registry_client.schema import version_sort_key
 from registry_client.stats.store import MergedStats
@@ -128,7 +132,8 @@ def compare_versions(
 ) -> dict[str, Any]:
     """Merged statistics of the last `since_seconds` for the model's versions (all of them
     that served or that the rule names, or the ones asked for)."""
-    registered = client.show_model(model)["versions"]
+    info = client.show_model(model)
+    registered = info["versions"]
     unknown = [v for v in versions if v not in registered]
     if unknown:
         raise NotFound(f"model {model!r} has no version {', '.join(map(repr, unknown))}"
@@ -152,6 +157,13 @@ def compare_versions(
         for (version, role), stats in ordered
         if version in wanted
     ]
+    # An unreadable config is shown by `model show`; compare still answers without it.
+    task = info["quality"].get("task") if isinstance(info.get("quality"), dict) else None
+    if task in HEADLINE_METRICS:
+        live = read_range(client.quality, client.predictions, model,
+                          *minutes_of(since_seconds, time.time()))  # fmt: skip
+        for row in rows:
+            row["quality"] = _live_quality(live, task, row["version"], row["role"])
     return {
         "model": model,
         "since_seconds": since_seconds,
@@ -160,8 +172,19 @@ def compare_versions(
         "rule_revision": None if rule is None else rule.revision,
         "replicas": sorted(merged.replicas),
         "unreadable_windows": merged.unreadable,
+        "quality_task": task if task in HEADLINE_METRICS else None,
         "versions": rows,
     }
+
+
+def _live_quality(live: QualityRange, task: str, version: str, role: str) -> dict[str, Any]:
+    """The task's headline metrics from the labels joined to the predictions of the window
+    (a version asked for yet idle, role "-": none), with the label coverage."""
+    quality = live.quality(version, role)
+    return {
+        "labelled": quality.labelled, "logged": quality.logged, "coverage": quality.coverage,
+        "metrics": {name: quality.metrics.get(name) for name in HEADLINE_METRICS[task]},
+    }  # fmt: skip
 
 
 def _registered_metrics(client: RegistryClient, model: str, version: str) -> dict[str, float]:
@@ -184,8 +207,11 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
         file=out,
     )
     metric_names = sorted({name for row in report["versions"] for name in row["metrics"]})
+    live_names = HEADLINE_METRICS.get(report.get("quality_task") or "", ())
     header = ["version", "role", "rule", "share", "requests", "errors", "p50 ms", "p90 ms",
-              "p99 ms", "agreement", "mean |diff|", *metric_names]  # fmt: skip
+              "p99 ms", "agreement", "mean |diff|", *metric_names,
+              *(f"live {name}" for name in live_names),
+              *(["labelled", "coverage"] if live_names else [])]  # fmt: skip
     table = [header]
     for row in report["versions"]:
         latency = row["latency_ms"]
@@ -197,5 +223,15 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
             *(optional_number(latency[q], ".2f") for q in ("p50", "p90", "p99")),
             optional_number(row["agreement"], ".4f"), optional_number(row["mean_abs_diff"], ".3g"),
             *[optional_number(row["metrics"].get(name), ".4g") for name in metric_names],
+            *_live_cells(row, live_names),
         ])  # fmt: skip
     print_table(table, out)
+
+
+def _live_cells(row: dict[str, Any], names: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    live = row["quality"]
+    coverage = None if live["coverage"] is None else 100.0 * live["coverage"]
+    return [*(format_metric(name, live["metrics"][name]) for name in names),
+            format_count(live["labelled"]), optional_number(coverage, ".1f", "%")]  # fmt: skip

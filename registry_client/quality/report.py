@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from registry_client.quality.fairness import FairnessReport, fairness_gap, fairness_report
 from registry_client.quality.metrics import Metrics, delay_quantiles, merged, metrics_of
 from registry_client.quality.prediction_store import PredictionStore
+from registry_client.quality.predictions import PRIMARY, SHADOW
 from registry_client.quality.state import BinaryState, QualityState, StateKey
 from registry_client.quality.store import QualityStore
 
@@ -93,6 +94,15 @@ class QualityRange:
         return {
             v: metrics_of(s) for v, s in sorted(self.segments(version, role, dimension).items())
         }
+
+    def fairness_role(self, version: str, dimension: str) -> str | None:
+        """The role a version's fairness over `dimension` is read in when no role is asked
+        for: primary where it has rows there, else shadow (a candidate while it shadows);
+        None when it has neither."""
+        for role in (PRIMARY, SHADOW):
+            if self.segments(version, role, dimension):
+                return role
+        return None
 
     def fairness(
         self, version: str, role: str, dimension: str, min_rows: float = 1

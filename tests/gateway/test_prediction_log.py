@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from sklearn.metrics import precision_score, recall_score, roc_auc_score  # type: ignore[import-untyped]
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
@@ -43,7 +43,8 @@ def registry(redis_server, tmp_path: Path) -> Iterator[RegistryClient]:
 
 def _gateway(redis_server, **settings: object) -> Gateway:
     quick = {"shadow_max_cpu_busy": 1.0, "prediction_hold_seconds": 0.2,
-             "prediction_flush_seconds": 0.1, "label_join_seconds": 0.1, **settings}  # fmt: skip
+             "prediction_flush_seconds": 0.1, "label_join_seconds": 0.1,
+             "quality_gauges_seconds": 0.2, **settings}  # fmt: skip
     return make_gateway(None, redis_url=redis_server.url, rules_poll_seconds=0.2, **quick)
 
 
@@ -86,17 +87,24 @@ def test_labelled_predictions_of_primary_and_shadow_are_scored_per_segment(redis
         eventually(lambda: _value(gateway, joined, model="credit") == len(ROWS))
         quality = read_range(registry.quality, registry.predictions, "credit",
                              *minutes_of(600, time.time()))  # fmt: skip
-        primary = metrics_of(quality.state("1", "primary"))
+        primary_state = quality.state("1", "primary")
+        assert primary_state is not None
+        primary = metrics_of(primary_state)
         predicted = [int(s >= 0.5) for s in scores]
         assert primary["precision"] == precision_score(labels, predicted)
         assert primary["recall"] == recall_score(labels, predicted)
         assert abs(primary["auc_roc"] - roc_auc_score(labels, scores)) < 0.005
         women = [i for i, g in enumerate(genders) if g == "F"]
-        by_gender = metrics_of(quality.state("1", "primary", "gender", "F"))
+        women_state = quality.state("1", "primary", "gender", "F")
+        assert women_state is not None
+        by_gender = metrics_of(women_state)
         assert by_gender["recall"] == recall_score([labels[i] for i in women],
                                                    [predicted[i] for i in women])  # fmt: skip
-        assert quality.state("2", "shadow").n == len(ROWS)  # the shadow scored on real labels
+        shadow = quality.state("2", "shadow")
+        assert shadow is not None and shadow.n == len(ROWS)  # scored on real labels
         assert quality.quality("1", "primary").coverage == 1.0
+        auc = {"model": "credit", "version": "1", "role": "primary", "metric": "auc_roc"}
+        eventually(lambda: _value(gateway, "onnxgate_quality", **auc) == primary["auc_roc"])
         unknown = _value(gateway, "onnxgate_prediction_unknown_segments_total", model="credit")
         assert unknown == len(ROWS)  # counted once per request, not per role
     finally:

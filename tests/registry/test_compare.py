@@ -9,17 +9,20 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from sklearn import metrics  # type: ignore[import-untyped]  # sklearn ships no type hints
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from registry_client.cli.compare import compare_versions
 from registry_client.client import RegistryClient
+from registry_client.quality.task import QualityConfig
 from registry_client.records.rule_documents import Shadow, Split
 from registry_client.stats.store import WindowWrite
 from registry_client.stats.window import VersionStats, encode_window, window_of
 from tests.support import onnx_models
 from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.gateways import make_gateway
+from tests.support.joined_labels import Row, log_and_label
 from tests.support.wire import infer_request
 
 GOOD = {"input": np.ones((2, 4), np.float32)}
@@ -95,6 +98,7 @@ def test_compare_shows_the_known_traffic_per_version(served):
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] < 1000
     assert [r["metrics"] for r in (one, three, twin)] == [{"auc": 0.91}, {"auc": 0.88},
                                                          {"auc": 0.93}]  # fmt: skip
+    assert report["quality_task"] is None and "quality" not in one  # no quality config
 
 
 def test_compare_table_and_version_filter(served):
@@ -147,3 +151,46 @@ def test_a_shadows_share_counts_only_the_minutes_it_was_mirrored(redis_server, t
     assert rows["1"]["requests"] == 50 and rows["1"]["observed_percent"] == 100
     assert rows["2"]["requests"] == 10 and rows["2"]["observed_percent"] == 100  # not 20
     client.close()
+
+
+def test_compare_shows_live_quality_and_coverage_beside_the_registered_metrics(
+    redis_server, tmp_path
+):
+    client = RegistryClient.from_url(redis_server.url)
+    config = QualityConfig("binary", "probabilities", 1, label_deadline_seconds=86400.0)
+    client.create_model("credit", actor="ops", quality=config)
+    for version, auc in (("1", 0.91), ("2", 0.93)):
+        path = onnx_models.save(onnx_models.classifier(seed=1), tmp_path, "credit", version)
+        client.register_version("credit", version, path, actor="ops", metrics={"auc": auc})
+    client.set_route("credit", [Split("1", 100)], [Shadow("2", 100)], actor="ops")
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 200)
+    scores = {v: np.array([float(f"{s:.4f}") for s in np.clip(labels * shift + rng.random(200)
+                                                                * (1 - shift), 0, 1)])
+              for v, shift in (("1", 0.3), ("2", 0.5))}  # fmt: skip
+    now = time.time()
+    rows = [Row(f"r{i}", int(now) - 300 + i, (),
+                {("1", "primary"): scores["1"][i], ("2", "shadow"): scores["2"][i]},
+                float(labels[i]) if i < 150 else None) for i in range(200)]  # fmt: skip
+    log_and_label(client, "credit", config, rows, now)
+    report = compare_versions(client, "credit", [], 900)
+    assert report["quality_task"] == "binary"
+    found = {(r["version"], r["role"]): r["quality"] for r in report["versions"]}
+    for version, role in (("1", "primary"), ("2", "shadow")):
+        live = found[version, role]
+        y, s = labels[:150], scores[version][:150]
+        assert (live["labelled"], live["logged"], live["coverage"]) == (150, 200, 0.75)
+        assert live["metrics"]["precision"] == metrics.precision_score(y, s >= 0.5)
+        assert live["metrics"]["recall"] == metrics.recall_score(y, s >= 0.5)
+        assert live["metrics"]["auc_roc"] == pytest.approx(metrics.roc_auc_score(y, s), abs=0.005)
+    client.close()
+    code, out, _ = _gatectl(redis_server.url, "compare", "credit")
+    assert code == 0
+    header, one, _ = out.splitlines()[1:]
+    columns = [name.strip() for name in header.split("  ") if name.strip()]
+    assert columns[-6:] == ["auc", "live auc_roc", "live precision", "live recall", "labelled",
+                            "coverage"]  # fmt: skip
+    live_one = found["1", "primary"]["metrics"]
+    assert one.split()[-6:] == ["0.91", f"{live_one['auc_roc']:.4f}",
+                                f"{live_one['precision']:.4f}", f"{live_one['recall']:.4f}",
+                                "150", "75.0%"]  # fmt: skip
