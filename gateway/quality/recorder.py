@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from gateway._proto import grpc_service_pb2 as pb
 from gateway.quality.segments import segment_values
 from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
+from registry_client.quality.scores import scores_of
 from registry_client.quality.task import QualityConfig
 
 __all__ = ["MAX_ID_CHARS", "PredictionRecorder", "PredictionWrite", "ShadowPrediction"]
@@ -133,7 +134,7 @@ class PredictionRecorder:
         config = self._configs.get(model)
         if config is None:
             return 0
-        values = _scores(config, scores)
+        values = scores_of(config, scores)
         if len(request_id) > MAX_ID_CHARS:
             self._dropped.labels(model, "id").inc(len(values))
             return 0
@@ -236,16 +237,3 @@ class ShadowPrediction:
     ) -> None:
         self.recorder.observe(model, version, role, self.request_id, self.parameters,
                               self.metadata, outputs[self.score_at])  # fmt: skip
-
-
-def _scores(config: QualityConfig, scores: np.ndarray) -> list[float]:
-    """One score per row: the positive class's probability (binary) or the value (regression)
-    from the configured column, or the predicted class (multiclass: argmax of the row)."""
-    rows = scores.reshape(1, -1) if scores.ndim <= 1 and config.task == "multiclass" else scores
-    if rows.ndim == 0:
-        rows = rows.reshape(1)
-    if config.task == "multiclass":
-        return [float(i) for i in np.argmax(rows.reshape(rows.shape[0], -1), axis=1)]
-    if config.score_index is not None and rows.ndim >= 2:
-        return [float(v) for v in rows.reshape(rows.shape[0], -1)[:, config.score_index]]
-    return [float(v) for v in rows.reshape(rows.shape[0], -1)[:, 0]]

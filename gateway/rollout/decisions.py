@@ -27,6 +27,11 @@ def next_decision(
     """What the judged interval leads to; `fresh` is the snapshot the next interval is
     measured from."""
     plan = state.plan
+    # Since when the label checks have waited: kept while they still wait (or have failed for
+    # waiting too long, so that every judgement after the bound fails too), else cleared.
+    short_of_labels = any(c.waits_for_labels for c in checks)
+    since = (state.labels_waiting_since or now) if short_of_labels else 0.0
+    state = state.evolve(labels_waiting_since=since)
     restart = {"interval_started_at": now, "next_check_at": now + plan.interval_seconds,
                "snapshot": fresh}  # fmt: skip
     failed = [c for c in checks if c.result == FAIL]
@@ -41,7 +46,13 @@ def next_decision(
         reason = f"failed ({failures} of {plan.failures_to_rollback} before rollback): {summary}"
         return Decision("hold", reason, state.evolve(failures=failures, **restart), False)
     if waiting:  # the interval goes on, counted from the same start, until there is enough
-        reason = "waiting for data: " + "; ".join(_described(c) for c in waiting)
+        data = [c for c in waiting if not c.waits_for_labels]
+        labels = [c for c in waiting if c.waits_for_labels]
+        reason = "; ".join(
+            f"waiting for {what}: " + "; ".join(_described(c) for c in found)
+            for what, found in (("data", data), ("labels", labels))
+            if found
+        )
         after = state.evolve(next_check_at=now + plan.interval_seconds)
         return Decision("hold", reason, after, False)
     shadowing = state.status == SHADOWING

@@ -12,7 +12,11 @@ from typing import Any, TextIO
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
 from registry_client.cli.arguments import reason_text
 from registry_client.cli.context import CommandContext, Commands, Handler
-from registry_client.cli.durations import duration_argument, format_duration
+from registry_client.cli.durations import (
+    duration_argument,
+    format_duration,
+    long_duration_argument,
+)
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
@@ -52,6 +56,17 @@ _PLAN_OPTIONS: tuple[tuple[str, Callable[[str], object], object, str], ...] = (
     ("--min-requests", int, 500,
      "requests each side needs in an interval before it is judged (500)"),
     ("--failures-to-rollback", int, 2, "failed intervals in a row that roll back (2)"),
+    ("--max-auc-drop", float, None,
+     "label gate: most the candidate's AUC-ROC may fall below the baseline's (multiclass:"
+     " accuracy; regression: relative MAE rise); off by default"),
+    ("--max-fairness-gap", float, None,
+     "label gate: most fairness gap of the candidate across any segment's values; off"),
+    ("--min-label-coverage", float, None,
+     "label gate: least share of the candidate's predictions labelled before judging; off"),
+    ("--min-labels", int, 500,
+     "labelled predictions each side needs before the label gates judge (500)"),
+    ("--label-wait", long_duration_argument, 3600.0,
+     "how long a judgement waits for labels before it counts as failed (1h)"),
 )  # fmt: skip
 
 
@@ -67,6 +82,9 @@ def add_parsers(commands: Commands) -> None:
     start.add_argument("--baseline", help="the version it replaces (default: the rule's heaviest)")
     for flag, kind, default, text in _PLAN_OPTIONS:
         start.add_argument(flag, type=kind, default=default, help=text)
+    start.add_argument("--require-evaluation", action="store_true",
+                       help="refuse a candidate without an evaluation (gatectl evaluate) that"
+                       " passes --max-fairness-gap and --max-auc-drop")  # fmt: skip
     add_wait_arguments(start)
     start.set_defaults(handler=start_rollout)
     handlers: tuple[tuple[str, str, Handler], ...] = (
@@ -98,6 +116,9 @@ def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
         max_p99_ratio=args.max_p99_ratio, min_p99_increase_ms=args.min_p99_increase_ms,
         max_psi=args.max_psi, min_requests=args.min_requests,
         failures_to_rollback=args.failures_to_rollback,
+        require_evaluation=args.require_evaluation, max_auc_drop=args.max_auc_drop,
+        max_fairness_gap=args.max_fairness_gap, min_label_coverage=args.min_label_coverage,
+        min_labels=args.min_labels, label_wait_seconds=args.label_wait,
         **({} if args.baseline is None else {"baseline": args.baseline}),
     )  # fmt: skip
     return _show(context, state, args.wait)
@@ -175,6 +196,10 @@ def status_view(state: RolloutState, leader: str, now: float | None = None) -> d
         "route_revision": state.route_revision, "leader": leader,
         "last_decision": dict(state.last_decision), "checks": [dict(c) for c in state.last_checks],
         "plan": plan.to_dict(),
+        "labels_waiting_since": (iso_time(state.labels_waiting_since)
+                                 if state.labels_waiting_since else None),
+        "labels_waited_seconds": (max(now - state.labels_waiting_since, 0.0)
+                                  if state.labels_waiting_since and state.active else None),
     }  # fmt: skip
 
 
@@ -201,6 +226,15 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
     if decision:
         print(f"last decision {iso_time(decision['at'])} {printable(decision['decision'])}:"
               f" {printable(decision['reason'])}", file=out)  # fmt: skip
+    waited = view.get("labels_waited_seconds")
+    if waited is not None:  # the coverage so far and needed, the wait so far and its bound
+        coverage = next((c for c in view["checks"] if c["name"] == "label_coverage"), None)
+        found = "" if coverage is None else (
+            f": label_coverage {optional_number(coverage['value'], '.4g')} (want"
+            f" {coverage['threshold']})")  # fmt: skip
+        bound = format_duration(view["plan"]["label_wait_seconds"])
+        print(f"waiting for labels since {view['labels_waiting_since']}"
+              f" ({format_duration(round(waited))} of {bound}){found}", file=out)  # fmt: skip
     if view["checks"]:
         rows = [["check", "result", "value", "threshold", "detail"]]
         for c in view["checks"]:

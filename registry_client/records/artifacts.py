@@ -8,13 +8,17 @@ import hashlib
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import redis
 
 from registry_client.errors import NotFound, Rejected, redis_unreachable_as_error
 from registry_client.schema import BLOB_CHUNK_BYTES
 
-__all__ = ["MAX_ARTIFACT_BYTES", "fetch_blob", "read_artifact", "signature", "upload_blob"]
+__all__ = [
+    "MAX_ARTIFACT_BYTES", "fetch_blob", "file_of", "read_artifact", "signature", "upload_blob",
+]  # fmt: skip
 
 MAX_ARTIFACT_BYTES = 2**31 - 1  # protobuf cannot parse a larger model; gateways refuse one
 
@@ -34,6 +38,14 @@ def read_artifact(artifact: Path, max_bytes: int) -> tuple[Path, bytes]:
             " (raise --max-artifact-bytes and the gateways' --max-model-bytes together)"
         )
     return path, data
+
+
+def file_of(uri: str) -> Path:
+    """The local file a `file://` artifact URI names; Rejected for any other scheme."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise Rejected(f"artifact {uri!r}: scheme {parsed.scheme!r} is not supported")
+    return Path(url2pathname(parsed.path))
 
 
 def signature(data: bytes, artifact: Path) -> dict[str, list[dict[str, Any]]]:

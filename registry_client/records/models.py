@@ -162,6 +162,22 @@ class ModelRecords(ModelQualityRecords):
         over `max_bytes` (of which no more than a chunk beyond is read)."""
         return artifacts.fetch_blob(self._redis, self.keys.blob(sha256), sha256, max_bytes)
 
+    def version_artifact(
+        self, model: str, version: str, max_bytes: int = MAX_ARTIFACT_BYTES
+    ) -> bytes:
+        """The bytes of a registered version's artifact, from Redis (uploaded) or its file,
+        checked against the sha256 it was registered with: NotFound for an unknown version,
+        Rejected when the bytes cannot be read or are not the registered ones."""
+        stored = self.show_version(checked_name(model, "model"), checked_name(version, "version"))
+        uri, sha256 = stored.get("artifact_uri", ""), stored.get("sha256", "")
+        if uri.startswith(f"{BLOB_SCHEME}:"):
+            return self.fetch_blob(sha256, max_bytes)
+        _, data = artifacts.read_artifact(artifacts.file_of(uri), max_bytes)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Rejected(f"the artifact of {model} {version} ({uri}) changed since it was"
+                           f" registered: it no longer hashes to {sha256[:12]}...")  # fmt: skip
+        return data
+
     def import_repository(self, root: Path, *, actor: str) -> list[tuple[str, str]]:
         """Register every version of a Triton-style directory, creating missing models.
 

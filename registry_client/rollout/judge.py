@@ -46,6 +46,9 @@ class Check:
     value: float | None
     threshold: str
     detail: str
+    # A check on labels short of them: still waiting, or failed for having waited too long.
+    # The rollout records since when it waits (RolloutState.labels_waiting_since).
+    waits_for_labels: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "result": self.result, "value": self.value,

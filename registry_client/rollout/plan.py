@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from registry_client.records.rule_documents import MAX_RULE_DOCUMENT_BYTES, Shadow, Split
 from registry_client.schema import SchemaError
@@ -41,6 +41,7 @@ FINISHED = (PROMOTED, ROLLED_BACK, ABORTED)
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 7 * 86400.0
 MAX_STEPS = 20
+MAX_LABEL_WAIT_SECONDS = 90 * 86400.0  # the longest a model's labels may come (--label-deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,20 @@ class RolloutPlan:
     max_psi: float = 0.25
     min_requests: int = 500
     failures_to_rollback: int = 2
+    # Gates on real labels (docs/rollouts.md, "Gates on labels"); all off by default, so a
+    # model without labels rolls out as before, and plans stored before them still load.
+    require_evaluation: bool = False  # at start: the candidate's stored evaluation
+    max_auc_drop: float | None = None  # auc_roc, multiclass accuracy; regression: MAE rise
+    max_fairness_gap: float | None = None  # the candidate's largest gap of any segment
+    min_label_coverage: float | None = None  # share of the candidate's predictions labelled
+    min_labels: int = 500  # labelled predictions each side needs before quality is judged
+    label_wait_seconds: float = 3600.0  # a judgement waits this long for labels, then fails
+
+    @property
+    def label_gated(self) -> bool:
+        """Whether judgements read the versions' quality on labels."""
+        gates = (self.max_auc_drop, self.max_fairness_gap, self.min_label_coverage)
+        return any(gate is not None for gate in gates)
 
     def validate(self) -> RolloutPlan:
         """Return self, or raise SchemaError naming the first field that is wrong."""
@@ -96,7 +111,31 @@ class RolloutPlan:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
                 raise SchemaError(f"{name}: expected an integer from 1 to 10^9, got {value!r}")
+        self._validate_label_gates()
         return self
+
+    def _validate_label_gates(self) -> None:
+        # Named with their flags: these messages reach operators through gatectl only.
+        if not isinstance(self.require_evaluation, bool):
+            raise SchemaError(f"require_evaluation (--require-evaluation): expected true or"
+                              f" false, got {self.require_evaluation!r}")  # fmt: skip
+        for name, low_open in (("max_auc_drop", False), ("min_label_coverage", True)):
+            value = getattr(self, name)
+            if value is not None:
+                _number(value, f"{name} ({_flag(name)})", 0.0, 1.0, low_open=low_open)
+        gap = self.max_fairness_gap
+        if gap is not None and (not _is_number(gap) or not 0 <= gap < math.inf):
+            raise SchemaError(f"max_fairness_gap (--max-fairness-gap): expected a number >= 0"
+                              f" (a difference of rates, 0 to 1; of MAE for regression), got"
+                              f" {gap!r}")  # fmt: skip
+        value = self.min_labels
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
+            raise SchemaError(f"min_labels (--min-labels): expected an integer from 1 to 10^9,"
+                              f" got {value!r}")  # fmt: skip
+        wait = self.label_wait_seconds
+        if not _is_number(wait) or not MIN_INTERVAL_SECONDS <= wait <= MAX_LABEL_WAIT_SECONDS:
+            raise SchemaError(f"label_wait_seconds (--label-wait): expected 1s to 90d, got"
+                              f" {wait!r}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -113,8 +152,16 @@ class RolloutPlan:
             raise SchemaError(f"rollout plan: missing or malformed field {exc}") from exc
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _number(value: object, name: str, low: float, high: float, *, low_open: bool = False) -> None:
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    number = value if _is_number(value) else None
     if number is None or not math.isfinite(number) or not low <= number <= high:
         raise SchemaError(f"{name}: expected a number from {low:g} to {high:g}, got {value!r}")
     if low_open and number == low:
@@ -144,6 +191,7 @@ class RolloutState:
     last_decision: Mapping[str, Any] = field(default_factory=dict)  # at, decision, reason
     last_checks: tuple[Mapping[str, Any], ...] = ()
     updated_at: float = 0.0
+    labels_waiting_since: float = 0.0  # the first judgement short of labels; 0: not waiting
 
     @property
     def active(self) -> bool:
@@ -171,6 +219,7 @@ class RolloutState:
             "next_check_at": self.next_check_at,
             "snapshot": dict(self.snapshot), "last_decision": dict(self.last_decision),
             "last_checks": [dict(c) for c in self.last_checks], "updated_at": self.updated_at,
+            "labels_waiting_since": self.labels_waiting_since,
         }  # fmt: skip
         return json.dumps(doc, sort_keys=True)
 
@@ -198,6 +247,7 @@ class RolloutState:
                 last_decision=dict(doc.get("last_decision", {})),
                 last_checks=tuple(dict(c) for c in doc.get("last_checks", [])),
                 updated_at=float(doc.get("updated_at", 0.0)),
+                labels_waiting_since=float(doc.get("labels_waiting_since", 0.0)),
             )
         except SchemaError:
             raise

@@ -14,6 +14,7 @@ from registry_client.client import AuditEntry, RegistryClient
 from registry_client.errors import Conflict, NotFound, Rejected
 from registry_client.records.rule_documents import RouteRule, Shadow, Split
 from registry_client.records.values import as_text, checked_name
+from registry_client.rollout.evaluation_gate import refuse_unready_label_gates
 from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.plan import (
     ABORTED,
@@ -84,8 +85,8 @@ class RolloutStore:
               **fields: Any) -> RolloutState:  # fmt: skip
         """Start a rollout and serve its first phase at once. `fields` build the plan when
         `plan` is None; with `baseline_from_rule` the baseline is the rule's heaviest version.
-        Rejected when the model has an active rollout, no rule, or a rule that already splits
-        traffic among other versions."""
+        Rejected when the model has an active rollout, no rule, a rule that already splits
+        traffic among other versions, or label gates it cannot pass (evaluation_gate)."""
         model = checked_name(plan.model if plan is not None else str(fields["model"]), "model")
         rule = self._client.get_route(model)
         if rule is None:
@@ -103,6 +104,7 @@ class RolloutStore:
                 plan.validate()
             except SchemaError as exc:
                 raise Rejected(str(exc)) from exc
+        refuse_unready_label_gates(self._client, plan)
         now = self._clock()
         first = RolloutState(
             plan=plan, status=SHADOWING if plan.shadow_first_seconds > 0 else PROGRESSING,
@@ -205,7 +207,7 @@ class RolloutStore:
         now = self._clock()
         after = state.evolve(
             status=state.paused_status, paused_status="", failures=0, phase_started_at=now,
-            interval_started_at=0.0, next_check_at=0.0, snapshot={},
+            interval_started_at=0.0, next_check_at=0.0, snapshot={}, labels_waiting_since=0.0,
         )  # fmt: skip
         return self.commit(
             state, after, actor=actor, action="resume", route=True,
