@@ -2,10 +2,11 @@
 
 Each tick the leader reads every active rollout; at the end of an interval it judges the
 candidate against the baseline on that interval's statistics (registry_client.rollout.judge)
-and advances, holds or rolls back (decisions.py), writing the decision and the rule it serves
-in one transaction that also checks it still holds the lease. A rule written by anyone else
-pauses the rollout: the controller never writes over an operator. Everything here is
-background work: no request waits on it.
+and, with label gates, on the labels of their predictions since the phase began
+(registry_client.rollout.quality_checks), and advances, holds or rolls back (decisions.py),
+writing the decision and the rule it serves in one transaction that also checks it still holds
+the lease. A rule written by anyone else pauses the rollout: the controller never writes over
+an operator. Everything here is background work: no request waits on it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.drift.recorder import OUTPUT_PREFIX
 from gateway.metrics.rollout import RolloutMetrics
 from gateway.rollout.decisions import next_decision
 from gateway.rollout.lease import Lease
+from gateway.rollout.quality_events import QualityEvents
 from gateway.telemetry.periodic import Periodic
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
@@ -27,6 +29,7 @@ from registry_client.drift.statistics import feature_drift
 from registry_client.errors import Conflict, RegistryError
 from registry_client.rollout.judge import CARRIED, Check, Counters, judge, subtract, sum_counters
 from registry_client.rollout.plan import PAUSED, PROMOTED, SHADOWING, RolloutState
+from registry_client.rollout.quality_checks import label_checks, read_label_quality
 from registry_client.rollout.store import LeaseLost, RolloutStore, Unreadable
 from registry_client.schema import SchemaError
 from registry_client.stats.window import WINDOW_SECONDS, window_of
@@ -53,8 +56,10 @@ class RolloutController:
         notify: Notify | None = None,
         clock: Callable[[], float] = time.time,
         instance: str | None = None,
+        quality_events: QualityEvents | None = None,
     ) -> None:
         self._client = client
+        self._quality_events = quality_events  # judged on this thread while leading
         self._store = RolloutStore(client, clock)
         self._metrics = metrics
         self._notify = notify
@@ -89,6 +94,8 @@ class RolloutController:
             if self.leading:
                 for model in self._store.models():
                     self._drive_model(model)
+                if self._quality_events is not None:
+                    self._quality_events.tick(self._clock(), self._lease.value)
         except redis.ResponseError as exc:  # refused: NOPERM from an ACL, OOM, read-only
             if not self._failing:
                 _log.error(
@@ -165,6 +172,10 @@ class RolloutController:
         shadowing = state.status == SHADOWING
         drift = {} if shadowing else self._drift(state)
         checks = judge(plan, shadowing, interval, drift, self._load_failures(state))
+        if plan.label_gated:  # read here, on the controller's thread: never on a request's
+            waited = now - state.labels_waiting_since if state.labels_waiting_since else 0.0
+            found = read_label_quality(self._client, state, now)
+            checks += label_checks(plan, found, waited)
         for check in checks:
             self._metrics.checks.labels(plan.model, check.name, check.result).inc()
         decision, reason, after, route = next_decision(state, checks, now, fresh)

@@ -16,6 +16,7 @@ from gateway.metrics.rollout import RolloutMetrics
 from gateway.models.store import VersionStore
 from gateway.process.shutdown import ShutdownBudget
 from gateway.rollout.controller import RolloutController
+from gateway.rollout.quality_events import QualityEventLimits, QualityEvents
 from gateway.rollout.webhook import WebhookNotifier
 from gateway.routing.replica_identity import ReplicaIdInUse, claim_replica_id
 from gateway.routing.table import RouteTableHolder
@@ -58,8 +59,9 @@ class RegistryFollowing:
         self.webhook: WebhookNotifier | None = None
 
     def drive_rollouts(self, registry: CollectorRegistry, webhook_secret: bytes | None) -> None:
-        """Take part in driving rollouts (rollout_controller), with its metrics on `registry`;
-        with a webhook URL and its secret, notify it of promotions, rollbacks and pauses."""
+        """Take part in driving rollouts (rollout_controller), with its metrics on `registry`,
+        and in judging quality events; with a webhook URL and its secret, notify it of
+        promotions, rollbacks, pauses and quality events."""
         settings = self._settings
         metrics = RolloutMetrics(registry)
         if settings.rollout_webhook_url and webhook_secret is not None:
@@ -68,11 +70,13 @@ class RegistryFollowing:
                 settings.rollout_webhook_url, webhook_secret,
                 on_result=lambda event, outcome: outcomes.labels(event, outcome).inc(),
             )  # fmt: skip
+        notify = None if self.webhook is None else self.webhook.notify
+        limits = QualityEventLimits.from_settings(settings)
+        quality_events = QualityEvents(self.client, self._replica, limits, notify)
         self.rollouts = RolloutController(
             self.client, self._replica, metrics, tick_seconds=settings.rollout_tick_seconds,
-            lease_seconds=settings.rollout_lease_seconds,
-            notify=None if self.webhook is None else self.webhook.notify,
-            instance=self.watcher.heartbeat.instance,
+            lease_seconds=settings.rollout_lease_seconds, notify=notify,
+            instance=self.watcher.heartbeat.instance, quality_events=quality_events,
         )  # fmt: skip
 
     def claim_replica_id(self) -> None:

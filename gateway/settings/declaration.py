@@ -14,31 +14,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from gateway.settings.concerns import CONCERNS
 from gateway.settings.environment import read_env, write_env
-from gateway.settings.schema import Concern
 
 __all__ = ["CONCERNS", "REGISTRY", "Settings"]
 
-SERVING = Concern("Serving", "What is served, where, and by how many processes and threads.")
-CONNECTIONS = Concern(
-    "Connections and calls",
-    "Limits that keep slow, idle or hostile clients from holding threads and sockets.",
-)
-SECURITY = Concern("Security", "TLS on the gRPC port, bearer tokens, and who may read /metrics.")
-MODELS = Concern("Models and loading", "How versions are loaded, and what is refused.")
-ADMISSION = Concern("Admission and batching", "How many requests one version takes at once.")
-SHUTDOWN = Concern("Shutdown", "What SIGTERM leaves to the requests in flight.")
-REGISTRY = Concern("Registry", "The Redis whose routing rules this gateway follows.")
-SHADOWS = Concern("Shadows", "Copies of requests mirrored to shadow versions, off the hot path.")
-TELEMETRY = Concern("Statistics and drift", "What is written to the registry, and how often.")
-QUALITY = Concern(
-    "Model quality",
-    "The prediction log that delayed labels are joined with, and the quality read back.",
-)
-ROLLOUTS = Concern("Rollouts", "The controller that drives canary rollouts.")
-LOGGING = Concern("Logging", "Log lines and the access log.")
-CONCERNS = (SERVING, CONNECTIONS, SECURITY, MODELS, ADMISSION, SHUTDOWN, REGISTRY, SHADOWS,
-            TELEMETRY, QUALITY, ROLLOUTS, LOGGING)  # fmt: skip
+# Named in CONCERNS' order (concerns.py): a concern added there is added here too.
+(SERVING, CONNECTIONS, SECURITY, MODELS, ADMISSION, SHUTDOWN, REGISTRY, SHADOWS, TELEMETRY,
+ QUALITY, ROLLOUTS, LOGGING) = CONCERNS  # fmt: skip
+
 # A default replica id, <hostname>-<pid>, is made of these (a Redis key part) and cut to 128.
 _REPLICA_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -243,6 +227,22 @@ class Settings:
     quality_gauges_window_seconds: float = QUALITY(
         3600.0, "predictions made this far back are in the quality gauges", at_least=60.0
     )
+    # Quality events (docs/quality.md#quality-events), judged by the rollout leader.
+    quality_events_window_seconds: float = QUALITY(
+        3600.0, "quality events judge windows this long", at_least=60.0)  # fmt: skip
+    quality_events_windows: int = QUALITY(
+        3, "bad windows in a row open an episode, good ones close it", at_least=1)  # fmt: skip
+    quality_events_min_labels: float = QUALITY(
+        100.0, "labelled rows a verdict needs (per segment value)", at_least=1.0)  # fmt: skip
+    quality_events_label_wait_seconds: float = QUALITY(
+        0.0, "accuracy and fairness judge windows this long after", at_least=0.0)  # fmt: skip
+    accuracy_drop_threshold: float = QUALITY(
+        0.05, "accuracy.drop: this far below the evaluation's metric", at_least=0.0)  # fmt: skip
+    accuracy_floor: float | None = QUALITY(None, "accuracy.drop: the live metric below this")
+    fairness_gap_threshold: float = QUALITY(
+        0.1, "fairness.gap: a segment dimension's gap above this", at_least=0.0)  # fmt: skip
+    quality_events_margin: float = QUALITY(
+        0.01, "an episode ends with its figure this far inside", at_least=0.0)  # fmt: skip
 
     # The gateway holding the lease (a Redis key with this TTL, renewed every tick) drives
     # rollouts.
@@ -256,7 +256,7 @@ class Settings:
         10.0, "leader lease TTL: another gateway takes over this long after the leader dies",
         at_least=0.1,
     )  # fmt: skip
-    rollout_webhook_url: str = ROLLOUTS("", "POST rollout promotions, rollbacks and pauses here")
+    rollout_webhook_url: str = ROLLOUTS("", "POST rollout events and quality events here")
     rollout_webhook_secret_file: Path | None = ROLLOUTS(  # noqa: RUF009
         None, "HMAC-SHA256 key of the webhook's X-Onnxgate-Signature (at least 16 bytes)"
     )
