@@ -3,15 +3,18 @@ gatectl against it, and a rollout watched until it ends."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import grpc
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from registry_client.cli.durations import parse_duration
 from registry_client.client import RegistryClient
 from registry_client.connection import private_redis_url
 from registry_client.rollout.store import RolloutStore
@@ -144,3 +148,30 @@ def decision_line(decision: Mapping[str, object]) -> str:
         return ""
     at = datetime.fromtimestamp(float(str(decision["at"])), UTC).isoformat(timespec="seconds")
     return f"last decision {at} {decision['decision']}:"
+
+
+def run_demo(description: str, name: str, demo: Callable[[Path, str], bool], interval: str) -> int:
+    """Parse `--interval` (default `interval`) and `--keep`, run `demo(work, interval)` in a
+    temporary directory (removed unless `--keep`) and say how it ended; the exit code."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--interval", default=interval,
+                        help=f"judged interval per step ({interval})")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    try:
+        parse_duration(args.interval)
+    except ValueError as exc:
+        parser.error(f"--interval: {exc}")
+    work = Path(tempfile.mkdtemp(prefix=f"onnxgate-{name}-demo-"))
+    try:
+        ok = demo(work, args.interval)
+    finally:
+        if args.keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if not ok:
+        print(f"{name} demo FAILED: the rollouts did not end as expected", file=sys.stderr)
+        return 1
+    print(f"{name} demo OK")
+    return 0

@@ -31,11 +31,8 @@ gateway's log, the load generator's output and the Redis data).
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from statistics import NormalDist
@@ -49,6 +46,7 @@ from demo_support import (
     gatectl,
     heading,
     roll_out,
+    run_demo,
     start_gateway,
     stop,
     wait_until_serving,
@@ -212,27 +210,7 @@ def demo(work: Path, interval: str) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--interval", default="5s", help="judged interval per step (5s)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args()
-    try:
-        parse_duration(args.interval)
-    except ValueError as exc:
-        parser.error(f"--interval: {exc}")
-    work = Path(tempfile.mkdtemp(prefix="onnxgate-rollout-demo-"))
-    try:
-        ok = demo(work, args.interval)
-    finally:
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if not ok:
-        print("rollout demo FAILED: the rollouts did not end as expected", file=sys.stderr)
-        return 1
-    print("rollout demo OK")
-    return 0
+    return run_demo(__doc__.splitlines()[0], "rollout", demo, "5s")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import redis
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:*"
     " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* %RW~{onnxgate:*}:pred:*"
+    " %R~{onnxgate:*}:quality:*"
     " resetchannels &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange"
     " +lrange +subscribe +multi +exec +del +hset +expire +expireat +incrby +hincrby +set"
     " +mget +hmget"
@@ -22,10 +23,12 @@ GATEWAY_ACL = (
 
 # What a gateway that drives rollouts needs on top of a serving gateway's rights: a decision
 # writes the rollout, the rule, the audit and the epoch, and publishes the hint; the label
-# join reads the labels and writes the quality state under its own lease.
+# join reads the labels and writes the quality state under its own lease; quality events
+# write their episodes.
 CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*}:stats:*") + (
     " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit %RW~{onnxgate}:epoch"
     " %RW~{onnxgate}:label-joiner %RW~{onnxgate:*}:labels* %RW~{onnxgate:*}:quality:*"
+    " %RW~{onnxgate}:quality-events:*"
     " +watch +unwatch +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
 )
 

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import redis
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score  # type: ignore[import-untyped]
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
