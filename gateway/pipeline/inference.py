@@ -113,15 +113,18 @@ class InferencePipeline:
 
     def _log_prediction(
         self, request: InferRequest, loaded: LoadedVersion, score_at: int,
-        arrays: list[np.ndarray],
-    ) -> ShadowPrediction:  # fmt: skip
-        """Queue the primary's prediction for the log (an append); what its shadows need to
-        log theirs under the same id."""
-        assert self._predictions is not None
-        logged = ShadowPrediction(self._predictions, request.request_id, request.parameters,
-                                  request.metadata, score_at)  # fmt: skip
-        logged.observe(loaded.model, loaded.version, arrays, PRIMARY)
-        return logged
+        arrays: list[np.ndarray], mirrored: bool,
+    ) -> ShadowPrediction | None:  # fmt: skip
+        """Queue the primary's prediction for the log (an append); when it is mirrored, what
+        its shadows need to log theirs under the same id."""
+        predictions = self._predictions
+        assert predictions is not None
+        predictions.observe(loaded.model, loaded.version, PRIMARY, request.request_id,
+                            request.parameters, request.metadata, arrays[score_at])  # fmt: skip
+        if not mirrored:
+            return None
+        return ShadowPrediction(predictions, request.request_id, request.parameters,
+                                request.metadata, score_at)  # fmt: skip
 
     def _outcome(self, request: InferRequest, exc: GatewayError) -> str:
         """The label a failed request is counted under (see _gone)."""
@@ -232,7 +235,8 @@ class Serving:
             metrics.failed(pipeline._outcome_label(_gone(request)))
         shadow_log = None
         if score is not None:
-            shadow_log = pipeline._log_prediction(request, loaded, names.index(score), arrays)
+            shadow_log = pipeline._log_prediction(request, loaded, names.index(score), arrays,
+                                                  bool(decision.shadows))  # fmt: skip
         if drift is not None:
             drift.observe(loaded.model, loaded.version, feeds, outputs.names, arrays)
         if decision.shadows and pipeline._shadows is not None:

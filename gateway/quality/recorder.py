@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import Counter
@@ -46,21 +46,20 @@ class PredictionWrite:
     entries: list[tuple[str, list[PredictionRecord]]]
 
 
-@dataclass(slots=True)
-class _Held:
-    first_seen: float
-    records: list[PredictionRecord] = field(default_factory=list)
+# An id's held records: when it was first seen, and its records (its primary's, then its
+# shadows'). A plain tuple: one is made per prediction.
+_Held = tuple[float, list[PredictionRecord]]
 
 
 class PredictionRecorder:
     """Thread-safe. observe() is the request path's only call: an append, or a count when
-    the queue holds `buffer_predictions` already."""
+    the queue holds `buffer` requests already."""
 
     def __init__(
         self,
         dropped: Counter,
         unknown_segments: Counter,
-        buffer_predictions: int,
+        buffer: int,
         max_per_second: float,
         hold_seconds: float,
         keep_seconds: float = 3600.0,
@@ -68,14 +67,12 @@ class PredictionRecorder:
     ) -> None:
         self._dropped = dropped  # labels: model, reason
         self._unknown_segments = unknown_segments  # labels: model
-        self._capacity = buffer_predictions
+        self._capacity = buffer  # requests queued; ids held
         self._max_per_second = max_per_second
         self._hold_seconds = hold_seconds
         self._keep_seconds = keep_seconds
         self._clock = clock
         self._queue: deque[_Observed] = deque()
-        self._queued_lock = threading.Lock()
-        self._queued = 0
         self._state_lock = threading.Lock()
         self._configs: dict[str, QualityConfig] = {}
         self._held: dict[tuple[str, str], _Held] = {}  # (model, id) -> its records
@@ -105,25 +102,23 @@ class PredictionRecorder:
         parameters: Mapping[str, pb.InferParameter],
         metadata: Sequence[tuple[str, str | bytes]], scores: np.ndarray,
     ) -> None:  # fmt: skip
-        """Queue one answered request's score output (a reference, never written after)."""
-        rows = scores.shape[0] if scores.ndim else 1
-        with self._queued_lock:
-            if self._queued + rows > self._capacity:
-                self._dropped.labels(model, "buffer").inc(rows)
-                return
-            self._queued += rows
-            self._queue.append((model, version, role, request_id, parameters, metadata, scores,
-                                self._clock()))  # fmt: skip
+        """Queue one answered request's score output (a reference, never written after). No
+        lock: a deque's append and len are atomic, and the bound may be overshot by the few
+        requests that check it at the same moment."""
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            self._dropped.labels(model, "buffer").inc(scores.shape[0] if scores.ndim else 1)
+            return
+        queue.append((model, version, role, request_id, parameters, metadata, scores,
+                      self._clock()))  # fmt: skip
 
     def fold(self) -> int:
         """Turn the queue into held records; returns the predictions kept."""
-        with self._queued_lock:
-            queued, self._queue = self._queue, deque()
-            self._queued = 0
+        queue = self._queue
         kept = 0
         with self._state_lock:
-            for item in queued:
-                kept += self._fold_one(*item)
+            for _ in range(len(queue)):  # what was queued by now; appends go on meanwhile
+                kept += self._fold_one(*queue.popleft())
         return kept
 
     def _fold_one(
@@ -155,8 +150,12 @@ class PredictionRecorder:
                 self._dropped.labels(model, "buffer").inc()
                 continue
             key = request_id if len(values) == 1 else f"{request_id}:{row}"
-            held = self._held.setdefault((model, key), _Held(seen))
-            held.records.append(PredictionRecord(version, PRIMARY, int(seen), segments, score))
+            record = PredictionRecord(version, PRIMARY, int(seen), segments, score)
+            held = self._held.get((model, key))
+            if held is None:
+                self._held[model, key] = (seen, [record])
+            else:
+                held[1].append(record)
             kept += 1
         return kept
 
@@ -174,7 +173,7 @@ class PredictionRecorder:
             elif not math.isfinite(score):
                 self._dropped.labels(model, "score").inc()
             else:
-                held.records.append(PredictionRecord(version, SHADOW, int(seen), segments, score))
+                held[1].append(PredictionRecord(version, SHADOW, int(seen), segments, score))
                 kept += 1
         return kept
 
@@ -195,14 +194,14 @@ class PredictionRecorder:
         by_model: dict[str, list[tuple[str, list[PredictionRecord]]]] = {}
         with self._state_lock:
             for (model, key), held in list(self._held.items()):
-                if held.first_seen <= ready_before:
-                    by_model.setdefault(model, []).append((key, held.records))
+                if held[0] <= ready_before:
+                    by_model.setdefault(model, []).append((key, held[1]))
                     del self._held[model, key]
         return [PredictionWrite(model, entries) for model, entries in by_model.items()]
 
     def failed(self, writes: Iterable[PredictionWrite]) -> None:
         """Hold what could not be written again; what has waited `keep_seconds`, or does not
-        fit in `buffer_predictions` held ids, is given up (each of its records counted
+        fit in `buffer` held ids, is given up (each of its records counted
         `redis`), so an outage costs bounded memory."""
         give_up_before = self._clock() - self._keep_seconds
         with self._state_lock:
@@ -212,8 +211,8 @@ class PredictionRecorder:
                     if records[0].time < give_up_before or too_many:
                         self._dropped.labels(write.model, "redis").inc(len(records))
                         continue
-                    held = self._held.setdefault((write.model, key), _Held(records[0].time))
-                    held.records[:0] = records
+                    held = self._held.setdefault((write.model, key), (records[0].time, []))
+                    held[1][:0] = records
 
     def held(self) -> int:
         with self._state_lock:

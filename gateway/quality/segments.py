@@ -50,6 +50,10 @@ def segment_values(
     """The value of each of `names` (MISSING where the request gives none, or one that is
     empty, not printable or over MAX_VALUE_CHARS), parameters first, then metadata; and how
     many segment names the request gave that are not in `names` (ignored, and counted)."""
+    if not len(parameters) and not any(
+        key.startswith(SEGMENT_METADATA_PREFIX) for key, _ in metadata
+    ):
+        return (MISSING,) * len(names), 0  # the request names no segment: the common case
     found: dict[str, str | None] = {}
     unknown: set[str] = set()
     wanted = frozenset(names)

@@ -201,7 +201,10 @@ class Settings:
 
     # Predictions of models with a quality config (gatectl model create --task) are logged.
     prediction_buffer: int = QUALITY(
-        65536, "predictions waiting to be logged; 0: no prediction log", at_least=0
+        65536,
+        "answered requests waiting to be logged, and ids held while Redis is away; 0: no"
+        " prediction log",
+        at_least=0,
     )
     prediction_ttl_seconds: int = QUALITY(
         7 * 86400, "how long a prediction waits for its label", flag="--prediction-ttl",

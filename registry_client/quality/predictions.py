@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DAY_SECONDS",
@@ -54,12 +54,12 @@ class PredictionFormatError(ValueError):
     """A stored prediction this version of the format cannot read."""
 
 
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
+class PredictionRecord(NamedTuple):
     """One prediction, as a label needs it: the version and role that made it, when (Unix
     seconds), the request's segment values (in the model's segment order) and the score: the
     positive class's probability (binary), the predicted class (multiclass) or the value
-    (regression)."""
+    (regression). A NamedTuple: a gateway makes one per prediction, and a tuple is made in a
+    fraction of a frozen dataclass's time."""
 
     version: str
     role: str

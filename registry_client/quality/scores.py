@@ -19,6 +19,10 @@ def scores_of(config: QualityConfig, outputs: np.ndarray) -> list[float]:
     """The score of each row of `outputs` (the config's score output of one run). A rank-0
     or rank-1 output of a multiclass model is one row of class scores; of the other tasks, one
     value per row, whatever `score_index` says."""
+    if outputs.ndim == 2 and outputs.shape[0] == 1 and config.task != "multiclass":
+        # One row, the common case: a scalar read costs far less than the numpy steps below.
+        index = config.score_index if config.score_index is not None else 0
+        return [float(outputs[0, index])]
     rows = outputs.reshape(1, -1) if outputs.ndim <= 1 and config.task == "multiclass" else outputs
     if rows.ndim == 0:
         rows = rows.reshape(1)

@@ -102,19 +102,19 @@ def test_a_shadow_is_written_with_its_primary_and_never_alone():
 
 
 def test_drops_are_counted_exactly_by_reason():
-    rec = Recorded(buffer=5, per_second=3)
+    rec = Recorded(buffer=3, per_second=3)
     rec.recorder.set_config("credit", BINARY)
     empty = pb.ModelInferRequest().parameters
     two = np.array([[0.1, 0.9], [0.2, 0.8]])
-    for i in range(3):
-        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)  # r2: 6 rows > 5
-    rec.recorder.observe("credit", "1", PRIMARY, "x" * 129, empty, (), two[:1])  # the 5th row
-    assert rec.drops("credit", "buffer") == 2
+    for i in range(4):
+        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)  # r3: 4 > 3
+    assert rec.drops("credit", "buffer") == 2  # r3's two rows
     rec.recorder.fold()  # the queue is empty again
+    rec.recorder.observe("credit", "1", PRIMARY, "x" * 129, empty, (), two[:1])
     rec.recorder.observe("credit", "1", PRIMARY, "nan", empty, (), np.array([[0.5, np.nan]]))
     written = rec.written()
     assert sorted(written) == ["r0:0", "r0:1", "r1:0"]  # 3 a second: r1's second row over
-    assert rec.drops("credit", "rate") == 1 + 1  # r1:1, then the NaN row in the same second
+    assert rec.drops("credit", "rate") == 1 + 2 + 1  # r1:1, r2, the NaN row in the same second
     assert rec.drops("credit", "id") == 1
     rec.recorder.observe("credit", "1", PRIMARY, "n2", empty, (), np.array([[0.5, np.nan]]))
     rec.written()
