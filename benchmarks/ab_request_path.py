@@ -12,11 +12,13 @@ A variant is an `onnxgate` executable; for an older commit, a wrapper that runs
 `python -m gateway "$@"` in a worktree of it.
 
 With `--log-predictions NAME`, variant NAME's model gets a quality config (binary, its
-`probabilities` output) before the first round, so that gateway logs every prediction (the
-cap raised past any rate reached here) and the other does not: the prediction log's cost.
+`probabilities` output) before the first round, so that gateway logs its predictions and the
+other does not: the prediction log's cost; at the gateway's default cap of predictions logged
+a second, or with `--prediction-cap N`.
 
-    python benchmarks/ab_request_path.py --variant off=.venv/bin/onnxgate \
-        --variant logged=.venv/bin/onnxgate --log-predictions logged --concurrency 32
+    python benchmarks/ab_request_path.py --variant off=.venv/bin/onnxgate \\
+        --variant logged=.venv/bin/onnxgate --log-predictions logged --concurrency 32 \\
+        --prediction-cap 1000000
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", choices=["tiny", "medium"])
     parser.add_argument("--log-predictions", metavar="NAME", default=None,
                         help="the variant whose model's predictions are logged")  # fmt: skip
+    parser.add_argument(
+        "--prediction-cap",
+        type=float,
+        default=None,
+        help="its --prediction-log-max-per-second (default: the gateway's)",
+    )
     add_perf_analyzer_args(parser, window_ms=3000)
     args = parser.parse_args()
     if len(args.variant) != 2:
@@ -83,8 +91,8 @@ def main() -> None:
             command = [str(executable), "serve", "--models", str(repo), "--grpc-port", str(port),
                        "--metrics-port", str(metrics_port), "--host", HOST,
                        "--data-dir", str(work / f"data-{name}")]  # fmt: skip
-            if name == args.log_predictions:
-                command += ["--prediction-log-max-per-second", "1000000"]
+            if name == args.log_predictions and args.prediction_cap is not None:
+                command += ["--prediction-log-max-per-second", f"{args.prediction_cap:g}"]
             start_server(stack, None, command, work / f"{name}.log", port, args.model,
                          args.ready_timeout)  # fmt: skip
             ports[name] = port
