@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import redis
 from prometheus_client import Gauge
@@ -14,7 +14,7 @@ from prometheus_client import Gauge
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.metrics.quality import QUALITY_METRICS
 from registry_client.client import RegistryClient
-from registry_client.errors import Rejected, Unreachable
+from registry_client.errors import Unreachable
 from registry_client.quality.metrics import metrics_of
 from registry_client.quality.report import QualityRange, minutes_of, read_range
 from registry_client.quality.state import new_state
@@ -54,29 +54,32 @@ class QualityGauges:
     def __init__(
         self,
         models: Callable[[], Iterable[str]],
+        configs: Callable[[], Mapping[str, QualityConfig]],
         client: RegistryClient,
         metrics: GatewayMetrics,
         window_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._models = models  # the names of the models this gateway serves, now
+        self._configs = configs  # model -> its quality config, as last read (QualityConfigs)
         self._client = client
         self._metrics = metrics
         self._window = window_seconds
         self._clock = clock
         self._exported: dict[str, dict[str, set[Series]]] = {"quality": {}, "fairness": {}}
         self._failing = False
-        self._unreadable: set[str] = set()  # models whose config was logged as unreadable
 
     def refresh(self) -> None:
-        """Read each served model's figures over the window ending now and export them;
-        retire the series of models, versions and figures no longer read."""
-        served = set(self._models())
+        """Read the figures over the window ending now of each served model that has a
+        quality config, and export them; retire the series of models, versions and figures
+        no longer read."""
+        configs = self._configs()
+        served = {model for model in self._models() if model in configs}
         for model in {m for e in self._exported.values() for m in e} - served:
             self._retire(model)
         try:
             for model in sorted(served):
-                self._refresh_model(model)
+                self._refresh_model(model, configs[model])
         except (Unreachable, redis.RedisError) as exc:  # unreachable, or refused (ACL)
             if not self._failing:
                 _log.warning(
@@ -89,20 +92,7 @@ class QualityGauges:
             _log.info("quality gauges refreshed again")
         self._failing = False
 
-    def _refresh_model(self, model: str) -> None:
-        try:
-            config = self._client.model_quality(model)
-        except Rejected as exc:  # an unreadable config: gatectl model show says why
-            if model not in self._unreadable:
-                _log.warning("quality config unreadable", extra={"model": model,
-                                                                 "reason": str(exc)})  # fmt: skip
-            self._unreadable.add(model)
-            config = None
-        else:
-            self._unreadable.discard(model)
-        if config is None:
-            self._retire(model)
-            return
+    def _refresh_model(self, model: str, config: QualityConfig) -> None:
         first, last = minutes_of(self._window, self._clock())
         found = read_range(self._client.quality, self._client.predictions, model, first, last)
         self._export("quality", self._metrics.quality, model, _quality(model, config, found))

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 import redis
 
 from gateway.metrics.gateway_metrics import GatewayMetrics
-from gateway.rollout.lease import Lease
 from registry_client.client import RegistryClient
 from registry_client.errors import RegistryError
 from registry_client.quality.join import JoinResult, LabelJoiner
 from registry_client.quality.task import QualityConfig
+from registry_client.records.leases import Lease
 
 __all__ = ["MAX_BATCHES_PER_TICK", "LabelJoining"]
 

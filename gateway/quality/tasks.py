@@ -58,7 +58,7 @@ class QualityTasks:
             )  # fmt: skip
         self.configs = QualityConfigs(client, self.recorder)
         configs = Periodic("quality-configs", CONFIG_REFRESH_SECONDS, self.configs.refresh)
-        self.gauges = QualityGauges(served_models, client, metrics,
+        self.gauges = QualityGauges(served_models, self.configs.current, client, metrics,
                                     settings.quality_gauges_window_seconds)  # fmt: skip
         gauges = Periodic("quality-gauges", settings.quality_gauges_seconds, self.gauges.refresh)
         self._tasks = [("quality-configs", configs), ("quality-gauges", gauges)]

@@ -20,13 +20,13 @@ import redis
 from gateway.drift.recorder import OUTPUT_PREFIX
 from gateway.metrics.rollout import RolloutMetrics
 from gateway.rollout.decisions import next_decision
-from gateway.rollout.lease import Lease
 from gateway.rollout.quality_events import QualityEvents
 from gateway.telemetry.periodic import Periodic
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.statistics import feature_drift
 from registry_client.errors import Conflict, RegistryError
+from registry_client.records.leases import Lease
 from registry_client.rollout.judge import CARRIED, Check, Counters, judge, subtract, sum_counters
 from registry_client.rollout.plan import PAUSED, PROMOTED, SHADOWING, RolloutState
 from registry_client.rollout.quality_checks import label_checks, read_label_quality

@@ -26,19 +26,17 @@ from registry_client.quality import episodes
 from registry_client.quality.episode_store import EpisodeStore, Judgement
 from registry_client.quality.episodes import Observation, Subject
 from registry_client.quality.evaluation import Evaluation
+from registry_client.quality.headline import WATCHED
 from registry_client.quality.report import QualityRange, read_range
 from registry_client.quality.task import QualityConfig
 from registry_client.records.rule_documents import RouteRule
 from registry_client.rollout.store import LeaseLost
 from registry_client.schema import SchemaError
 
-__all__ = ["HEADLINE", "QualityEventLimits", "QualityEvents"]
+__all__ = ["QualityEventLimits", "QualityEvents"]
 
 _log = logging.getLogger(__name__)
 Notify = Callable[[str, Mapping[str, object]], None]
-# The metric accuracy.drop watches per task: higher is better for each, and the binary one
-# does not depend on the decision threshold.
-HEADLINE = {"binary": "auc_roc", "multiclass": "accuracy", "regression": "r2"}
 _TOP_FEATURES = 5  # drifting features an event names, largest PSI first
 
 
@@ -191,7 +189,7 @@ class QualityEvents:
     def _accuracy(self, judged: _Judged) -> list[Observation]:
         """The headline metric against max(evaluation's - accuracy_drop, floor); nothing when
         there is neither."""
-        limits, metric = self._limits, HEADLINE[judged.config.task]
+        limits, metric = self._limits, WATCHED[judged.config.task]
         evaluation = judged.evaluation
         expected = None if evaluation is None else evaluation.metrics.get(metric)
         bounds = [] if expected is None else [expected - limits.accuracy_drop]

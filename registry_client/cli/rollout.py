@@ -21,7 +21,7 @@ from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
 from registry_client.errors import NotFound
-from registry_client.rollout.leader_lease import lease_holder
+from registry_client.records.leases import lease_holder
 from registry_client.rollout.plan import RolloutState
 from registry_client.rollout.store import RolloutStore
 

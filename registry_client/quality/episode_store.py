@@ -27,8 +27,8 @@ from registry_client.quality.episodes import (
     advance,
 )
 from registry_client.records.base import hset
+from registry_client.records.leases import lease_holder
 from registry_client.records.values import as_text, checked_name
-from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.store import LeaseLost
 
 __all__ = ["AUDIT_PREFIX", "EpisodeStore", "Judgement"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from registry_client.client import RegistryClient
 from registry_client.errors import Rejected
+from registry_client.quality.headline import COMPARED
 from registry_client.quality.metrics import Metrics
 from registry_client.quality.offline import MIN_SEGMENT_ROWS
 from registry_client.quality.report import VersionQuality, read_range
@@ -28,7 +29,6 @@ from registry_client.rollout.plan import SHADOWING, RolloutPlan, RolloutState
 __all__ = [
     "AUC_DROP",
     "FAIRNESS_GAP",
-    "HEADLINE_METRIC",
     "LABEL_COVERAGE",
     "LabelQuality",
     "headline_drop",
@@ -38,9 +38,6 @@ __all__ = [
 
 AUC_DROP, FAIRNESS_GAP, LABEL_COVERAGE = "auc_drop", "fairness_gap", "label_coverage"
 PRIMARY, SHADOW = "primary", "shadow"
-# The one metric --max-auc-drop compares per task. Regression has no AUC: its MAE may rise by
-# at most that fraction of the baseline's (0.05: 5% larger errors).
-HEADLINE_METRIC = {"binary": "auc_roc", "multiclass": "accuracy", "regression": "mae"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +145,7 @@ def _coverage(plan: RolloutPlan, found: LabelQuality, waited: float) -> Check:
 def _drop_threshold(task: str, most: float) -> str:
     if task == "regression":
         return f"<= {most:g} relative MAE rise"
-    return f"<= {most:g} drop in {HEADLINE_METRIC.get(task, 'auc_roc')}"
+    return f"<= {most:g} drop in {COMPARED.get(task, 'auc_roc')}"
 
 
 def headline_drop(
@@ -157,7 +154,7 @@ def headline_drop(
     """(metric, how much worse the candidate is, detail): the drop of auc_roc (binary) or
     accuracy (multiclass), the relative rise of MAE (regression); None when a side has no
     value (labels of one class only)."""
-    metric = HEADLINE_METRIC[task]
+    metric = COMPARED[task]
     ours, theirs = candidate.get(metric), baseline.get(metric)
     if ours is None or theirs is None:
         return metric, None, f"{metric} undefined on the labels so far (one class only?)"

@@ -12,10 +12,10 @@ import redis
 
 from registry_client.client import AuditEntry, RegistryClient
 from registry_client.errors import Conflict, NotFound, Rejected
+from registry_client.records.leases import lease_holder
 from registry_client.records.rule_documents import RouteRule, Shadow, Split
 from registry_client.records.values import as_text, checked_name
 from registry_client.rollout.evaluation_gate import refuse_unready_label_gates
-from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.plan import (
     ABORTED,
     ACTIVE,
@@ -154,7 +154,7 @@ class RolloutStore:
         """Store `after` in place of `before` (Conflict when the document changed meanwhile);
         with `route`, also the rule `after` serves, at expected_route_revision (default: the
         revision the rollout wrote last, so a rule changed by anyone else is a Conflict).
-        `leader`: write only while the lease holds this value (leader_lease.lease_value; else
+        `leader`: write only while the lease holds this value (leases.lease_value; else
         LeaseLost). An empty `action` writes no audit entry (a new interval's snapshot)."""
         model = before.plan.model
         key = self._keys.rollout(model)

@@ -10,13 +10,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import redis
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics.gateway_metrics import GatewayMetrics
+from gateway.quality.configs import QualityConfigs
 from gateway.quality.gauges import BINARY_GAPS, QualityGauges
 from registry_client.client import RegistryClient
 from registry_client.quality.report import read_range
 from registry_client.quality.task import QualityConfig
+from registry_client.schema import Keys
 from tests.support.joined_labels import Row, log_and_label
 
 NOW = time.time()
@@ -30,14 +33,20 @@ BINARY_METRICS = ("auc_roc", "pr_auc", "accuracy", "precision", "recall", "f1", 
 
 class Env:
     def __init__(self, url: str) -> None:
+        self.url = url
         self.client = RegistryClient.from_url(url)
         self.registry = CollectorRegistry()
         self.served = ["credit"]
         self.now = NOW
         metrics = GatewayMetrics(self.registry)
-        self.gauges = QualityGauges(
-            lambda: list(self.served), self.client, metrics, WINDOW, lambda: self.now
-        )
+        self.configs = QualityConfigs(self.client, None)
+        self.gauges = QualityGauges(lambda: list(self.served), self.configs.current,
+                                    self.client, metrics, WINDOW, lambda: self.now)  # fmt: skip
+
+    def refresh(self) -> None:
+        """As the gateway's threads do: the configs followed, then the gauges."""
+        self.configs.refresh()
+        self.gauges.refresh()
 
     def quality(self, version: str, role: str, metric: str, model: str = "credit") -> (
         float | None
@@ -79,7 +88,7 @@ def env(redis_server) -> Iterator[Env]:
 
 
 def test_binary_figures_equal_the_report_and_only_the_tasks_own_are_exported(env):
-    env.gauges.refresh()
+    env.refresh()
     found = read_range(env.client.quality, env.client.predictions, "credit",
                        (int(NOW) - int(WINDOW)) // 60, int(NOW) // 60)  # fmt: skip
     for version, role in (("1", "primary"), ("2", "shadow")):
@@ -94,7 +103,7 @@ def test_binary_figures_equal_the_report_and_only_the_tasks_own_are_exported(env
 
 
 def test_fairness_gaps_per_dimension_equal_the_report(env):
-    env.gauges.refresh()
+    env.refresh()
     found = read_range(env.client.quality, env.client.predictions, "credit",
                        (int(NOW) - int(WINDOW)) // 60, int(NOW) // 60)  # fmt: skip
     for version, role in (("1", "primary"), ("2", "shadow")):  # 2 has rows as a shadow only
@@ -121,7 +130,7 @@ def test_other_tasks_export_their_metrics_and_one_gap(env, task, score, label, m
             for i, gender in enumerate(("F", "M"))]  # fmt: skip
     log_and_label(env.client, "other", config, rows, NOW)
     env.served = ["other"]
-    env.gauges.refresh()
+    env.refresh()
     for name, value in metrics.items():
         assert env.quality("1", "primary", name, "other") == pytest.approx(value), name
     assert env.quality("1", "primary", "auc_roc", "other") is None
@@ -129,40 +138,57 @@ def test_other_tasks_export_their_metrics_and_one_gap(env, task, score, label, m
 
 
 def test_a_model_no_longer_served_has_its_series_retired(env):
-    env.gauges.refresh()
+    env.refresh()
     assert env.series() > 0
     env.served = []
-    env.gauges.refresh()
+    env.refresh()
     assert env.series() == 0
 
 
 def test_versions_out_of_the_window_have_their_series_retired(env):
-    env.gauges.refresh()
+    env.refresh()
     assert env.quality("1", "primary", "auc_roc") is not None
     env.now = NOW + WINDOW + 3600  # the predictions are now older than the window
-    env.gauges.refresh()
+    env.refresh()
     assert env.series() == 0
 
 
 def test_a_model_without_a_quality_config_exports_nothing(env):
     env.client.create_model("plain", actor="ops")
     env.served = ["plain"]
-    env.gauges.refresh()
+    env.refresh()
     assert env.series() == 0
+
+
+def test_an_unreadable_config_retires_the_models_series_and_is_logged_once(env, caplog):
+    env.refresh()
+    assert env.series() > 0
+    raw = redis.Redis.from_url(env.url)
+    try:
+        raw.hset(Keys().model("credit"), "quality", '{"task": "ranking"}')  # written by hand
+    finally:
+        raw.close()
+    with caplog.at_level(logging.WARNING, logger="gateway.quality.configs"):
+        env.refresh()
+        env.refresh()
+    assert env.series() == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "quality config unreadable; predictions not logged"
+    ]
 
 
 def test_redis_unreachable_leaves_the_last_figures_and_is_logged_once(env, redis_server,
                                                                       caplog):  # fmt: skip
-    env.gauges.refresh()
+    env.refresh()
     before = env.quality("1", "primary", "auc_roc")
     series = env.series()
     redis_server.stop()
     with caplog.at_level(logging.INFO, logger="gateway.quality.gauges"):
-        env.gauges.refresh()
-        env.gauges.refresh()
+        env.refresh()
+        env.refresh()
         assert (env.quality("1", "primary", "auc_roc"), env.series()) == (before, series)
         redis_server.start()  # empty: the model's config is gone with it
-        env.gauges.refresh()
+        env.refresh()
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["quality gauges not refreshed; the last figures stay",
                         "quality gauges refreshed again"]  # fmt: skip

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from gateway.metrics.rollout import RolloutMetrics
 from gateway.rollout.controller import RolloutController
 from registry_client.client import RegistryClient
+from registry_client.records.leases import lease_holder
 from registry_client.records.rule_documents import Split
-from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.store import RolloutStore
 from tests.support import onnx_models
 from tests.support.gateways import eventually

@@ -35,8 +35,8 @@ from gateway.app import Gateway
 from gateway.routing.router import bucket_of
 from gateway.routing.table import BUCKETS
 from registry_client.client import RegistryClient
+from registry_client.records.leases import lease_holder
 from registry_client.records.rule_documents import Split
-from registry_client.rollout.leader_lease import lease_holder
 from registry_client.rollout.plan import RolloutState
 from registry_client.rollout.store import RolloutStore
 from tests.support import onnx_models

@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry
 from gateway.app import Gateway
 from gateway.metrics.rollout import RolloutMetrics
 from gateway.rollout.controller import RolloutController
-from gateway.rollout.lease import Lease
 from gateway.routing.replica_identity import ReplicaIdInUse
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.connection import private_redis_url
+from registry_client.records.leases import Lease
 from registry_client.rollout.store import LeaseLost, RolloutStore
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gatectl import run_gatectl as _gatectl

@@ -1,21 +1,38 @@
-"""A leader lease (the rollout controller's, the label joiner's): one Redis key with a TTL
-holding the leader's replica id and a token drawn per process (lease_value). The holder renews
-it every tick; when the holder dies the key expires and the next replica to tick takes it.
-The token, not the replica id, says whose it is: two gateways started with one replica id by
-mistake still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
+"""Leader leases (the rollout controller's, the label joiner's): one Redis key with a TTL
+holding the leader's replica id and a token drawn per process. The holder renews it every
+tick; when the holder dies the key expires and the next replica to tick takes it. The token,
+not the replica id, says whose it is: two gateways started with one replica id by mistake
+still elect one leader. Plain WATCH/MULTI, no Lua: a gateway's Redis user may not EVAL."""
 
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import redis
 
-from registry_client.client import RegistryClient
 from registry_client.errors import Conflict
 from registry_client.records.values import as_text
-from registry_client.rollout.leader_lease import lease_value
 
-__all__ = ["Lease"]
+if TYPE_CHECKING:  # the client's stores read lease values: no import at run time
+    from registry_client.client import RegistryClient
+
+__all__ = ["Lease", "lease_holder", "lease_value"]
+
+# Between the holder's replica id and its token in the leader lease; replica ids cannot hold it.
+_LEASE_SEPARATOR = "|"
+
+
+def lease_value(replica: str, token: str) -> str:
+    """What a leader lease holds: the holder's replica id, to show, and a token
+    drawn per gateway process, to compare, so two gateways sharing a replica id by mistake
+    still cannot both hold it."""
+    return f"{replica}{_LEASE_SEPARATOR}{token}"
+
+
+def lease_holder(value: str) -> str:
+    """The replica id in a lease value ('' for none): who leads, as operators know it."""
+    return value.partition(_LEASE_SEPARATOR)[0]
 
 
 class Lease:
