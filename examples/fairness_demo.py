@@ -74,9 +74,11 @@ PLAN_GATES = ["--max-auc-drop", "0.1", "--max-fairness-gap", "0.15",
               "--min-label-coverage", "0.33", "--min-labels", "600", "--label-wait", "60s",
               "--min-agreement", "0", "--max-psi", "100", "--min-requests", "100",
               "--min-p99-increase-ms", "50"]  # fmt: skip
-# The gateway writes predictions and joins labels every half second (defaults: 1 s).
+# The gateway writes predictions and joins labels every half second (defaults: 1 s), and logs
+# every prediction of the demo's traffic (a cap of 100 a second would cut its bursts).
 GATEWAY_FLAGS = ["--prediction-hold-seconds", "0.5", "--prediction-flush-seconds", "0.5",
-                 "--label-join-seconds", "0.5", "--shadow-max-cpu-busy", "1"]  # fmt: skip
+                 "--label-join-seconds", "0.5", "--shadow-max-cpu-busy", "1",
+                 "--prediction-log-max-per-second", "1000"]  # fmt: skip
 _RNG = np.random.default_rng(SEED)
 TRUE_WEIGHTS = _RNG.normal(0.0, 1.0, FEATURES - 1) * 0.8
 

@@ -38,8 +38,8 @@ class InferRequest:
     # The prediction's id: the request's `id`, else its x-request-id, else a generated one;
     # the response carries it back, and a label given later names it.
     request_id: str = ""
-    # The call's own parameters and metadata, referenced, not copied: the prediction log reads
-    # a request's segments from them in the background, for the models it logs.
+    # The call's own parameters and metadata, referenced, not copied: routing reads them, and
+    # the prediction log a logged model's segments.
     parameters: Mapping[str, pb.InferParameter] = field(default_factory=dict)
     metadata: Sequence[tuple[str, str | bytes]] = ()
     # False once the caller has gone away: its outcome is then counted as Cancelled, not

@@ -1,6 +1,9 @@
 """The prediction log's recorder: the request path and the shadow workers only queue a
-reference to what a prediction answered; a background thread turns the queue into records
-(scores picked, segments read, the rate cap applied), and a flusher writes them.
+reference to what a prediction answered (a primary over its model's cap is only counted); a
+background thread turns the queue into records (scores picked, segments read, the cap held
+exactly, per row), and a flusher writes them. The request path never keeps a reference to
+the request's parameters map, which would keep the whole request message alive until the
+fold: it keeps the text of the segment parameters (gateway/quality/segments.py).
 
 An id's records are held `hold_seconds` before they are written, so that its shadows' records,
 which finish after the primary's, are written with it in one field (a write replaces an id's
@@ -24,16 +27,16 @@ import numpy as np
 from prometheus_client import Counter
 
 from gateway._proto import grpc_service_pb2 as pb
-from gateway.quality.segments import segment_values
+from gateway.quality.segments import SegmentParameters, segment_parameters, segment_values
 from registry_client.quality.predictions import PRIMARY, SHADOW, PredictionRecord
-from registry_client.quality.scores import scores_of
+from registry_client.quality.scores import rows_of, scores_of
 from registry_client.quality.task import QualityConfig
 
 __all__ = ["MAX_ID_CHARS", "PredictionRecorder", "PredictionWrite", "ShadowPrediction"]
 
 MAX_ID_CHARS = 128
 _Observed = tuple[
-    str, str, str, str, Mapping[str, pb.InferParameter], Sequence[tuple[str, str | bytes]],
+    str, str, str, str, SegmentParameters, Sequence[tuple[str, str | bytes]],
     np.ndarray, float,
 ]  # fmt: skip
 
@@ -43,17 +46,19 @@ class PredictionWrite:
     """One model's predictions ready to be written: (id, its records) pairs."""
 
     model: str
-    entries: list[tuple[str, list[PredictionRecord]]]
+    entries: list[tuple[str, tuple[PredictionRecord, ...]]]
 
 
 # An id's held records: when it was first seen, and its records (its primary's, then its
-# shadows'). A plain tuple: one is made per prediction.
-_Held = tuple[float, list[PredictionRecord]]
+# shadows'). Tuples all the way down, never lists: a tuple of strings and numbers is untracked
+# by the garbage collector once it has seen it, so thousands of held ids add nothing to the
+# collections the whole gateway pays for.
+_Held = tuple[float, tuple[PredictionRecord, ...]]
 
 
 class PredictionRecorder:
-    """Thread-safe. observe() is the request path's only call: an append, or a count when
-    the queue holds `buffer` requests already."""
+    """Thread-safe. observe() is the request path's only call: an append; a count instead
+    when the model's cap is reached this second or the queue holds `buffer` requests."""
 
     def __init__(
         self,
@@ -75,8 +80,12 @@ class PredictionRecorder:
         self._queue: deque[_Observed] = deque()
         self._state_lock = threading.Lock()
         self._configs: dict[str, QualityConfig] = {}
-        self._held: dict[tuple[str, str], _Held] = {}  # (model, id) -> its records
-        self._second: dict[str, tuple[int, int]] = {}  # model -> (second, logged in it)
+        # model -> id -> its records, in the order first seen (so the ready ones come first)
+        self._held: dict[str, dict[str, _Held]] = {}
+        self._held_count = 0
+        self._second: dict[str, list[int]] = {}  # model -> [second, rows logged in it]
+        self._admitted: dict[str, list[int]] = {}  # model -> [second, requests let through]
+        self._over_cap: deque[tuple[str, int]] = deque()  # (model, rows) not let through
 
     def set_config(self, model: str, config: QualityConfig | None) -> None:
         """The model's quality config (None: its predictions are not logged)."""
@@ -102,18 +111,44 @@ class PredictionRecorder:
         parameters: Mapping[str, pb.InferParameter],
         metadata: Sequence[tuple[str, str | bytes]], scores: np.ndarray,
     ) -> None:  # fmt: skip
-        """Queue one answered request's score output (a reference, never written after). No
-        lock: a deque's append and len are atomic, and the bound may be overshot by the few
-        requests that check it at the same moment."""
+        """Queue one answered request's score output (a reference, never written after) and
+        the text of its segment parameters. A primary over its model's cap this second is
+        not queued, only counted: traffic far above the cap costs a few lookups a request.
+        No lock: a deque's append and len are atomic; the bound and the cap may be overshot
+        by the few requests that check them at the same moment (the fold holds the cap
+        exactly)."""
+        now = self._clock()
+        if role == PRIMARY and not self._admit(model, int(now)):
+            config = self._configs.get(model)
+            self._over_cap.append((model, 1 if config is None else rows_of(config, scores)))
+            return
         queue = self._queue
         if len(queue) >= self._capacity:
-            self._dropped.labels(model, "buffer").inc(scores.shape[0] if scores.ndim else 1)
+            config = self._configs.get(model)
+            rows = 1 if config is None else rows_of(config, scores)
+            self._dropped.labels(model, "buffer").inc(rows)
             return
-        queue.append((model, version, role, request_id, parameters, metadata, scores,
-                      self._clock()))  # fmt: skip
+        queue.append((model, version, role, request_id, segment_parameters(parameters),
+                      metadata, scores, now))  # fmt: skip
+
+    def _admit(self, model: str, second: int) -> bool:
+        """Whether the model's cap lets one more request be logged in this second."""
+        window = self._admitted.get(model)
+        if window is None or window[0] != second:
+            window = self._admitted[model] = [second, 0]
+        if window[1] >= self._max_per_second:
+            return False
+        window[1] += 1
+        return True
 
     def fold(self) -> int:
         """Turn the queue into held records; returns the predictions kept."""
+        over_cap: dict[str, int] = {}
+        for _ in range(len(self._over_cap)):
+            model, rows = self._over_cap.popleft()
+            over_cap[model] = over_cap.get(model, 0) + rows
+        for model, rows in over_cap.items():
+            self._dropped.labels(model, "rate").inc(rows)
         queue = self._queue
         kept = 0
         with self._state_lock:
@@ -123,7 +158,7 @@ class PredictionRecorder:
 
     def _fold_one(
         self, model: str, version: str, role: str, request_id: str,
-        parameters: Mapping[str, pb.InferParameter],
+        parameters: SegmentParameters,
         metadata: Sequence[tuple[str, str | bytes]], scores: np.ndarray, seen: float,
     ) -> int:  # fmt: skip
         config = self._configs.get(model)
@@ -133,57 +168,68 @@ class PredictionRecorder:
         if len(request_id) > MAX_ID_CHARS:
             self._dropped.labels(model, "id").inc(len(values))
             return 0
-        segments, unknown = segment_values(config.segments, parameters, metadata)
-        if unknown and role == PRIMARY:  # a shadow's request is its primary's: counted once
-            self._unknown_segments.labels(model).inc(unknown)
+        held = self._held.get(model)
+        if held is None:
+            held = self._held[model] = {}
         if role != PRIMARY:
-            return self._fold_shadow(model, version, request_id, values, segments, seen)
+            segments, _ = segment_values(config.segments, parameters, metadata)
+            return self._fold_shadow(model, version, request_id, values, segments, seen, held)
         allowed = self._allowance(model, int(seen), len(values))
         if allowed < len(values):
             self._dropped.labels(model, "rate").inc(len(values) - allowed)
+            if not allowed:
+                return 0  # over the cap: cheap, as most are when traffic far exceeds it
+        segments, unknown = segment_values(config.segments, parameters, metadata)
+        if unknown:  # a shadow's request is its primary's: counted once, here
+            self._unknown_segments.labels(model).inc(unknown)
         kept = 0
-        for row, score in enumerate(values[:allowed]):
+        for row in range(allowed):
+            score = values[row]
             if not math.isfinite(score):
                 self._dropped.labels(model, "score").inc()
                 continue
-            if len(self._held) >= self._capacity:  # held through an outage: memory is bounded
-                self._dropped.labels(model, "buffer").inc()
-                continue
             key = request_id if len(values) == 1 else f"{request_id}:{row}"
             record = PredictionRecord(version, PRIMARY, int(seen), segments, score)
-            held = self._held.get((model, key))
-            if held is None:
-                self._held[model, key] = (seen, [record])
+            found = held.get(key)
+            if found is not None:  # an id reused while held
+                held[key] = (found[0], (*found[1], record))
+            elif self._held_count >= self._capacity:  # held through an outage: bounded
+                self._dropped.labels(model, "buffer").inc()
+                continue
             else:
-                held[1].append(record)
+                held[key] = (seen, (record,))
+                self._held_count += 1
             kept += 1
         return kept
 
     def _fold_shadow(
         self, model: str, version: str, request_id: str, values: list[float],
-        segments: tuple[str, ...], seen: float,
+        segments: tuple[str, ...], seen: float, held: dict[str, _Held],
     ) -> int:  # fmt: skip
         """A shadow's records join their primary's, held; never written alone."""
         kept = 0
         for row, score in enumerate(values):
             key = request_id if len(values) == 1 else f"{request_id}:{row}"
-            held = self._held.get((model, key))
-            if held is None:
+            found = held.get(key)
+            if found is None:
                 self._dropped.labels(model, "shadow_late").inc()
             elif not math.isfinite(score):
                 self._dropped.labels(model, "score").inc()
             else:
-                held[1].append(PredictionRecord(version, SHADOW, int(seen), segments, score))
+                record = PredictionRecord(version, SHADOW, int(seen), segments, score)
+                held[key] = (found[0], (*found[1], record))
                 kept += 1
         return kept
 
     def _allowance(self, model: str, second: int, rows: int) -> int:
         """How many of `rows` the model's cap per second still lets through."""
-        current, logged = self._second.get(model, (second, 0))
-        if current != second:
-            logged = 0
-        allowed = max(0, min(rows, int(self._max_per_second) - logged))
-        self._second[model] = (second, logged + allowed)
+        counted = self._second.get(model)
+        if counted is None:
+            counted = self._second[model] = [second, 0]
+        elif counted[0] != second:
+            counted[0], counted[1] = second, 0
+        allowed = max(0, min(rows, int(self._max_per_second) - counted[1]))
+        counted[1] += allowed
         return allowed
 
     def pending(self) -> list[PredictionWrite]:
@@ -191,39 +237,53 @@ class PredictionRecorder:
         one write per model. Call failed() when the write does not succeed."""
         self.fold()
         ready_before = self._clock() - self._hold_seconds
-        by_model: dict[str, list[tuple[str, list[PredictionRecord]]]] = {}
+        writes = []
         with self._state_lock:
-            for (model, key), held in list(self._held.items()):
-                if held[0] <= ready_before:
-                    by_model.setdefault(model, []).append((key, held[1]))
-                    del self._held[model, key]
-        return [PredictionWrite(model, entries) for model, entries in by_model.items()]
+            for model, held in self._held.items():
+                entries = []
+                for key, (first_seen, records) in held.items():
+                    if first_seen > ready_before:
+                        break  # held in the order first seen: the rest are not ready either
+                    entries.append((key, records))
+                for key, _ in entries:
+                    del held[key]
+                self._held_count -= len(entries)
+                if entries:
+                    writes.append(PredictionWrite(model, entries))
+        return writes
 
     def failed(self, writes: Iterable[PredictionWrite]) -> None:
-        """Hold what could not be written again; what has waited `keep_seconds`, or does not
-        fit in `buffer` held ids, is given up (each of its records counted
-        `redis`), so an outage costs bounded memory."""
+        """Hold what could not be written again, ready to be retried at once; what has
+        waited `keep_seconds`, or does not fit in `buffer` held ids, is given up (each of its
+        records counted `redis`), so an outage costs bounded memory."""
         give_up_before = self._clock() - self._keep_seconds
         with self._state_lock:
             for write in writes:
+                held = self._held.setdefault(write.model, {})
+                retried = {}
                 for key, records in write.entries:
-                    too_many = len(self._held) >= self._capacity
-                    if records[0].time < give_up_before or too_many:
+                    if records[0].time < give_up_before or self._held_count >= self._capacity:
                         self._dropped.labels(write.model, "redis").inc(len(records))
                         continue
-                    held = self._held.setdefault((write.model, key), (records[0].time, []))
-                    held[1][:0] = records
+                    found = held.pop(key, None)  # a shadow's records folded since
+                    if found is not None:
+                        records = records + found[1]
+                    else:
+                        self._held_count += 1
+                    retried[key] = (float(records[0].time), records)
+                # First, so that the next pending() reaches them before what is still held.
+                self._held[write.model] = retried | held
 
     def held(self) -> int:
         with self._state_lock:
-            return len(self._held)
+            return self._held_count
 
 
 @dataclass(frozen=True, slots=True)
 class ShadowPrediction:
     """What a shadow run needs to log its prediction under its primary's id: the request's
-    id, parameters and metadata (references), and where its score output is among the
-    outputs it runs."""
+    id, parameters and metadata (references: the request is kept only while its shadows
+    run), and where its score output is among the outputs it runs."""
 
     recorder: PredictionRecorder
     request_id: str

@@ -46,30 +46,28 @@ class PredictionStore:
         first; an id written again is replaced whole, so a retried write never duplicates.
         Each day's keys expire `ttl_seconds` after the day ends."""
         validate_name(model, "model name")
-        by_day: dict[int, list[tuple[str, Sequence[PredictionRecord]]]] = defaultdict(list)
-        for request_id, records in entries:
-            by_day[day_of(records[0].time)].append((request_id, records))
+        days: dict[int, _DayWrite] = {}
         with redis_unreachable_as_error():
-            buckets = {day: self._bucket_count(model, day, ttl_seconds) for day in by_day}
+            for request_id, records in entries:
+                day = day_of(records[0].time)
+                batch = days.get(day)
+                if batch is None:
+                    batch = days[day] = _DayWrite(self._bucket_count(model, day, ttl_seconds))
+                batch.add(request_id, records)
             with self._redis.pipeline(transaction=False) as pipe:
-                for day, found in by_day.items():
+                for day, batch in days.items():
                     expire_at = (day + 1) * DAY_SECONDS + ttl_seconds
-                    fields: dict[str, dict[str, str]] = defaultdict(dict)
-                    for request_id, records in found:
-                        key = self._keys.predictions(
-                            model, day, bucket_of(request_id, buckets[day])
-                        )
-                        fields[key][request_id] = encode_records(list(records))
-                    for key, mapping in fields.items():
+                    for bucket, mapping in batch.fields.items():
+                        key = self._keys.predictions(model, day, bucket)
                         pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                         pipe.expireat(key, expire_at)
-                    for minute, counted in _logged_per_minute(found).items():
+                    for minute, counted in batch.logged_per_minute().items():
                         logged_key = self._keys.predictions_logged(model, minute)
                         for version_role, count in counted.items():
                             pipe.hincrby(logged_key, version_role, count)
                         pipe.expireat(logged_key, expire_at)
                     count_key = self._keys.prediction_count(model, day)
-                    pipe.incrby(count_key, len(found))
+                    pipe.incrby(count_key, batch.ids)
                     pipe.expireat(count_key, expire_at + DAY_SECONDS)  # sizes the next day
                 pipe.execute()
 
@@ -152,12 +150,32 @@ class PredictionStore:
         return count
 
 
-def _logged_per_minute(
-    found: Iterable[tuple[str, Sequence[PredictionRecord]]],
-) -> dict[int, dict[str, int]]:
-    """minute -> `version|role` -> records, of the entries of one write."""
-    counted: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for _, records in found:
+class _DayWrite:
+    """One day's share of a write: each bucket's fields, and the records per (minute,
+    version, role) that label coverage counts. Built once per logged prediction, so kept to
+    plain dicts."""
+
+    def __init__(self, buckets: int) -> None:
+        self.buckets = buckets
+        self.fields: dict[int, dict[str, str]] = {}  # bucket -> id -> its records, encoded
+        self.ids = 0
+        self._logged: dict[tuple[int, str, str], int] = {}
+
+    def add(self, request_id: str, records: Sequence[PredictionRecord]) -> None:
+        bucket = bucket_of(request_id, self.buckets)
+        mapping = self.fields.get(bucket)
+        if mapping is None:
+            mapping = self.fields[bucket] = {}
+        mapping[request_id] = encode_records(records)
+        self.ids += 1
+        logged = self._logged
         for record in records:
-            counted[record.time // 60][f"{record.version}|{record.role}"] += 1
-    return counted
+            counted = (record.time // 60, record.version, record.role)
+            logged[counted] = logged.get(counted, 0) + 1
+
+    def logged_per_minute(self) -> dict[int, dict[str, int]]:
+        """minute -> `version|role` -> records."""
+        counted: dict[int, dict[str, int]] = defaultdict(dict)
+        for (minute, version, role), count in self._logged.items():
+            counted[minute][f"{version}|{role}"] = count
+        return counted

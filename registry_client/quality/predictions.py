@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -68,14 +69,12 @@ class PredictionRecord(NamedTuple):
     score: float
 
     def encode(self) -> str:
-        """`<version>US<role code><seconds into its day>US<segments, RS-separated>US<score>`."""
-        score = repr(int(self.score)) if self.score.is_integer() else f"{self.score:.7g}"
-        return _FIELD.join((
-            self.version,
-            f"{_ROLE_CODES[self.role]}{self.time % DAY_SECONDS}",
-            _SEGMENT.join(self.segments),
-            score,
-        ))  # fmt: skip
+        """`<version>US<role code><seconds into its day>US<segments, RS-separated>US<score>`.
+        One f-string: a gateway encodes one per logged prediction."""
+        score = self.score
+        text = repr(int(score)) if score.is_integer() else f"{score:.7g}"
+        return (f"{self.version}{_FIELD}{_ROLE_CODES[self.role]}{self.time % DAY_SECONDS}"
+                f"{_FIELD}{_SEGMENT.join(self.segments)}{_FIELD}{text}")  # fmt: skip
 
 
 def day_of(unix_seconds: float) -> int:
@@ -95,9 +94,11 @@ def bucket_count(previous_day_predictions: int) -> int:
     return min(max(wanted, MIN_BUCKETS), MAX_BUCKETS)
 
 
-def encode_records(records: list[PredictionRecord]) -> str:
+def encode_records(records: Sequence[PredictionRecord]) -> str:
     """The value of an id's field: its primary's and its shadows' records, GS-separated."""
-    return _RECORD.join(record.encode() for record in records)
+    if len(records) == 1:  # no shadow: the common case
+        return records[0].encode()
+    return _RECORD.join([record.encode() for record in records])
 
 
 def decode_records(value: str, day: int) -> list[PredictionRecord]:

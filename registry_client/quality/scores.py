@@ -12,7 +12,14 @@ import numpy as np
 
 from registry_client.quality.task import QualityConfig
 
-__all__ = ["scores_of"]
+__all__ = ["rows_of", "scores_of"]
+
+
+def rows_of(config: QualityConfig, outputs: np.ndarray) -> int:
+    """How many predictions (rows) scores_of finds in `outputs`, without reading them."""
+    if outputs.ndim == 0 or (outputs.ndim == 1 and config.task == "multiclass"):
+        return 1
+    return int(outputs.shape[0])
 
 
 def scores_of(config: QualityConfig, outputs: np.ndarray) -> list[float]:

@@ -50,7 +50,7 @@ class Recorded:
     def written(self) -> dict[str, list[PredictionRecord]]:
         """What pending() hands over once the hold has passed, by id."""
         self.clock.now += 2.0
-        return {key: records for write in self.recorder.pending()
+        return {key: list(records) for write in self.recorder.pending()
                 for key, records in write.entries}  # fmt: skip
 
 
@@ -102,23 +102,40 @@ def test_a_shadow_is_written_with_its_primary_and_never_alone():
 
 
 def test_drops_are_counted_exactly_by_reason():
-    rec = Recorded(buffer=3, per_second=3)
+    rec = Recorded(buffer=4, per_second=3)
     rec.recorder.set_config("credit", BINARY)
     empty = pb.ModelInferRequest().parameters
     two = np.array([[0.1, 0.9], [0.2, 0.8]])
-    for i in range(4):
-        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)  # r3: 4 > 3
-    assert rec.drops("credit", "buffer") == 2  # r3's two rows
-    rec.recorder.fold()  # the queue is empty again
+    for i in range(4):  # r0 to r2 are let through the cap of 3 a second; r3 is not
+        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)
+    written = rec.written()
+    assert sorted(written) == ["r0:0", "r0:1", "r1:0"]  # 3 rows a second: r1's second over
+    assert rec.drops("credit", "rate") == 2 + 1 + 2  # r3's rows, r1:1, r2's rows
     rec.recorder.observe("credit", "1", PRIMARY, "x" * 129, empty, (), two[:1])
     rec.recorder.observe("credit", "1", PRIMARY, "nan", empty, (), np.array([[0.5, np.nan]]))
-    written = rec.written()
-    assert sorted(written) == ["r0:0", "r0:1", "r1:0"]  # 3 a second: r1's second row over
-    assert rec.drops("credit", "rate") == 1 + 2 + 1  # r1:1, r2, the NaN row in the same second
+    assert rec.written() == {}
     assert rec.drops("credit", "id") == 1
-    rec.recorder.observe("credit", "1", PRIMARY, "n2", empty, (), np.array([[0.5, np.nan]]))
-    rec.written()
     assert rec.drops("credit", "score") == 1
+    small = Recorded(buffer=2, per_second=10)
+    small.recorder.set_config("credit", BINARY)
+    for i in range(3):
+        small.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), two)
+    assert small.drops("credit", "buffer") == 2  # r2's two rows: the queue held two requests
+    assert sorted(small.written()) == ["r0:0", "r0:1"]  # and two ids are held at most
+    assert small.drops("credit", "buffer") == 2 + 2
+
+
+def test_requests_over_the_cap_are_counted_without_taking_the_buffer():
+    rec = Recorded(buffer=3, per_second=2)
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    for i in range(50):
+        rec.recorder.observe("credit", "1", PRIMARY, f"r{i}", empty, (), np.array([[0.1, 0.9]]))
+    rec.recorder.observe("credit", "2", SHADOW, "r7", empty, (), np.array([[0.2, 0.8]]))
+    assert sorted(rec.written()) == ["r0", "r1"]
+    assert rec.drops("credit", "rate") == 48
+    assert rec.drops("credit", "buffer") == 0
+    assert rec.drops("credit", "shadow_late") == 1  # its primary was not logged
 
 
 def test_models_without_a_config_are_not_logged():
@@ -150,6 +167,21 @@ def test_a_failed_write_is_held_again_and_given_up_after_keep_seconds(redis_serv
     rec.recorder.failed(rec.recorder.pending())
     assert rec.recorder.held() == 0
     assert rec.drops("credit", "redis") == 1
+
+
+def test_a_retried_write_goes_out_next_time_ahead_of_ids_still_held():
+    rec = Recorded()
+    rec.recorder.set_config("credit", BINARY)
+    empty = pb.ModelInferRequest().parameters
+    rec.recorder.observe("credit", "1", PRIMARY, "a", empty, (), np.array([[0.1, 0.9]]))
+    rec.clock.now += 2.0
+    writes = rec.recorder.pending()
+    rec.recorder.observe("credit", "1", PRIMARY, "b", empty, (), np.array([[0.1, 0.8]]))
+    rec.recorder.failed(writes)  # Redis was away; "b" has yet to be held its two seconds
+    retried = rec.recorder.pending()
+    assert [key for write in retried for key, _ in write.entries] == ["a"]
+    assert rec.recorder.held() == 1
+    assert list(rec.written()) == ["b"]
 
 
 def test_an_outage_holds_no_more_ids_than_the_buffer_and_counts_the_rest():
