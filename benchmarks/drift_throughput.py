@@ -45,6 +45,7 @@ from servers import (
     BenchError,
     GatewayProcess,
     check_alive,
+    group_cpu_seconds,
     port_pair,
     run_bounded,
     server_command,
@@ -143,23 +144,6 @@ class Measurement:
         if self.mode == "off":
             return self.rows_sketched == 0 and self.rows_dropped == 0
         return self.rows_sketched + self.rows_dropped == self.requests_ok
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of a process group."""
-    tick = os.sysconf("SC_CLK_TCK")
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid:  # state ppid pgrp ... utime stime at 11, 12
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / tick
 
 
 def sketch_lookback(gateway: Gateway) -> float:

@@ -190,6 +190,23 @@ def start_server(
     return proc
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of a process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:  # state ppid pgrp ... utime stime at 11, 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / tick
+
+
 def check_alive(proc: subprocess.Popen[Any], log: Path, what: str = "gateway") -> None:
     """Raise BenchError, with the end of its log, if the server has exited."""
     if proc.poll() is not None:
