@@ -210,9 +210,7 @@ class Settings:
         7 * 86400, "how long a prediction waits for its label", flag="--prediction-ttl",
         at_least=3600,
     )  # fmt: skip
-    # Per gateway: each of --workers N logs up to 1/N of it. 100 a second is 360,000 an hour
-    # to judge a version on, 4.5 GB of Redis a week, and about 2% of a saturated gateway's
-    # throughput (benchmarks/RESULTS.md); a gateway logging all of 2,000 a second pays 8%.
+    # Per gateway: each of --workers N logs up to 1/N of it (sizing it: docs/quality.md).
     prediction_log_max_per_second: float = QUALITY(
         100.0, "predictions logged per model and second; the rest are counted, not logged",
         at_least=0.0,
