@@ -346,8 +346,9 @@ def test_shed_load_and_cancelled_calls_are_not_counted_against_the_candidate(
             for thread in pressing:
                 thread.start()
             # Only the candidate is pressed, so its successful calls also wait longer for a
-            # request thread: latency is not what this test is about.
-            r.start(steps=(50, 100), min_requests=50, min_p99_increase_ms=100.0)
+            # request thread: latency is not what this test is about, nor is input drift
+            # (the few rows an interval sees can read above 0.25 PSI by chance).
+            r.start(steps=(50, 100), min_requests=50, min_p99_increase_ms=100.0, max_psi=100.0)
             state = r.wait_until_ended(6 * INTERVAL + 10)
             stop.set()
             for thread in pressing:
