@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
+from gateway.process.shutdown import ShutdownBudget
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Unreachable
@@ -469,12 +470,14 @@ def test_cut_off_registry_calls_never_cross_replies_or_leak_connections(
         assert not any(t.is_alive() for t in [*others, *callers]), "a thread hung"
 
         # Everything that uses the pool stops; the pool itself stays open to be looked at.
-        # The rollout controller too: its tick (every second) takes a connection, and would
-        # reconnect one the pool holds disconnected after the count below was taken.
+        # The rollout controller and the quality tasks too: their ticks (the label join's
+        # every second) take a connection, and would reconnect one the pool holds
+        # disconnected after the count below was taken.
         assert gateway.stats_flusher is not None and gateway.rollouts is not None
         for task in [gateway.stats_flusher, *gateway.drift_tasks, gateway.rollouts,
                      gateway.watcher]:  # fmt: skip
             task.stop()
+        gateway.quality.stop(ShutdownBudget(30.0))
         in_use_before_gc = len(pool._in_use_connections)
         gc.collect()  # a pipeline's __del__ may give back what its reset() did not
         in_use = len(pool._in_use_connections)
