@@ -209,8 +209,11 @@ def test_a_good_candidate_is_promoted_through_every_step(
 def _rolled_back_within_two_intervals(
     r: Rig, traffic: Traffic, fault_code: str | None, case: str, check: str
 ) -> None:
-    state = r.wait_until_ended(4 * INTERVAL + 10)
-    assert state.status == "rolled_back", state.last_decision
+    # Generous: an interval short of requests goes on for another, and a busy machine sends
+    # fewer. How long it took is asserted below, counting those intervals.
+    state = r.wait_until_ended(10 * INTERVAL + 10)
+    entries = [(e["action"], e["reason"]) for e in reversed(r.store.history("credit", 100))]
+    assert state.status == "rolled_back", entries
     decided = float(state.last_decision["at"])
     eventually(lambda: r.serving({"1": 100}))
     applied = time.time()
@@ -220,7 +223,6 @@ def _rolled_back_within_two_intervals(
           f"{applied - fault:.2f}s reason={state.last_decision['reason']!r}")  # fmt: skip
     # Two judged intervals. An interval that ends short of requests is not judged but goes on
     # for another one ("waiting for data"): on a busy machine the callers send fewer.
-    entries = [(e["action"], e["reason"]) for e in reversed(r.store.history("credit", 100))]
     waited = sum(1 for _, reason in entries if reason.startswith("waiting for data"))
     assert decided - fault <= (2 + waited) * INTERVAL + SLACK_SECONDS, entries
     rollback = r.store.history("credit", limit=1)[0]
@@ -242,26 +244,28 @@ def test_a_candidate_with_5_percent_errors_is_rolled_back(
         assert failed["name"] == "error_rate" and failed["detail"].startswith("INTERNAL:")
 
 
-def test_a_candidate_3x_slower_at_p99_is_rolled_back(
+def test_a_candidate_far_slower_at_p99_is_rolled_back(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # Several milliseconds each: a shared machine's scheduling adds tens of milliseconds to
-    # both sides' p99, in which 1.5 against 5 ms was lost, and 3 against 9 ms once under a
-    # load average over 8 (p99 ratios under 1.2: promoted).
-    baseline = onnx_models.timed_classifier(seed=1, milliseconds=6.0)
-    slower = onnx_models.timed_classifier(seed=1, milliseconds=18.0)
+    # About 75 ms a run against the baseline's fraction of a millisecond. An interval's p99
+    # over a few dozen requests is about its slowest one, and with two suites sharing the
+    # 2 cores the gateways in this process stalled 200-300 ms at times, both versions alike:
+    # that hid 6 against 18 ms (ratios under 1.2, promoted). A stall now lengthens the
+    # baseline's slowest request as much as the candidate's, and the candidate's stays longer
+    # by its own 75 ms or more.
+    slower = onnx_models.looping_classifier(seed=1, fixed_trips=60_000)
     # Two callers, pausing between calls: the gateways are never saturated, so p99 is the
     # models' own time rather than a queue both share.
     with (
-        rig(redis_server, tmp_path, slower, baseline) as r,
+        rig(redis_server, tmp_path, slower) as r,
         Traffic(r.addresses, threads=2, pause_seconds=0.002) as traffic,
     ):
-        # 50 requests a side judge an interval: on a busy machine two callers of these models
-        # may send fewer than the default 100 in one, and the interval then waits for more.
-        # The drift check is the other test's: on so few rows a PSI over 0.25 was seen between
-        # the same inputs on both sides.
-        r.start(min_requests=50, max_psi=100.0)
-        _rolled_back_within_two_intervals(r, traffic, None, "p99_3x", "p99_ratio")
+        # 20 requests a side judge an interval: two callers send about 50 to the candidate in
+        # one when the machine is idle, and under a third of that when it is busy (each costs
+        # 75 ms of CPU). The drift check is the other test's: on so few rows a PSI over 0.25
+        # was seen between the same inputs on both sides.
+        r.start(min_requests=20, max_psi=100.0)
+        _rolled_back_within_two_intervals(r, traffic, None, "p99_slow", "p99_ratio")
 
 
 def test_a_candidate_that_disagrees_on_10_percent_is_rolled_back_while_a_shadow(
