@@ -226,9 +226,10 @@ class Keys:
         window judged last. Control-plane tagged: written with the lease check and the audit."""
         return f"{self.prefix}:quality-events:{model}"
 
-    @property
-    def audit(self) -> str:
-        return f"{self.prefix}:audit"
+    def audit(self, model: str) -> str:
+        """The model's audit stream. Control-plane tagged: written in the transaction of the
+        change it records."""
+        return f"{self.prefix}:audit:{model}"
 
     @property
     def epoch(self) -> str:

@@ -36,7 +36,6 @@ __all__ = ["AUDIT_PREFIX", "EpisodeStore", "Judgement"]
 # Audit actions of quality events: event.accuracy.drop, event.drift.resolved, ...
 AUDIT_PREFIX = "event."
 _JUDGED = "_judged_until"  # the end of the last window judged (Unix seconds)
-_SCANNED = 10_000  # audit entries read back, newest first, when listing events
 
 
 def _iso(unix_seconds: float) -> str:
@@ -174,10 +173,10 @@ class EpisodeStore:
                 if (subject := Subject.from_field(field)) is not None}  # fmt: skip
 
     def events(self, model: str, since_seconds: float, now: float) -> list[dict[str, object]]:
-        """The model's quality events audited in the last `since_seconds`, newest first
-        (among the newest 10,000 audit entries of every model): when, who, event, payload."""
+        """The model's quality events audited in the last `since_seconds`, newest first:
+        when, who, event, payload."""
         found: list[dict[str, object]] = []
-        for entry in self._client.history(checked_name(model, "model"), limit=_SCANNED):
+        for entry in self._client.audit_entries(checked_name(model, "model")):
             millis = entry.get("id", "0-0").partition("-")[0]
             if int(millis or 0) / 1000 < now - since_seconds:
                 break

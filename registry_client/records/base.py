@@ -18,7 +18,8 @@ from registry_client.schema import Keys
 
 __all__ = ["AUDIT_MAX_ENTRIES", "RegistryBase", "hset"]
 
-AUDIT_MAX_ENTRIES = 100_000
+# Per model: how far back history and rollback reach. docs/architecture.md gives the bytes.
+AUDIT_MAX_ENTRIES = 50_000
 _T = TypeVar("_T")
 
 
@@ -61,7 +62,8 @@ class RegistryBase:
         self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,
         before: object, after: object, reason: str,
     ) -> None:  # fmt: skip
-        """Queue one audit entry (and the epoch bump every registry write makes)."""
+        """Queue one audit entry in the model's stream (and the epoch bump every registry
+        write makes)."""
         self._audit(pipe, actor, action, model, before, after, reason)
 
     def _audit(
@@ -72,7 +74,7 @@ class RegistryBase:
             return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
         pipe.xadd(
-            self.keys.audit,
+            self.keys.audit(model),
             {"who": actor, "when": timestamp(), "action": action, "model": model,
              "before": "" if before is None else encode(before),
              "after": "" if after is None else encode(after), "reason": reason},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import redis
 
@@ -26,6 +26,7 @@ from registry_client.schema import SchemaError
 __all__ = ["AuditEntry", "RuleRecords"]
 
 AuditEntry = dict[str, str]
+_AUDIT_PAGE = 500
 
 
 class RuleRecords(ModelRecords):
@@ -68,24 +69,38 @@ class RuleRecords(ModelRecords):
                     reason="default rule: highest version, the others pinnable",
                 )  # fmt: skip
 
-    def history(self, model: str, limit: int = 50) -> list[AuditEntry]:
-        """The model's audit entries, newest first."""
+    def history(self, model: str, limit: int = 50, actions: str = "") -> list[AuditEntry]:
+        """The model's audit entries, newest first: `limit` of those whose action starts
+        with `actions` ("" for all). Only the model's own stream is read, page by page, so
+        however busy other models keep the registry, each reaches back AUDIT_MAX_ENTRIES."""
         entries: list[AuditEntry] = []
-        stream = self._call(self._redis.xrevrange, self.keys.audit, count=10_000) or []
-        for entry_id, fields in stream:
-            entry = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
-            if entry.get("model") == model:
-                entries.append({"id": as_text(entry_id), **entry})
+        for entry in self.audit_entries(model):
+            if entry.get("action", "").startswith(actions):
+                entries.append(entry)
                 if len(entries) == limit:
                     break
         return entries
+
+    def audit_entries(self, model: str) -> Iterator[AuditEntry]:
+        """The model's audit stream, newest first, read _AUDIT_PAGE entries at a time as the
+        iteration goes on (stop early: no more is read)."""
+        newest = "+"
+        while True:
+            page = self._call(self._redis.xrevrange, self.keys.audit(model), newest, "-",
+                              count=_AUDIT_PAGE) or []  # fmt: skip
+            for entry_id, fields in page:
+                entry = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                yield {"id": as_text(entry_id), **entry}
+            if len(page) < _AUDIT_PAGE:
+                return
+            newest = f"({as_text(page[-1][0])}"  # exclusive: the next page starts below it
 
     def rollback(
         self, model: str, to_revision: int, *, actor: str, reason: str = "",
         expected_revision: int | None = None,
     ) -> RouteRule:  # fmt: skip
         """A new revision with the content the rule had at `to_revision` (from the audit)."""
-        for entry in self.history(model, limit=10_000):
+        for entry in self.audit_entries(model):
             if entry.get("action", "").startswith("route.") and entry.get("after"):
                 old = RouteRule.from_json(entry["after"])
                 if old.revision == to_revision:

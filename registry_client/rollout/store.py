@@ -77,9 +77,7 @@ class RolloutStore:
 
     def history(self, model: str, limit: int = 50) -> list[AuditEntry]:
         """The model's rollout decisions and operator actions, newest first."""
-        entries = [e for e in self._client.history(checked_name(model, "model"), limit=10_000)
-                   if e.get("action", "").startswith("rollout.")]  # fmt: skip
-        return entries[:limit]
+        return self._client.history(checked_name(model, "model"), limit, actions="rollout.")
 
     def start(self, plan: RolloutPlan | None, *, actor: str, baseline_from_rule: bool = False,
               **fields: Any) -> RolloutState:  # fmt: skip

@@ -23,7 +23,7 @@ from tests.support.gatectl import run_gatectl as _gatectl
 from tests.support.redis_server import RedisServer
 
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\rok\u202edesrever"  # title, bell, clear, CR, RTL override
-ROUTE_KEY, AUDIT_KEY = "{onnxgate}:route:credit", "{onnxgate}:audit"
+ROUTE_KEY, AUDIT_KEY = "{onnxgate}:route:credit", "{onnxgate}:audit:credit"
 
 
 @pytest.fixture

@@ -210,6 +210,30 @@ def test_history_is_newest_first_and_rollback_restores_an_old_split(credit):
     assert credit.history("credit")[0]["action"] == "route.rollback"
 
 
+def test_a_quiet_models_history_and_rollback_reach_past_a_busy_registry(credit):
+    credit.set_route("credit", [Split("1", 100)], actor=ACTOR, reason="launch")
+    credit.set_route("credit", [Split("2", 100)], actor="bob", reason="v2 for everyone")
+    # 20,000 entries of another model since, written 1,000 to a transaction as a busy
+    # controller's decisions would be.
+    credit.create_model("busy", actor=ACTOR)
+
+    def thousand_decisions(pipe: redis.client.Pipeline) -> None:
+        pipe.multi()
+        for _ in range(1000):
+            credit.audit(pipe, "controller", "rollout.hold", "busy", None, None, "waiting")
+
+    for _ in range(20):
+        credit.transaction([credit.keys.model("busy")], thousand_decisions, retry=False)
+    assert len(credit.history("busy", limit=25_000)) == 20_001  # its creation too
+    history = credit.history("credit", limit=10)
+    assert [e["action"] for e in history] == ["route.set", "route.set", "version.register",
+        "version.register", "version.register", "model.create"]  # fmt: skip
+    assert [e["action"] for e in credit.history("credit", actions="version.")] == [
+        "version.register"] * 3  # fmt: skip
+    rolled = credit.rollback("credit", 1, actor="carol", reason="v2 misbehaves")
+    assert (rolled.revision, rolled.split) == (3, (Split("1", 100),))
+
+
 def test_rollback_to_an_unknown_revision_is_not_found(credit):
     with pytest.raises(NotFound, match="revision 5"):
         credit.rollback("credit", 5, actor=ACTOR)

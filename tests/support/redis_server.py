@@ -26,7 +26,7 @@ GATEWAY_ACL = (
 # join reads the labels and writes the quality state under its own lease; quality events
 # write their episodes.
 CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*}:stats:*") + (
-    " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit %RW~{onnxgate}:epoch"
+    " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit:* %RW~{onnxgate}:epoch"
     " %RW~{onnxgate}:label-joiner %RW~{onnxgate:*}:labels* %RW~{onnxgate:*}:quality:*"
     " %RW~{onnxgate}:quality-events:*"
     " +watch +unwatch +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
