@@ -37,6 +37,9 @@ class DriftMonitor:
         self._minute_ttl = minute_ttl
         self._exported: set[tuple[str, str, str]] = set()
         self._configured: set[tuple[str, str]] = set()
+        # Versions whose registry entry could not be read, warned about once until it can: a
+        # registry that lost them (flushed, restarted empty) would else be logged every fold.
+        self._unreadable: set[tuple[str, str]] = set()
 
     def fold(self) -> None:
         """Configure versions that became READY since the last call, then fold: a new
@@ -47,8 +50,7 @@ class DriftMonitor:
                     try:
                         self._configure(model, version)
                     except RegistryError as exc:  # retried on the next call
-                        _log.warning("drift not configured", extra={"model": model,
-                                     "version": version, "reason": str(exc)})  # fmt: skip
+                        self._warn_once("drift not configured", model, version, exc)
         self._recorder.fold()
 
     def _configure(self, model: str, version: str) -> dict[str, FeatureReference]:
@@ -61,7 +63,14 @@ class DriftMonitor:
             references = {}
         self._recorder.set_bins(model, version, {n: r.bins for n, r in references.items()})
         self._configured.add((model, version))
+        self._unreadable.discard((model, version))
         return references
+
+    def _warn_once(self, message: str, model: str, version: str, exc: RegistryError) -> None:
+        if (model, version) not in self._unreadable:
+            self._unreadable.add((model, version))
+            _log.warning(message, extra={"model": model, "version": version,
+                                         "reason": str(exc)})  # fmt: skip
 
     def refresh(self) -> None:
         """Reload reference bins and recompute drift_psi / drift_ks for every READY version."""
@@ -71,8 +80,7 @@ class DriftMonitor:
                 try:
                     exported |= self._refresh_version(model, version)
                 except RegistryError as exc:
-                    _log.warning("drift not refreshed", extra={"model": model,
-                                 "version": version, "reason": str(exc)})  # fmt: skip
+                    self._warn_once("drift not refreshed", model, version, exc)
                     exported |= {k for k in self._exported if k[:2] == (model, version)}
         for labels in self._exported - exported:  # versions gone or references removed
             self._metrics.retire(self._metrics.drift_psi, labels)

@@ -34,6 +34,14 @@ class ControlPlaneMetrics:
             " deleted, or Redis restarted without persistence; 0 once it is written again.",
             registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
+        self.registry_epoch_rewinds = Counter(
+            "onnxgate_registry_epoch_rewinds",
+            "Reads of the registry's epoch lower than the read before: the namespace was"
+            " wiped (then also onnxgate_registry_epoch_missing), or an older copy of it took"
+            " its place (restored, or a replica that missed writes took over); its rules are"
+            " followed.",
+            registry=registry,
+        )  # fmt: skip
         self.replica_id_conflict = Gauge(
             "onnxgate_replica_id_conflict",
             "1 while another gateway process heartbeats under this gateway's replica id too.",

@@ -6,6 +6,14 @@ the versions its rule named stay, and readiness with them. The loss is reported 
 per change: a warning, onnxgate_registry_missing{model} (and onnxgate_registry_epoch_missing
 for the whole namespace) and the heartbeat's errors. The models are not imported again from
 --models: the bootstrap runs once, as an operator may have removed them on purpose.
+
+One model's rule gone while others remain is the same loss, not a removal: no registry write
+removes a rule or a model, so only a wipe, a key deleted or expired behind the registry's back,
+or a restore still under way take one away, and none of them asks for the model to stop.
+
+An epoch lower than the read before (the registry wiped, or an older copy of it in its place)
+is counted in onnxgate_registry_epoch_rewinds_total and, unless 0, warned about; the rules the
+registry holds then are followed like any others.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ class _Loss:
 
 class RegistryLosses:
     """The served models whose rule or versions the registry no longer has, and whether its
-    epoch is gone; used by the rule follower's thread only."""
+    epoch is gone or went back; used by the rule follower's thread only."""
 
     def __init__(self, registry: RegistryClient, metrics: GatewayMetrics) -> None:
         self._registry = registry
@@ -43,12 +51,31 @@ class RegistryLosses:
         self._lost: dict[str, _Loss] = {}  # served model -> what the registry no longer has
         self._epoch_seen = False  # a non-zero epoch was read: 0 then means it was wiped
         self._epoch_missing = False
+        self._last_epoch = 0  # as last read
 
-    def note_epoch(self, epoch: int) -> None:
-        """Report the namespace wiped while its epoch, seen before, reads 0: every registry
-        write bumps it, so only a lost key reads 0 again."""
-        missing = epoch == 0 and self._epoch_seen
+    def note_epoch(self, epoch: int) -> bool:
+        """Report the namespace wiped while its epoch, seen before, reads 0, and count every
+        read lower than the one before: every registry write bumps it, so only a lost key
+        reads 0 again, and only a wipe or an older copy put in its place read lower. True when
+        it went back: revisions are then counted again, and may name other rules."""
+        previous, self._last_epoch = self._last_epoch, epoch
+        went_back = epoch < previous
+        if went_back:
+            self._metrics.registry_epoch_rewinds.inc()
+        if 0 < epoch < previous:  # a wipe (0) is reported as missing, as long as it lasts
+            # Followed like any change: the registry is what every replica, and each one
+            # starting, reads, so the rules it holds now are the ones all of them serve.
+            where = {"namespace": self._registry.keys.namespace, "previous_epoch": previous,
+                     "epoch": epoch}  # fmt: skip
+            _log.warning("registry epoch went back: Redis holds an older copy of the registry"
+                         " (restored, or a replica that missed writes took over); following"
+                         " its rules", extra=where)  # fmt: skip
+        self._note_missing(epoch == 0 and self._epoch_seen)
         self._epoch_seen = self._epoch_seen or epoch > 0
+        return went_back
+
+    def _note_missing(self, missing: bool) -> None:
+        """Report the epoch gone, or written again, once per change."""
         if missing == self._epoch_missing:
             return
         self._epoch_missing = missing

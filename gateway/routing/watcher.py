@@ -1,9 +1,9 @@
 """Follow the registry's routing rules, off the request path.
 
 One thread follows: it resyncs at start, after every reconnect, on an `{ns}:events` hint,
-whenever the `{ns}:epoch` poll shows a change (pub/sub loses what is sent while
-disconnected) and every FULL_READ_POLLS poll periods regardless (a key deleted, expired or
-evicted behind the registry's back bumps no epoch). It never waits for a load: a rule whose
+whenever the `{ns}:epoch` poll shows a change, a lower epoch too (pub/sub loses what is sent
+while disconnected) and every FULL_READ_POLLS poll periods regardless (a key deleted, expired
+or evicted behind the registry's back bumps no epoch). It never waits for a load: a rule whose
 versions are all READY is applied at once; for any other, the loads its versions need are
 started and the rule becomes the model's target, applied when they are READY, given up when
 one FAILS, and superseded by any newer rule (an older revision is never applied after a
@@ -92,7 +92,7 @@ class RuleWatcher:
                                    heartbeat_seconds)  # fmt: skip
         versions.on_settled(self._wake.set)  # a finished load may complete a target
         self._thread = threading.Thread(target=self._follow, name="onnxgate-rules", daemon=True)
-        self._hints = HintListener(registry, self._stop, on_hint=self._wake.set,
+        self._hints = HintListener(registry, self._stop, on_hint=self._resynchronise,
                                    on_subscribed=self._resynchronise,
                                    check=self._report_unanswered_poll)  # fmt: skip
 
@@ -103,8 +103,7 @@ class RuleWatcher:
         self.heartbeat.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the threads, waiting at most `timeout` seconds in all (a thread stuck in a
-        Redis call is a daemon and is left behind)."""
+        """Stop the threads within `timeout` s in all (one stuck in Redis is left behind)."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
@@ -147,7 +146,8 @@ class RuleWatcher:
                 finally:
                     self._poll_started = None
                 self._metrics.redis_connected.set(1)
-                self._losses.note_epoch(epoch)
+                if self._losses.note_epoch(epoch):  # went back: revisions name other rules
+                    self._given_up.clear()
                 full_read = time.monotonic() >= self._full_read_at
                 if self._resync_needed or epoch != self._epoch or full_read:
                     self._resync_needed = False
@@ -294,6 +294,7 @@ class RuleWatcher:
             self._metrics.redis_connected.set(1)
 
     def _resynchronise(self) -> None:
-        """Have the follower read every rule again now (the subscription was (re)made)."""
+        """Have the follower read every rule now: a hint came (after a wipe the epoch counts
+        from 0 again, so its value may be the one last read), or we (re)subscribed."""
         self._resync_needed = True
         self._wake.set()
