@@ -8,7 +8,9 @@ import argparse
 
 from registry_client.schema import MAX_ACTOR_CHARS, MAX_REASON_CHARS, text_problem
 
-__all__ = ["REASON_HELP", "actor_name", "name_value_pairs", "reason_text"]
+__all__ = [
+    "REASON_HELP", "actor_name", "add_schema_override_arguments", "name_value_pairs", "reason_text",
+]  # fmt: skip
 
 REASON_HELP = f"why, for the audit (at most {MAX_REASON_CHARS} characters, no control characters)"
 
@@ -38,3 +40,14 @@ def actor_name(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def add_schema_override_arguments(parser: argparse.ArgumentParser, reason: bool = True) -> None:
+    """--allow-schema-change (and --reason, unless the command has one already)."""
+    parser.add_argument(
+        "--allow-schema-change", action="store_true",
+        help="route a version whose inputs or outputs differ from those its callers were"
+        " built against (needs --reason; audited)",
+    )  # fmt: skip
+    if reason:
+        parser.add_argument("--reason", type=reason_text, default="", help=REASON_HELP)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
-from registry_client.cli.arguments import reason_text
+from registry_client.cli.arguments import add_schema_override_arguments, reason_text
 from registry_client.cli.context import CommandContext, Commands, Handler
 from registry_client.cli.durations import (
     duration_argument,
@@ -85,6 +85,7 @@ def add_parsers(commands: Commands) -> None:
     start.add_argument("--require-evaluation", action="store_true",
                        help="refuse a candidate without an evaluation (gatectl evaluate) that"
                        " passes --max-fairness-gap and --max-auc-drop")  # fmt: skip
+    add_schema_override_arguments(start)
     add_wait_arguments(start)
     start.set_defaults(handler=start_rollout)
     handlers: tuple[tuple[str, str, Handler], ...] = (
@@ -119,6 +120,7 @@ def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
         require_evaluation=args.require_evaluation, max_auc_drop=args.max_auc_drop,
         max_fairness_gap=args.max_fairness_gap, min_label_coverage=args.min_label_coverage,
         min_labels=args.min_labels, label_wait_seconds=args.label_wait,
+        allow_schema_change=args.allow_schema_change, reason=args.reason,
         **({} if args.baseline is None else {"baseline": args.baseline}),
     )  # fmt: skip
     return _show(context, state, args.wait)

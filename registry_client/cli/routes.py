@@ -8,7 +8,12 @@ import json
 from typing import Any, TextIO
 
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
-from registry_client.cli.arguments import REASON_HELP, name_value_pairs, reason_text
+from registry_client.cli.arguments import (
+    REASON_HELP,
+    add_schema_override_arguments,
+    name_value_pairs,
+    reason_text,
+)
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.tables import print_table, printable
@@ -61,6 +66,7 @@ def add_parsers(commands: Commands) -> None:
     change.add_argument("--no-sticky", action="store_true", help="random split even with a key")
     change.add_argument("--reason", type=reason_text, default="", help=REASON_HELP)
     change.add_argument("--expected-revision", type=int, help="write only at this revision")
+    add_schema_override_arguments(change, reason=False)
     add_wait_arguments(change)
     change.set_defaults(handler=set_rule)
     history = actions.add_parser("history")
@@ -75,6 +81,7 @@ def add_parsers(commands: Commands) -> None:
     rollback.add_argument("--to-revision", type=int, required=True)
     rollback.add_argument("--reason", type=reason_text, default="", help=REASON_HELP)
     rollback.add_argument("--expected-revision", type=int)
+    add_schema_override_arguments(rollback, reason=False)
     add_wait_arguments(rollback)
     rollback.set_defaults(handler=roll_back_rule)
 
@@ -119,6 +126,7 @@ def set_rule(args: argparse.Namespace, context: CommandContext) -> int:
     rule = context.client.set_route(
         args.model, args.split, args.shadow, actor=context.actor, reason=args.reason,
         sticky=not args.no_sticky, expected_revision=args.expected_revision,
+        allow_schema_change=args.allow_schema_change,
     )  # fmt: skip
     return _show_and_wait(args, context, rule)
 
@@ -127,7 +135,8 @@ def roll_back_rule(args: argparse.Namespace, context: CommandContext) -> int:
     """Write the rule as it was at --to-revision again, as a new revision."""
     rule = context.client.rollback(args.model, args.to_revision, actor=context.actor,
                                    reason=args.reason,
-                                   expected_revision=args.expected_revision)  # fmt: skip
+                                   expected_revision=args.expected_revision,
+                                   allow_schema_change=args.allow_schema_change)  # fmt: skip
     return _show_and_wait(args, context, rule)
 
 

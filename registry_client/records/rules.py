@@ -20,6 +20,7 @@ from registry_client.records.rule_documents import (
     Shadow,
     Split,
 )
+from registry_client.records.schema_gate import SchemaGate
 from registry_client.records.values import as_text, timestamp
 from registry_client.schema import SchemaError
 
@@ -29,7 +30,7 @@ AuditEntry = dict[str, str]
 _AUDIT_PAGE = 500
 
 
-class RuleRecords(ModelRecords):
+class RuleRecords(ModelRecords, SchemaGate):
     """Routing rules over the registered versions, their audit and the change signals."""
 
     def get_route(self, model: str) -> RouteRule | None:
@@ -40,18 +41,21 @@ class RuleRecords(ModelRecords):
     def set_route(
         self, model: str, split: Sequence[Split], shadows: Sequence[Shadow] = (), *,
         actor: str, reason: str = "", sticky: bool = True,
-        expected_revision: int | None = None,
+        expected_revision: int | None = None, allow_schema_change: bool = False,
     ) -> RouteRule:  # fmt: skip
         """Replace the model's rule atomically; the result carries the new revision.
 
         With expected_revision the write happens only if the stored revision still equals it
-        (compare-and-set), else Conflict; without it, a concurrent write is retried on top."""
+        (compare-and-set), else Conflict; without it, a concurrent write is retried on top.
+        A version joining the rule must fit the callers of its primary (SchemaGate), unless
+        `allow_schema_change` with a reason, which the audit records."""
         candidate = RouteRule(model, tuple(split), tuple(shadows), sticky, reason=reason)
         try:
             candidate.validate()
         except SchemaError as exc:
             raise Rejected(str(exc)) from exc
-        return self._write_route(candidate, actor, "route.set", expected_revision)
+        return self._write_route(candidate, actor, "route.set", expected_revision,
+                                 allow_schema_change)  # fmt: skip
 
     def ensure_default_rules(self, *, actor: str) -> None:
         """Give every model without a rule one that sends everything to its highest version
@@ -64,9 +68,12 @@ class RuleRecords(ModelRecords):
                 continue
             split = [Split(v, 100 if v == versions[-1] else 0) for v in versions]
             with contextlib.suppress(Conflict):
+                # Versions of a directory are served side by side as Triton serves them, each
+                # to the callers that pin it: a schema that differs is audited, not refused.
                 self.set_route(
                     model, split, actor=actor, expected_revision=0,
                     reason="default rule: highest version, the others pinnable",
+                    allow_schema_change=True,
                 )  # fmt: skip
 
     def history(self, model: str, limit: int = 50, actions: str = "") -> list[AuditEntry]:
@@ -97,25 +104,30 @@ class RuleRecords(ModelRecords):
 
     def rollback(
         self, model: str, to_revision: int, *, actor: str, reason: str = "",
-        expected_revision: int | None = None,
+        expected_revision: int | None = None, allow_schema_change: bool = False,
     ) -> RouteRule:  # fmt: skip
-        """A new revision with the content the rule had at `to_revision` (from the audit)."""
+        """A new revision with the content the rule had at `to_revision` (from the audit),
+        through the same schema gate as set_route."""
         for entry in self.audit_entries(model):
             if entry.get("action", "").startswith("route.") and entry.get("after"):
                 old = RouteRule.from_json(entry["after"])
                 if old.revision == to_revision:
                     why = reason or f"rollback to revision {to_revision}"
                     candidate = RouteRule(model, old.split, old.shadows, old.sticky, reason=why)
-                    return self._write_route(candidate, actor, "route.rollback", expected_revision)
+                    return self._write_route(candidate, actor, "route.rollback",
+                                             expected_revision, allow_schema_change)  # fmt: skip
         raise NotFound(f"revision {to_revision} of model {model!r}'s rule is not in the audit")
 
     def _write_route(
-        self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None
-    ) -> RouteRule:
+        self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None,
+        allow_schema_change: bool,
+    ) -> RouteRule:  # fmt: skip
         def write(pipe: redis.client.Pipeline) -> RouteRule:
             current, new = self.stage_route(pipe, candidate, actor, expected_revision)
+            overridden = self.gate_rule(pipe, current, new, allow_schema_change, new.reason)
             pipe.multi()
             self.queue_route(pipe, current, new, actor, action)
+            self.queue_schema_override(pipe, actor, new.model, overridden, new.reason)
             return new
 
         return self._transaction(self.route_keys(candidate), write,

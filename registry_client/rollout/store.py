@@ -80,11 +80,14 @@ class RolloutStore:
         return self._client.history(checked_name(model, "model"), limit, actions="rollout.")
 
     def start(self, plan: RolloutPlan | None, *, actor: str, baseline_from_rule: bool = False,
+              allow_schema_change: bool = False, reason: str = "",
               **fields: Any) -> RolloutState:  # fmt: skip
         """Start a rollout and serve its first phase at once. `fields` build the plan when
         `plan` is None; with `baseline_from_rule` the baseline is the rule's heaviest version.
         Rejected when the model has an active rollout, no rule, a rule that already splits
-        traffic among other versions, or label gates it cannot pass (evaluation_gate)."""
+        traffic among other versions, label gates it cannot pass (evaluation_gate), or a
+        candidate that does not fit the baseline's callers (the schema gate: overridden by
+        `allow_schema_change` with a `reason`, audited)."""
         model = checked_name(plan.model if plan is not None else str(fields["model"]), "model")
         rule = self._client.get_route(model)
         if rule is None:
@@ -132,11 +135,14 @@ class RolloutStore:
                     f" moves traffic from {plan.baseline!r} to {plan.candidate!r} only; route"
                     " the others' weight to the baseline first"
                 )
+            overridden = self._client.gate_versions(pipe, model, plan.baseline, [plan.candidate],
+                                                    allow_schema_change, reason)  # fmt: skip
             stored = first.evolve(route_revision=new.revision)
             pipe.multi()
             pipe.set(key, stored.to_json())
             pipe.sadd(self._keys.rollouts, model)
             self._client.queue_route(pipe, current, new, actor, "route.set")
+            self._client.queue_schema_override(pipe, actor, model, overridden, reason)
             self._client.audit(pipe, actor, "rollout.start", model, None,
                                {"plan": plan.to_dict(), **audit_view(stored)},
                                f"rollout of {plan.candidate} over {plan.baseline}")  # fmt: skip

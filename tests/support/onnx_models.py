@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
 
@@ -194,6 +195,36 @@ def lookup() -> onnx.ModelProto:
         [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N"])],
         [table],
     )
+    return _model(graph)
+
+
+# A tensor of interface(): name, ONNX element type, shape (a str dimension is symbolic).
+TensorSpec = tuple[str, int, Sequence[int | str]]
+
+
+def interface(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> onnx.ModelProto:
+    """A model with exactly these inputs and outputs, to read its signature; it is not meant
+    to run. The inputs are unused; each output reshapes a one-element constant to dimensions
+    drawn at random, so that shape inference cannot replace the declared (symbolic) ones."""
+    nodes, initializers = [], []
+    for i, (name, elem_type, shape) in enumerate(outputs):
+        prefix = f"output{i}_"
+        if elem_type == TensorProto.STRING:
+            value = np.array([b""], dtype=np.object_)
+        else:
+            value = np.zeros(1, helper.tensor_dtype_to_np_dtype(elem_type))
+        initializers.append(numpy_helper.from_array(value, prefix + "value"))
+        nodes += [
+            helper.make_node("RandomUniform", [], [prefix + "random"], shape=[len(shape)]),
+            helper.make_node("Cast", [prefix + "random"], [prefix + "dims"], to=TensorProto.INT64),
+            helper.make_node("Reshape", [prefix + "value", prefix + "dims"], [name]),
+        ]
+    graph = helper.make_graph(
+        nodes, "interface",
+        [helper.make_tensor_value_info(n, t, list(s)) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, list(s)) for n, t, s in outputs],
+        initializers,
+    )  # fmt: skip
     return _model(graph)
 
 
