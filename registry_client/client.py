@@ -21,18 +21,21 @@ from registry_client.quality.store import QualityStore
 from registry_client.records.artifacts import MAX_ARTIFACT_BYTES
 from registry_client.records.evaluations import EvaluationRecords
 from registry_client.records.gateways import GatewayRecords
+from registry_client.records.lifecycle import VersionLifecycle
+from registry_client.records.measurements import MeasurementRecords
 from registry_client.records.rules import AuditEntry
 from registry_client.stats.store import StatsStore
 
 __all__ = ["MAX_ARTIFACT_BYTES", "AuditEntry", "RegistryClient", "unregistered_versions"]
 
 
-class RegistryClient(GatewayRecords, EvaluationRecords):
+class RegistryClient(GatewayRecords, VersionLifecycle, EvaluationRecords, MeasurementRecords):
     """The registry over one Redis connection pool. Thread-safe (redis-py pools are).
 
     Its records build on each other: models and versions (ModelRecords), the rules routing
     to them (RuleRecords), the gateways' heartbeats reporting which rule they apply
-    (GatewayRecords); and versions' evaluations (EvaluationRecords)."""
+    (GatewayRecords); versions retired and back (VersionLifecycle), their evaluations
+    (EvaluationRecords) and the metrics measured on them over time (MeasurementRecords)."""
 
     def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
         super().__init__(client, namespace)

@@ -142,6 +142,10 @@ class Keys:
     def version(self, name: str, version: str) -> str:
         return f"{self.prefix}:version:{name}:{version}"
 
+    def measurements(self, name: str, version: str) -> str:
+        """Metrics measured on a version after its registration, oldest first."""
+        return f"{self.prefix}:measurements:{name}:{version}"
+
     def route(self, name: str) -> str:
         return f"{self.prefix}:route:{name}"
 

@@ -20,6 +20,7 @@ from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Rejected
 from registry_client.quality.report import QualityRange, minutes_of, read_range
+from registry_client.records.measurements import REGISTRATION_SOURCE
 from registry_client.records.rule_documents import RouteRule
 from registry_client.schema import version_sort_key
 from registry_client.stats.store import MergedStats
@@ -70,7 +71,7 @@ def _ms(stats: VersionStats, q: float) -> float | None:
 
 
 def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
-         metrics: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+         metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     """`primary_requests`: the model's primary requests in the minutes this row counts."""
     rows = sum(c.rows for c in stats.comparisons.values())
     agreeing = sum(c.agreeing_rows for c in stats.comparisons.values())
@@ -93,7 +94,10 @@ def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
             _comparison(c)
             for c in sorted(stats.comparisons.values(), key=lambda c: (c.primary, c.output))
         ],
-        "metrics": metrics,
+        "metrics": {name: m["value"] for name, m in metrics.items()},
+        "metric_sources": {
+            name: {"source": m["source"], "at": m["at"]} for name, m in metrics.items()
+        },
     }
 
 
@@ -187,16 +191,16 @@ def _live_quality(live: QualityRange, task: str, version: str, role: str) -> dic
     }  # fmt: skip
 
 
-def _registered_metrics(client: RegistryClient, model: str, version: str) -> dict[str, float]:
+def _registered_metrics(
+    client: RegistryClient, model: str, version: str
+) -> dict[str, dict[str, Any]]:
+    """Each metric's latest measurement (value, source, at): registered or added since."""
     try:
-        raw = client.show_version(model, version).get("metrics", "{}")
+        return client.latest_metrics(model, version)
     except NotFound:
         return {}  # statistics outlive a version's registration
-    try:
-        found = json.loads(raw)
     except ValueError as exc:
         raise Rejected(f"version {version!r} has unreadable metrics: {exc}") from exc
-    return {str(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def print_comparison(report: dict[str, Any], out: TextIO) -> None:
@@ -222,10 +226,17 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
             optional_number(error_percent, ".2f", "%"),
             *(optional_number(latency[q], ".2f") for q in ("p50", "p90", "p99")),
             optional_number(row["agreement"], ".4f"), optional_number(row["mean_abs_diff"], ".3g"),
-            *[optional_number(row["metrics"].get(name), ".4g") for name in metric_names],
+            *[_metric_cell(row, name) for name in metric_names],
             *_live_cells(row, live_names),
         ])  # fmt: skip
     print_table(table, out)
+
+
+def _metric_cell(row: dict[str, Any], name: str) -> str:
+    """The latest value, and where it came from unless the version was registered with it."""
+    cell = optional_number(row["metrics"].get(name), ".4g")
+    source = row["metric_sources"].get(name, {}).get("source", REGISTRATION_SOURCE)
+    return cell if source == REGISTRATION_SOURCE else f"{cell} ({printable(source)})"
 
 
 def _live_cells(row: dict[str, Any], names: Sequence[str]) -> list[str]:

@@ -3,8 +3,8 @@
 This module is the entry point: the global flags and their environment variables, finding
 Redis, running the handler the command line chose and mapping the registry errors it raises to
 exit codes (exit_codes.py lists them). Each command group builds its subcommands next to its
-handlers: models.py, versions.py, labels.py, evaluate.py, compare.py, quality.py (accuracy,
-fairness), drift.py, routes.py, rollout.py and events.py.
+handlers: models.py, versions.py, version_record.py, measurements.py, labels.py, evaluate.py,
+compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py and events.py.
 
 What gatectl prints but did not write (anything read from Redis) goes through
 tables.printable(): control and format characters show as escapes, never reach the terminal.
@@ -26,10 +26,12 @@ from registry_client.cli import (
     evaluate,
     events,
     labels,
+    measurements,
     models,
     quality,
     rollout,
     routes,
+    version_record,
     versions,
 )
 from registry_client.cli.arguments import actor_name
@@ -55,8 +57,8 @@ NAMESPACE_VARIABLE = "ONNXGATE_NAMESPACE"
 DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
 DEFAULT_NAMESPACE = "onnxgate"
 # In the order `gatectl --help` lists their commands.
-COMMAND_GROUPS = (models, versions, labels, evaluate, compare, quality, drift, routes, rollout,
-                  events)  # fmt: skip
+COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evaluate, compare,
+                  quality, drift, routes, rollout, events)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:

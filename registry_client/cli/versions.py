@@ -1,5 +1,5 @@
-"""`gatectl versions`, `version-status`, `register` and `import`: a model's versions, from an
-ONNX file or a Triton-style model directory."""
+"""`gatectl versions`, `version show|retire|unretire`, `register` and `import`: a model's
+versions with their deployment status, from an ONNX file or a Triton-style model directory."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
+from registry_client.cards.card import load_card
 from registry_client.cli.arguments import name_value_pairs
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.tables import print_table, printable
+from registry_client.cli.version_record import show_version
 from registry_client.client import MAX_ARTIFACT_BYTES
 from registry_client.errors import Rejected
+from registry_client.versions.lineage import LINEAGE_FIELDS
+from registry_client.versions.status import read_statuses
 
 __all__ = ["add_parsers"]
 
@@ -45,16 +49,19 @@ def _byte_count(text: str) -> int:
 
 
 def add_parsers(commands: Commands) -> None:
-    """Add `versions`, `version-status`, `register` and `import` to gatectl's subcommands."""
+    """Add `versions`, `version`, `register` and `import` to gatectl's subcommands."""
     versions = commands.add_parser("versions", help="list a model's versions")
     versions.add_argument("model")
     versions.set_defaults(handler=list_versions)
 
-    version_status = commands.add_parser("version-status", help="mark a version's status")
-    version_status.add_argument("model")
-    version_status.add_argument("version")
-    version_status.add_argument("status", choices=["registered", "serving", "retired"])
-    version_status.set_defaults(handler=set_version_status)
+    version = commands.add_parser(
+        "version", help="show a version's whole record, or retire it (or bring it back)"
+    )
+    version.add_argument("action", choices=["show", "retire", "unretire"])
+    version.add_argument("model")
+    version.add_argument("version")
+    version.add_argument("--reason", default="", help="why, for the audit (retire, unretire)")
+    version.set_defaults(handler=version_action)
 
     register = commands.add_parser("register", help="register an ONNX file as a version")
     register.add_argument("model")
@@ -63,8 +70,15 @@ def add_parsers(commands: Commands) -> None:
     register.add_argument("--description", default="")
     register.add_argument("--tags", default="", help="comma-separated")
     register.add_argument("--metrics", type=_metrics, default={}, help="auc=0.91,recall=0.8")
-    register.add_argument("--lineage", default=[], type=_lineage,
-                          help="data=URI,data_sha256=H,code=REV,parent=V")  # fmt: skip
+    register.add_argument(
+        "--lineage", default=[], type=_lineage, metavar="NAME=VALUE,...",
+        help=f"where it came from: {', '.join(LINEAGE_FIELDS)} (parent: a registered version,"
+        " VERSION or MODEL:VERSION)",
+    )  # fmt: skip
+    register.add_argument(
+        "--card", type=Path, metavar="FILE.json|yaml",
+        help="the model card: training data, algorithm, intended use, limitations, contact",
+    )  # fmt: skip
     register.add_argument(
         "--feature-names", type=_feature_names, action="append", default=[],
         metavar="[INPUT:]NAME,NAME,...",
@@ -87,22 +101,32 @@ def add_parsers(commands: Commands) -> None:
 
 def list_versions(args: argparse.Namespace, context: CommandContext) -> int:
     client, out = context.client, context.out
-    listed = [client.show_version(args.model, v) | {"version": v}
-              for v in client.list_versions(args.model)]  # fmt: skip
+    statuses = {s.version: s for s in read_statuses(client, args.model)}
+    listed = [client.show_version(args.model, v) | {"version": v} for v in statuses]
     if context.emit_json:
-        print(json.dumps(listed), file=out)
+        print(json.dumps([v | {"deployment": statuses[v["version"]].as_dict()}
+                          for v in listed]), file=out)  # fmt: skip
         return EXIT_OK
-    rows = [[v["version"], v["status"], v["sha256"][:12], v["size"], v["created_by"],
-             v["created_at"]] for v in listed]  # fmt: skip
-    print_table([["version", "status", "sha256", "bytes", "by", "at"], *rows], out)
+    rows = [[v["version"], statuses[v["version"]].text, statuses[v["version"]].since or "-",
+             v["sha256"][:12], v["size"], v["created_by"], v["created_at"]]
+            for v in listed]  # fmt: skip
+    print_table([["version", "status", "since", "sha256", "bytes", "registered by", "at"],
+                 *rows], out)  # fmt: skip
     return EXIT_OK
 
 
-def set_version_status(args: argparse.Namespace, context: CommandContext) -> int:
-    context.client.set_version_status(args.model, args.version, args.status,
-                                      actor=context.actor)  # fmt: skip
-    print(f"{printable(args.model)} version {printable(args.version)}: {args.status}",
-          file=context.out)  # fmt: skip
+def version_action(args: argparse.Namespace, context: CommandContext) -> int:
+    client, model, version = context.client, args.model, args.version
+    if args.action == "show":
+        return show_version(args, context)
+    if args.action == "retire":
+        changed = client.retire_version(model, version, actor=context.actor, reason=args.reason)
+    else:
+        changed = client.unretire_version(model, version, actor=context.actor,
+                                          reason=args.reason)  # fmt: skip
+    state = "retired" if args.action == "retire" else "registered"
+    print(f"{printable(model)} version {printable(version)}: {state}"
+          f"{'' if changed else ' already'}", file=context.out)  # fmt: skip
     return EXIT_OK
 
 
@@ -122,6 +146,7 @@ def register_version(args: argparse.Namespace, context: CommandContext) -> int:
         lineage=lineage, metrics=args.metrics, upload=args.upload,
         tags=[t for t in args.tags.split(",") if t],
         feature_names=dict(args.feature_names), max_bytes=args.max_artifact_bytes,
+        card=None if args.card is None else load_card(args.card),
     )  # fmt: skip
     if context.emit_json:
         print(json.dumps(stored), file=context.out)

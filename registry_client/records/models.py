@@ -8,28 +8,31 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from registry_client.cards.card import validate_card
+from registry_client.cards.onnx_facts import onnx_facts
 from registry_client.drift.features import validate_feature_names
 from registry_client.errors import NotFound, Rejected
 from registry_client.quality.task import QualityConfig
 from registry_client.records import artifacts
 from registry_client.records.artifacts import MAX_ARTIFACT_BYTES
 from registry_client.records.base import hset
+from registry_client.records.measurements import checked_metrics
 from registry_client.records.model_quality import ModelQualityRecords
 from registry_client.records.values import as_text, checked_name, timestamp
 from registry_client.repository import scan_repository
 from registry_client.schema import BLOB_SCHEME, version_sort_key
+from registry_client.versions.lineage import parent_of, validate_lineage
 
-__all__ = ["MAX_BATCH_DELAY_US", "MAX_BATCH_ROWS", "VERSION_STATUSES", "ModelRecords"]
+__all__ = ["MAX_BATCH_DELAY_US", "MAX_BATCH_ROWS", "ModelRecords"]
 
 MAX_BATCH_DELAY_US = 1_000_000  # a second: longer is a queue, not a batch
 MAX_BATCH_ROWS = 65_536
-VERSION_STATUSES = ("registered", "serving", "retired")
 
 
 class ModelRecords(ModelQualityRecords):
@@ -100,24 +103,28 @@ class ModelRecords(ModelQualityRecords):
         description: str = "", lineage: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None, upload: bool = False,
         tags: Sequence[str] = (), feature_names: dict[str, list[str]] | None = None,
-        max_bytes: int = MAX_ARTIFACT_BYTES,
+        max_bytes: int = MAX_ARTIFACT_BYTES, card: Mapping[str, Any] | None = None,
     ) -> dict[str, str]:  # fmt: skip
         """Register an ONNX file with its sha256, size and the input/output signature
         onnxruntime reads from it: by reference (file:// URI), or with `upload` as
         content-addressed chunks in Redis (redis-blob:<sha256>) for gateways on other hosts.
 
-        `feature_names` names the columns of inputs (input -> names), as drift reports them.
-        Versions are immutable: registering the same bytes again returns the stored fields;
-        other bytes under the same version are Rejected, and so is a file over `max_bytes`
-        (read no further than that)."""
+        `feature_names` names the columns of inputs (input -> names), as drift reports them;
+        `card` is the model card (registry_client.cards.card: validated here); the ONNX
+        file's own facts (producer, opsets, metadata) are read from it and stored beside the
+        signature. `lineage` (registry_client.versions.lineage) may name a parent, which must
+        be registered. Versions are immutable: registering the same bytes again returns the
+        stored fields; other bytes under the same version are Rejected, and so is a file over
+        `max_bytes` (read no further than that)."""
         checked_name(model, "model")
         checked_name(version, "version")
+        lineage = validate_lineage(lineage or {})
+        checked = checked_metrics(metrics, "metrics") if metrics else {}
+        card_json = "" if card is None else json.dumps(validate_card(card), sort_keys=True)
         path, data = artifacts.read_artifact(artifact, max_bytes)
-        for name, value in (metrics or {}).items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise Rejected(f"metrics.{name}: expected a number, got {value!r}")
         sha256 = hashlib.sha256(data).hexdigest()
         described = artifacts.signature(data, artifact)
+        facts = onnx_facts(data)
         names = validate_feature_names(feature_names or {}, described["inputs"])
         if upload:
             artifacts.upload_blob(self._redis, self.keys.blob(sha256), data)
@@ -128,18 +135,29 @@ class ModelRecords(ModelQualityRecords):
             "signature": json.dumps(described, sort_keys=True),
             "description": description,
             "tags": ",".join(tags),
-            "lineage": json.dumps(lineage or {}, sort_keys=True),
-            "metrics": json.dumps(metrics or {}, sort_keys=True),
+            "lineage": json.dumps(lineage, sort_keys=True),
+            "metrics": json.dumps(checked, sort_keys=True),
             "feature_names": json.dumps(names, sort_keys=True),
+            "onnx": json.dumps(facts, sort_keys=True),
+            "card": card_json,
             "status": "registered",
             "created_by": actor,
             "created_at": timestamp(),
         }
         key = self.keys.version(model, version)
+        parent = parent_of(model, lineage["parent"]) if "parent" in lineage else None
+        watched = [key, self.keys.model(model)]
+        if parent is not None:
+            watched.append(self.keys.version(*parent))
 
         def write(pipe: redis.client.Pipeline) -> dict[str, str]:
             if not pipe.exists(self.keys.model(model)):
                 raise NotFound(f"model {model!r} is not registered: create it first")
+            if parent == (model, version) or (
+                parent is not None and not pipe.exists(self.keys.version(*parent))
+            ):  # fmt: skip
+                raise Rejected(f"lineage.parent: version {parent[1]!r} of model {parent[0]!r}"
+                               " is not registered (a parent is registered first)")  # fmt: skip
             stored = {as_text(k): as_text(v) for k, v in pipe.hgetall(key).items()}
             if stored:
                 if stored["sha256"] != fields["sha256"]:
@@ -155,7 +173,7 @@ class ModelRecords(ModelQualityRecords):
                         {"version": version, "sha256": fields["sha256"]}, "")  # fmt: skip
             return fields
 
-        return self._transaction([key, self.keys.model(model)], write, retry=True)
+        return self._transaction(watched, write, retry=True)
 
     def fetch_blob(self, sha256: str, max_bytes: int = MAX_ARTIFACT_BYTES) -> bytes:
         """The bytes uploaded under a hash; NotFound when absent, Rejected when corrupt or
@@ -205,21 +223,3 @@ class ModelRecords(ModelQualityRecords):
         if not fields:
             raise NotFound(f"version {version!r} of model {model!r} is not registered")
         return {as_text(k): as_text(v) for k, v in fields.items()}
-
-    def set_version_status(self, model: str, version: str, status: str, *, actor: str) -> None:
-        """Mark a version registered, serving or retired (retired ones cannot be routed to)."""
-        if status not in VERSION_STATUSES:
-            raise Rejected(f"status: expected one of {', '.join(VERSION_STATUSES)}, got {status!r}")
-        key = self.keys.version(model, version)
-
-        def write(pipe: redis.client.Pipeline) -> None:
-            before = as_text(pipe.hget(key, "status"))
-            if not before:
-                raise NotFound(f"version {version!r} of model {model!r} is not registered")
-            pipe.multi()
-            pipe.hset(key, "status", status)
-            self._audit(pipe, actor, "version.status", model,
-                        {"version": version, "status": before},
-                        {"version": version, "status": status}, "")  # fmt: skip
-
-        self._transaction([key], write, retry=True)

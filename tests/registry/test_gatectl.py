@@ -19,9 +19,10 @@ def url(redis_server, tmp_path: Path) -> str:
     for version, seed in (("1", 1), ("2", 2), ("3", 3)):
         path = onnx_models.save(onnx_models.classifier(seed=seed), tmp_path, "credit", version)
         flags = ["--create-model"] if version == "1" else []
+        parent = "" if version == "1" else f",parent={int(version) - 1}"
         code, out, err = _gatectl(
             redis_server.url, "register", "credit", version, str(path), *flags,
-            "--metrics", "auc=0.9", "--lineage", "data=s3://bucket/train.csv,parent=0",
+            "--metrics", "auc=0.9", "--lineage", f"data=s3://bucket/train.csv{parent}",
         )  # fmt: skip
         assert code == 0, err
         assert out.startswith(f"registered credit version {version} sha256 ")
@@ -104,7 +105,12 @@ def test_models_and_versions_tables(url):
     listed = json.loads(out)
     assert [v["version"] for v in listed] == ["1", "2", "3"]
     assert json.loads(listed[0]["metrics"]) == {"auc": 0.9}
-    assert json.loads(listed[0]["lineage"]) == {"data": "s3://bucket/train.csv", "parent": "0"}
+    assert json.loads(listed[0]["lineage"]) == {"data": "s3://bucket/train.csv"}
+    assert json.loads(listed[2]["lineage"]) == {"data": "s3://bucket/train.csv", "parent": "2"}
+    code, out, _ = _gatectl(url, "versions", "credit")
+    assert out.splitlines()[0].split() == ["version", "status", "since", "sha256", "bytes",
+                                           "registered", "by", "at"]  # fmt: skip
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["registered"] * 3
 
 
 def test_import_registers_a_model_directory_idempotently(redis_server):
@@ -124,11 +130,30 @@ def test_import_of_a_missing_directory_exits_1(redis_server, tmp_path):
     assert code == 1 and "is not a directory" in err
 
 
-def test_retired_version_cannot_be_routed_to(url):
-    code, out, _ = _gatectl(url, "version-status", "credit", "3", "retired")
+def test_retired_version_cannot_be_routed_to_until_unretired(url):
+    code, out, _ = _gatectl(url, "version", "retire", "credit", "3", "--reason", "leaks PII")
     assert (code, out) == (0, "credit version 3: retired\n")
+    code, out, _ = _gatectl(url, "version", "retire", "credit", "3")
+    assert (code, out) == (0, "credit version 3: retired already\n")
     code, _, err = _gatectl(url, "route", "set", "credit", "--split", "3=100")
     assert code == 1 and "is retired" in err
+    code, out, _ = _gatectl(url, "version", "unretire", "credit", "3", "--reason", "fixed")
+    assert (code, out) == (0, "credit version 3: registered\n")
+    code, _, _ = _gatectl(url, "route", "set", "credit", "--split", "3=100")
+    assert code == 0
+
+
+def test_a_routed_version_cannot_be_retired(url):
+    _gatectl(url, "route", "set", "credit", "--split", "1=90,2=10", "--shadow", "3=20")
+    for version in ("2", "3"):
+        code, out, err = _gatectl(url, "version", "retire", "credit", version)
+        assert (code, out) == (1, "")
+        assert err == (f"gatectl: version '{version}' of model 'credit' is in its rule"
+                       " (revision 1: 1=90 2=10 shadow 3=20%); route it away first"
+                       " (gatectl route set)\n")  # fmt: skip
+    status = {v["version"]: v["deployment"]["status"]
+              for v in json.loads(_gatectl(url, "--json", "versions", "credit")[1])}  # fmt: skip
+    assert status == {"1": "primary 90%", "2": "canary 10%", "3": "shadow 20%"}
 
 
 def test_register_records_tags_and_description(url, tmp_path):

@@ -96,7 +96,7 @@ def test_version_of_an_unknown_model_is_not_found(registry, tmp_path):
 
 
 def test_non_numeric_metric_is_rejected(credit, tmp_path):
-    with pytest.raises(Rejected, match=r"metrics\.auc: expected a number"):
+    with pytest.raises(Rejected, match=r"metrics\.auc: expected a finite number, got .high."):
         credit.register_version(
             "credit", "4", tmp_path / "credit" / "1" / "model.onnx", actor=ACTOR,
             metrics={"auc": "high"},
@@ -136,7 +136,7 @@ def test_rule_naming_an_unregistered_version_is_not_found(credit):
 
 
 def test_rule_naming_a_retired_version_is_rejected(credit):
-    credit.set_version_status("credit", "1", "retired", actor=ACTOR)
+    assert credit.retire_version("credit", "1", actor=ACTOR)
     with pytest.raises(Rejected, match="'1' of model 'credit' is retired"):
         credit.set_route("credit", [Split("1", 1)], actor=ACTOR)
 

@@ -273,10 +273,10 @@ class Caller:
         UNWATCH)."""
         m = self.model()
         try:
-            self.client.set_version_status(m.name, "999", "serving", actor=ACTOR)
+            self.client.retire_version(m.name, "999", actor=ACTOR)
         except NotFound:
             return
-        raise CrossedReply(f"set_version_status({m.name}, 999) did not raise NotFound")
+        raise CrossedReply(f"retire_version({m.name}, 999) did not raise NotFound")
 
 
 OPS: dict[str, tuple[int, Callable[[Caller], None]]] = {
