@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from registry_client.errors import NotFound, Rejected
 from registry_client.schema import is_valid_name, text_problem
@@ -55,7 +54,9 @@ def parent_of(model: str, parent: str) -> tuple[str, str]:
     return (head, tail) if sep else (model, parent)
 
 
-def lineage_chain(show_version: Any, model: str, version: str) -> list[dict[str, str]]:
+def lineage_chain(
+    show_version: Callable[[str, str], Mapping[str, str]], model: str, version: str
+) -> list[dict[str, str]]:
     """The version and its ancestors, newest first: model, version, sha256, created_at and
     the lineage fields. `show_version(model, version)` reads a version's stored fields
     (RegistryClient.show_version). A parent no longer registered ends the chain with an
