@@ -37,6 +37,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _serving(
+    start: Callable[..., GatewayProcess], repo: Path, *args: str, token: str = ""
+) -> GatewayProcess:
+    """A gateway started with these flags, once its model is loaded: the gateway logs its
+    ports before the load ends, and a busy machine can make the load outlast a warm-up call."""
+    gateway = start(repo, *args)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        eventually(lambda: stub.ServerReady(pb.ServerReadyRequest(), timeout=2,
+                                            metadata=metadata).ready, timeout=60)  # fmt: skip
+    return gateway
+
+
 def _calls(address: str, metadata: tuple[tuple[str, str], ...]) -> list[Callable[[], object]]:
     """ModelInfer, the health check and ServerReady, each with a 2 s deadline."""
     channel = grpc.insecure_channel(address)
@@ -92,7 +106,7 @@ def test_header_only_streams_stop_no_call(
 ) -> None:
     """Streams that send HEADERS and never their request, re-opened as the gateway ends them,
     held for 30 s: inference, health and readiness calls still succeed within 2 s."""
-    gateway = gateway_process(repo)
+    gateway = _serving(gateway_process, repo)
     calls = _calls(gateway.address, ())
     _call_for(0.5, calls)  # connected and warm before the attack
     attackers = [HeaderOnlyStreams(gateway.address, streams, method) for _ in range(connections)]
@@ -121,7 +135,7 @@ def test_streams_without_a_token_hold_nothing(
     header-only streams end at once; callers with a token are served throughout."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"client infer,metrics {TOKEN}\n")
-    gateway = gateway_process(repo, "--auth-tokens-file", str(tokens))
+    gateway = _serving(gateway_process, repo, "--auth-tokens-file", str(tokens), token=TOKEN)
     calls = _calls(gateway.address, (("authorization", f"Bearer {TOKEN}"),))
     _call_for(0.5, calls)
     attackers = [HeaderOnlyStreams(gateway.address, 128) for _ in range(4)]
@@ -139,7 +153,7 @@ def test_streams_without_a_token_hold_nothing(
 def test_late_request_message_ends_the_call_and_frees_its_thread(
     repo: Path, gateway_process: Callable[..., GatewayProcess]
 ) -> None:
-    gateway = gateway_process(repo, "--receive-timeout-seconds", "1")
+    gateway = _serving(gateway_process, repo, "--receive-timeout-seconds", "1")
     threads_before = _metric(gateway, "onnxgate_grpc_call_threads")
     attacker = HeaderOnlyStreams(gateway.address, 50)
     try:
@@ -175,7 +189,8 @@ def test_connection_flood_is_refused_and_recovered_from(
     """A gateway with 600 descriptors and --max-connections 300 under 2,000 idle connections:
     the excess is closed at once, connected clients and /metrics keep working, the descriptors
     never run out, and once the flood ends new clients connect and memory is back."""
-    gateway = gateway_process(repo, "--max-connections", "300", "--handshake-timeout-seconds", "60")
+    gateway = _serving(gateway_process, repo, "--max-connections", "300",
+                       "--handshake-timeout-seconds", "60")  # fmt: skip
     resource.prlimit(gateway.process.pid, resource.RLIMIT_NOFILE, (600, 600))
     connected = _calls(gateway.address, ())
     _call_for(1.0, connected)
