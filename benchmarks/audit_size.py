@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 from models import build_repository
-from servers import start_redis, stop_all
+from servers import registry_when_up, start_redis, stop_all
 
-from registry_client.client import RegistryClient
-from registry_client.errors import Unreachable
 from registry_client.records.base import AUDIT_MAX_ENTRIES
 from registry_client.records.rule_documents import Shadow, Split
 
@@ -36,13 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         proc, url = start_redis(Path(work))
         try:
-            registry = RegistryClient.from_url(url)
-            for _ in range(100):
-                try:
-                    registry.list_models()
-                    break
-                except Unreachable:  # redis-server is still starting
-                    time.sleep(0.05)
+            registry = registry_when_up(url)
             model = "tiny"
             artifact = build_repository(Path(work) / "models", [model])[model]
             registry.create_model(model, actor="bench")

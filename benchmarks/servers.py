@@ -22,6 +22,8 @@ import grpc
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from registry_client.client import RegistryClient
+from registry_client.errors import Unreachable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -100,6 +102,20 @@ def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
     )
     return proc, f"redis://{HOST}:{port}/0"
+
+
+def registry_when_up(url: str, timeout_s: float = 5.0) -> RegistryClient:
+    """A RegistryClient on `url` once the redis-server start_redis() started answers."""
+    registry = RegistryClient.from_url(url)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            registry.list_models()
+            return registry
+        except Unreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def stop_all(processes: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:

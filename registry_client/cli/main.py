@@ -4,7 +4,8 @@ This module is the entry point: the global flags and their environment variables
 Redis, running the handler the command line chose and mapping the registry errors it raises to
 exit codes (exit_codes.py lists them). Each command group builds its subcommands next to its
 handlers: models.py, versions.py, version_record.py, measurements.py, labels.py, evaluate.py,
-compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py and events.py.
+compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py, events.py and
+backup.py (export, restore).
 
 What gatectl prints but did not write (anything read from Redis) goes through
 tables.printable(): control and format characters show as escapes, never reach the terminal.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from registry_client.cli import (
+    backup,
     compare,
     drift,
     evaluate,
@@ -58,7 +60,7 @@ DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
 DEFAULT_NAMESPACE = "onnxgate"
 # In the order `gatectl --help` lists their commands.
 COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evaluate, compare,
-                  quality, drift, routes, rollout, events)  # fmt: skip
+                  quality, drift, routes, rollout, events, backup)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
