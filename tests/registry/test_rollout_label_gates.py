@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,8 +56,8 @@ class Rig:
         truth = np.random.default_rng(4).integers(0, 2, ROWS)
         self.labels = [int(y) for y in truth]
 
-    def start(self, **plan: object) -> None:
-        fields: dict[str, object] = {
+    def start(self, **plan: Any) -> None:
+        fields: dict[str, Any] = {
             "model": "credit", "candidate": "2", "steps": (50, 100), "interval_seconds": 60.0,
             "min_requests": 10, "max_auc_drop": 0.05, "max_fairness_gap": 0.3,
             "min_label_coverage": 0.5, "min_labels": 40, "label_wait_seconds": 180.0,

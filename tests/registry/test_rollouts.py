@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -116,8 +117,8 @@ class Rig:
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{g.grpc_port}" for g in self.gateways]
 
-    def start(self, **plan: object) -> RolloutState:
-        fields: dict[str, object] = {"model": "credit", "candidate": "2", "steps": (50, 100),
+    def start(self, **plan: Any) -> RolloutState:
+        fields: dict[str, Any] = {"model": "credit", "candidate": "2", "steps": (50, 100),
                                      "interval_seconds": INTERVAL, "min_requests": 100}  # fmt: skip
         return self.store.start(None, actor="alice", baseline_from_rule=True, **(fields | plan))
 

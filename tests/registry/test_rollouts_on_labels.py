@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -132,8 +133,8 @@ def _ended(store: RolloutStore, timeout: float) -> RolloutState:
     return state
 
 
-def _start(store: RolloutStore, **plan: object) -> RolloutState:
-    fields: dict[str, object] = {"model": "credit", "candidate": "2", "steps": (50, 100),
+def _start(store: RolloutStore, **plan: Any) -> RolloutState:
+    fields: dict[str, Any] = {"model": "credit", "candidate": "2", "steps": (50, 100),
                                  "interval_seconds": INTERVAL, "min_requests": 50,
                                  "shadow_first_seconds": INTERVAL, "max_psi": 100.0,
                                  "min_p99_increase_ms": 25.0, **GATES}  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -45,7 +46,7 @@ def url(redis_server, tmp_path: Path) -> str:
     return url
 
 
-MISMATCHES = {
+MISMATCHES: dict[str, tuple[Sequence[TensorSpec], Sequence[TensorSpec], list[str], str]] = {
     "input renamed": (
         [("features", FLOAT, ["N", 4])], OUTPUTS, [],
         'input "input": missing, expected tensor(float) [-1, 4]; version 2 against 1: input'
@@ -99,8 +100,8 @@ def test_each_mismatch_is_refused_by_name_and_an_override_is_audited(url, tmp_pa
     code, _, err = _gatectl(url, "route", "set", "credit", "--split", "1=90,2=10",
                             "--allow-schema-change")  # fmt: skip
     assert code == 1 and "an override of the schema gate needs one (--reason)" in err
-    override = ["--allow-schema-change", "--reason", "callers send v2's schema"]
-    code, _, err = _gatectl(url, "route", "set", "credit", "--split", "1=90,2=10", *override)
+    allowed = ["--allow-schema-change", "--reason", "callers send v2's schema"]
+    code, _, err = _gatectl(url, "route", "set", "credit", "--split", "1=90,2=10", *allowed)
     assert code == 0, err
     history = json.loads(_gatectl(url, "--json", "route", "history", "credit", "--limit", "2")[1])
     override = next(e for e in history if e["action"] == "schema.override")
