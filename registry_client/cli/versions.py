@@ -16,7 +16,7 @@ from registry_client.cli.version_record import show_version
 from registry_client.client import MAX_ARTIFACT_BYTES
 from registry_client.errors import Rejected
 from registry_client.versions.lineage import LINEAGE_FIELDS
-from registry_client.versions.status import read_statuses
+from registry_client.versions.status import read_statuses, read_versions
 
 __all__ = ["add_parsers"]
 
@@ -101,8 +101,9 @@ def add_parsers(commands: Commands) -> None:
 
 def list_versions(args: argparse.Namespace, context: CommandContext) -> int:
     client, out = context.client, context.out
-    statuses = {s.version: s for s in read_statuses(client, args.model)}
-    listed = [client.show_version(args.model, v) | {"version": v} for v in statuses]
+    versions = read_versions(client, args.model)
+    statuses = {s.version: s for s in read_statuses(client, args.model, versions)}
+    listed = [fields | {"version": v} for v, fields in versions.items()]
     if context.emit_json:
         print(json.dumps([v | {"deployment": statuses[v["version"]].as_dict()}
                           for v in listed]), file=out)  # fmt: skip

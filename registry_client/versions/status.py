@@ -29,7 +29,10 @@ from registry_client.records.rule_documents import RouteRule
 from registry_client.rollout.store import RolloutStore
 from registry_client.schema import SchemaError, version_sort_key
 
-__all__ = ["VersionStatus", "concerns_version", "derive_statuses", "place_in", "read_statuses"]
+__all__ = [
+    "VersionStatus", "concerns_version", "derive_statuses", "place_in", "read_statuses",
+    "read_versions",
+]  # fmt: skip
 
 # A version's place in a rule: ("split", weight), ("shadow", percent), ("absent", 0), and
 # ("retired", 0) for one an operator retired.
@@ -66,9 +69,17 @@ class VersionStatus:
                 "replicas": self.replicas, "applied": self.applied}  # fmt: skip
 
 
-def read_statuses(client: RegistryClient, model: str) -> list[VersionStatus]:
-    """Every version's status as the registry and the live replicas tell it now."""
-    versions = {v: client.show_version(model, v) for v in client.list_versions(model)}
+def read_versions(client: RegistryClient, model: str) -> dict[str, dict[str, str]]:
+    """Every version's stored fields, lowest version first."""
+    return {v: client.show_version(model, v) for v in client.list_versions(model)}
+
+
+def read_statuses(
+    client: RegistryClient, model: str, versions: Mapping[str, Mapping[str, str]] | None = None
+) -> list[VersionStatus]:
+    """Every version's status as the registry and the live replicas tell it now; `versions`
+    are their stored fields when the caller read them already (read_versions)."""
+    versions = read_versions(client, model) if versions is None else versions
     try:
         state = RolloutStore(client).get(model)
     except Rejected:  # an unreadable rollout document: gatectl rollout status says why
