@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import logging
 
+from prometheus_client import Gauge
+
 from gateway.drift.recorder import DriftRecorder
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.models.store import VersionStore
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
-from registry_client.drift.statistics import feature_drift
+from registry_client.drift.statistics import ALERT, OK, WARN, feature_drift
 from registry_client.errors import NotFound, RegistryError
 
 __all__ = ["DriftMonitor"]
 
 _log = logging.getLogger(__name__)
+_STATE = {OK: 0, WARN: 1, ALERT: 2}  # onnxgate_drift_state's values
 
 
 class DriftMonitor:
@@ -35,7 +38,7 @@ class DriftMonitor:
         self._metrics = metrics
         self._window = window_seconds
         self._minute_ttl = minute_ttl
-        self._exported: set[tuple[str, str, str]] = set()
+        self._exported: set[tuple[Gauge, tuple[str, ...]]] = set()  # series set last time
         self._configured: set[tuple[str, str]] = set()
         # Versions whose registry entry could not be read, warned about once until it can: a
         # registry that lost them (flushed, restarted empty) would else be logged every fold.
@@ -73,35 +76,49 @@ class DriftMonitor:
                                          "reason": str(exc)})  # fmt: skip
 
     def refresh(self) -> None:
-        """Reload reference bins and recompute drift_psi / drift_ks for every READY version."""
-        exported: set[tuple[str, str, str]] = set()
+        """Reload reference bins and recompute every READY version's drift gauges; retire the
+        series of versions, features and figures no longer computed."""
+        exported: set[tuple[Gauge, tuple[str, ...]]] = set()
         for model, by_version in self._versions.ready_versions().items():
             for version in by_version:
                 try:
                     exported |= self._refresh_version(model, version)
-                except RegistryError as exc:
+                except RegistryError as exc:  # the last figures stay until it can be read
                     self._warn_once("drift not refreshed", model, version, exc)
-                    exported |= {k for k in self._exported if k[:2] == (model, version)}
-        for labels in self._exported - exported:  # versions gone or references removed
-            self._metrics.retire(self._metrics.drift_psi, labels)
-            self._metrics.retire(self._metrics.drift_ks, labels)
+                    exported |= {s for s in self._exported if s[1][:2] == (model, version)}
+        for gauge, labels in self._exported - exported:
+            self._metrics.retire(gauge, labels)
         self._exported = exported
 
-    def _refresh_version(self, model: str, version: str) -> set[tuple[str, str, str]]:
+    def _refresh_version(self, model: str, version: str) -> set[tuple[Gauge, tuple[str, ...]]]:
+        """Set the version's gauges; returns the series set."""
         references = self._configure(model, version)
         if not references:
             return set()
         merged = self._client.drift.read(model, version, self._window,
                                          minute_ttl=self._minute_ttl)  # fmt: skip
-        exported = set()
+        metrics = self._metrics
+        values: list[tuple[Gauge, tuple[str, ...], float | None]] = []
+        judged = []
         for feature, sketch in merged.features.items():
             reference = references.get(feature)
             if reference is None:
                 continue
             drift = feature_drift(feature, sketch, reference)
-            labels = (model, version, feature)
-            if drift.psi is not None and drift.ks is not None:
-                self._metrics.drift_psi.labels(*labels).set(drift.psi)
-                self._metrics.drift_ks.labels(*labels).set(drift.ks)
-                exported.add(labels)
+            labels: tuple[str, ...] = (model, version, feature)
+            missing = sketch.missing / sketch.count if sketch.count else None
+            state = _STATE.get(drift.verdict)  # None: too few values for a verdict
+            values += [(metrics.drift_psi, labels, drift.psi), (metrics.drift_ks, labels, drift.ks),
+                       (metrics.drift_state, labels, state),
+                       (metrics.drift_missing_rate, labels, missing),
+                       (metrics.drift_out_of_range, labels, drift.out_of_range)]  # fmt: skip
+            if state is not None:
+                judged.append(state)
+        share = sum(1 for state in judged if state > 0) / len(judged) if judged else None
+        values.append((metrics.drift_dataset_share, (model, version), share))
+        exported = set()
+        for gauge, labels, value in values:
+            if value is not None:
+                gauge.labels(*labels).set(value)
+                exported.add((gauge, labels))
         return exported

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.metrics.control_plane import ControlPlaneMetrics
+from gateway.metrics.process import register_process_metrics
 from gateway.metrics.quality import QualityMetrics
 from gateway.metrics.shadow_drift import DriftMetrics, ShadowMetrics
 from gateway.metrics.transport import TransportMetrics
@@ -50,6 +51,8 @@ class GatewayMetrics(
         DriftMetrics.__init__(self, registry)
         TransportMetrics.__init__(self, registry)
         QualityMetrics.__init__(self, registry)
+        if not multiprocess:  # a supervisor exports its workers' (process.py)
+            register_process_metrics(registry)
 
     def retire(self, gauge: Gauge, labels: Sequence[str]) -> None:
         """Stop exporting one series. Multiprocess files cannot drop a series, so there it

@@ -78,3 +78,24 @@ class DriftMetrics:
             "onnxgate_drift_ks", "KS distance of each feature against its reference.",
             feature, registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
+        self.drift_state = Gauge(
+            "onnxgate_drift_state",
+            "Each feature's drift verdict: 0 ok, 1 warn, 2 alert (no series while it has too"
+            " few values for one).",
+            feature, registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.drift_missing_rate = Gauge(
+            "onnxgate_drift_missing_rate", "Share of each feature's values missing (NaN, inf).",
+            feature, registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.drift_out_of_range = Gauge(
+            "onnxgate_drift_out_of_range_share",
+            "Share of each feature's finite values outside its reference's range.",
+            feature, registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.drift_dataset_share = Gauge(
+            "onnxgate_drift_dataset_drift_share",
+            "Share of a version's judged features that warn or alert (the dataset drifts at"
+            " 0.5 or more).",
+            ["model", "version"], registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip

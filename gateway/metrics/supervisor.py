@@ -1,15 +1,17 @@
 """The supervisor's /metrics: every worker's values summed from the multiprocess files,
-plus what only the supervisor knows (workers alive, restarts)."""
+plus what only the supervisor knows (workers alive, restarts, each worker's process)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from gateway.metrics.process import register_process_metrics
 
 __all__ = ["SupervisorMetrics"]
 
@@ -47,11 +49,13 @@ class _WorkersCollector(Collector):
 
 
 class SupervisorMetrics:
-    """The registry the supervisor serves, and its own two metrics."""
+    """The registry the supervisor serves: the workers' summed files, its own two metrics,
+    and process metrics of itself and each worker (`worker_pids`: index -> pid, running now)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, worker_pids: Callable[[], Mapping[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_WorkersCollector(directory))
+        register_process_metrics(self.registry, worker_pids)
         self.workers_alive = Gauge(
             "onnxgate_workers_alive", "Worker processes running now.", registry=self.registry
         )

@@ -31,7 +31,13 @@ from typing import Any
 from gateway.models.memory_probe_child import ALLOCATION_FAILURES
 from gateway.models.ort_errors import rejection_reason, without_source_locations
 
-__all__ = ["ProbeFailed", "ProbeResult", "default_memory_budget", "probe_version"]
+__all__ = [
+    "ProbeFailed",
+    "ProbeResult",
+    "default_memory_budget",
+    "memory_limit_bytes",
+    "probe_version",
+]
 
 _CHILD_MODULE = "gateway.models.memory_probe_child"
 _POLL_SECONDS = 0.05  # how soon `cancelled` is noticed
@@ -68,8 +74,13 @@ def default_memory_budget() -> int:
     loaded), and a version that passes is then loaded once more, in the serving process, while
     its probe is still giving its memory back.
     """
+    return memory_limit_bytes() // 4
+
+
+def memory_limit_bytes() -> int:
+    """The memory this process may use: the tightest cgroup limit over it, else the machine's."""
     return _available_memory(Path("/proc/meminfo"), Path("/proc/self/cgroup"),
-                             Path("/sys/fs/cgroup")) // 4  # fmt: skip
+                             Path("/sys/fs/cgroup"))  # fmt: skip
 
 
 def _available_memory(meminfo: Path, own_cgroups: Path, cgroup_root: Path) -> int:

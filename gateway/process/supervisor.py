@@ -136,7 +136,7 @@ class Supervisor:
         self._private_redis: PrivateRedis | None = None
         self._port_holder: socket.socket | None = None
         self._metrics_dir = _metrics_directory()
-        self.metrics = SupervisorMetrics(self._metrics_dir)
+        self.metrics = SupervisorMetrics(self._metrics_dir, self._worker_pids)
         self._metrics_server: MetricsServer | None = None
         self._worker_settings = settings
         self.grpc_port = 0
@@ -188,6 +188,12 @@ class Supervisor:
         _log.info("worker started", extra={"worker": slot.index, "pid": slot.process.pid,
                                            "replica": worker.replica_id})  # fmt: skip
         self.metrics.workers_alive.set(self._alive())
+
+    def _worker_pids(self) -> dict[str, int]:
+        """index -> pid of each worker not yet reaped. Read by /metrics on its own threads, so
+        it does not poll(): reaping is the run loop's; a pid that just exited yields nothing."""
+        return {str(s.index): p.pid for s in list(self._slots)
+                if (p := s.process) is not None and p.returncode is None}  # fmt: skip
 
     def _alive(self) -> int:
         return sum(1 for s in self._slots if s.process is not None and s.process.poll() is None)

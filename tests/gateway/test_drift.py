@@ -106,6 +106,45 @@ def test_a_shifted_feature_alerts_and_the_others_do_not(redis_server, gateway):
     )
 
 
+def test_the_drift_gauges_say_what_gatectl_drift_says(redis_server, gateway):
+    rows = _shifted(3_000)
+    rows[::20, 3] = np.nan  # 5% of feature 3 missing
+    _serve(f"127.0.0.1:{gateway.grpc_port}", rows)
+    _flushed(gateway)
+    code, out, _ = _gatectl(redis_server.url, "--json", "drift", "credit", "--since", "15m")
+    assert code == 0
+    report = {f["feature"]: f for f in json.loads(out)["features"]}
+    assert gateway.drift_monitor is not None
+    gateway.drift_monitor.refresh()
+    value = gateway.registry.get_sample_value
+    state = {"ok": 0, "warn": 1, "alert": 2}
+    for feature, row in report.items():
+        labels = {"model": "credit", "version": "1", "feature": feature}
+        assert value("onnxgate_drift_state", labels) == state[row["verdict"]], feature
+        assert value("onnxgate_drift_out_of_range_share", labels) == pytest.approx(
+            row["out_of_range"]
+        )
+    missing = {"model": "credit", "version": "1", "feature": "input[3]"}
+    assert value("onnxgate_drift_missing_rate", missing) == pytest.approx(0.05)
+    assert value("onnxgate_drift_missing_rate", {**missing, "feature": "input[1]"}) == 0.0
+    assert report["input[0]"]["verdict"] == report["input[3]"]["verdict"] == "alert"
+    # Two drifting features of four: half the dataset.
+    share = value("onnxgate_drift_dataset_drift_share", {"model": "credit", "version": "1"})
+    assert share == 0.5
+
+
+def test_a_version_without_enough_values_has_no_verdict_series(redis_server, gateway):
+    _serve(f"127.0.0.1:{gateway.grpc_port}", _shifted(300))  # under the 1,000 a verdict needs
+    _flushed(gateway)
+    assert gateway.drift_monitor is not None
+    gateway.drift_monitor.refresh()
+    labels = {"model": "credit", "version": "1", "feature": "input[0]"}
+    assert gateway.registry.get_sample_value("onnxgate_drift_psi", labels) is not None
+    assert gateway.registry.get_sample_value("onnxgate_drift_state", labels) is None
+    dataset = {"model": "credit", "version": "1"}
+    assert gateway.registry.get_sample_value("onnxgate_drift_dataset_drift_share", dataset) is None
+
+
 def test_a_version_is_compared_with_another_on_the_same_window(redis_server, gateway):
     address = f"127.0.0.1:{gateway.grpc_port}"
     _serve(address, RNG.normal(0.0, 1.0, (2_000, 4)).astype(np.float32))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -112,3 +117,21 @@ def test_failed_loads_are_counted(tmp_path):
         assert _value(samples, "onnxgate_model_loaded", model="broken", version="1") == 0
     finally:
         gateway.stop(grace_seconds=1)
+
+
+def test_the_process_and_its_build_are_described(traffic):
+    samples = _scrape(traffic)
+    assert samples[("process_resident_memory_bytes", frozenset())] > 10 * 2**20
+    assert 0 < samples[("process_start_time_seconds", frozenset())] <= time.time()
+    assert samples[("process_open_fds", frozenset())] > 0
+    assert samples[("process_cpu_seconds_total", frozenset())] > 0
+    limit = samples[("onnxgate_memory_limit_bytes", frozenset())]
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert samples[("process_resident_memory_bytes", frozenset())] < limit <= machine
+    build = {
+        "version": metadata.version("onnxgate"),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "grpcio": grpc.__version__,
+    }
+    assert samples[("onnxgate_build_info", frozenset(build.items()))] == 1

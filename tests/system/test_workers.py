@@ -91,6 +91,13 @@ def test_workers_share_one_port_and_metrics_add_up_across_them(repo, gateway_pro
     assert count == sent
     assert _metric(gp.metrics_port, "onnxgate_workers_alive") == 2
     assert _metric(gp.metrics_port, "onnxgate_model_loaded", model="classifier") == 1
+    # Each process's own figures, labelled by worker: the supervisor started before both.
+    started = {w: _metric(gp.metrics_port, "process_start_time_seconds", worker=w)
+               for w in ("supervisor", "0", "1")}  # fmt: skip
+    assert 0 < started["supervisor"] < min(started["0"], started["1"]) <= time.time()
+    assert all(_metric(gp.metrics_port, "process_resident_memory_bytes", worker=w) > 1e6
+               for w in started)  # fmt: skip
+    assert _metric(gp.metrics_port, "onnxgate_build_info") == 1  # once, not once per worker
     assert gp.terminate() == 0
     assert not any(_alive(pid) for pid in workers)
 
@@ -110,6 +117,8 @@ def _hammer(
 def test_a_crashed_worker_is_restarted_and_the_others_lose_nothing(repo, gateway_process):
     gp = gateway_process(repo, "--workers", "2")
     victim, survivor = _running_workers(gp, 2)
+    victim_index = str(next(index for index, pid in _workers(gp).items() if pid == victim))
+    started = _metric(gp.metrics_port, "process_start_time_seconds", worker=victim_index)
     by_worker = channels_per_worker(gp.address, gp.grpc_port, [victim, survivor], each=2)
     stop = threading.Event()
     outcomes: dict[int, list[list[tuple[float, str]]]] = {victim: [], survivor: []}
@@ -145,6 +154,9 @@ def test_a_crashed_worker_is_restarted_and_the_others_lose_nothing(repo, gateway
 
     eventually(lambda: _metric(gp.metrics_port, "onnxgate_workers_alive") == 2, timeout=15)
     assert _metric(gp.metrics_port, "onnxgate_worker_restarts_total") == 1
+    # The index keeps its series; its start time is the replacement's.
+    restarted = _metric(gp.metrics_port, "process_start_time_seconds", worker=victim_index)
+    assert restarted > started
     channel, pid = connect_to_worker(gp.address, gp.grpc_port, [replacement, survivor])
     with channel:  # new connections reach both workers again; the replacement serves
         assert pid in {replacement, survivor}
