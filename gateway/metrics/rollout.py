@@ -44,6 +44,13 @@ class RolloutMetrics:
         )  # fmt: skip
         self.webhooks = Counter(
             "onnxgate_rollout_webhooks",
-            "Webhook notifications by event and outcome: delivered, failed, dropped.",
+            "Webhook notifications by event and outcome: delivered, failed (given up after"
+            " the attempts), dropped (queue full, or stopping).",
             ["event", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.webhook_retries = Counter(
+            "onnxgate_rollout_webhook_retries",
+            "Webhook tries after an event's first (the receiver was down, slow or answered"
+            " 429/5xx).",
+            ["event"], registry=registry,
         )  # fmt: skip

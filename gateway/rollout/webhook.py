@@ -44,10 +44,12 @@ class WebhookNotifier:
     notify() enqueues and returns; a full queue drops the event (the controller's next
     decision matters more than a backlog for an endpoint that is down). A connection error,
     timeout, 5xx or 429 is retried up to `attempts` times in all, `backoff_seconds * 2**n`
-    apart; any other answer is final. Each event ends in exactly one `on_result(event,
-    outcome)` with outcome "delivered", "failed" or "dropped", called on the notifier's thread
-    (or, for a drop, on the caller's); it must not block for long. ValueError for a URL or a
-    secret that cannot work (WebhookEndpoint) or for limits out of range.
+    apart, or as long as the answer's Retry-After says; neither wait exceeds
+    `max_backoff_seconds`. Any other answer is final. Each retry calls `on_retry(event)`; each
+    event ends in exactly one `on_result(event, outcome)` with outcome "delivered", "failed"
+    (given up) or "dropped", called on the notifier's thread (or, for a drop, on the
+    caller's); neither must block for long. ValueError for a URL or a secret that cannot work
+    (WebhookEndpoint) or for limits out of range.
     """
 
     def __init__(
@@ -56,23 +58,29 @@ class WebhookNotifier:
         secret: bytes,
         *,
         timeout_seconds: float = 5.0,
-        attempts: int = 3,
-        backoff_seconds: float = 0.5,
+        attempts: int = 8,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
         queue_size: int = 100,
         on_result: Callable[[str, str], None] = lambda event, outcome: None,
+        on_retry: Callable[[str], None] = lambda event: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._endpoint = WebhookEndpoint(url, secret)
         self._url_for_logs = self._endpoint.url_for_logs
-        if attempts < 1 or queue_size < 1 or timeout_seconds <= 0 or backoff_seconds < 0:
+        if (attempts < 1 or queue_size < 1 or timeout_seconds <= 0 or backoff_seconds < 0
+                or max_backoff_seconds < backoff_seconds):  # fmt: skip
             raise ValueError(
                 "webhook needs attempts >= 1, queue_size >= 1, timeout_seconds > 0 and"
-                f" backoff_seconds >= 0; got {attempts}, {queue_size}, {timeout_seconds},"
-                f" {backoff_seconds}"
+                " 0 <= backoff_seconds <= max_backoff_seconds; got"
+                f" {attempts}, {queue_size}, {timeout_seconds}, {backoff_seconds},"
+                f" {max_backoff_seconds}"
             )
         self._timeout = timeout_seconds
         self._attempts = attempts
         self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        self._on_retry = on_retry
         self._queue_size = queue_size
         self._on_result = on_result
         self._clock = clock
@@ -163,22 +171,27 @@ class WebhookNotifier:
         return min(self._timeout, remaining) if remaining > 0 else None
 
     def _deliver(self, item: _Delivery) -> None:
-        reason = "not attempted"
+        reason, wait = "not attempted", 0.0
         for attempt in range(self._attempts):
             if attempt > 0:
+                self._report_retry(item.event)
                 # stop() cuts the wait short: before its deadline there is no later to wait for.
-                self._stop_requested.wait(self._backoff * 2 ** (attempt - 1))
+                self._stop_requested.wait(wait)
             timeout = self._attempt_timeout()
             if timeout is None:
                 self._give_up(item, "dropped", reason, attempt)
                 return
-            reason, retry = self._endpoint.post(item.event, item.delivery, item.body, timeout)
+            answer = self._endpoint.post(item.event, item.delivery, item.body, timeout)
+            reason = answer.reason
             if not reason:
                 self._report(item.event, "delivered")
                 return
-            if not retry:
+            if not answer.retry:
                 attempt_count = attempt + 1
                 break
+            asked = answer.retry_after
+            wait = min(self._max_backoff,
+                       self._backoff * 2**attempt if asked is None else asked)  # fmt: skip
         else:
             attempt_count = self._attempts
         self._give_up(item, "failed", reason, attempt_count)
@@ -206,6 +219,12 @@ class WebhookNotifier:
         )
         for item in dropped:
             self._report(item.event, "dropped")
+
+    def _report_retry(self, event: str) -> None:
+        try:
+            self._on_retry(event)
+        except Exception:  # the caller's callback must not stop deliveries
+            _log.exception("rollout webhook retry callback failed", extra={"event": event})
 
     def _report(self, event: str, outcome: str) -> None:
         try:

@@ -8,16 +8,19 @@ events from anyone else's.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import http.client
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-__all__ = ["WebhookEndpoint", "read_secret", "signature"]
+__all__ = ["Attempt", "WebhookEndpoint", "read_secret", "retry_after", "signature"]
 
 _MIN_SECRET_BYTES = 16
 _USER_AGENT = "onnxgate-rollout"
@@ -105,9 +108,10 @@ class WebhookEndpoint:
         self._secret = secret
         self._opener = urllib.request.build_opener(_RefuseRedirects())
 
-    def post(self, event: str, delivery: str, body: bytes, timeout: float) -> tuple[str, bool]:
-        """One attempt: ("", _) when delivered, else the reason and whether to retry (a
-        connection error, timeout, 5xx or 429 may succeed later; any other answer is final)."""
+    def post(self, event: str, delivery: str, body: bytes, timeout: float) -> Attempt:
+        """One attempt: delivered (an empty reason), or the reason, whether to retry (a
+        connection error, timeout, 5xx or 429 may succeed later; any other answer is final)
+        and how long the receiver asked to be left alone (Retry-After), if it did."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": _USER_AGENT,
@@ -120,11 +124,37 @@ class WebhookEndpoint:
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=timeout):
-                return "", False  # urllib raises HTTPError for anything but 2xx
+                return Attempt("", False)  # urllib raises HTTPError for anything but 2xx
         except urllib.error.HTTPError as exc:
             exc.close()  # it holds the response's socket
-            return f"HTTP {exc.code}", exc.code == 429 or exc.code >= 500
+            retry = exc.code == 429 or exc.code >= 500
+            wait = retry_after(exc.headers.get("Retry-After"), time.time()) if retry else None
+            return Attempt(f"HTTP {exc.code}", retry, wait)
         except urllib.error.URLError as exc:  # refused, unresolvable, TLS, timed out connecting
-            return _describe(exc.reason), True
+            return Attempt(_describe(exc.reason), True)
         except (OSError, http.client.HTTPException) as exc:  # timed out or cut off answering
-            return _describe(exc), True
+            return Attempt(_describe(exc), True)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    reason: str  # empty when delivered
+    retry: bool = False
+    retry_after: float | None = None  # seconds the receiver asked for, if it did
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After header asks for (RFC 9110: a number of seconds or an HTTP date),
+    None when absent or unreadable (the notifier's own backoff applies then)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; obsolete forms may not say so
+        return None
+    return max(0.0, when.timestamp() - now)

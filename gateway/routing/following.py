@@ -66,9 +66,15 @@ class RegistryFollowing:
         metrics = RolloutMetrics(registry)
         if settings.rollout_webhook_url and webhook_secret is not None:
             outcomes = metrics.webhooks
+            retries = metrics.webhook_retries
             self.webhook = WebhookNotifier(
                 settings.rollout_webhook_url, webhook_secret,
+                timeout_seconds=settings.rollout_webhook_timeout_seconds,
+                attempts=settings.rollout_webhook_attempts,
+                backoff_seconds=settings.rollout_webhook_backoff_seconds,
+                max_backoff_seconds=settings.rollout_webhook_max_backoff_seconds,
                 on_result=lambda event, outcome: outcomes.labels(event, outcome).inc(),
+                on_retry=lambda event: retries.labels(event).inc(),
             )  # fmt: skip
         notify = None if self.webhook is None else self.webhook.notify
         limits = QualityEventLimits.from_settings(settings)

@@ -62,6 +62,17 @@ def _rollout_lease(settings: Settings) -> str | None:
     return None
 
 
+def _webhook_backoff(settings: Settings) -> str | None:
+    first, most = (
+        settings.rollout_webhook_backoff_seconds,
+        settings.rollout_webhook_max_backoff_seconds,
+    )
+    if most < first:
+        return (f"{_flag('rollout_webhook_max_backoff_seconds')} {most}: expected at least"
+                f" {_flag('rollout_webhook_backoff_seconds')} ({first})")  # fmt: skip
+    return None
+
+
 # After the bounds, in this order.
 CHECKS = (
     Check(
@@ -78,6 +89,10 @@ CHECKS = (
         "`--rollout-lease-seconds` is more than twice `--rollout-tick-seconds`, or the"
         " leader's lease lapses between its renewals.",
         _rollout_lease,
+    ),
+    Check(
+        "`--rollout-webhook-max-backoff-seconds` is at least `--rollout-webhook-backoff-seconds`.",
+        _webhook_backoff,
     ),
 )
 

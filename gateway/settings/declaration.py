@@ -144,9 +144,8 @@ class Settings:
         " waiting, each until its deadline; beyond that, UNAVAILABLE; 0: no limit of its own",
         at_least=0,
     )  # fmt: skip
-    max_queue_per_version: int = ADMISSION(
-        64, "with --max-concurrency-per-version: requests that may wait beyond it", at_least=0
-    )
+    max_queue_per_version: int = ADMISSION(64, "with --max-concurrency-per-version: requests"
+                                           " that may wait beyond it", at_least=0)  # fmt: skip
     # Only versions with a dynamic batch dimension are batched.
     batch_delay_us: int = ADMISSION(
         -1, "dynamic batching: -1 off; else concurrent requests run together, waiting at most"
@@ -167,9 +166,7 @@ class Settings:
     )  # fmt: skip
     namespace: str = REGISTRY("onnxgate", "registry key namespace")
     replica_id: str = REGISTRY("", "name in heartbeats", default_text="<hostname>-<pid>")
-    rules_poll_seconds: float = REGISTRY(
-        2.0, "epoch poll interval, the backstop for lost pub/sub hints"
-    )
+    rules_poll_seconds: float = REGISTRY(2.0, "epoch poll interval, the backstop for lost hints")
     heartbeat_seconds: float = REGISTRY(5.0, "heartbeat interval")
 
     shadow_queue_size: int = SHADOWS(1000, "mirrored copies waiting; beyond it they are dropped")
@@ -186,26 +183,19 @@ class Settings:
     )
 
     stats_flush_seconds: float = TELEMETRY(10.0, "per-version statistics write interval")
-    stats_retention_seconds: int = TELEMETRY(
-        86400, "how long the 1-minute statistics windows stay in Redis"
-    )
+    stats_retention_seconds: int = TELEMETRY(86400, "1-minute statistics windows kept in Redis")
     drift_buffer_rows: int = TELEMETRY(65536, "input rows waiting to be sketched; 0: no drift")
     drift_flush_seconds: float = TELEMETRY(10.0, "sketch write interval")
     # gatectl's default too.
     drift_minute_ttl_seconds: int = TELEMETRY(3600, "1-minute sketch windows kept")
     drift_hour_ttl_seconds: int = TELEMETRY(8 * 86400, "hourly sketch windows kept")
-    drift_monitor_seconds: float = TELEMETRY(
-        60.0, "reference bins and drift gauges refreshed this often"
-    )
+    drift_monitor_seconds: float = TELEMETRY(60.0, "drift references and gauges refreshed so often")
     drift_monitor_window_seconds: float = TELEMETRY(900.0, "window of the drift gauges")
 
     # Predictions of models with a quality config (gatectl model create --task) are logged.
-    prediction_buffer: int = QUALITY(
-        65536,
-        "answered requests waiting to be logged, and ids held while Redis is away; 0: no"
-        " prediction log",
-        at_least=0,
-    )
+    prediction_buffer: int = QUALITY(65536, "answered requests waiting to be logged, and ids"
+                                     " held while Redis is away; 0: no prediction log",
+                                     at_least=0)  # fmt: skip
     prediction_ttl_seconds: int = QUALITY(
         7 * 86400, "how long a prediction waits for its label", flag="--prediction-ttl",
         at_least=3600,
@@ -263,6 +253,16 @@ class Settings:
     rollout_webhook_secret_file: Path | None = ROLLOUTS(  # noqa: RUF009
         None, "HMAC-SHA256 key of the webhook's X-Onnxgate-Signature (at least 16 bytes)"
     )
+    # Events go one at a time, in order: while one is retried the others wait (100 at most;
+    # more are dropped, counted). The defaults ride out about two minutes of a receiver down.
+    rollout_webhook_attempts: int = ROLLOUTS(
+        8, "tries per webhook event, the first included", at_least=1)  # fmt: skip
+    rollout_webhook_backoff_seconds: float = ROLLOUTS(
+        1.0, "wait before the first retry, doubled for each next", at_least=0.0)  # fmt: skip
+    rollout_webhook_max_backoff_seconds: float = ROLLOUTS(
+        60.0, "longest wait between tries, a receiver's Retry-After too", at_least=0.0)  # fmt: skip
+    rollout_webhook_timeout_seconds: float = ROLLOUTS(
+        5.0, "each try's answer must come this soon", at_least=0.001)  # fmt: skip
 
     log_level: str = LOGGING("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = LOGGING("json", "log line format", choices=("json", "text"))

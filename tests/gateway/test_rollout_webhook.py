@@ -4,6 +4,7 @@ shutdown and ordering."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hmac
 import json
 import logging
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.rollout.webhook import WebhookNotifier
-from gateway.rollout.webhook_endpoint import read_secret, signature
+from gateway.rollout.webhook_endpoint import read_secret, retry_after, signature
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,6 +40,7 @@ def receiver_accepts(secret: bytes, headers: Message, body: bytes) -> bool:
 class Received:
     headers: Message
     body: bytes
+    at: float  # time.monotonic() on arrival
 
 
 class _Server(ThreadingHTTPServer):
@@ -51,7 +53,7 @@ class Receiver:
     receiver)."""
 
     def __init__(self) -> None:
-        self.statuses: list[int] = []
+        self.statuses: list[int | tuple[int, dict[str, str]]] = []  # and headers to send
         self.hold = False
         self.release = threading.Event()
         self.requests: list[Received] = []
@@ -62,15 +64,18 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver._changed:
-                    receiver.requests.append(Received(self.headers, body))
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.requests.append(Received(self.headers, body, time.monotonic()))
+                    scripted = receiver.statuses.pop(0) if receiver.statuses else 200
                     receiver._changed.notify_all()
+                status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
                 if receiver.hold:
                     receiver.release.wait(10)
                 try:
                     self.send_response(status)
                     if 300 <= status < 400:
                         self.send_header("Location", receiver.url)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:  # the notifier gave up waiting and closed the connection
@@ -220,6 +225,51 @@ def test_a_retryable_answer_is_retried_with_the_same_delivery_id(receiver, make_
     assert len({request.headers["X-Onnxgate-Delivery"] for request in requests}) == 1
     assert len({request.body for request in requests}) == 1
     assert all(receiver_accepts(SECRET, r.headers, r.body) for r in requests)
+
+
+def test_retries_ride_out_a_receiver_down_longer_than_a_few_tries(receiver, make_notifier):
+    receiver.statuses = [503] * 6
+    results, retries = Results(), []
+    notifier = make_notifier(on_result=results, on_retry=retries.append, attempts=8,
+                             backoff_seconds=0.01, max_backoff_seconds=0.05)  # fmt: skip
+    notifier.start()
+    notifier.notify("rolled_back", {"model": "credit"})
+    assert results.wait_for(1) == [("rolled_back", "delivered")]
+    assert len(receiver.wait_for(7)) == 7 and retries == ["rolled_back"] * 6
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+def test_retry_after_is_honoured(receiver, make_notifier, form):
+    # An HTTP date has whole seconds: 4 s away is at least 3 s once written, of which the
+    # notifier's start and first try may take one.
+    asked = "2" if form == "seconds" else email.utils.formatdate(time.time() + 4, usegmt=True)
+    receiver.statuses = [(503, {"Retry-After": asked})]
+    results = Results()
+    notifier = make_notifier(on_result=results, backoff_seconds=0.01, max_backoff_seconds=10)
+    notifier.start()
+    notifier.notify("paused", {"model": "credit"})
+    assert results.wait_for(1, timeout=10) == [("paused", "delivered")]
+    first, second = receiver.wait_for(2)
+    assert second.at - first.at >= 1.9  # the receiver's wait, not the 0.01 s backoff
+
+
+def test_retry_after_is_capped_by_the_longest_backoff(receiver, make_notifier):
+    receiver.statuses = [(503, {"Retry-After": "3600"})]
+    results = Results()
+    notifier = make_notifier(on_result=results, backoff_seconds=0.01, max_backoff_seconds=0.2)
+    notifier.start()
+    notifier.notify("promoted", {})
+    assert results.wait_for(1) == [("promoted", "delivered")]  # in 5 s, not an hour
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("120", 120.0), (" 7 ", 7.0), ("-5", None), ("soon", None), ("", None), (None, None),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 10.0), ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0)],
+)  # fmt: skip
+def test_retry_after_reads_seconds_and_http_dates(value, expected):
+    now = email.utils.parsedate_to_datetime("Wed, 21 Oct 2015 07:27:50 GMT").timestamp()
+    assert retry_after(value, now) == expected
 
 
 @pytest.mark.parametrize("status", [400, 302])

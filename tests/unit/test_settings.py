@@ -66,6 +66,23 @@ def test_a_rollout_lease_that_would_lapse_between_renewals_exits_2(capsys):
     assert "--rollout-lease-seconds 1.0: expected more than twice" in capsys.readouterr().err
 
 
+def test_a_webhook_backoff_longer_than_its_cap_exits_2(capsys):
+    argv = ["serve", "--no-registry", "--rollout-webhook-backoff-seconds", "5",
+            "--rollout-webhook-max-backoff-seconds", "2"]  # fmt: skip
+    assert main(argv, {}) == 2
+    err = capsys.readouterr().err
+    assert "--rollout-webhook-max-backoff-seconds 2.0: expected at least" in err
+    assert "--rollout-webhook-backoff-seconds (5.0)" in err
+
+
+def test_webhook_delivery_settings_come_from_flags_and_the_environment():
+    env = {"ONNXGATE_ROLLOUT_WEBHOOK_ATTEMPTS": "12"}
+    settings = parse_settings(["serve", "--rollout-webhook-max-backoff-seconds", "300"], env)
+    assert settings.rollout_webhook_attempts == 12
+    assert settings.rollout_webhook_max_backoff_seconds == 300.0
+    assert settings.rollout_webhook_backoff_seconds == 1.0
+
+
 @pytest.mark.parametrize("budget", ["1", "1024", str(64 * 2**20 - 1), "-2"])
 def test_a_version_memory_budget_too_small_to_load_anything_exits_2(budget, capsys):
     argv = ["serve", "--no-registry", "--max-version-memory-bytes", budget]
