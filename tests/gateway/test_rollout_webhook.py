@@ -229,7 +229,7 @@ def test_a_retryable_answer_is_retried_with_the_same_delivery_id(receiver, make_
 
 def test_retries_ride_out_a_receiver_down_longer_than_a_few_tries(receiver, make_notifier):
     receiver.statuses = [503] * 6
-    results, retries = Results(), []
+    results, retries = Results(), list[str]()
     notifier = make_notifier(on_result=results, on_retry=retries.append, attempts=8,
                              backoff_seconds=0.01, max_backoff_seconds=0.05)  # fmt: skip
     notifier.start()
