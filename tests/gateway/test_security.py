@@ -262,6 +262,35 @@ def test_health_probe_speaks_mutual_tls(secured, capsys):
     assert onnxgate(["probe", "--address", secured.address, "--timeout", "1"]) == 1
 
 
+def test_the_probe_follows_the_gateways_own_port_and_tls_settings(secured, capsys):
+    certs = secured.certs
+    env = {"ONNXGATE_GRPC_PORT": str(secured.gateway.grpc_port),
+           "ONNXGATE_TLS_CERT_FILE": str(certs["server_cert"])}  # fmt: skip
+    client = ["--ca-cert", str(certs["ca"]), "--client-cert", str(certs["client_cert"]),
+              "--client-key", str(certs["client_key"])]  # fmt: skip
+    assert onnxgate(["probe", *client], env) == 0
+    assert capsys.readouterr().out.strip() == f"{secured.address}: SERVING"
+    # Plaintext to a TLS port fails: the environment's TLS setting is what made it speak TLS.
+    assert (
+        onnxgate(["probe", "--timeout", "1"], {"ONNXGATE_GRPC_PORT": env["ONNXGATE_GRPC_PORT"]})
+        == 1
+    )
+
+
+def test_the_probe_trusts_a_certificate_chain_that_carries_its_ca(model_repo, tmp_path, capsys):
+    certs = make_certificates(tmp_path)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(certs["server_cert"].read_bytes() + certs["ca"].read_bytes())
+    gateway = make_gateway(model_repo, tls_cert_file=chain, tls_key_file=certs["server_key"])
+    try:
+        env = {"ONNXGATE_HOST": "0.0.0.0", "ONNXGATE_GRPC_PORT": str(gateway.grpc_port),
+               "ONNXGATE_TLS_CERT_FILE": str(chain)}  # fmt: skip
+        assert onnxgate(["probe", "--service", "liveness"], env) == 0
+        assert capsys.readouterr().out.strip().endswith(": SERVING")
+    finally:
+        gateway.stop(grace_seconds=1)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

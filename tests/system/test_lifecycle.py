@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -178,6 +181,24 @@ def test_probe_exits_zero_on_a_serving_gateway_and_one_elsewhere(gateway, capsys
     assert main(["probe", "--address", f"127.0.0.1:{gateway.grpc_port}"]) == 0
     assert "SERVING" in capsys.readouterr().out
     assert main(["probe", "--address", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+
+
+def test_probe_without_flags_probes_the_port_its_environment_configures(gateway, capsys):
+    env = {"ONNXGATE_GRPC_PORT": str(gateway.grpc_port)}
+    assert main(["probe", "--service", "liveness"], env) == 0
+    assert capsys.readouterr().out == f"127.0.0.1:{gateway.grpc_port}: SERVING\n"
+    assert main(["probe", "--timeout", "0.5"], {"ONNXGATE_GRPC_PORT": "1"}) == 1
+
+
+def test_probe_loads_neither_onnxruntime_nor_redis():
+    # A container probe runs every few seconds: it must start in a fraction of a second.
+    script = (
+        "import sys; from gateway.cli import main; main(['probe', '--timeout', '0.2']);"
+        " print(sorted(m for m in ('onnxruntime', 'redis', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "ONNXGATE_GRPC_PORT": "1"}, timeout=30)  # fmt: skip
+    assert result.stdout.splitlines()[-1] == "[]", result.stderr
 
 
 def test_stop_ends_the_load_executor_and_the_metrics_endpoint(tmp_path):
