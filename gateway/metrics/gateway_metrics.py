@@ -11,7 +11,7 @@ supervisor serves their aggregate; each gauge says how workers' values combine.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -44,6 +44,7 @@ class GatewayMetrics(
         # Multiprocess mode cannot read values at scrape time: these copy them instead and
         # the composition root runs them periodically.
         self.samplers: list[Callable[[], None]] = []
+        self._weighted: dict[str, set[str]] = {}  # model -> versions with a weight series
         # In this order: the exposition lists the families as they were registered.
         VersionFamilies.__init__(self, registry)
         ControlPlaneMetrics.__init__(self, registry)
@@ -61,6 +62,15 @@ class GatewayMetrics(
             gauge.labels(*labels).set(math.nan)
         else:
             gauge.remove(*labels)
+
+    def set_route_weights(self, model: str, weights: Mapping[str, float]) -> None:
+        """Export the weights of `model`'s serving rule. A version that left the rule loses
+        its series: kept at its old weight, it would skew every share computed from them."""
+        for version in self._weighted.pop(model, set()) - weights.keys():
+            self.retire(self.route_weight, (model, version))
+        for version, weight in weights.items():
+            self.route_weight.labels(model, version).set(weight)
+        self._weighted[model] = set(weights)
 
     def for_version(self, model: str, version: str, role: str = PRIMARY) -> VersionMetrics:
         """Resolve the label children of one version once, at load time."""

@@ -266,8 +266,7 @@ class RuleWatcher:
             self._wake.set()
         self._metrics.route_revision.labels(model).set(route.revision)
         self._metrics.route_applied_timestamp.labels(model).set(time.time())
-        for version, weight in route.weights.items():
-            self._metrics.route_weight.labels(model, version).set(weight)
+        self._metrics.set_route_weights(model, route.weights)
         _log.info("rule applied", extra={"model": model, "revision": route.revision,
                                          "weights": route.weights})  # fmt: skip
 

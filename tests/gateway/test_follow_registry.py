@@ -92,6 +92,19 @@ def test_weighted_rule_splits_traffic(following, registry):
     assert 0.40 < served.count("2") / len(served) < 0.60
 
 
+def test_the_weight_gauges_follow_the_rule_and_forget_versions_that_left_it(following, registry):
+    gateway, _ = following
+    weight = functools.partial(gateway.registry.get_sample_value, "onnxgate_route_weight")
+    registry.set_route("credit", [Split("1", 70), Split("2", 30)], actor="ops")
+    eventually(lambda: weight({"model": "credit", "version": "2"}) == 30)
+    assert weight({"model": "credit", "version": "1"}) == 70
+    registry.set_route("credit", [Split("3", 100)], actor="ops")
+    eventually(lambda: weight({"model": "credit", "version": "3"}) == 100)
+    # Kept at 70 and 30, versions 1 and 2 would take 50% of the rule in every share computed.
+    assert weight({"model": "credit", "version": "1"}) is None
+    assert weight({"model": "credit", "version": "2"}) is None
+
+
 def test_rule_naming_a_tampered_artifact_is_not_applied(following, registry, tmp_path):
     gateway, stub = following
     onnx_models.save(onnx_models.classifier(seed=99), tmp_path, "credit", "3")  # other bytes
