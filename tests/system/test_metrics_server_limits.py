@@ -497,7 +497,7 @@ def test_tls_handshakes_count_against_the_request_timeout(serve, tls):
 
 
 def test_the_supervisor_registry_serves_the_connection_counters(serve, tmp_path):
-    supervisor = SupervisorMetrics(tmp_path)
+    supervisor = SupervisorMetrics(tmp_path, dict)
     server = serve(supervisor.registry)
     _, body = _scrape(server.server_port)
     text = body.decode()
