@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 from gateway.api.probe import ProbeTls, default_address, probe, tls_from_env
@@ -32,8 +34,19 @@ _PROBE_EPILOG = (
 )
 
 
+def _version() -> str:
+    """onnxgate's version and what it serves with, read from package metadata (no imports)."""
+    try:
+        installed = {name: metadata.version(name) for name in ("onnxgate", "onnxruntime", "grpcio")}
+    except metadata.PackageNotFoundError as exc:  # a checkout run without installing it
+        return f"onnxgate (not installed: {exc})"
+    return (f"onnxgate {installed['onnxgate']} (onnxruntime {installed['onnxruntime']},"
+            f" grpcio {installed['grpcio']}, Python {platform.python_version()})")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "serve", help="serve ONNX models over the inference protocol", epilog=_SERVE_EPILOG
@@ -103,12 +116,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     if argv[:1] == ["probe"]:
         return _probe(argv, env)
+    settings = parse_settings(argv, env)  # exits on --help, --version and usage errors
     # Imported here, not above: the probe runs every few seconds and needs none of them.
     from gateway.app import serve
     from gateway.process.supervisor import supervise
     from gateway.security.material import Security, SecurityError
 
-    settings = parse_settings(argv, env)
     problem = first_problem(settings)
     if problem is not None:
         print(f"onnxgate: {problem}", file=sys.stderr)

@@ -59,9 +59,6 @@ def add_parsers(commands: Commands) -> None:
         "--batch", type=_batch_size, default=DEFAULT_BATCH, metavar="N",
         help=f"labels written per round trip ({DEFAULT_BATCH})",
     )  # fmt: skip
-    # Here as well as before the command; SUPPRESS keeps a `gatectl --json labels ...`.
-    imported.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                          help="print the summary as JSON")  # fmt: skip
     imported.set_defaults(handler=import_labels)
 
 

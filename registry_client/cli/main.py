@@ -18,6 +18,7 @@ import getpass
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
@@ -45,6 +46,7 @@ from registry_client.cli.exit_codes import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
 )
+from registry_client.cli.parser import GatectlParser, wants_json
 from registry_client.cli.tables import printable
 from registry_client.client import RegistryClient
 from registry_client.connection import PRIVATE_SOCKET_NAME, default_data_dir, private_redis_url
@@ -64,10 +66,11 @@ COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evalua
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = GatectlParser(
         prog="gatectl", description=__doc__.splitlines()[0], epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"gatectl {_version()}")
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
     parser.add_argument(
         "--data-dir", type=Path,
@@ -83,11 +86,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"who is acting, for the audit (default: login name; at most {MAX_ACTOR_CHARS}"
         " characters, no control characters)",
     )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_parsers(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("onnxgate")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:
@@ -152,6 +161,7 @@ def main(
         print(f"gatectl: {source}: {printable(exc)}", file=err)
         return EXIT_USAGE
     try:
-        return _run(args.handler, args, CommandContext(client, actor, out, err, args.json))
+        context = CommandContext(client, actor, out, err, wants_json(args))
+        return _run(args.handler, args, context)
     finally:
         client.close()

@@ -132,10 +132,8 @@ def checked_segment(config: QualityConfig, name: str) -> str:
 
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
-    """--since (the predictions' window) and --json, which is also gatectl's global flag."""
+    """--since: the predictions' window."""
     parser.add_argument(
         "--since", type=long_duration_argument, default=7 * 86400.0,
         help="predictions from how far back: 30s, 15m, 2h, 1d, up to 90d (7d)",
     )  # fmt: skip
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON instead of tables")  # fmt: skip

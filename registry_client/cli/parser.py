@@ -1,0 +1,32 @@
+"""gatectl's argument parser: the output flags are accepted by every command and subcommand,
+so they may stand anywhere on the command line, as kubectl's do (`gatectl route show credit
+--json` and `gatectl --json route show credit` print the same)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["OUTPUT_FORMATS", "GatectlParser", "wants_json"]
+
+OUTPUT_FORMATS = ("table", "json")
+
+
+class GatectlParser(argparse.ArgumentParser):
+    """An ArgumentParser whose every instance (argparse makes the subcommands' parsers of the
+    same class) takes --json and -o FORMAT. Their defaults are suppressed, so a subcommand
+    that does not see them leaves what an earlier position set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-o", dest="output_format", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS,
+            help="output format: table (the default) or json",
+        )  # fmt: skip
+        self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="print JSON instead of tables (-o json)")  # fmt: skip
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    """Whether the command line asked for JSON, wherever it said so."""
+    return bool(getattr(args, "json", False)) or getattr(args, "output_format", "") == "json"
