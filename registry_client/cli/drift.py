@@ -210,7 +210,9 @@ def add_parsers(commands: Commands) -> None:
         help="with --from-traffic: how far back (1h)",
     )  # fmt: skip
     reference_set.set_defaults(handler=set_reference)
-    reference_show = reference_actions.add_parser("show")
+    reference_show = reference_actions.add_parser(
+        "show", help="a version's reference profile: count, missing, range, mean per feature"
+    )
     reference_show.add_argument("model")
     reference_show.add_argument("version")
     reference_show.set_defaults(handler=show_reference)

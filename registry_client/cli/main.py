@@ -25,6 +25,7 @@ from typing import TextIO
 from registry_client.cli import (
     backup,
     compare,
+    completion,
     drift,
     evaluate,
     events,
@@ -62,7 +63,7 @@ DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
 DEFAULT_NAMESPACE = "onnxgate"
 # In the order `gatectl --help` lists their commands.
 COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evaluate, compare,
-                  quality, drift, routes, rollout, events, backup)  # fmt: skip
+                  quality, drift, routes, rollout, events, backup, completion)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +133,11 @@ def main(
 ) -> int:
     """Entry point of the `gatectl` console script; returns the exit code."""
     env = os.environ if env is None else env
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if hasattr(args, "offline"):  # a command that needs no Redis
+        code: int = args.offline(parser, args, out)
+        return code
     url = args.redis_url or env.get(REDIS_URL_VARIABLE)
     if not url:
         data_dir = args.data_dir or _data_dir(env)

@@ -51,10 +51,12 @@ def add_parsers(commands: Commands) -> None:
     """Add `route` and its actions to gatectl's subcommands."""
     route = commands.add_parser("route", help="show, change, audit or roll back a rule")
     actions = route.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show")
+    show = actions.add_parser("show", help="the model's rule: versions, weights, shadows")
     show.add_argument("model")
     show.set_defaults(handler=show_rule)
-    change = actions.add_parser("set")
+    change = actions.add_parser(
+        "set", help="write a new rule (compare-and-set) and wait for the gateways to apply it"
+    )
     change.add_argument("model")
     change.add_argument(
         "--split",
@@ -69,18 +71,19 @@ def add_parsers(commands: Commands) -> None:
     add_schema_override_arguments(change, reason=False)
     add_wait_arguments(change)
     change.set_defaults(handler=set_rule)
-    history = actions.add_parser("history")
+    history = actions.add_parser("history", help="the rule's past revisions, who and why")
     history.add_argument("model")
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", type=int, default=20, help="newest revisions shown (20)")
     history.set_defaults(handler=rule_history)
     status = actions.add_parser("status", help="which gateway serves which revision")
     status.add_argument("model")
     status.set_defaults(handler=rule_status)
-    rollback = actions.add_parser("rollback")
+    rollback = actions.add_parser("rollback", help="write an earlier revision's routing again")
     rollback.add_argument("model")
-    rollback.add_argument("--to-revision", type=int, required=True)
+    rollback.add_argument("--to-revision", type=int, required=True,
+                          help="the revision whose routing to write again")  # fmt: skip
     rollback.add_argument("--reason", type=reason_text, default="", help=REASON_HELP)
-    rollback.add_argument("--expected-revision", type=int)
+    rollback.add_argument("--expected-revision", type=int, help="write only at this revision")
     add_schema_override_arguments(rollback, reason=False)
     add_wait_arguments(rollback)
     rollback.set_defaults(handler=roll_back_rule)
