@@ -1,11 +1,13 @@
-"""`gatectl`: the operators' CLI over RegistryClient. It prints; the client holds the logic.
+"""gatectl manages what onnxgate gateways follow: models, versions, routing rules, rollouts.
 
-This module is the entry point: the global flags and their environment variables, finding
-Redis, running the handler the command line chose and mapping the registry errors it raises to
-exit codes (exit_codes.py lists them). Each command group builds its subcommands next to its
-handlers: models.py, versions.py, version_record.py, measurements.py, labels.py, evaluate.py,
-compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py, events.py and
-backup.py (export, restore).
+The command-line interface of RegistryClient: every check and write is the client's, so a
+Python program can do whatever gatectl does, with the same validation. This module is the
+entry point: the global flags and their environment variables, finding Redis, running the
+handler the command line chose and mapping the registry errors it raises to exit codes
+(exit_codes.py lists them). Each command group builds its subcommands next to its handlers:
+models.py, versions.py, version_record.py, measurements.py, labels.py, evaluate.py,
+compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py, events.py,
+backup.py (export, restore) and completion.py.
 
 What gatectl prints but did not write (anything read from Redis) goes through
 tables.printable(): control and format characters show as escapes, never reach the terminal.
@@ -41,7 +43,6 @@ from registry_client.cli import (
 from registry_client.cli.arguments import actor_name
 from registry_client.cli.context import CommandContext, Handler
 from registry_client.cli.exit_codes import (
-    EXIT_CODES_HELP,
     EXIT_CONFLICT,
     EXIT_REJECTED,
     EXIT_UNREACHABLE,
@@ -67,10 +68,7 @@ COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evalua
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = GatectlParser(
-        prog="gatectl", description=__doc__.splitlines()[0], epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    parser = GatectlParser(prog="gatectl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gatectl {_version()}")
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
     parser.add_argument(

@@ -7,9 +7,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["OUTPUT_FORMATS", "GatectlParser", "wants_json"]
+from registry_client.cli.exit_codes import EXIT_CODES_HELP
+
+__all__ = ["EPILOG", "OUTPUT_FORMATS", "GatectlParser", "wants_json"]
 
 OUTPUT_FORMATS = ("table", "json")
+
+# Below every command's help: how gatectl finds Redis, and what its exit code says.
+EPILOG = f"""environment:
+  ONNXGATE_REDIS_URL  the registry's Redis (--redis-url wins); without either, the private
+                      Redis of a gateway in ONNXGATE_DATA_DIR (--data-dir), by default
+                      ~/.local/share/onnxgate
+  ONNXGATE_NAMESPACE  the registry's key namespace (--namespace; default onnxgate)
+  USER                who acts, in the audit (--actor wins)
+
+{EXIT_CODES_HELP}"""
 
 
 class GatectlParser(argparse.ArgumentParser):
@@ -18,6 +30,7 @@ class GatectlParser(argparse.ArgumentParser):
     that does not see them leaves what an earlier position set."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EPILOG)
         super().__init__(*args, **kwargs)
         self.add_argument(
             "-o", dest="output_format", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS,
@@ -25,6 +38,16 @@ class GatectlParser(argparse.ArgumentParser):
         )  # fmt: skip
         self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                           help="print JSON instead of tables (-o json)")  # fmt: skip
+
+
+    def format_help(self) -> str:
+        """The help as argparse wraps it, then the epilog as written (its columns line up)."""
+        epilog, self.epilog = self.epilog, None
+        try:
+            text = super().format_help()
+        finally:
+            self.epilog = epilog
+        return f"{text}\n{epilog}" if epilog else text
 
 
 def wants_json(args: argparse.Namespace) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as onnxgate
+from registry_client.cli.main import _parser as gatectl_parser
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
 from tests.support.gatectl import run_gatectl
@@ -80,3 +82,28 @@ def test_gatectl_and_onnxgate_say_their_version(capsys):
     assert exit_info.value.code == 0
     said = capsys.readouterr().out
     assert said.startswith(f"onnxgate {version} (onnxruntime {metadata.version('onnxruntime')},")
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("gatectl",)
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, bool]]:
+    """Every command and subcommand: its words, its parser, whether its parent lists it with a
+    help line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {choice.dest for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*path, name), sub, name in helped
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_command_says_what_it_does_its_environment_and_exit_codes(capsys):
+    parser = gatectl_parser()
+    commands = list(_commands(parser))
+    assert len(commands) > 30
+    assert [words for words, _, helped in commands if not helped] == []
+    for words, sub, _ in [(("gatectl",), parser, True), *commands]:
+        text = sub.format_help()
+        assert "ONNXGATE_REDIS_URL" in text and "exit codes:" in text, words
+        assert "4  Redis unreachable" in text, words
+    assert "holds the logic" not in parser.format_help()
