@@ -8,6 +8,7 @@ __all__ = [
     "EXIT_NOT_APPLIED",
     "EXIT_OK",
     "EXIT_REJECTED",
+    "EXIT_ROLLOUT_FAILED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
 ]
@@ -18,6 +19,7 @@ EXIT_USAGE = 2  # argparse's own code for a malformed command line
 EXIT_CONFLICT = 3  # the rule changed underneath: read it again and retry
 EXIT_UNREACHABLE = 4
 EXIT_NOT_APPLIED = 5  # a rule was written, but no live gateway applied it
+EXIT_ROLLOUT_FAILED = 6  # rollout status --watch: the rollout ended rolled back or aborted
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  done (a rule written: applied by every live gateway, by some (a warning lists the
@@ -28,4 +30,5 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_UNREACHABLE}  Redis unreachable
   {EXIT_NOT_APPLIED}  a rule was written, but none of the live gateways applied it within --wait
      (each is listed with why: a version FAILED, still loading); it stays stored
+  {EXIT_ROLLOUT_FAILED}  rollout status --watch: the rollout ended rolled back or aborted
 """

@@ -39,7 +39,6 @@ class GatectlParser(argparse.ArgumentParser):
         self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                           help="print JSON instead of tables (-o json)")  # fmt: skip
 
-
     def format_help(self) -> str:
         """The help as argparse wraps it, then the epilog as written (its columns line up)."""
         epilog, self.epilog = self.epilog, None

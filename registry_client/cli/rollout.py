@@ -4,9 +4,11 @@ command line. It parses and prints; RolloutStore holds the logic."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
@@ -17,15 +19,19 @@ from registry_client.cli.durations import (
     format_duration,
     long_duration_argument,
 )
-from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.exit_codes import EXIT_OK, EXIT_ROLLOUT_FAILED
 from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
+from registry_client.cli.watching import Snapshot, add_watch_arguments, watch
 from registry_client.errors import NotFound
 from registry_client.records.leases import lease_holder
-from registry_client.rollout.plan import RolloutState
+from registry_client.rollout.plan import ABORTED, PROMOTED, ROLLED_BACK, RolloutState
 from registry_client.rollout.store import RolloutStore
 
 __all__ = ["add_parsers"]
+
+# The exit code of `rollout status --watch` when the rollout ends.
+_WATCH_ENDS = {PROMOTED: EXIT_OK, ROLLED_BACK: EXIT_ROLLOUT_FAILED, ABORTED: EXIT_ROLLOUT_FAILED}
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -98,6 +104,9 @@ def add_parsers(commands: Commands) -> None:
     for name, what, handler in handlers:
         action = actions.add_parser(name, help=what)
         action.add_argument("model")
+        if name == "status":
+            add_watch_arguments(action, "until the rollout ends: exit 0 promoted, 6 rolled back"
+                                " or aborted")  # fmt: skip
         if name in ("pause", "resume", "abort"):
             action.add_argument("--reason", type=reason_text, default="", help="why, for the audit")
         if name in ("resume", "abort"):  # they write the rule the rollout serves
@@ -127,11 +136,23 @@ def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
 
 
 def show_rollout(args: argparse.Namespace, context: CommandContext) -> int:
-    state = RolloutStore(context.client).get(args.model)
+    if not args.watch:
+        return _show(context, _rollout(context, args.model), None)
+
+    def read() -> Snapshot:
+        state = _rollout(context, args.model)
+        text = io.StringIO()
+        _show(replace(context, out=text), state, None)
+        return text.getvalue(), _WATCH_ENDS.get(state.status)
+
+    return watch(read, context.out, args.interval)
+
+
+def _rollout(context: CommandContext, model: str) -> RolloutState:
+    state = RolloutStore(context.client).get(model)
     if state is None:
-        raise NotFound(f"model {args.model!r} has no rollout: start one with gatectl"
-                       " rollout start")  # fmt: skip
-    return _show(context, state, None)
+        raise NotFound(f"model {model!r} has no rollout: start one with gatectl rollout start")
+    return state
 
 
 def pause_rollout(args: argparse.Namespace, context: CommandContext) -> int:

@@ -4,6 +4,7 @@ which share, which are mirrored), its audit trail and which gateway serves which
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from typing import Any, TextIO
 
@@ -17,6 +18,7 @@ from registry_client.cli.arguments import (
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.tables import print_table, printable
+from registry_client.cli.watching import Snapshot, add_watch_arguments, watch
 from registry_client.errors import Rejected
 from registry_client.records.rule_documents import MAX_WEIGHT, RouteRule, Shadow, Split
 
@@ -77,6 +79,7 @@ def add_parsers(commands: Commands) -> None:
     history.set_defaults(handler=rule_history)
     status = actions.add_parser("status", help="which gateway serves which revision")
     status.add_argument("model")
+    add_watch_arguments(status, "until interrupted (Ctrl-C)")
     status.set_defaults(handler=rule_status)
     rollback = actions.add_parser("rollback", help="write an earlier revision's routing again")
     rollback.add_argument("model")
@@ -176,13 +179,24 @@ def _version_state(state: dict[str, Any]) -> str:
 
 def rule_status(args: argparse.Namespace, context: CommandContext) -> int:
     """Each live gateway's heartbeat for the model: the revision it serves, the one it is
-    loading, its versions' states and what failed."""
-    report = context.client.replica_status(args.model)
-    out = context.out
+    loading, its versions' states and what failed; with --watch, again at each change."""
+
+    def read() -> Snapshot:
+        return _status_text(context, args.model), None
+
+    if args.watch:
+        return watch(read, context.out, args.interval)
+    context.out.write(read()[0])
+    return EXIT_OK
+
+
+def _status_text(context: CommandContext, model: str) -> str:
+    report = context.client.replica_status(model)
+    out = io.StringIO()
     if context.emit_json:
         print(json.dumps(report), file=out)
-        return EXIT_OK
-    print(f"model {printable(args.model)}  rule revision {report['revision']}", file=out)
+        return out.getvalue()
+    print(f"model {printable(model)}  rule revision {report['revision']}", file=out)
     rows = [
         [r["replica"], r["applied_revision"], r["target_revision"] or "-",
          " ".join(_version_state(v) for v in r["version_states"]),
@@ -190,4 +204,4 @@ def rule_status(args: argparse.Namespace, context: CommandContext) -> int:
         for r in report["replicas"]
     ]  # fmt: skip
     print_table([["replica", "applied", "working towards", "versions", "problems"], *rows], out)
-    return EXIT_OK
+    return out.getvalue()
