@@ -28,6 +28,7 @@ from registry_client.cli import (
     backup,
     compare,
     completion,
+    declarative,
     drift,
     evaluate,
     events,
@@ -64,7 +65,8 @@ DATA_DIR_VARIABLE = "ONNXGATE_DATA_DIR"
 DEFAULT_NAMESPACE = "onnxgate"
 # In the order `gatectl --help` lists their commands.
 COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evaluate, compare,
-                  quality, drift, routes, rollout, events, backup, completion)  # fmt: skip
+                  quality, drift, routes, declarative, rollout, events, backup,
+                  completion)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +135,8 @@ def main(
     env = os.environ if env is None else env
     parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "output_format", "") == "yaml" and not hasattr(args, "yaml_ok"):
+        parser.error("-o yaml: only `gatectl get rules` writes YAML; use -o json")
     if hasattr(args, "offline"):  # a command that needs no Redis
         code: int = args.offline(parser, args, out)
         return code

@@ -11,7 +11,7 @@ from registry_client.cli.exit_codes import EXIT_CODES_HELP
 
 __all__ = ["EPILOG", "OUTPUT_FORMATS", "GatectlParser", "wants_json"]
 
-OUTPUT_FORMATS = ("table", "json")
+OUTPUT_FORMATS = ("table", "json", "yaml")
 
 # Below every command's help: how gatectl finds Redis, and what its exit code says.
 EPILOG = f"""environment:
@@ -34,7 +34,7 @@ class GatectlParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument(
             "-o", dest="output_format", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS,
-            help="output format: table (the default) or json",
+            help="output format: table (the default), json, or yaml (gatectl get rules)",
         )  # fmt: skip
         self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                           help="print JSON instead of tables (-o json)")  # fmt: skip

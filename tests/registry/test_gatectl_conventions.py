@@ -66,7 +66,7 @@ def test_an_unknown_output_format_is_a_usage_error(url, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_gatectl(url, "route", "show", "credit", "-o", "xml")
     assert exit_info.value.code == 2
-    assert "argument -o: invalid choice: 'xml' (choose from 'table', 'json')" in (
+    assert "argument -o: invalid choice: 'xml' (choose from 'table', 'json', 'yaml')" in (
         capsys.readouterr().err
     )
 
