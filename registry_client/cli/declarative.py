@@ -24,9 +24,9 @@ from registry_client.cli.apply_wait import add_wait_arguments, print_outcome, wa
 from registry_client.cli.arguments import REASON_HELP, reason_text
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.exit_codes import EXIT_CONFLICT, EXIT_OK
+from registry_client.cli.rule_diff import changes, routing
 from registry_client.cli.tables import print_table, printable
 from registry_client.errors import Conflict, NotFound, Rejected
-from registry_client.records.rule_documents import RouteRule
 from registry_client.records.rule_set import DeclaredRule, parse_rule_set, render_rule_set
 from registry_client.schema import MAX_REASON_CHARS, SchemaError
 
@@ -69,8 +69,8 @@ def get_rules(args: argparse.Namespace, context: CommandContext) -> int:
     elif context.emit_json:
         print(json.dumps(document), file=out)
     else:
-        rows = [[m, r.revision, _split_text(r), _shadow_text(r), r.sticky]
-                for m, r in sorted(rules.items())]  # fmt: skip
+        rows = [[model, rule.revision, *(routing(rule) or {}).values()]
+                for model, rule in sorted(rules.items())]  # fmt: skip
         print_table([["model", "revision", "split", "shadows", "sticky"], *rows], out)
     return EXIT_OK
 
@@ -85,7 +85,7 @@ def apply_rules(args: argparse.Namespace, context: CommandContext) -> int:
     for model, rule in sorted(declared.items()):
         before = stored.get(model)
         result: dict[str, Any] = {
-            "model": model, "before": _routing(before), "after": _routing(rule.rule),
+            "model": model, "before": routing(before), "after": routing(rule.rule),
             "revision": None if before is None else before.revision,
         }  # fmt: skip
         if rule.routes_like(before):
@@ -170,20 +170,6 @@ def _write(
     return {"result": "changed", "revision_after": written.revision}
 
 
-def _routing(rule: RouteRule | None) -> dict[str, Any] | None:
-    if rule is None:
-        return None
-    return {"split": _split_text(rule), "shadows": _shadow_text(rule), "sticky": rule.sticky}
-
-
-def _split_text(rule: RouteRule) -> str:
-    return ",".join(f"{s.version}={s.weight}" for s in rule.split)
-
-
-def _shadow_text(rule: RouteRule) -> str:
-    return ",".join(f"{s.version}={s.percent:g}%" for s in rule.shadows) or "-"
-
-
 def _print(results: list[dict[str, Any]], dry_run: bool, context: CommandContext) -> None:
     out = context.out
     if context.emit_json:
@@ -204,10 +190,4 @@ def _print(results: list[dict[str, Any]], dry_run: bool, context: CommandContext
 
 
 def _diff(result: dict[str, Any]) -> str:
-    before, after = result["before"] or {}, result["after"]
-    changes = [
-        f"{field} {before.get(field, '-')} -> {after[field]}"
-        for field in ("split", "shadows", "sticky")
-        if before.get(field) != after[field]
-    ]
-    return "; ".join(changes) or "-"
+    return "; ".join(changes(result["before"], result["after"])) or "-"

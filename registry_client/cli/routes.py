@@ -17,12 +17,15 @@ from registry_client.cli.arguments import (
 )
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.rule_diff import changes, routing
 from registry_client.cli.tables import print_table, printable
 from registry_client.cli.watching import Snapshot, add_watch_arguments, watch
 from registry_client.errors import Rejected
 from registry_client.records.rule_documents import MAX_WEIGHT, RouteRule, Shadow, Split
 
 __all__ = ["add_parsers"]
+
+DRY_RUN_HELP = "check everything and show what would change; write nothing"
 
 
 def _split(text: str) -> list[Split]:
@@ -72,6 +75,7 @@ def add_parsers(commands: Commands) -> None:
     change.add_argument("--expected-revision", type=int, help="write only at this revision")
     add_schema_override_arguments(change, reason=False)
     add_wait_arguments(change)
+    change.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     change.set_defaults(handler=set_rule)
     history = actions.add_parser("history", help="the rule's past revisions, who and why")
     history.add_argument("model")
@@ -89,6 +93,7 @@ def add_parsers(commands: Commands) -> None:
     rollback.add_argument("--expected-revision", type=int, help="write only at this revision")
     add_schema_override_arguments(rollback, reason=False)
     add_wait_arguments(rollback)
+    rollback.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     rollback.set_defaults(handler=roll_back_rule)
 
 
@@ -129,21 +134,43 @@ def show_rule(args: argparse.Namespace, context: CommandContext) -> int:
 
 
 def set_rule(args: argparse.Namespace, context: CommandContext) -> int:
+    before = context.client.get_route(args.model) if args.dry_run else None
     rule = context.client.set_route(
         args.model, args.split, args.shadow, actor=context.actor, reason=args.reason,
         sticky=not args.no_sticky, expected_revision=args.expected_revision,
-        allow_schema_change=args.allow_schema_change,
+        allow_schema_change=args.allow_schema_change, dry_run=args.dry_run,
     )  # fmt: skip
+    if args.dry_run:
+        return _show_dry_run(context, before, rule)
     return _show_and_wait(args, context, rule)
 
 
 def roll_back_rule(args: argparse.Namespace, context: CommandContext) -> int:
     """Write the rule as it was at --to-revision again, as a new revision."""
+    before = context.client.get_route(args.model) if args.dry_run else None
     rule = context.client.rollback(args.model, args.to_revision, actor=context.actor,
                                    reason=args.reason,
                                    expected_revision=args.expected_revision,
-                                   allow_schema_change=args.allow_schema_change)  # fmt: skip
+                                   allow_schema_change=args.allow_schema_change,
+                                   dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return _show_dry_run(context, before, rule)
     return _show_and_wait(args, context, rule)
+
+
+def _show_dry_run(context: CommandContext, before: RouteRule | None, after: RouteRule) -> int:
+    """What the write checked and would write; nothing was."""
+    if context.emit_json:
+        shown = {"dry_run": True, "before": None if before is None else _rule_view(before),
+                 "after": _rule_view(after)}  # fmt: skip
+        print(json.dumps(shown), file=context.out)
+        return EXIT_OK
+    was = "no rule" if before is None else f"revision {before.revision}"
+    print(f"model {printable(after.model)}  {was} -> revision {after.revision}"
+          "  (dry run: nothing written)", file=context.out)  # fmt: skip
+    for line in changes(routing(before), routing(after) or {}) or ["no routing change"]:
+        print(f"  {printable(line)}", file=context.out)
+    return EXIT_OK
 
 
 def _audited_revision(after: str) -> object:

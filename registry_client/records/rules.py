@@ -42,8 +42,11 @@ class RuleRecords(ModelRecords, SchemaGate):
         self, model: str, split: Sequence[Split], shadows: Sequence[Shadow] = (), *,
         actor: str, reason: str = "", sticky: bool = True,
         expected_revision: int | None = None, allow_schema_change: bool = False,
+        dry_run: bool = False,
     ) -> RouteRule:  # fmt: skip
-        """Replace the model's rule atomically; the result carries the new revision.
+        """Replace the model's rule atomically; the result carries the new revision. With
+        `dry_run`, every check is made as for the write and the rule it would write returned,
+        but nothing is written.
 
         With expected_revision the write happens only if the stored revision still equals it
         (compare-and-set), else Conflict; without it, a concurrent write is retried on top.
@@ -55,7 +58,7 @@ class RuleRecords(ModelRecords, SchemaGate):
         except SchemaError as exc:
             raise Rejected(str(exc)) from exc
         return self._write_route(candidate, actor, "route.set", expected_revision,
-                                 allow_schema_change)  # fmt: skip
+                                 allow_schema_change, dry_run)  # fmt: skip
 
     def ensure_default_rules(self, *, actor: str) -> None:
         """Give every model without a rule one that sends everything to its highest version
@@ -105,9 +108,10 @@ class RuleRecords(ModelRecords, SchemaGate):
     def rollback(
         self, model: str, to_revision: int, *, actor: str, reason: str = "",
         expected_revision: int | None = None, allow_schema_change: bool = False,
+        dry_run: bool = False,
     ) -> RouteRule:  # fmt: skip
         """A new revision with the content the rule had at `to_revision` (from the audit),
-        through the same schema gate as set_route."""
+        through the same schema gate as set_route (and, with `dry_run`, not written)."""
         for entry in self.audit_entries(model):
             if entry.get("action", "").startswith("route.") and entry.get("after"):
                 old = RouteRule.from_json(entry["after"])
@@ -115,16 +119,19 @@ class RuleRecords(ModelRecords, SchemaGate):
                     why = reason or f"rollback to revision {to_revision}"
                     candidate = RouteRule(model, old.split, old.shadows, old.sticky, reason=why)
                     return self._write_route(candidate, actor, "route.rollback",
-                                             expected_revision, allow_schema_change)  # fmt: skip
+                                             expected_revision, allow_schema_change,
+                                             dry_run)  # fmt: skip
         raise NotFound(f"revision {to_revision} of model {model!r}'s rule is not in the audit")
 
     def _write_route(
         self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None,
-        allow_schema_change: bool,
+        allow_schema_change: bool, dry_run: bool = False,
     ) -> RouteRule:  # fmt: skip
         def write(pipe: redis.client.Pipeline) -> RouteRule:
             current, new = self.stage_route(pipe, candidate, actor, expected_revision)
             overridden = self.gate_rule(pipe, current, new, allow_schema_change, new.reason)
+            if dry_run:  # no MULTI: the transaction ends with the checks
+                return new
             pipe.multi()
             self.queue_route(pipe, current, new, actor, action)
             self.queue_schema_override(pipe, actor, new.model, overridden, new.reason)

@@ -147,3 +147,31 @@ def test_yaml_output_is_only_for_get_rules(url, capsys):
         run_gatectl(url, "route", "show", "credit", "-o", "yaml")
     assert exit_info.value.code == 2
     assert "-o yaml: only `gatectl get rules` writes YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "write",
+    [["route", "set", "credit", "--split", "1=90,2=10", "--shadow", "3=5"],
+     ["route", "rollback", "credit", "--to-revision", "1"]],
+)  # fmt: skip
+def test_route_writes_with_dry_run_check_everything_and_write_nothing(url, write):
+    assert run_gatectl(url, "route", "set", "credit", "--split", "2=100", "--no-wait")[0] == 0
+    history = _audit_length(url, "credit")
+    code, out, err = run_gatectl(url, *write, "--dry-run")
+    assert (code, err) == (0, "")
+    assert out.startswith("model credit  revision 2 -> revision 3  (dry run: nothing written)")
+    assert "  split 2=100 -> 1=" in out
+    assert _rules(url)["rules"]["credit"] == {  # type: ignore[index]
+        "revision": 2, "split": {"2": 100}, "sticky": True}  # fmt: skip
+    assert _audit_length(url, "credit") == history
+    shown = json.loads(run_gatectl(url, "--json", *write, "--dry-run")[1])
+    assert shown["dry_run"] is True and shown["before"]["revision"] == 2
+    assert shown["after"]["revision"] == 3
+
+
+def test_a_dry_run_refuses_what_the_write_would_refuse(url):
+    code, out, err = run_gatectl(url, "route", "set", "credit", "--split", "9=100", "--dry-run")
+    assert code == 1 and out == "" and "version '9' of model 'credit' is not registered" in err
+    code, _, err = run_gatectl(url, "route", "set", "credit", "--split", "2=100",
+                               "--expected-revision", "7", "--dry-run")  # fmt: skip
+    assert code == 3 and "is at revision 1, not 7" in err
