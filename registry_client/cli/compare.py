@@ -11,10 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from registry_client.charts.figures import latency_histograms
 from registry_client.cli.context import CommandContext, Commands
-from registry_client.cli.durations import duration_argument
+from registry_client.cli.durations import duration_argument, format_duration
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_now, iso_time, optional_number
+from registry_client.cli.plotting import add_plot_argument, write_plot
 from registry_client.cli.quality_window import HEADLINE_METRICS, format_count, format_metric
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
@@ -42,6 +44,7 @@ def add_parsers(commands: Commands) -> None:
         "--since", type=duration_argument, default=900.0,
         help="how far back: 30s, 15m, 2h, 1d (15m)",
     )  # fmt: skip
+    add_plot_argument(compare, "each version's latency histogram, side by side")
     compare.set_defaults(handler=run_compare)
 
 
@@ -51,6 +54,13 @@ def run_compare(args: argparse.Namespace, context: CommandContext) -> int:
         print(json.dumps(report), file=context.out)
     else:
         print_comparison(report, context.out)
+    if args.plot is not None:
+        buckets = {f"{row['version']} ({row['role']})": {int(k): v for k, v in
+                                                         row["latency_buckets"].items()}
+                   for row in report["versions"]}  # fmt: skip
+        title = (f"Latency of {report['model']}'s versions, last"
+                 f" {format_duration(args.since)}")  # fmt: skip
+        write_plot(args.plot, latency_histograms(title, buckets), context.err)
     return EXIT_OK
 
 
@@ -86,6 +96,9 @@ def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
         "errors": dict(stats.errors),
         "error_rate": stats.error_count / stats.requests if stats.requests else None,
         "latency_ms": {f"p{round(q * 100)}": _ms(stats, q) for q in (0.5, 0.9, 0.99)},
+        # Requests per log-spaced latency bucket (the gateways' own; bucket i's upper edge is
+        # 25 us x 2^((i + 1) / 8)): what --plot draws, and enough for any quantile.
+        "latency_buckets": {str(k): v for k, v in sorted(stats.latency_buckets.items())},
         "agreement": agreeing / rows if rows else None,
         "compared_rows": rows,
         "mean_abs_diff": diff_sum / elements if elements else None,

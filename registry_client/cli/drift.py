@@ -15,15 +15,18 @@ from typing import Any, TextIO
 import numpy as np
 
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.drift_picture import drift_picture, drift_sketches
 from registry_client.cli.durations import duration_argument
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_now, optional_number
+from registry_client.cli.plotting import add_plot_argument, write_plot
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
 from registry_client.drift.features import feature_columns
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import QUANTILE_LEVELS
 from registry_client.drift.statistics import FeatureDrift, dataset_drift, feature_drift
+from registry_client.drift.store import MergedSketches
 from registry_client.errors import NotFound, Rejected
 
 __all__ = [
@@ -144,19 +147,13 @@ def _drift_view(drift: FeatureDrift) -> dict[str, Any]:
 
 
 def version_drift(
-    client: RegistryClient, model: str, version: str, since_seconds: float, against: str
-) -> dict[str, Any]:
+    client: RegistryClient, model: str, version: str, since_seconds: float, against: str,
+    sketches: tuple[MergedSketches, dict[str, FeatureReference]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The version's inputs over the window against its reference, or against another
-    version's inputs over the same window (`against` = "reference" or a version)."""
-    client.show_version(model, version)
-    merged = client.drift.read(model, version, since_seconds)
-    if against == "reference":
-        baselines = client.drift.get_reference(model, version)
-    else:
-        client.show_version(model, against)
-        other = client.drift.read(model, against, since_seconds)
-        baselines = {name: ref for name, sketch in other.features.items()
-                     if (ref := FeatureReference.from_sketch(sketch)) is not None}  # fmt: skip
+    version's inputs over the same window (`against` = "reference" or a version); from
+    `sketches` (drift_sketches()) when given, else read now."""
+    merged, baselines = sketches or drift_sketches(client, model, version, since_seconds, against)
     features = [
         feature_drift(name, sketch, baselines[name])
         for name, sketch in sorted(merged.features.items())
@@ -225,16 +222,21 @@ def add_parsers(commands: Commands) -> None:
     drift.add_argument(
         "--against", default="reference", help="'reference' (default) or another VERSION"
     )
+    add_plot_argument(drift, "each feature's quantile curve beside its baseline's")
     drift.set_defaults(handler=run_drift)
 
 
 def run_drift(args: argparse.Namespace, context: CommandContext) -> int:
     version = args.version or _primary_version(context.client, args.model)
-    report = version_drift(context.client, args.model, version, args.since, args.against)
+    sketches = drift_sketches(context.client, args.model, version, args.since, args.against)
+    report = version_drift(context.client, args.model, version, args.since, args.against,
+                           sketches)  # fmt: skip
     if context.emit_json:
         print(json.dumps(report), file=context.out)
     else:
         print_drift(report, context.out)
+    if args.plot is not None:
+        write_plot(args.plot, drift_picture(report, *sketches, args.since), context.err)
     return EXIT_OK
 
 

@@ -21,6 +21,8 @@ from registry_client.cli.durations import (
 )
 from registry_client.cli.exit_codes import EXIT_OK, EXIT_ROLLOUT_FAILED
 from registry_client.cli.formatting import iso_time, optional_number
+from registry_client.cli.plotting import add_plot_argument, write_plot
+from registry_client.cli.rollout_timeline import audited_state, timeline_picture
 from registry_client.cli.tables import print_table, printable
 from registry_client.cli.watching import Snapshot, add_watch_arguments, watch
 from registry_client.errors import NotFound
@@ -107,6 +109,7 @@ def add_parsers(commands: Commands) -> None:
         if name == "status":
             add_watch_arguments(action, "until the rollout ends: exit 0 promoted, 6 rolled back"
                                 " or aborted")  # fmt: skip
+            add_plot_argument(action, "the candidate's weight over time and each decision")
         if name in ("pause", "resume", "abort"):
             action.add_argument("--reason", type=reason_text, default="", help="why, for the audit")
         if name in ("resume", "abort"):  # they write the rule the rollout serves
@@ -137,7 +140,11 @@ def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
 
 def show_rollout(args: argparse.Namespace, context: CommandContext) -> int:
     if not args.watch:
-        return _show(context, _rollout(context, args.model), None)
+        state = _rollout(context, args.model)
+        code = _show(context, state, None)
+        if args.plot is not None:
+            write_plot(args.plot, timeline_picture(context.client, state), context.err)
+        return code
 
     def read() -> Snapshot:
         state = _rollout(context, args.model)
@@ -266,20 +273,10 @@ def print_status(view: dict[str, Any], out: TextIO) -> None:
         print_table(rows, out)
 
 
-def _audited_state(after: str) -> dict[str, Any]:
-    """An audit entry's `after` as a rollout's audit view; {} when it is not one (an entry
-    written by another tool)."""
-    try:
-        found = json.loads(after) if after else {}
-    except ValueError:
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def _print_history(entries: list[dict[str, str]], out: TextIO) -> None:
     rows = [["when", "who", "action", "status", "weight", "reason"]]
     for e in entries:
-        after = _audited_state(e.get("after", ""))
+        after = audited_state(e.get("after", ""))
         rows.append([e.get("when", ""), e.get("who", ""), e.get("action", ""),
                      str(after.get("status", "")), str(after.get("weight", "")),
                      e.get("reason", "")])  # fmt: skip

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import grpc
 import numpy as np
@@ -340,3 +341,33 @@ def test_feature_names_are_checked_against_the_model(redis_server, registry, tmp
     code, _, err = _gatectl(redis_server.url, "register", "credit", "5", str(artifact),
                             "--feature-names", names)  # fmt: skip
     assert code == 1 and message in err
+
+
+def test_drift_plot_draws_each_features_quantile_curve_beside_the_reference(
+    redis_server, gateway, tmp_path
+):
+    _serve(f"127.0.0.1:{gateway.grpc_port}", _shifted(3_000))
+    _flushed(gateway)
+    picture = tmp_path / "drift.svg"
+    code, out, err = _gatectl(redis_server.url, "--json", "drift", "credit", "--plot",
+                              str(picture))  # fmt: skip
+    assert code == 0 and err == f"wrote {picture}\n"
+    verdicts = {f["feature"]: f["verdict"] for f in json.loads(out)["features"]}
+    svg = "{http://www.w3.org/2000/svg}"
+    root = ElementTree.parse(picture).getroot()
+    assert root.findtext(f"{svg}title", "").startswith("Drift of credit version 1 against")
+    assert "input[0] alert" in root.findtext(f"{svg}desc", "")
+    panels = {g.get("data-feature"): g for g in root.iter(f"{svg}g")}
+    assert {name: g.get("data-verdict") for name, g in panels.items()} == verdicts
+    # The shifted feature's live curve lies above its reference all along (SVG y grows
+    # downwards) and far from it; an unmoved one's runs along it.
+    gaps = {}
+    for feature in ("input[0]", "input[1]"):
+        reference, live = (
+            [float(p.split(",")[1]) for p in line.get("points", "").split()]
+            for line in panels[feature].iter(f"{svg}polyline")
+        )
+        gaps[feature] = [rf - lv for lv, rf in zip(live, reference, strict=True)]
+    assert min(gaps["input[0]"]) > 0
+    mean_gap = {f: sum(map(abs, g)) / len(g) for f, g in gaps.items()}
+    assert mean_gap["input[0]"] > 10 * mean_gap["input[1]"]

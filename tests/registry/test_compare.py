@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import grpc
 import numpy as np
@@ -27,6 +28,8 @@ from tests.support.wire import infer_request
 
 GOOD = {"input": np.ones((2, 4), np.float32)}
 BAD = {"input": np.ones((2, 5), np.float32)}  # INVALID_ARGUMENT: 5 features, 4 expected
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _send(gateway: Gateway, inputs: dict[str, np.ndarray], count: int, version: str = "") -> None:
@@ -194,3 +197,26 @@ def test_compare_shows_live_quality_and_coverage_beside_the_registered_metrics(
     assert one.split()[-6:] == ["0.91", f"{live_one['auc_roc']:.4f}",
                                 f"{live_one['precision']:.4f}", f"{live_one['recall']:.4f}",
                                 "150", "75.0%"]  # fmt: skip
+
+
+def test_compare_plot_draws_each_versions_latency_histogram(served, tmp_path):
+    picture = tmp_path / "latency.svg"
+    code, out, err = _gatectl(served, "--json", "compare", "credit", "--plot", str(picture))
+    assert code == 0 and err == f"wrote {picture}\n"
+    report = json.loads(out)
+    root = ElementTree.parse(picture).getroot()
+    assert root.get("role") == "img" and root.get("aria-labelledby") == "title desc"
+    assert root.findtext(f"{SVG}title", "").startswith("Latency of credit's versions")
+    series = {line.get("data-series") for line in root.iter(f"{SVG}polyline")}
+    drawn = {f"version {row['version']} ({row['role']})" for row in report["versions"]
+             if row["latency_buckets"]}  # fmt: skip
+    assert series == drawn and "version 1 (primary)" in drawn
+    for row in report["versions"]:  # what is drawn is what the gateways counted
+        assert sum(row["latency_buckets"].values()) == row["requests"] - sum(row["errors"].values())
+
+
+def test_a_plot_that_cannot_be_written_is_refused_and_leaves_nothing(served, tmp_path):
+    target = tmp_path / "absent" / "latency.svg"
+    code, _, err = _gatectl(served, "compare", "credit", "--plot", str(target))
+    assert code == 1 and f"--plot {target}: cannot be written" in err
+    assert not (tmp_path / "absent").exists()

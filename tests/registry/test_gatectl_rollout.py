@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import redis
@@ -152,3 +153,22 @@ def test_a_bad_model_name_exits_1_naming_it(url: str) -> None:
     for action in ("status", "history", "pause"):
         code, _, err = _gatectl(url, "rollout", action, "../etc")
         assert code == 1 and "model '../etc' is not valid" in err
+
+
+def test_status_plot_draws_the_weight_over_time_and_each_decision(url: str, tmp_path: Path) -> None:
+    assert _start(url, "--steps", "10,50,100")[0] == 0
+    assert _gatectl(url, "rollout", "pause", "credit", "--reason", "lunch")[0] == 0
+    assert _gatectl(url, "rollout", "resume", "credit", "--no-wait")[0] == 0
+    picture = tmp_path / "rollout.svg"
+    code, _, err = _gatectl(url, "rollout", "status", "credit", "--plot", str(picture))
+    assert code == 0 and err == f"wrote {picture}\n"
+    svg = "{http://www.w3.org/2000/svg}"
+    root = ElementTree.parse(picture).getroot()
+    assert root.findtext(f"{svg}title") == "Rollout of credit version 2 (baseline 1): progressing"
+    markers = [c.get("data-decision") for c in root.iter(f"{svg}circle")]
+    assert markers == ["start", "pause", "resume"]
+    reasons = [c.findtext(f"{svg}title", "") for c in root.iter(f"{svg}circle")]
+    assert reasons[1].endswith("pause: lunch")
+    assert "Decisions in order: start to 10%; pause to 10%; resume to 10%." in root.findtext(
+        f"{svg}desc", ""
+    )
