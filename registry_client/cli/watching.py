@@ -4,7 +4,8 @@ until it reaches a final state or the operator interrupts (Ctrl-C ends it with e
 from __future__ import annotations
 
 import argparse
-import time
+import signal
+import threading
 from collections.abc import Callable
 from typing import TextIO
 
@@ -31,13 +32,22 @@ def watch(
     read: Callable[[], Snapshot],
     out: TextIO,
     interval: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> int:
     """Print read()'s text now and whenever it changes, a blank line between two tables (JSON
-    comes one document a line); return the final state's exit code, or 0 when interrupted."""
+    comes one document a line); return the final state's exit code, or 0 when interrupted.
+
+    Ctrl-C (SIGINT) only sets a flag the loop checks between reads: a KeyboardInterrupt
+    raised inside the Redis client could leave a lock of its connection pool held, and
+    closing the client would then hang."""
+    interrupted = threading.Event()
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    pause = sleep or interrupted.wait
     shown: str | None = None
     try:
-        while True:
+        while not interrupted.is_set():
             text, final = read()
             if text != shown:
                 if shown is not None and not text.startswith(("{", "[")):
@@ -47,6 +57,8 @@ def watch(
                 shown = text
             if final is not None:
                 return final
-            sleep(interval)
-    except KeyboardInterrupt:
+            pause(interval)
         return EXIT_OK
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
