@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 
 from gateway.api.probe import ProbeTls, default_address, probe, tls_from_env
+from gateway.process.build import build_info
 from gateway.settings import Settings, SettingsError
 from gateway.settings.checks import first_problem
 from gateway.settings.declaration import REGISTRY
@@ -35,13 +34,10 @@ _PROBE_EPILOG = (
 
 
 def _version() -> str:
-    """onnxgate's version and what it serves with, read from package metadata (no imports)."""
-    try:
-        installed = {name: metadata.version(name) for name in ("onnxgate", "onnxruntime", "grpcio")}
-    except metadata.PackageNotFoundError as exc:  # a checkout run without installing it
-        return f"onnxgate (not installed: {exc})"
-    return (f"onnxgate {installed['onnxgate']} (onnxruntime {installed['onnxruntime']},"
-            f" grpcio {installed['grpcio']}, Python {platform.python_version()})")  # fmt: skip
+    """onnxgate's version and what it serves with (package metadata: nothing imported)."""
+    build = build_info()
+    return (f"onnxgate {build['version']} (onnxruntime {build['onnxruntime']}, grpcio"
+            f" {build['grpcio']}, Python {build['python']})")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:

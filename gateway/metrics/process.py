@@ -13,38 +13,18 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.models.memory_probe import memory_limit_bytes
+from gateway.process.build import build_info
 
-__all__ = ["WorkerProcesses", "build_info", "register_process_metrics"]
+__all__ = ["WorkerProcesses", "register_process_metrics"]
 
 SUPERVISOR = "supervisor"
-
-
-def _version(distribution: str) -> str:
-    """The installed version of a distribution, read from its metadata: importing
-    onnxruntime only to ask would cost the supervisor (and the probe) a second."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def build_info() -> dict[str, str]:
-    """The label values of onnxgate_build_info."""
-    return {
-        "version": _version("onnxgate"),
-        "python": platform.python_version(),
-        "onnxruntime": _version("onnxruntime"),
-        "grpcio": _version("grpcio"),
-    }
 
 
 class _BuildAndLimits(Collector):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,15 +18,9 @@ from typing import Any
 import yaml
 
 from tests.support.gateways import REPO_ROOT
+from tests.support.redis_server import free_port
 
 ALERT_RULES = REPO_ROOT / "deploy" / "prometheus" / "onnxgate-alerts.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class Prometheus:
@@ -46,7 +39,7 @@ class Prometheus:
             ],
         }
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = directory / "prometheus.log"
         with self.log.open("wb") as log:
