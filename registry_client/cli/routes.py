@@ -16,6 +16,7 @@ from registry_client.cli.arguments import (
     reason_text,
 )
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.rule_diff import changes, routing
 from registry_client.cli.tables import print_table, printable
@@ -24,8 +25,6 @@ from registry_client.errors import Rejected
 from registry_client.records.rule_documents import MAX_WEIGHT, RouteRule, Shadow, Split
 
 __all__ = ["add_parsers"]
-
-DRY_RUN_HELP = "check everything and show what would change; write nothing"
 
 
 def _split(text: str) -> list[Split]:
@@ -75,7 +74,7 @@ def add_parsers(commands: Commands) -> None:
     change.add_argument("--expected-revision", type=int, help="write only at this revision")
     add_schema_override_arguments(change, reason=False)
     add_wait_arguments(change)
-    change.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    add_dry_run_argument(change)
     change.set_defaults(handler=set_rule)
     history = actions.add_parser("history", help="the rule's past revisions, who and why")
     history.add_argument("model")
@@ -93,7 +92,7 @@ def add_parsers(commands: Commands) -> None:
     rollback.add_argument("--expected-revision", type=int, help="write only at this revision")
     add_schema_override_arguments(rollback, reason=False)
     add_wait_arguments(rollback)
-    rollback.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    add_dry_run_argument(rollback)
     rollback.set_defaults(handler=roll_back_rule)
 
 
