@@ -120,15 +120,15 @@ class VersionMetrics:
         self._queue_duration.observe(queued_seconds)
         self.inference.observe(run_seconds)
 
-    def succeeded(self, seconds: float) -> None:
-        """Count one successful request that took `seconds`."""
+    def succeeded(self, seconds: float, revision: int | None = None) -> None:
+        """Count one successful request that took `seconds`, routed under rule `revision`."""
         self._ok.inc()
         self._duration.observe(seconds)
         if self._stats is not None:
-            self._stats.record(*self._labels, "OK", seconds)
+            self._stats.record(*self._labels, "OK", seconds, revision)
 
-    def failed(self, code: str) -> None:
+    def failed(self, code: str, revision: int | None = None) -> None:
         """Count one failed request with the given gRPC status name."""
         self._metrics.requests.labels(*self._labels, code).inc()
         if self._stats is not None:
-            self._stats.record(*self._labels, code, 0.0)
+            self._stats.record(*self._labels, code, 0.0, revision)

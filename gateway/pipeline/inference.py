@@ -96,19 +96,20 @@ class InferencePipeline:
     def _mirror(
         self,
         primary: LoadedVersion,
-        shadow_versions: tuple[str, ...],
+        decision: Decision,
         output_names: tuple[str, ...],
         feeds: dict[str, np.ndarray],
         outputs: list[np.ndarray],
         logged: ShadowPrediction | None,
     ) -> None:
-        """Offer copies to the shadows; never waits, never fails the primary."""
+        """Offer copies to the decision's shadows; never waits, never fails the primary."""
         assert self._shadows is not None
         ready = self._versions.ready_versions().get(primary.model, {})
-        for version in shadow_versions:
+        for version in decision.shadows:
             shadow = ready.get(version)
             if shadow is not None:
-                job = ShadowJob(shadow, primary.version, output_names, feeds, outputs, logged)
+                job = ShadowJob(shadow, primary.version, output_names, feeds, outputs, logged,
+                                decision.revision)  # fmt: skip
                 self._shadows.offer(job)
 
     def _log_prediction(
@@ -192,6 +193,7 @@ class Serving:
         loaded = pipeline._versions.get(model, decision.version)
         self._version = loaded.version
         metrics = loaded.metrics
+        revision = decision.revision  # counted with the outcome: which rule sent it here
         try:
             # Admitted (and waiting in the version's queue) before taking a turn: a request
             # that waits for its version holds no turn that another model could use.
@@ -203,7 +205,7 @@ class Serving:
                     loaded.release()
                     raise
         except GatewayError as exc:
-            metrics.failed(pipeline._outcome(request, exc))
+            metrics.failed(pipeline._outcome(request, exc), revision)
             raise
         drift = pipeline._drift
         # The output a logged model's scores are read from: run even when not asked for.
@@ -218,21 +220,21 @@ class Serving:
                 names = (*names, score)
             arrays = loaded.run(names, feeds, request.deadline)
         except ModelFailed as exc:
-            metrics.failed(pipeline._outcome(request, exc))
+            metrics.failed(pipeline._outcome(request, exc), revision)
             # The version was sent these inputs: sketched, or a version that fails on a
             # part of its traffic looks as if that part had drifted away.
             if drift is not None:
                 drift.observe(loaded.model, loaded.version, feeds)
             raise
         except GatewayError as exc:
-            metrics.failed(pipeline._outcome(request, exc))
+            metrics.failed(pipeline._outcome(request, exc), revision)
             raise
         finally:
             loaded.release()  # the next in the version's queue may run meanwhile
         if request.still_wanted is None or request.still_wanted():
-            metrics.succeeded(time.perf_counter() - request.received)
+            metrics.succeeded(time.perf_counter() - request.received, revision)
         else:
-            metrics.failed(pipeline._outcome_label(_gone(request)))
+            metrics.failed(pipeline._outcome_label(_gone(request)), revision)
         shadow_log = None
         if score is not None:
             shadow_log = pipeline._log_prediction(request, loaded, names.index(score), arrays,
@@ -240,7 +242,7 @@ class Serving:
         if drift is not None:
             drift.observe(loaded.model, loaded.version, feeds, outputs.names, arrays)
         if decision.shadows and pipeline._shadows is not None:
-            pipeline._mirror(loaded, decision.shadows, names, feeds, arrays, shadow_log)
+            pipeline._mirror(loaded, decision, names, feeds, arrays, shadow_log)
         if len(arrays) != len(outputs.specs):  # the score output was run for the log only
             arrays = arrays[: len(outputs.specs)]
         pairs = list(zip(outputs.specs, arrays, strict=True))

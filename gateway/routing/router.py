@@ -19,11 +19,14 @@ _draw = random.Random().random  # per process; only unkeyed traffic uses it
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The version chosen for a request and how (`routed_by`: pin, sticky or weight)."""
+    """The version chosen for a request and how (`routed_by`: pin, sticky or weight), under
+    which revision of the model's rule (None: the model has no route; a pinned request
+    counts under the revision in force when it came)."""
 
     version: str
     routed_by: str
     shadows: tuple[str, ...] = ()  # shadow versions this request is mirrored to
+    revision: int | None = None
 
 
 def bucket_of(model: str, routing_key: str) -> int:
@@ -36,21 +39,23 @@ def route(
     table: RouteTable, model: str, pinned_version: str, routing_key: str | None = None
 ) -> Decision | None:
     """Choose the version for a request; None when the model has no route."""
-    if pinned_version:
-        return Decision(pinned_version, PIN)
     active = table.routes.get(model)
+    if pinned_version:
+        return Decision(pinned_version, PIN, (), None if active is None else active.revision)
     if active is None:
         return None
+    revision = active.revision
     if routing_key and active.sticky:
         bucket = bucket_of(model, routing_key)
         index = bisect.bisect_right(active.bucket_bounds, bucket)
-        return Decision(active.versions[index], STICKY, _mirrors(active.shadows, bucket))
+        return Decision(active.versions[index], STICKY, _mirrors(active.shadows, bucket),
+                        revision)  # fmt: skip
     shadows = _mirrors(active.shadows, None) if active.shadows else ()
     if len(active.versions) == 1:
-        return Decision(active.versions[0], WEIGHT, shadows)
+        return Decision(active.versions[0], WEIGHT, shadows, revision)
     point = _draw() * active.cumulative_weights[-1]
     index = bisect.bisect_right(active.cumulative_weights, point)
-    return Decision(active.versions[index], WEIGHT, shadows)
+    return Decision(active.versions[index], WEIGHT, shadows, revision)
 
 
 def _mirrors(shadows: tuple[tuple[str, float], ...], bucket: int | None) -> tuple[str, ...]:

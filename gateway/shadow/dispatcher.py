@@ -62,6 +62,7 @@ class ShadowJob:
     primary_outputs: Sequence[np.ndarray]
     # Set for a model whose predictions are logged: the shadow's is logged under the same id.
     logged: ShadowPrediction | None = None
+    revision: int | None = None  # of the rule that mirrored it, counted with its outcome
 
 
 class ShadowDispatcher:
@@ -152,9 +153,9 @@ class ShadowDispatcher:
             if isinstance(exc, ModelFailed):  # the shadow model failed; the caller never knows
                 _log.warning("shadow run failed", exc_info=exc,
                              extra={"model": shadow.model, "version": shadow.version})  # fmt: skip
-            metrics.failed(self._outcome_label(exc))
+            metrics.failed(self._outcome_label(exc), job.revision)
             return
-        metrics.succeeded(time.perf_counter() - started)
+        metrics.succeeded(time.perf_counter() - started, job.revision)
         if job.logged is not None:
             job.logged.observe(shadow.model, shadow.version, outputs)
         for name, primary, mirrored in zip(
@@ -188,7 +189,7 @@ class ShadowDispatcher:
             self._stats.record_comparison(
                 job.shadow.model, job.primary_version, job.shadow.version, output,
                 rows=rows, agreeing_rows=agreeing, abs_diff_sum=diff_sum, elements=diff.size,
-                max_abs_diff=diff_max,
+                max_abs_diff=diff_max, revision=job.revision,
             )  # fmt: skip
 
     def agreement(self) -> dict[tuple[str, ...], float]:

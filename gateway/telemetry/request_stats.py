@@ -2,7 +2,8 @@
 
 Request threads only append a tuple to a deque (atomic, no lock); the flusher's thread folds
 the queue into the windows' t-digests, then encodes the changed windows and writes them to
-Redis, all in the background.
+Redis, all in the background. Requests are counted per (version, role) and per revision of
+the rule that routed them, so a reader can tell a new rule's traffic from the one before.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ __all__ = ["RequestStats"]
 
 @dataclass(slots=True)
 class _ModelWindow:
-    by_version: dict[tuple[str, str], VersionStats] = field(default_factory=dict)
+    by_version: dict[tuple[str, str, int | None], VersionStats] = field(default_factory=dict)
     dirty: bool = True
 
-    def version(self, version: str, role: str) -> VersionStats:
-        key = (version, role)
+    def version(self, version: str, role: str, revision: int | None) -> VersionStats:
+        key = (version, role, revision)
         found = self.by_version.get(key)
         if found is None:
-            found = self.by_version[key] = VersionStats(version, role)
+            found = self.by_version[key] = VersionStats(version, role, revision=revision)
         return found
 
 
 class RequestStats:
-    """Statistics per (model, window, version, role). Thread-safe.
+    """Statistics per (model, window, version, role, rule revision). Thread-safe.
 
     A closed window stays until a flush after its last change has succeeded; while Redis is
     unreachable at most `keep_windows` windows are kept, the oldest are given up (and logged).
@@ -52,18 +53,23 @@ class RequestStats:
         self._keep_windows = keep_windows
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int], _ModelWindow] = {}
-        self._recorded: deque[tuple[str, str, str, str, float, float]] = deque()
+        self._recorded: deque[tuple[str, str, str, str, float, float, int | None]] = deque()
 
-    def record(self, model: str, version: str, role: str, code: str, seconds: float) -> None:
-        """One finished request; `seconds` counts only when `code` is OK. Costs an append."""
-        self._recorded.append((model, version, role, code, seconds, self._clock()))
+    def record(
+        self, model: str, version: str, role: str, code: str, seconds: float,
+        revision: int | None = None,
+    ) -> None:  # fmt: skip
+        """One finished request; `seconds` counts only when `code` is OK; `revision`: of the
+        rule that routed it (the route's, already at hand). Costs an append."""
+        self._recorded.append((model, version, role, code, seconds, self._clock(), revision))
 
     def _fold(self) -> None:
         """Move the recorded requests into their windows; the caller holds the lock."""
         recorded = self._recorded
         for _ in range(len(recorded)):  # appends racing with us wait for the next fold
-            model, version, role, code, seconds, at = recorded.popleft()
-            self._model_window(model, window_of(at)).version(version, role).record(code, seconds)
+            model, version, role, code, seconds, at, revision = recorded.popleft()
+            window = self._model_window(model, window_of(at))
+            window.version(version, role, revision).record(code, seconds)
 
     def record_comparison(
         self,
@@ -77,12 +83,13 @@ class RequestStats:
         abs_diff_sum: float,
         elements: int,
         max_abs_diff: float,
+        revision: int | None = None,
     ) -> None:
-        """One shadow output compared with the primary's."""
+        """One shadow output compared with the primary's, mirrored under rule `revision`."""
         window = window_of(self._clock())
         with self._lock:
             state = self._model_window(model, window)
-            compared = state.version(shadow, "shadow").comparison(primary, output)
+            compared = state.version(shadow, "shadow", revision).comparison(primary, output)
             compared.rows += rows
             compared.agreeing_rows += agreeing_rows
             compared.abs_diff_sum += abs_diff_sum

@@ -1,48 +1,49 @@
-"""`gatectl compare`: the versions of one model side by side, as a data scientist judges a
-canary or a shadow before promoting it: role and traffic share, requests, error rate, latency
-quantiles, agreement with the primary, the metrics registered with each version and, for a
-model with a quality config, the live ones from the labels joined over the same window."""
+"""`gatectl compare`: the versions of one model side by side (the report is
+registry_client.reports.comparison's), then each one's difference from the baseline with its
+95% interval, as a data scientist reads a canary or a shadow before promoting it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from registry_client.charts.figures import latency_histograms
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.durations import duration_argument, format_duration
 from registry_client.cli.exit_codes import EXIT_OK
-from registry_client.cli.formatting import iso_now, iso_time, optional_number
+from registry_client.cli.formatting import optional_number
 from registry_client.cli.plotting import add_plot_argument, write_plot
-from registry_client.cli.quality_window import HEADLINE_METRICS, format_count, format_metric
+from registry_client.cli.quality_window import (
+    HEADLINE_METRICS,
+    format_age,
+    format_count,
+    format_metric,
+)
 from registry_client.cli.tables import print_table, printable
-from registry_client.client import RegistryClient
-from registry_client.errors import NotFound, Rejected
-from registry_client.quality.report import QualityRange, minutes_of, read_range
 from registry_client.records.measurements import REGISTRATION_SOURCE
-from registry_client.records.rule_documents import RouteRule
-from registry_client.schema import version_sort_key
-from registry_client.stats.store import MergedStats
-from registry_client.stats.window import WINDOW_SECONDS, Comparison, VersionStats
+from registry_client.reports.comparison import REVISION, compare_versions
 
-__all__ = ["add_parsers", "compare_versions", "print_comparison"]
+__all__ = ["add_parsers", "print_comparison"]
 
-PRIMARY, SHADOW = "primary", "shadow"
+SIGNIFICANT = "*"  # marks an interval that excludes zero
 
 
 def add_parsers(commands: Commands) -> None:
     """Add `compare` to gatectl's subcommands."""
     compare = commands.add_parser(
-        "compare", help="versions side by side: share, errors, latency, agreement, metrics"
+        "compare",
+        help="versions side by side: share, errors, latency, agreement, metrics, and each"
+        " one's difference from the baseline",
     )
     compare.add_argument("model")
     compare.add_argument("versions", nargs="*", help="only these versions (default: all)")
     compare.add_argument(
-        "--since", type=duration_argument, default=900.0,
-        help="how far back: 30s, 15m, 2h, 1d (15m)",
+        "--since", type=duration_argument, default=None,
+        help="how far back: 30s, 15m, 2h, 1d, every rule revision of it (default: since the"
+        " current rule revision took effect, its traffic only)",
     )  # fmt: skip
     add_plot_argument(compare, "each version's latency histogram, side by side")
     compare.set_defaults(handler=run_compare)
@@ -55,186 +56,72 @@ def run_compare(args: argparse.Namespace, context: CommandContext) -> int:
     else:
         print_comparison(report, context.out)
     if args.plot is not None:
-        buckets = {f"{row['version']} ({row['role']})": {int(k): v for k, v in
-                                                         row["latency_buckets"].items()}
+        several = _several_revisions(report["versions"])
+        buckets = {_series(row, several): {int(k): v for k, v in row["latency_buckets"].items()}
                    for row in report["versions"]}  # fmt: skip
-        title = (f"Latency of {report['model']}'s versions, last"
-                 f" {format_duration(args.since)}")  # fmt: skip
+        window = (f"rule revision {report['rule_revision']}" if report["scope"] == REVISION
+                  else f"last {format_duration(report['since_seconds'])}")  # fmt: skip
+        title = f"Latency of {report['model']}'s versions, {window}"
         write_plot(args.plot, latency_histograms(title, buckets), context.err)
     return EXIT_OK
 
 
-def _rule_share(rule: RouteRule | None, version: str, role: str) -> float | None:
-    """The share the current rule gives the version in that role, in percent."""
-    if rule is None:
-        return None
-    if role == SHADOW:
-        return next((s.percent for s in rule.shadows if s.version == version), None)
-    total = sum(s.weight for s in rule.split)
-    weight = next((s.weight for s in rule.split if s.version == version), None)
-    return None if weight is None or not total else 100.0 * weight / total
+def _several_revisions(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return len({row["revision"] for row in rows}) > 1
 
 
-def _ms(stats: VersionStats, q: float) -> float | None:
-    value = stats.quantile(q)
-    return None if value is None else value * 1000.0
+def _series(row: Mapping[str, Any], several: bool) -> str:
+    if not several:
+        return f"{row['version']} ({row['role']})"
+    return f"{row['version']} ({row['role']}, revision {_revision(row['revision'])})"
 
 
-def _row(stats: VersionStats, primary_requests: int, rule: RouteRule | None,
-         metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """`primary_requests`: the model's primary requests in the minutes this row counts."""
-    rows = sum(c.rows for c in stats.comparisons.values())
-    agreeing = sum(c.agreeing_rows for c in stats.comparisons.values())
-    elements = sum(c.elements for c in stats.comparisons.values())
-    diff_sum = sum(c.abs_diff_sum for c in stats.comparisons.values())
-    return {
-        "version": stats.version,
-        "role": stats.role,
-        "rule_percent": _rule_share(rule, stats.version, stats.role),
-        "observed_percent": 100.0 * stats.requests / primary_requests if primary_requests else None,
-        "requests": stats.requests,
-        "errors": dict(stats.errors),
-        "error_rate": stats.error_count / stats.requests if stats.requests else None,
-        "latency_ms": {f"p{round(q * 100)}": _ms(stats, q) for q in (0.5, 0.9, 0.99)},
-        # Requests per log-spaced latency bucket (the gateways' own; bucket i's upper edge is
-        # 25 us x 2^((i + 1) / 8)): what --plot draws, and enough for any quantile.
-        "latency_buckets": {str(k): v for k, v in sorted(stats.latency_buckets.items())},
-        "agreement": agreeing / rows if rows else None,
-        "compared_rows": rows,
-        "mean_abs_diff": diff_sum / elements if elements else None,
-        "max_abs_diff": max((c.max_abs_diff for c in stats.comparisons.values()), default=None),
-        "comparisons": [
-            _comparison(c)
-            for c in sorted(stats.comparisons.values(), key=lambda c: (c.primary, c.output))
-        ],
-        "metrics": {name: m["value"] for name, m in metrics.items()},
-        "metric_sources": {
-            name: {"source": m["source"], "at": m["at"]} for name, m in metrics.items()
-        },
-    }
+def _revision(revision: int | None) -> str:
+    return "unknown" if revision is None else str(revision)
 
 
-class _ShareBase:
-    """The model's primary requests a row's share is taken of: all of them for a primary;
-    for a shadow, those in the minutes it was mirrored, not before it was."""
-
-    def __init__(self, merged: MergedStats) -> None:
-        self._merged = merged
-        self._primary_by_window: dict[int, int] = {}
-        for (_, role), counts in merged.requests_by_window.items():
-            if role == PRIMARY:
-                for window, count in counts.items():
-                    self._primary_by_window[window] = self._primary_by_window.get(window, 0) + count
-
-    def of(self, version: str, role: str) -> int:
-        if role != SHADOW:
-            return sum(self._primary_by_window.values())
-        windows = self._merged.requests_by_window.get((version, role), {})
-        return sum(self._primary_by_window.get(window, 0) for window in windows)
-
-
-def _comparison(compared: Comparison) -> dict[str, Any]:
-    return {
-        "primary": compared.primary,
-        "output": compared.output,
-        "rows": compared.rows,
-        "agreement": compared.agreement,
-        "mean_abs_diff": compared.mean_abs_diff,
-        "max_abs_diff": compared.max_abs_diff,
-    }
-
-
-def compare_versions(
-    client: RegistryClient, model: str, versions: Sequence[str], since_seconds: float
-) -> dict[str, Any]:
-    """Merged statistics of the last `since_seconds` for the model's versions (all of them
-    that served or that the rule names, or the ones asked for)."""
-    info = client.show_model(model)
-    registered = info["versions"]
-    unknown = [v for v in versions if v not in registered]
-    if unknown:
-        raise NotFound(f"model {model!r} has no version {', '.join(map(repr, unknown))}"
-                       f" (registered: {', '.join(registered) or 'none'})")  # fmt: skip
-    rule = client.get_route(model)
-    merged = client.stats.read(model, since_seconds)
-    by_key = dict(merged.by_version)
-    if rule is not None:  # versions the rule names are listed even before any traffic
-        for split in rule.split:
-            by_key.setdefault((split.version, PRIMARY), VersionStats(split.version, PRIMARY))
-        for shadow in rule.shadows:
-            by_key.setdefault((shadow.version, SHADOW), VersionStats(shadow.version, SHADOW))
-    wanted = set(versions) or set(registered) | {v for v, _ in by_key}
-    for version in set(versions) - {v for v, _ in by_key}:  # asked for, yet idle
-        by_key[version, "-"] = VersionStats(version, "-")
-    base = _ShareBase(merged)
-    ordered = sorted(by_key.items(), key=lambda item: (item[0][1] != PRIMARY,
-                                                       version_sort_key(item[0][0])))  # fmt: skip
-    rows = [
-        _row(stats, base.of(version, role), rule, _registered_metrics(client, model, version))
-        for (version, role), stats in ordered
-        if version in wanted
-    ]
-    # An unreadable config is shown by `model show`; compare still answers without it.
-    task = info["quality"].get("task") if isinstance(info.get("quality"), dict) else None
-    if task in HEADLINE_METRICS:
-        live = read_range(client.quality, client.predictions, model,
-                          *minutes_of(since_seconds, time.time()))  # fmt: skip
-        for row in rows:
-            row["quality"] = _live_quality(live, task, row["version"], row["role"])
-    return {
-        "model": model,
-        "since_seconds": since_seconds,
-        "from": iso_time(merged.first_window * WINDOW_SECONDS),
-        "to": iso_now(),
-        "rule_revision": None if rule is None else rule.revision,
-        "replicas": sorted(merged.replicas),
-        "unreadable_windows": merged.unreadable,
-        "quality_task": task if task in HEADLINE_METRICS else None,
-        "versions": rows,
-    }
-
-
-def _live_quality(live: QualityRange, task: str, version: str, role: str) -> dict[str, Any]:
-    """The task's headline metrics from the labels joined to the predictions of the window
-    (a version asked for yet idle, role "-": none), with the label coverage."""
-    quality = live.quality(version, role)
-    return {
-        "labelled": quality.labelled, "logged": quality.logged, "coverage": quality.coverage,
-        "metrics": {name: quality.metrics.get(name) for name in HEADLINE_METRICS[task]},
-    }  # fmt: skip
-
-
-def _registered_metrics(
-    client: RegistryClient, model: str, version: str
-) -> dict[str, dict[str, Any]]:
-    """Each metric's latest measurement (value, source, at): registered or added since."""
-    try:
-        return client.latest_metrics(model, version)
-    except NotFound:
-        return {}  # statistics outlive a version's registration
-    except ValueError as exc:
-        raise Rejected(f"version {version!r} has unreadable metrics: {exc}") from exc
+def _heading(report: Mapping[str, Any]) -> str:
+    """What the comparison covers: a rule revision since it took effect, or a window."""
+    model, replicas = printable(report["model"]), len(report["replicas"])
+    revision, since = report["rule_revision"], report["since_seconds"]
+    if report["scope"] != REVISION:
+        return (f"model {model}  rule revision {revision}  from {report['from']} to"
+                f" {report['to']}  replicas {replicas}")  # fmt: skip
+    took_effect = report["revision_took_effect_at"]
+    if took_effect is None:
+        return (f"model {model}  rule revision {revision} (when it took effect is not"
+                f" recorded): its traffic of the last {format_duration(since)}  replicas"
+                f" {replicas}")  # fmt: skip
+    age = (
+        datetime.fromisoformat(report["to"]) - datetime.fromisoformat(took_effect)
+    ).total_seconds()
+    older = "" if since >= age - 1 else f" (its statistics of the last {format_duration(since)})"
+    return (f"model {model}  since rule revision {revision} took effect at {took_effect},"
+            f" {format_age(max(age, 0.0))} ago{older}  replicas {replicas}")  # fmt: skip
 
 
 def print_comparison(report: dict[str, Any], out: TextIO) -> None:
-    """The comparison as an aligned table, one row per version and role."""
-    print(
-        f"model {printable(report['model'])}  rule revision {report['rule_revision']}  from"
-        f" {report['from']} to {report['to']}  replicas {len(report['replicas'])}",
-        file=out,
-    )
-    metric_names = sorted({name for row in report["versions"] for name in row["metrics"]})
+    """The comparison as aligned tables: one row per version, role (and rule revision when
+    several are shown), then each row's difference from its baseline."""
+    print(_heading(report), file=out)
+    if report.get("unknown_revision_requests"):
+        print(f"{report['unknown_revision_requests']} requests counted by gateways that do not"
+              " record the rule revision are left out (--since shows them)", file=out)  # fmt: skip
+    rows = report["versions"]
+    several = _several_revisions(rows)
+    metric_names = sorted({name for row in rows for name in row["metrics"]})
     live_names = HEADLINE_METRICS.get(report.get("quality_task") or "", ())
-    header = ["version", "role", "rule", "share", "requests", "errors", "p50 ms", "p90 ms",
-              "p99 ms", "agreement", "mean |diff|", *metric_names,
-              *(f"live {name}" for name in live_names),
+    header = ["version", "role", *(["revision"] if several else []), "rule", "share",
+              "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "agreement", "mean |diff|",
+              *metric_names, *(f"live {name}" for name in live_names),
               *(["labelled", "coverage"] if live_names else [])]  # fmt: skip
     table = [header]
-    for row in report["versions"]:
+    for row in rows:
         latency = row["latency_ms"]
         error_percent = None if row["error_rate"] is None else 100 * row["error_rate"]
         table.append([
-            row["version"], row["role"], optional_number(row["rule_percent"], ".4g", "%"),
+            row["version"], row["role"], *([_revision(row["revision"])] if several else []),
+            optional_number(row["rule_percent"], ".4g", "%"),
             optional_number(row["observed_percent"], ".1f", "%"), str(row["requests"]),
             optional_number(error_percent, ".2f", "%"),
             *(optional_number(latency[q], ".2f") for q in ("p50", "p90", "p99")),
@@ -243,16 +130,60 @@ def print_comparison(report: dict[str, Any], out: TextIO) -> None:
             *_live_cells(row, live_names),
         ])  # fmt: skip
     print_table(table, out)
+    _print_differences(rows, several, out)
 
 
-def _metric_cell(row: dict[str, Any], name: str) -> str:
+def _print_differences(rows: Sequence[Mapping[str, Any]], several: bool, out: TextIO) -> None:
+    """Each row against its baseline, with 95% intervals; nothing when no row has one."""
+    compared = [row for row in rows if row.get("difference")]
+    if not compared:
+        return
+    print(f"\ndifference from the baseline (95% intervals, {SIGNIFICANT}: excludes 0; rank test:"
+          " Mann-Whitney U)", file=out)  # fmt: skip
+    table = [["version", "role", *(["revision"] if several else []), "baseline", "errors",
+              "p50 ms", "p90 ms", "p99 ms", "rank test"]]  # fmt: skip
+    for row in compared:
+        found = row["difference"]
+        latency = found["latency_ms"]
+        table.append([
+            row["version"], row["role"], *([_revision(row["revision"])] if several else []),
+            found["against"], _interval_cell(found["error_rate_points"], " pts"),
+            *(_interval_cell(latency[q]) for q in ("p50", "p90", "p99")),
+            _rank_cell(found["latency_rank_test"]),
+        ])  # fmt: skip
+    print_table(table, out)
+
+
+def _interval_cell(found: Mapping[str, Any] | None, unit: str = "") -> str:
+    """`+0.30 pts [-0.10, +0.71]`, marked when the interval excludes zero."""
+    if found is None:
+        return "-"
+    values = (found["estimate"], found["low"], found["high"])
+    spec = "+.2f" if max(abs(v) for v in values) >= 1 else "+.3f"
+    estimate, low, high = (format(v, spec) for v in values)
+    marker = f" {SIGNIFICANT}" if found["significant"] else ""
+    return f"{estimate}{unit} [{low}, {high}]{marker}"
+
+
+def _rank_cell(found: Mapping[str, Any] | None) -> str:
+    """The rank test's p-value, and which side is slower when it is significant."""
+    if found is None:
+        return "-"
+    p_value = "p<0.001" if found["p_value"] < 0.001 else f"p={found['p_value']:.2g}"
+    if not found["significant"]:
+        return p_value
+    side = "slower" if found["probability_slower"] > 0.5 else "faster"
+    return f"{side} {p_value} {SIGNIFICANT}"
+
+
+def _metric_cell(row: Mapping[str, Any], name: str) -> str:
     """The latest value, and where it came from unless the version was registered with it."""
     cell = optional_number(row["metrics"].get(name), ".4g")
     source = row["metric_sources"].get(name, {}).get("source", REGISTRATION_SOURCE)
     return cell if source == REGISTRATION_SOURCE else f"{cell} ({printable(source)})"
 
 
-def _live_cells(row: dict[str, Any], names: Sequence[str]) -> list[str]:
+def _live_cells(row: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     if not names:
         return []
     live = row["quality"]

@@ -4,6 +4,12 @@ Counters (requests, errors by gRPC status, latency buckets, shadow comparisons) 
 every replica's statistics windows and snapshotted at the start of an interval; the interval's
 own numbers are the difference, so each judgement sees exactly its interval however the
 1-minute windows fall. Input and output drift comes from the drift sketches of the last minutes.
+
+Error rate and latency are judged with the statistics `gatectl compare` shows
+(registry_client.stats.difference): a check fails only when the data shows the candidate
+worse beyond the plan's limit, not when noise puts its estimate there; a check that passes
+while the data could not rule such a breach out says so in its detail ("passed for lack of
+data"), so that an operator knows to give intervals more requests.
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry_client.rollout.plan import RolloutPlan
+from registry_client.stats.difference import (
+    Difference,
+    mann_whitney,
+    quantile_difference,
+    rate_difference,
+)
 from registry_client.stats.window import VersionStats, bucket_quantile
 
 __all__ = [
@@ -49,10 +61,15 @@ class Check:
     # A check on labels short of them: still waiting, or failed for having waited too long.
     # The rollout records since when it waits (RolloutState.labels_waiting_since).
     waits_for_labels: bool = False
+    interval: tuple[float, float] | None = None  # the value's 95% interval, in its unit
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "result": self.result, "value": self.value,
-                "threshold": self.threshold, "detail": self.detail}  # fmt: skip
+        found: dict[str, Any] = {"name": self.name, "result": self.result,
+                                 "value": self.value, "threshold": self.threshold,
+                                 "detail": self.detail}  # fmt: skip
+        if self.interval is not None:
+            found["interval"] = list(self.interval)
+        return found
 
 
 def _key(version: str, role: str) -> str:
@@ -110,15 +127,16 @@ class _Side:
     rows: int
     agreeing: int
     carried: bool  # the baseline's counters of an earlier interval (CARRIED in the entry)
+    buckets: Mapping[int, int]  # latencies of the successful requests
 
     @classmethod
     def of(cls, counters: Counters, version: str, role: str) -> _Side:
         entry = counters.get(_key(version, role)) or _empty()
         errors = {c: n for c, n in entry["errors"].items() if c not in NOT_THE_CANDIDATES and n}
         ignored = sum(n for c, n in entry["errors"].items() if c in NOT_THE_CANDIDATES)
-        buckets = {int(k): int(v) for k, v in entry["buckets"].items()}
+        buckets = {int(k): int(v) for k, v in entry["buckets"].items() if int(v) > 0}
         return cls(entry["requests"] - ignored, errors, bucket_quantile(buckets, 0.99),
-                   entry["rows"], entry["agreeing"], bool(entry.get(CARRIED)))  # fmt: skip
+                   entry["rows"], entry["agreeing"], bool(entry.get(CARRIED)), buckets)  # fmt: skip
 
 
 def judge(
@@ -163,46 +181,81 @@ def _requests(plan: RolloutPlan, candidate: _Side, baseline: _Side) -> Check:
     return Check("requests", result, fewest, f">= {plan.min_requests}", detail)
 
 
+def _interval(found: Difference, unit: str) -> str:
+    return f"{found.estimate:+.2f}{unit} [{found.low:+.2f}, {found.high:+.2f}]"
+
+
 def _error_rate(plan: RolloutPlan, candidate: _Side, baseline: _Side) -> Check:
     threshold = f"<= +{plan.max_error_rate_delta:g} points"
     if not candidate.requests or not baseline.requests:
         return Check("error_rate", INSUFFICIENT, None, threshold, "no requests to compare")
-    worst, worst_code = 0.0, ""
-    for code in set(candidate.errors) | set(baseline.errors):
-        ours = 100.0 * candidate.errors.get(code, 0) / candidate.requests
-        theirs = 100.0 * baseline.errors.get(code, 0) / baseline.requests
-        if ours - theirs > worst or not worst_code:
-            worst, worst_code = ours - theirs, code
-    if not worst_code:
-        return Check("error_rate", PASS, 0.0, threshold, "no errors")
-    detail = (f"{worst_code}: candidate {candidate.errors.get(worst_code, 0)} of"
-              f" {candidate.requests}, baseline {baseline.errors.get(worst_code, 0)} of"
-              f" {baseline.requests}")  # fmt: skip
+    limit = plan.max_error_rate_delta
+    codes = set(candidate.errors) | set(baseline.errors)
+
+    def difference(code: str) -> Difference:  # in percentage points
+        ours, theirs = candidate.errors.get(code, 0), baseline.errors.get(code, 0)
+        found = rate_difference(ours, candidate.requests, theirs, baseline.requests)
+        return found.scaled(100.0)
+
+    if not codes:  # still an interval: no error in 50 requests rules out little
+        found, detail, errors = difference(""), "no errors", 0
+    else:  # the status the data shows worst: the highest low end of its interval
+        found, code = max(((difference(c), c) for c in sorted(codes)),
+                          key=lambda pair: (pair[0].low, pair[0].estimate))  # fmt: skip
+        errors = candidate.errors.get(code, 0)
+        detail = (f"{code}: candidate {errors} of {candidate.requests}, baseline"
+                  f" {baseline.errors.get(code, 0)} of {baseline.requests};"
+                  f" {_interval(found, ' pts')}")  # fmt: skip
+    value = found.estimate if codes else 0.0
     # Enough failures decide before enough requests do: 40 errors in 100 requests need no
     # 500th request, while a handful are noise.
-    errors = candidate.errors.get(worst_code, 0)
     enough = candidate.requests >= plan.min_requests or errors >= max(
-        MIN_DECISIVE_ERRORS, plan.min_requests * plan.max_error_rate_delta / 100.0
+        MIN_DECISIVE_ERRORS, plan.min_requests * limit / 100.0
     )
-    if worst > plan.max_error_rate_delta and enough:
-        return Check("error_rate", FAIL, worst, threshold, detail)
-    result = PASS if candidate.requests >= plan.min_requests else INSUFFICIENT
-    return Check("error_rate", result, worst, threshold, detail)
+    interval = (found.low, found.high)
+    if found.low > limit and enough:
+        return Check("error_rate", FAIL, value, threshold, detail, interval=interval)
+    if candidate.requests < plan.min_requests:
+        return Check("error_rate", INSUFFICIENT, value, threshold, detail, interval=interval)
+    if found.high > limit:
+        detail += (f"; passed for lack of data: up to {found.high:+.2f} pts not ruled out at"
+                   f" {candidate.requests} requests")  # fmt: skip
+    return Check("error_rate", PASS, value, threshold, detail, interval=interval)
 
 
 def _latency(plan: RolloutPlan, candidate: _Side, baseline: _Side) -> Check:
+    """Over the limits when the p99 is both `max_p99_ratio` times and `min_p99_increase_ms`
+    slower; that fails when it is not noise: the bootstrap interval of the p99 increase lies
+    wholly over the limits, or (as Kayenta judges) the rank test finds the candidate's
+    latencies larger. The p99 of a few dozen requests is about their slowest one, so the rank
+    test is what tells a far slower candidate from one stall."""
     threshold = f"<= {plan.max_p99_ratio:g}x or +{plan.min_p99_increase_ms:g} ms"
     if candidate.p99 is None or baseline.p99 is None:
         return Check("p99_ratio", INSUFFICIENT, None, threshold, "no successful requests")
     ratio = candidate.p99 / baseline.p99 if baseline.p99 > 0 else 1.0
     increase_ms = (candidate.p99 - baseline.p99) * 1000.0
     detail = f"candidate {candidate.p99 * 1000:.2f} ms, baseline {baseline.p99 * 1000:.2f} ms"
-    if ratio > plan.max_p99_ratio and increase_ms > plan.min_p99_increase_ms:
-        result = FAIL if min(candidate.requests, baseline.requests) >= plan.min_requests else (
-            INSUFFICIENT)  # fmt: skip
-        return Check("p99_ratio", result, ratio, threshold, detail)
-    enough = min(candidate.requests, baseline.requests) >= plan.min_requests
-    return Check("p99_ratio", PASS if enough else INSUFFICIENT, ratio, threshold, detail)
+    if min(candidate.requests, baseline.requests) < plan.min_requests:
+        return Check("p99_ratio", INSUFFICIENT, ratio, threshold, detail)
+    if ratio <= plan.max_p99_ratio or increase_ms <= plan.min_p99_increase_ms:
+        return Check("p99_ratio", PASS, ratio, threshold, detail)
+    p99 = quantile_difference(candidate.buckets, baseline.buckets, 0.99)
+    ranks = mann_whitney(candidate.buckets, baseline.buckets)
+    assert p99 is not None and ranks is not None  # both sides have latencies (p99 above)
+    low_ms = p99.low * 1000.0
+    # the interval's low end against the baseline's p99: still over both limits
+    beyond = low_ms > plan.min_p99_increase_ms and (
+        baseline.p99 + p99.low > baseline.p99 * plan.max_p99_ratio
+    )
+    slower = ranks.significant and ranks.a_larger > 0.5
+    p_value = "p<0.001" if ranks.p_value < 0.001 else f"p={ranks.p_value:.2g}"
+    detail += f"; p99 {_interval(p99.scaled(1000.0), ' ms')}; rank test {p_value}"
+    if beyond or slower:
+        return Check("p99_ratio", FAIL, ratio, threshold, detail)
+    successes = (sum(candidate.buckets.values()), sum(baseline.buckets.values()))
+    detail += (f"; passed for lack of data: over the limits, but not shown at {successes[0]}"
+               f" and {successes[1]} successful requests")  # fmt: skip
+    return Check("p99_ratio", PASS, ratio, threshold, detail)
 
 
 def _agreement(plan: RolloutPlan, candidate: _Side) -> Check:

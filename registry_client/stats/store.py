@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -14,9 +14,11 @@ from registry_client.errors import redis_unreachable_as_error
 from registry_client.schema import Keys, validate_name
 from registry_client.stats.window import (
     WINDOW_SECONDS,
+    RevisionKey,
     StatsFormatError,
     VersionStats,
     decode_window,
+    merge_by_revision,
     merge_into,
     window_of,
 )
@@ -37,25 +39,32 @@ class WindowWrite:
 
 @dataclass(frozen=True, slots=True)
 class MergedStats:
-    """Every replica's statistics of one model over a time range, merged per (version, role)."""
+    """Every replica's statistics of one model over a time range, merged per (version, role)
+    and per (version, role, rule revision)."""
 
     model: str
     first_window: int
     last_window: int
     by_version: Mapping[tuple[str, str], VersionStats]
-    # requests per (version, role) and window, so shares can be taken over the same minutes
-    requests_by_window: Mapping[tuple[str, str], Mapping[int, int]]
+    # requests per (version, role, revision) and window, so shares can be taken over the
+    # same minutes
+    requests_by_window: Mapping[RevisionKey, Mapping[int, int]]
     replicas: frozenset[str]
     unreadable: int  # replica windows skipped because their format could not be read
+    by_revision: Mapping[RevisionKey, VersionStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class WindowedStats:
-    """Statistics per window, each merged over every replica, per (version, role)."""
+    """Statistics per window, each merged over every replica, per (version, role); and per
+    (version, role, revision)."""
 
     by_window: Mapping[int, Mapping[tuple[str, str], VersionStats]]
     replicas: frozenset[str]
     unreadable: int
+    by_window_and_revision: Mapping[int, Mapping[RevisionKey, VersionStats]] = field(
+        default_factory=dict
+    )
 
 
 class StatsStore:
@@ -76,17 +85,24 @@ class StatsStore:
     def read(self, model: str, since_seconds: float, now: float | None = None) -> MergedStats:
         """Merge the windows that overlap the last `since_seconds`, every replica."""
         now = time.time() if now is None else now
-        last = window_of(now)
-        first = window_of(now - max(since_seconds, WINDOW_SECONDS) + 1)
+        return self.read_span(model, now - max(since_seconds, WINDOW_SECONDS) + 1, now)
+
+    def read_span(self, model: str, start: float, end: float) -> MergedStats:
+        """Merge the windows from the one `start` (Unix seconds) falls in to the one `end`
+        falls in, every replica."""
+        first, last = window_of(start), window_of(end)
         windows = self.read_windows(model, first, last)
         merged: dict[tuple[str, str], VersionStats] = {}
-        by_window: dict[tuple[str, str], dict[int, int]] = {}
-        for window, found in windows.by_window.items():
+        by_revision: dict[RevisionKey, VersionStats] = {}
+        by_window: dict[RevisionKey, dict[int, int]] = {}
+        for found in windows.by_window.values():
             merge_into(merged, found.values())
-            for (version, role), item in found.items():
-                by_window.setdefault((version, role), {})[window] = item.requests
+        for window, revised in windows.by_window_and_revision.items():
+            merge_by_revision(by_revision, revised.values())
+            for key, item in revised.items():
+                by_window.setdefault(key, {})[window] = item.requests
         return MergedStats(model, first, last, merged, by_window, windows.replicas,
-                           windows.unreadable)  # fmt: skip
+                           windows.unreadable, by_revision)  # fmt: skip
 
     def read_windows(self, model: str, first: int, last: int) -> WindowedStats:
         """Windows `first` to `last` (inclusive), each merged over every replica."""
@@ -96,6 +112,7 @@ class StatsStore:
                 pipe.hgetall(self._keys.stats(model, window))
             found: list[Mapping[bytes, bytes]] = pipe.execute()
         by_window: dict[int, dict[tuple[str, str], VersionStats]] = {}
+        by_revision: dict[int, dict[RevisionKey, VersionStats]] = {}
         replicas: set[str] = set()
         unreadable = 0
         for window, fields in zip(range(first, last + 1), found, strict=True):
@@ -107,5 +124,6 @@ class StatsStore:
                     _log.warning("statistics skipped", extra={"model": model, "reason": str(exc)})
                     continue
                 merge_into(by_window.setdefault(window, {}), stats)
+                merge_by_revision(by_revision.setdefault(window, {}), stats)
                 replicas.add(replica.decode(errors="replace"))
-        return WindowedStats(by_window, frozenset(replicas), unreadable)
+        return WindowedStats(by_window, frozenset(replicas), unreadable, by_revision)

@@ -2,7 +2,12 @@
 readers merge.
 
 Each gateway replica overwrites its own cumulative state of a window (one hash field per
-replica), so a retried flush never counts twice; readers merge replicas and windows. Latency
+replica), so a retried flush never counts twice; readers merge replicas and windows. Requests
+are counted per (version, role) and per revision of the route rule that routed them: one
+entry each, with a `revision` field (absent in windows written before it was kept, read as
+None). The format number stays 1: a reader that does not know the field adds a version's
+entries up, as it adds up replicas, so gateways and gatectl of either side of an upgrade read
+each other's windows. Latency
 is a t-digest (Apache DataSketches): mergeable, and accurate at the tail quantiles a latency
 table is read for, where a rank-error sketch such as KLL drifts by whole percentiles.
 """
@@ -24,12 +29,14 @@ from registry_client.records.values import read_versioned
 __all__ = [
     "WINDOW_SECONDS",
     "Comparison",
+    "RevisionKey",
     "StatsFormatError",
     "VersionStats",
     "bucket_quantile",
     "decode_window",
     "encode_window",
     "latency_bucket",
+    "merge_by_revision",
     "merge_into",
     "window_of",
 ]
@@ -108,7 +115,9 @@ class Comparison:
 @dataclass(slots=True)
 class VersionStats:
     """Requests of one (version, role): count, errors by status code, latency of the
-    successful ones, and for a shadow its comparisons with the primary."""
+    successful ones, and for a shadow its comparisons with the primary. `revision`: the rule
+    revision that routed them; None when unknown (an older gateway's window) or when merged
+    over several revisions."""
 
     version: str
     role: str
@@ -117,6 +126,7 @@ class VersionStats:
     latency: tdigest_double = field(default_factory=lambda: tdigest_double(TDIGEST_K))
     latency_buckets: dict[int, int] = field(default_factory=dict)
     comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
+    revision: int | None = None
 
     @property
     def error_count(self) -> int:
@@ -154,7 +164,9 @@ class VersionStats:
             self.comparison(primary, output).merge(compared)
 
     def to_json(self) -> dict[str, Any]:
+        revision = {} if self.revision is None else {"revision": self.revision}
         return {
+            **revision,
             "version": self.version,
             "role": self.role,
             "requests": self.requests,
@@ -179,6 +191,7 @@ class VersionStats:
     def from_json(cls, doc: Mapping[str, Any]) -> VersionStats:
         try:
             stats = cls(str(doc["version"]), str(doc["role"]), int(doc["requests"]))
+            stats.revision = _revision(doc.get("revision"))
             stats.errors = {str(k): int(v) for k, v in doc["errors"].items()}
             sketch = base64.b64decode(doc["latency"], validate=True)
             stats.latency = tdigest_double.deserialize(sketch)
@@ -199,6 +212,15 @@ class VersionStats:
         return stats
 
 
+def _revision(value: object) -> int | None:
+    """A stored entry's rule revision: absent (None) or a non-negative integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"revision: expected a non-negative integer, got {value!r}")
+    return value
+
+
 def encode_window(stats: Iterable[VersionStats]) -> str:
     """One replica's cumulative state of one model's window."""
     return json.dumps({"format": FORMAT, "stats": [s.to_json() for s in stats]})
@@ -213,9 +235,24 @@ def decode_window(payload: str | bytes) -> list[VersionStats]:
 
 
 def merge_into(merged: dict[tuple[str, str], VersionStats], stats: Iterable[VersionStats]) -> None:
-    """Add windows or replicas into `merged`, keyed by (version, role)."""
+    """Add windows or replicas into `merged`, keyed by (version, role): every revision's
+    requests together (the merged entry's revision is None)."""
     for item in stats:
         key = (item.version, item.role)
         if key not in merged:
             merged[key] = VersionStats(item.version, item.role)
+        merged[key].merge(item)
+
+
+RevisionKey = tuple[str, str, int | None]
+
+
+def merge_by_revision(
+    merged: dict[RevisionKey, VersionStats], stats: Iterable[VersionStats]
+) -> None:
+    """Add windows or replicas into `merged`, keyed by (version, role, revision)."""
+    for item in stats:
+        key = (item.version, item.role, item.revision)
+        if key not in merged:
+            merged[key] = VersionStats(item.version, item.role, revision=item.revision)
         merged[key].merge(item)

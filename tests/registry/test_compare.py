@@ -14,10 +14,10 @@ from sklearn import metrics  # type: ignore[import-untyped]  # sklearn ships no 
 
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
-from registry_client.cli.compare import compare_versions
 from registry_client.client import RegistryClient
 from registry_client.quality.task import QualityConfig
 from registry_client.records.rule_documents import Shadow, Split
+from registry_client.reports.comparison import compare_versions
 from registry_client.stats.store import WindowWrite
 from registry_client.stats.window import VersionStats, encode_window, window_of
 from tests.support import onnx_models
@@ -107,12 +107,17 @@ def test_compare_shows_the_known_traffic_per_version(served):
 def test_compare_table_and_version_filter(served):
     code, out, _ = _gatectl(served, "compare", "credit", "2", "3")
     assert code == 0
-    header, *rows = out.splitlines()[1:]
+    versions, differences = out.split("\n\n")
+    header, *rows = versions.splitlines()[1:]
     assert header.split()[:6] == ["version", "role", "rule", "share", "requests", "errors"]
     assert header.split()[-1] == "auc"
     assert [r.split()[:5] for r in rows] == [["3", "primary", "0%", "16.7%", "7"],
                                              ["2", "shadow", "100%", "71.4%", "30"]]  # fmt: skip
     assert rows[1].split()[-3:] == ["1.0000", "0", "0.93"]  # agreement, mean |diff|, auc
+    # Each against version 1, the rule's heaviest primary, though it was not asked for.
+    _, header, *rows = differences.splitlines()
+    assert header.split()[:4] == ["version", "role", "baseline", "errors"]
+    assert [r.split()[:3] for r in rows] == [["3", "primary", "1"], ["2", "shadow", "1"]]
 
 
 @pytest.mark.parametrize(
@@ -187,7 +192,8 @@ def test_compare_shows_live_quality_and_coverage_beside_the_registered_metrics(
         assert live["metrics"]["recall"] == metrics.recall_score(y, s >= 0.5)
         assert live["metrics"]["auc_roc"] == pytest.approx(metrics.roc_auc_score(y, s), abs=0.005)
     client.close()
-    code, out, _ = _gatectl(redis_server.url, "compare", "credit")
+    # The predictions were made minutes before the rule was written: a window that holds them.
+    code, out, _ = _gatectl(redis_server.url, "compare", "credit", "--since", "15m")
     assert code == 0
     header, one, _ = out.splitlines()[1:]
     columns = [name.strip() for name in header.split("  ") if name.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from registry_client.stats.window import (
     VersionStats,
     decode_window,
     encode_window,
+    merge_into,
     window_of,
 )
 
@@ -100,7 +102,9 @@ def test_comparisons_merge_exactly():
     [b"not json", b"[]", b'{"format": 99, "stats": []}', b'{"format": 1}',
      b'{"format": 1, "stats": [{"version": "1"}]}',
      b'{"format": 1, "stats": [{"version": "1", "role": "primary", "requests": 1, "errors": {},'
-     b' "latency": "!!", "comparisons": []}]}'],
+     b' "latency": "!!", "comparisons": []}]}',
+     b'{"format": 1, "stats": [{"revision": "7", "version": "1", "role": "primary",'
+     b' "requests": 0, "errors": {}, "latency": "", "comparisons": []}]}'],
 )  # fmt: skip
 def test_unreadable_windows_are_rejected_with_a_reason(payload):
     with pytest.raises(StatsFormatError):
@@ -200,4 +204,51 @@ def test_an_unreachable_redis_is_retried_until_it_answers(redis_server):
     redis_server.start()
     assert flusher.flush()
     assert client.stats.read("credit", 900).by_version["1", "primary"].requests == 1
+    client.close()
+
+
+def test_each_rule_revision_is_counted_apart_and_readers_of_versions_add_them_up():
+    stats = RequestStats(Clock())
+    for revision, count in ((6, 3), (7, 2)):
+        for _ in range(count):
+            stats.record("credit", "1", "primary", "OK", 0.001, revision)
+    stats.record("credit", "1", "primary", "INTERNAL", 0.0, 7)
+    stats.record_comparison("credit", "1", "2", "probabilities", rows=4, agreeing_rows=3,
+                            abs_diff_sum=0.5, elements=8, max_abs_diff=0.2, revision=7)  # fmt: skip
+    (write,) = stats.pending()
+    entries = decode_window(write.payload)
+    assert {(s.version, s.role, s.revision, s.requests) for s in entries} == {
+        ("1", "primary", 6, 3), ("1", "primary", 7, 3), ("2", "shadow", 7, 0)}  # fmt: skip
+    # A reader that keys by (version, role) only, as readers before revisions did, adds the
+    # revisions up: the format did not change under it.
+    merged: dict[tuple[str, str], VersionStats] = {}
+    merge_into(merged, entries)
+    assert merged["1", "primary"].requests == 6 and merged["1", "primary"].revision is None
+    assert merged["1", "primary"].errors == {"INTERNAL": 1}
+
+
+def test_a_window_written_before_revisions_were_kept_reads_as_revision_unknown():
+    old = VersionStats("1", "primary")
+    old.record("OK", 0.001)
+    payload = json.loads(encode_window([old]))
+    assert "revision" not in payload["stats"][0]  # as older gateways wrote it
+    (read,) = decode_window(json.dumps(payload))
+    assert (read.revision, read.requests) == (None, 1)
+
+
+def test_the_store_merges_every_replica_per_revision(redis_server):
+    client = RegistryClient.from_url(redis_server.url)
+    window = window_of(time.time())
+    for replica, revisions in (("a", (6, 7)), ("b", (7, None))):
+        entries = []
+        for revision in revisions:
+            entry = VersionStats("1", "primary", revision=revision)
+            entry.record("OK", 0.001)
+            entries.append(entry)
+        client.stats.write(replica, [WindowWrite("credit", window, encode_window(entries))], 600)
+    merged = client.stats.read("credit", 900)
+    assert {key: s.requests for key, s in merged.by_revision.items()} == {
+        ("1", "primary", 6): 1, ("1", "primary", 7): 2, ("1", "primary", None): 1}  # fmt: skip
+    assert merged.by_version["1", "primary"].requests == 4
+    assert merged.requests_by_window["1", "primary", 7] == {window: 2}
     client.close()

@@ -187,3 +187,62 @@ def test_many_errors_decide_before_the_interval_has_enough_requests() -> None:
     one_error = _window("2", "primary", 60, {"INTERNAL": 1}, 0.002)
     result = _results(judge(PLAN, False, _interval(base, one_error), {}, {}))["error_rate"]
     assert result == "insufficient"
+
+
+def _check(name: str, plan: RolloutPlan, *stats: VersionStats) -> Check:
+    return next(c for c in judge(plan, False, _interval(*stats), {}, {}) if c.name == name)
+
+
+def test_an_error_rate_over_the_limit_by_chance_passes_and_says_it_lacked_data() -> None:
+    # 3 errors in 400 is 0.75 points over a clean baseline: over the 0.5 allowed, yet 3
+    # errors are what a candidate as good as the baseline's limit also makes, often.
+    base = _window("1", "primary", 1000, {}, 0.002)
+    check = _check("error_rate", PLAN, base, _window("2", "primary", 400, {"INTERNAL": 3}, 0.002))
+    assert check.result == "pass" and check.value == pytest.approx(0.75)
+    assert check.interval is not None and check.interval[0] < 0.5 < check.interval[1]
+    assert "passed for lack of data: up to +" in check.detail and "at 400 requests" in check.detail
+    assert check.to_dict()["interval"] == list(check.interval)
+
+
+def test_an_error_rate_whose_interval_lies_over_the_limit_fails() -> None:
+    base = _window("1", "primary", 1000, {}, 0.002)
+    check = _check("error_rate", PLAN, base, _window("2", "primary", 400, {"INTERNAL": 12}, 0.002))
+    assert check.result == "fail" and check.interval is not None and check.interval[0] > 0.5
+    assert check.detail.startswith("INTERNAL: candidate 12 of 400, baseline 0 of 1000; +3.00 pts [")
+
+
+def test_no_errors_on_few_requests_passes_for_lack_of_data_and_on_many_plainly() -> None:
+    base = _window("1", "primary", 5000, {}, 0.002)
+    few = _check("error_rate", PLAN, base, _window("2", "primary", 150, {}, 0.002))
+    assert few.result == "pass" and few.detail.startswith("no errors; passed for lack of data")
+    many = _check("error_rate", PLAN, base, _window("2", "primary", 5000, {}, 0.002))
+    assert (many.result, many.detail) == ("pass", "no errors")
+
+
+def _latencies(version: str, values: list[float]) -> VersionStats:
+    stats = VersionStats(version, "primary")
+    for value in values:
+        stats.record("OK", value)
+    return stats
+
+
+def test_one_stall_does_not_fail_a_candidate_as_fast_as_the_baseline() -> None:
+    # 3 of 200 requests caught in a 50 ms stall make the candidate's p99 50 ms: over the
+    # limits, but neither the rank test nor the p99's interval tells it from chance.
+    base = _latencies("1", [0.001] * 200)
+    stalled = _latencies("2", [0.001] * 197 + [0.05] * 3)
+    check = _check("p99_ratio", PLAN, base, stalled)
+    assert check.result == "pass" and (check.value or 0) > 10
+    assert "passed for lack of data: over the limits, but not shown at 200 and 200" in check.detail
+
+
+def test_a_far_slower_candidate_fails_on_few_requests_though_both_stalled() -> None:
+    # Both sides caught in a stall of 300 ms or more: its p99 is only about 1.3x the
+    # baseline's, and that is its slowest request alone; yet every one of its requests is
+    # slower, which the rank test sees in 20 of them.
+    plan = RolloutPlan("credit", "2", "1", (10, 50, 100), 60.0, min_requests=20)
+    base = _latencies("1", [0.0005] * 19 + [0.3])
+    slower = _latencies("2", [0.075] * 19 + [0.4])
+    check = _check("p99_ratio", plan, base, slower)
+    assert check.result == "fail" and 1.2 < (check.value or 0) < 1.5
+    assert "rank test p<0.001" in check.detail
