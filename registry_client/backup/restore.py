@@ -14,6 +14,10 @@ written) and a change hint; the epoch is set to at least the exported one first,
 audit entries' increments gateways see it above anything the export holds. A model with
 nothing to write (a second restore of the same export) gets no entry: restoring the same
 export twice writes nothing the second time.
+
+A dry run makes every check and plans every model inside the same WATCH, then ends the
+transaction before MULTI: its summary says what a restore would write (blobs_written: the
+artifacts it would store), and nothing is written, not even an artifact or a staged stream.
 """
 
 from __future__ import annotations
@@ -82,12 +86,14 @@ class RestoreSummary:
 
 
 def restore(
-    client: RegistryClient, document: object, *, actor: str, force: bool = False
-) -> RestoreSummary:
+    client: RegistryClient, document: object, *, actor: str, force: bool = False,
+    dry_run: bool = False,
+) -> RestoreSummary:  # fmt: skip
     """Write an export (the JSON document gatectl export writes) back into the client's
     namespace. Rejected, with nothing written, for a document that is not a valid export of
     this namespace; refused models are reported in the summary, not raised. `force` replaces
-    models whose rule in Redis is newer than the export's (never a version's bytes)."""
+    models whose rule in Redis is newer than the export's (never a version's bytes). With
+    `dry_run`, the summary of what it would do; nothing is written."""
     try:
         validate_actor(actor)
     except SchemaError as exc:
@@ -101,7 +107,8 @@ def restore(
     digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
     raw = redis_of(client)
     with redis_unreachable_as_error():
-        blobs_written = _store_blobs(raw, keys, exported, _plans(raw, keys, exported, force))
+        blobs_written = _store_blobs(raw, keys, exported, _plans(raw, keys, exported, force),
+                                     dry_run)  # fmt: skip
     staging = AuditStaging(raw, keys)
 
     def write(pipe: redis.client.Pipeline) -> RestoreSummary:
@@ -109,9 +116,11 @@ def restore(
         plans = _plans(raw, keys, exported, force)
         missing = _missing_blobs(raw, keys, exported, plans)
         changed = [p for p in plans.values() if p.result == RESTORED]
-        staged = {p.model: staging.stage(p.model, exported.models[p.model].audit)
-                  for p in changed if p.audit_written}  # fmt: skip
-        if changed:
+        staged: dict[str, str] = {}
+        if not dry_run:  # a dry run ends the transaction with the plans: no MULTI
+            staged = {p.model: staging.stage(p.model, exported.models[p.model].audit)
+                      for p in changed if p.audit_written}  # fmt: skip
+        if changed and not dry_run:
             pipe.multi()
             if exported.epoch > epoch:
                 pipe.set(keys.epoch, exported.epoch)
@@ -157,12 +166,14 @@ def _plans(raw: redis.Redis, keys: Keys, exported: RegistryExport,
 
 
 def _store_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
-                 plans: Mapping[str, ModelPlan]) -> int:  # fmt: skip
-    """Upload the artifacts of the models not refused that Redis lacks; how many."""
+                 plans: Mapping[str, ModelPlan], dry_run: bool) -> int:  # fmt: skip
+    """Upload the artifacts of the models not refused that Redis lacks; how many (with
+    `dry_run`, how many it would)."""
     stored = 0
     for sha in sorted(_uploaded(exported, plans) & set(exported.blobs)):
         if not raw.exists(keys.blob(sha)):
-            upload_blob(raw, keys.blob(sha), exported.blobs[sha])
+            if not dry_run:
+                upload_blob(raw, keys.blob(sha), exported.blobs[sha])
             stored += 1
     return stored
 
@@ -170,8 +181,9 @@ def _store_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
 def _missing_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
                    plans: Mapping[str, ModelPlan]) -> list[tuple[str, str, str]]:  # fmt: skip
     """The restored versions whose uploaded artifact Redis does not have: gateways cannot
-    load them until it is uploaded again (gatectl register --upload, the same bytes)."""
-    wanted = _uploaded(exported, plans)
+    load them until it is uploaded again (gatectl register --upload, the same bytes). Those
+    the export holds were stored before (a dry run would store them), so are not missing."""
+    wanted = _uploaded(exported, plans) - set(exported.blobs)
     with raw.pipeline(transaction=False) as pipe:
         for sha in sorted(wanted):
             pipe.exists(keys.blob(sha))

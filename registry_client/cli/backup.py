@@ -17,6 +17,7 @@ from registry_client.backup.export import export, missing_blobs
 from registry_client.backup.plan import REFUSED, RESTORED, UNCHANGED
 from registry_client.backup.restore import ModelOutcome, RestoreSummary, restore
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument
 from registry_client.cli.exit_codes import EXIT_OK, EXIT_REJECTED
 from registry_client.cli.tables import print_table, printable
 from registry_client.errors import Rejected
@@ -48,6 +49,7 @@ def add_parsers(commands: Commands) -> None:
         help="also replace models whose rule in Redis is newer than the export's (audited);"
         " never a version registered with other bytes",
     )  # fmt: skip
+    add_dry_run_argument(restores)
     restores.set_defaults(handler=restore_registry)
 
 
@@ -75,13 +77,15 @@ def export_registry(args: argparse.Namespace, context: CommandContext) -> int:
 
 def restore_registry(args: argparse.Namespace, context: CommandContext) -> int:
     """Restore the export in FILE; print per model what was restored, unchanged or refused.
-    Exit 1 when a model was refused (the others are restored)."""
+    Exit 1 when a model was refused (the others are restored). With --dry-run, the same
+    checks and the same report of what it would do, and nothing written."""
     summary = restore(context.client, _read_document(args.file), actor=context.actor,
-                      force=args.force)  # fmt: skip
+                      force=args.force, dry_run=args.dry_run)  # fmt: skip
     if context.emit_json:
-        print(json.dumps(summary.as_dict()), file=context.out)
+        print(json.dumps(summary.as_dict() | ({"dry_run": True} if args.dry_run else {})),
+              file=context.out)  # fmt: skip
     else:
-        _print_summary(summary, context)
+        _print_summary(summary, context, args.dry_run)
     for outcome in summary.refused:
         print(f"gatectl: refused: {printable(outcome.reason)}", file=context.err)
     for model, version, sha in summary.missing_blobs:
@@ -92,28 +96,35 @@ def restore_registry(args: argparse.Namespace, context: CommandContext) -> int:
     return EXIT_REJECTED if summary.refused else EXIT_OK
 
 
-def _print_summary(summary: RestoreSummary, context: CommandContext) -> None:
-    rows: list[list[object]] = [["model", "result", "written", "audit"]]
+def _print_summary(summary: RestoreSummary, context: CommandContext, dry_run: bool) -> None:
+    """Per model its result and what is written (a dry run: would be), then the counts."""
+    rows: list[list[object]] = [["model", "result", "written" if not dry_run else "would write",
+                                 "audit"]]  # fmt: skip
     for outcome in summary.models:
         written = ", ".join(outcome.written) or "-"
-        rows.append([outcome.model, outcome.result, written, _audit_text(outcome)])
+        result = f"would be {outcome.result}" if dry_run and outcome.result == RESTORED else (
+            outcome.result)  # fmt: skip
+        rows.append([outcome.model, result, written, _audit_text(outcome, dry_run)])
     print_table(rows, context.out)
     count = {r: sum(m.result == r for m in summary.models) for r in (RESTORED, UNCHANGED, REFUSED)}
     forced = [m.model for m in summary.models if m.reason and m.result == RESTORED]
-    print(f"{count[RESTORED]} restored, {count[UNCHANGED]} unchanged, {count[REFUSED]} refused"
-          f" from the export of {printable(summary.exported_at)}; epoch {summary.epoch}"
-          + (f"; {summary.blobs_written} artifacts stored" if summary.blobs_written else "")
-          + (f"; forced: {printable(', '.join(forced))}" if forced else ""),
+    stored = "would be stored" if dry_run else "stored"
+    print(f"{count[RESTORED]} {'would be ' if dry_run else ''}restored, {count[UNCHANGED]}"
+          f" unchanged, {count[REFUSED]} refused from the export of"
+          f" {printable(summary.exported_at)}; epoch {summary.epoch}"
+          + (f"; {summary.blobs_written} artifacts {stored}" if summary.blobs_written else "")
+          + (f"; forced: {printable(', '.join(forced))}" if forced else "")
+          + ("; dry run: nothing written" if dry_run else ""),
           file=context.out)  # fmt: skip
 
 
-def _audit_text(outcome: ModelOutcome) -> str:
+def _audit_text(outcome: ModelOutcome, dry_run: bool) -> str:
     if outcome.result == REFUSED:
         return "-"
     if outcome.audit_skipped:
         return f"kept the stream's own, {outcome.audit_skipped} exported skipped"
     if outcome.audit_written:
-        return f"{outcome.audit_written} entries written"
+        return f"{outcome.audit_written} entries {'would be ' if dry_run else ''}written"
     return "-"
 
 

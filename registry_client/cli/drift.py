@@ -1,142 +1,41 @@
 """`gatectl reference set|show` and `gatectl drift`: a version's reference input profile, from
-data or from traffic, and the drift table of a version against its reference or another
-version."""
+data or from traffic (reference_data.py reads them; `set --dry-run` builds and shows it, and
+stores nothing), and the drift table of a version against its reference or another version."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 from registry_client.cli.context import CommandContext, Commands
 from registry_client.cli.drift_picture import drift_picture, drift_sketches
+from registry_client.cli.dry_run import add_dry_run_argument, field_changes
 from registry_client.cli.durations import duration_argument
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_now, optional_number
 from registry_client.cli.plotting import add_plot_argument, write_plot
+from registry_client.cli.reference_data import (
+    load_reference_data,
+    reference_from_traffic,
+    references_from_data,
+)
 from registry_client.cli.tables import print_table, printable
 from registry_client.client import RegistryClient
-from registry_client.drift.features import feature_columns
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import QUANTILE_LEVELS
 from registry_client.drift.statistics import FeatureDrift, dataset_drift, feature_drift
 from registry_client.drift.store import MergedSketches
-from registry_client.errors import NotFound, Rejected
+from registry_client.errors import NotFound
 
-__all__ = [
-    "add_parsers",
-    "load_reference_data",
-    "print_drift",
-    "reference_from_traffic",
-    "references_from_data",
-    "version_drift",
-]
+__all__ = ["add_parsers", "print_drift", "version_drift"]
 
-_CHUNK_BYTES = 8 * 1024 * 1024
-PROGRESS_FROM_BYTES = 32 * 1024 * 1024  # smaller files load too fast to need a progress bar
 # The drift table's measure columns, in order, and how each is written.
 _MEASURE_FORMATS = (("psi", ".3f"), ("ks", ".3f"), ("wasserstein", ".3f"),
                     ("missing_increase", "+.3f"), ("out_of_range", ".3f"))  # fmt: skip
-
-
-def _numeric_inputs(client: RegistryClient, model: str, version: str) -> list[str]:
-    signature = json.loads(client.show_version(model, version).get("signature", "{}") or "{}")
-    return [i["name"] for i in signature.get("inputs", [])
-            if "string" not in str(i.get("type", ""))]  # fmt: skip
-
-
-def _read_csv(path: Path, progress: TextIO | None) -> np.ndarray:
-    """Numbers, comma-separated, an optional header row; empty cells are missing (NaN)."""
-    size = path.stat().st_size
-    chunks, done, header_checked = [], 0, False
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK_BYTES):
-            block += handle.readline()  # whole lines only
-            done += len(block)
-            if not header_checked:
-                header_checked = True
-                first, _, rest = block.partition(b"\n")
-                try:
-                    [float(cell or "nan") for cell in first.decode().strip().split(",")]
-                except ValueError:
-                    block = rest  # a header of names
-            if block.strip():
-                chunks.append(np.genfromtxt(io.BytesIO(block), delimiter=",", ndmin=2))
-            if progress is not None:
-                progress.write(f"\rreading {path.name}: {100 * min(done, size) // size}%")
-    if progress is not None:
-        progress.write("\n")
-    if not chunks:
-        raise Rejected(f"--data {path}: no rows")
-    widths = {c.shape[1] for c in chunks}
-    if len(widths) != 1:
-        raise Rejected(f"--data {path}: rows have different numbers of columns")
-    return np.concatenate(chunks)
-
-
-def load_reference_data(
-    client: RegistryClient, model: str, version: str, path: Path, progress: TextIO | None = None
-) -> dict[str, np.ndarray]:
-    """Input name -> rows, from .npz (one array per input), or .npy/.csv for a model with one
-    numeric input. Shown a progress bar on `progress` for large CSV files."""
-    inputs = _numeric_inputs(client, model, version)
-    if not path.is_file():
-        raise Rejected(f"--data {path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            unknown = sorted(set(archive.files) - set(inputs))
-            if unknown:
-                raise Rejected(f"--data {path}: arrays {unknown} are not inputs of {model}"
-                               f" version {version} (inputs: {inputs})")  # fmt: skip
-            return {name: archive[name] for name in archive.files}
-    if len(inputs) != 1:
-        raise Rejected(f"--data {path}: {model} version {version} has inputs {inputs}; give"
-                       " an .npz file with one array per input")  # fmt: skip
-    if suffix == ".npy":
-        return {inputs[0]: np.load(path, allow_pickle=False)}
-    if suffix == ".csv":
-        large = progress is not None and path.stat().st_size >= PROGRESS_FROM_BYTES
-        return {inputs[0]: _read_csv(path, progress if large else None)}
-    raise Rejected(f"--data {path}: expected a .npy, .npz or .csv file")
-
-
-def references_from_data(
-    data: Mapping[str, np.ndarray], names: Mapping[str, list[str]]
-) -> dict[str, FeatureReference]:
-    """Per feature, named as the gateway names them (registered names, input[i], ...)."""
-    found: dict[str, FeatureReference] = {}
-    for name, array in data.items():
-        try:
-            columns = feature_columns(name, np.asarray(array), names.get(name))
-        except ValueError as exc:
-            raise Rejected(f"--data: input {name!r}: {exc}") from exc
-        if not columns:
-            raise Rejected(f"--data: input {name!r} is not numeric (dtype {array.dtype})")
-        for feature, column in columns:
-            reference = FeatureReference.from_values(column)
-            if reference is not None:
-                found[feature] = reference
-    if not found:
-        raise Rejected("--data: no feature has a finite value")
-    return found
-
-
-def reference_from_traffic(
-    client: RegistryClient, model: str, source_version: str, since_seconds: float
-) -> tuple[dict[str, FeatureReference], int]:
-    merged = client.drift.read(model, source_version, since_seconds)
-    references = {name: ref for name, sketch in merged.features.items()
-                  if (ref := FeatureReference.from_sketch(sketch)) is not None}  # fmt: skip
-    if not references:
-        raise NotFound(f"no traffic of {model} version {source_version} recorded in that window")
-    return references, merged.rows
 
 
 def _drift_view(drift: FeatureDrift) -> dict[str, Any]:
@@ -206,6 +105,7 @@ def add_parsers(commands: Commands) -> None:
         "--since", type=duration_argument, default=3600.0,
         help="with --from-traffic: how far back (1h)",
     )  # fmt: skip
+    add_dry_run_argument(reference_set)
     reference_set.set_defaults(handler=set_reference)
     reference_show = reference_actions.add_parser(
         "show", help="a version's reference profile: count, missing, range, mean per feature"
@@ -241,7 +141,8 @@ def run_drift(args: argparse.Namespace, context: CommandContext) -> int:
 
 
 def set_reference(args: argparse.Namespace, context: CommandContext) -> int:
-    """Profile --data or --from-traffic, store it as the version's reference, then show it."""
+    """Profile --data or --from-traffic, store it as the version's reference, then show it
+    (--dry-run: show it and what it would replace; store nothing)."""
     client, model, version = context.client, args.model, args.version
     client.show_version(model, version)
     if args.data is not None:
@@ -257,32 +158,63 @@ def set_reference(args: argparse.Namespace, context: CommandContext) -> int:
         meta = {"source": f"traffic:{args.from_traffic}", "since_seconds": args.since,
                 "rows": rows}  # fmt: skip
     meta |= {"by": context.actor, "at": iso_now()}
-    client.drift.set_reference(model, version, references, meta, actor=context.actor)
-    return _print_reference(args, context)
+    client.drift.set_reference(model, version, references, meta, actor=context.actor,
+                               dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return _show_planned(context, model, version, references, meta)
+    return show_reference(args, context)
 
 
 def show_reference(args: argparse.Namespace, context: CommandContext) -> int:
-    context.client.show_version(args.model, args.version)
-    return _print_reference(args, context)
-
-
-def _print_reference(args: argparse.Namespace, context: CommandContext) -> int:
-    client, out = context.client, context.out
+    client = context.client
+    client.show_version(args.model, args.version)
     references = client.drift.get_reference(args.model, args.version)
     meta = client.drift.reference_meta(args.model, args.version)
     if context.emit_json:
-        view = {name: {"count": r.count, "missing_rate": r.missing_rate, "minimum": r.minimum,
-                       "maximum": r.maximum, "mean": r.mean, "std": r.std,
-                       "edges": r.edges.tolist()} for name, r in references.items()}  # fmt: skip
-        print(json.dumps({"meta": meta, "features": view}), file=out)
+        print(json.dumps({"meta": meta, "features": _features_view(references)}),
+              file=context.out)  # fmt: skip
         return EXIT_OK
     print(f"reference of {printable(args.model)} version {printable(args.version)}: " +
           printable(", ".join(f"{k} {v}" for k, v in sorted(meta.items()))),
-          file=out)  # fmt: skip
+          file=context.out)  # fmt: skip
+    _print_features(references, context.out)
+    return EXIT_OK
+
+
+def _show_planned(
+    context: CommandContext, model: str, version: str,
+    references: Mapping[str, FeatureReference], meta: Mapping[str, object],
+) -> int:  # fmt: skip
+    """The profile built, and what it would replace: the stored one's source, rows and
+    number of features (`-` when the version has none). JSON: {"dry_run", "subject",
+    "before", "after", "changes", "meta", "features"}."""
+    stored = context.client.drift.reference_summary(model, version)
+    after = {**meta, "features": len(references)}
+    lines = field_changes(stored, after)
+    subject = f"reference of {model} version {version}"
+    if context.emit_json:
+        print(json.dumps({"dry_run": True, "subject": subject, "before": stored, "after": after,
+                          "changes": lines, "meta": dict(meta),
+                          "features": _features_view(references)}),
+              file=context.out)  # fmt: skip
+        return EXIT_OK
+    print(f"{printable(subject)}  (dry run: nothing stored)", file=context.out)
+    for line in lines:
+        print(f"  {printable(line)}", file=context.out)
+    _print_features(references, context.out)
+    return EXIT_OK
+
+
+def _features_view(references: Mapping[str, FeatureReference]) -> dict[str, Any]:
+    return {name: {"count": r.count, "missing_rate": r.missing_rate, "minimum": r.minimum,
+                   "maximum": r.maximum, "mean": r.mean, "std": r.std,
+                   "edges": r.edges.tolist()} for name, r in references.items()}  # fmt: skip
+
+
+def _print_features(references: Mapping[str, FeatureReference], out: TextIO) -> None:
     table = [["feature", "count", "missing", "min", "median", "max", "mean", "std"]]
     for name, r in sorted(references.items()):
         median = r.edges[list(QUANTILE_LEVELS).index(0.5)]
         numbers = (r.minimum, median, r.maximum, r.mean, r.std)
         table.append([name, str(r.count), f"{r.missing_rate:.3f}", *(f"{x:.4g}" for x in numbers)])
     print_table(table, out)
-    return EXIT_OK

@@ -1,7 +1,8 @@
 """`gatectl evaluate MODEL VERSION --data X.npz --labels y.npy [--segments seg.csv]`: a
 version's accuracy and fairness on a labelled dataset before it serves, computed as its live
 predictions will be (registry_client.quality.offline) and stored on the version, where
-`rollout start --require-evaluation` looks for it.
+`rollout start --require-evaluation` looks for it (with --dry-run: computed and printed, with
+what it would replace, and not stored).
 
 Every file is checked before the version runs and nothing is stored unless all of it is read:
 a wrong file exits 1 naming the file and what is wrong with it."""
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument, field_changes
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.tables import print_table, printable
@@ -68,6 +70,7 @@ def add_parsers(commands: Commands) -> None:
     )
     evaluate.add_argument("--batch", type=_batch, default=DEFAULT_BATCH,
                           help=f"rows per run of the model ({DEFAULT_BATCH})")  # fmt: skip
+    add_dry_run_argument(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -103,13 +106,44 @@ def run_evaluate(args: argparse.Namespace, context: CommandContext) -> int:
     hashes = DatasetHashes(_sha256(data_bytes), _sha256(labels_bytes),
                            None if segments_bytes is None else _sha256(segments_bytes))  # fmt: skip
     evaluation = evaluate_rows(config, scores_of(config, outputs), labels, segments, hashes)
-    client.record_evaluation(args.model, args.version, evaluation, actor=context.actor)
+    stored = _stored(context, args.model, args.version) if args.dry_run else None
+    client.record_evaluation(args.model, args.version, evaluation, actor=context.actor,
+                             dry_run=args.dry_run)  # fmt: skip
     view = {"model": args.model, "version": args.version, **json.loads(evaluation.to_json())}
+    if args.dry_run:  # what it would replace, by the figures the table shows
+        lines = field_changes(stored, _summary(evaluation))
+        view |= {"dry_run": True, "before": stored, "changes": lines}
     if context.emit_json:
         print(json.dumps(view), file=context.out)
-    else:
-        print_evaluation(args.model, args.version, evaluation, context.out)
+        return EXIT_OK
+    print_evaluation(args.model, args.version, evaluation, context.out)
+    if args.dry_run:
+        print("\ndry run: nothing stored; the version's evaluation would change:", file=context.out)
+        for line in view["changes"] or ["no change"]:
+            print(f"  {printable(line)}", file=context.out)
     return EXIT_OK
+
+
+def _stored(context: CommandContext, model: str, version: str) -> dict[str, Any] | None:
+    """The version's evaluation now, as _summary() compares it (None: it has none)."""
+    try:
+        found = context.client.evaluation(model, version)
+    except Rejected:  # unreadable: the write would replace it all the same
+        return {"evaluation": "unreadable"}
+    return None if found is None else _summary(found)
+
+
+def _summary(e: Evaluation) -> dict[str, Any]:
+    """What a dry run compares: when, on what, every metric and each dimension's gap."""
+    summary: dict[str, Any] = {
+        "evaluated": iso_time(e.time), "rows": e.rows, "data_sha256": e.data_sha256[:12],
+        "labels_sha256": e.labels_sha256[:12],
+        "segments_sha256": None if e.segments_sha256 is None else e.segments_sha256[:12],
+    }  # fmt: skip
+    summary |= {name: optional_number(value, ".4g") for name, value in e.metrics.items()}
+    summary |= {f"gap.{d}": f"{metric} {gap:.4g} ({worst})"
+                for d, (metric, gap, worst) in e.gaps.items()}  # fmt: skip
+    return summary
 
 
 def _sha256(data: bytes) -> str:

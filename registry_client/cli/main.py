@@ -7,7 +7,8 @@ handler the command line chose and mapping the registry errors it raises to exit
 (exit_codes.py lists them). Each command group builds its subcommands next to its handlers:
 models.py, versions.py, version_record.py, measurements.py, labels.py, evaluate.py,
 compare.py, quality.py (accuracy, fairness), drift.py, routes.py, rollout.py, events.py,
-backup.py (export, restore) and completion.py.
+backup.py (export, restore) and completion.py; aliases.py keeps old spellings working, hidden,
+and reference.py writes docs/gatectl-reference.md from the parser build_parser() makes.
 
 What gatectl prints but did not write (anything read from Redis) goes through
 tables.printable(): control and format characters show as escapes, never reach the terminal.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from registry_client.cli import (
+    aliases,
     backup,
     compare,
     completion,
@@ -56,7 +58,7 @@ from registry_client.connection import PRIVATE_SOCKET_NAME, default_data_dir, pr
 from registry_client.errors import Conflict, Rejected, Unreachable
 from registry_client.schema import MAX_ACTOR_CHARS, SchemaError, validate_actor
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 # The gateway's own variables for these settings, so one environment serves both.
 REDIS_URL_VARIABLE = "ONNXGATE_REDIS_URL"
@@ -69,7 +71,8 @@ COMMAND_GROUPS = (models, versions, version_record, measurements, labels, evalua
                   completion)  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """gatectl's whole command line: global flags, every command group, the hidden aliases."""
     parser = GatectlParser(prog="gatectl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gatectl {_version()}")
     parser.add_argument("--redis-url", help=f"Redis URL (or ${REDIS_URL_VARIABLE})")
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_parsers(commands)
+    aliases.add_parsers(commands)  # last: they hide among the commands added before
     return parser
 
 
@@ -133,8 +137,10 @@ def main(
 ) -> int:
     """Entry point of the `gatectl` console script; returns the exit code."""
     env = os.environ if env is None else env
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if hasattr(args, "alias"):  # an old spelling: said again as the new one
+        args = aliases.respell(parser, args, err)
     if getattr(args, "output_format", "") == "yaml" and not hasattr(args, "yaml_ok"):
         parser.error("-o yaml: only `gatectl get rules` writes YAML; use -o json")
     if hasattr(args, "offline"):  # a command that needs no Redis

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from registry_client.cli.arguments import name_value_pairs
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument, field_changes
 from registry_client.cli.exit_codes import EXIT_OK
 from registry_client.cli.tables import print_table, printable
 
@@ -37,6 +40,7 @@ def add_parsers(commands: Commands) -> None:
         "--source", required=True,
         help="where the numbers come from: an evaluation job, a dataset, a report",
     )  # fmt: skip
+    add_dry_run_argument(add)
     add.set_defaults(handler=add_metrics)
     history = actions.add_parser("history", help="every measurement, oldest first")
     history.add_argument("model")
@@ -46,7 +50,10 @@ def add_parsers(commands: Commands) -> None:
 
 def add_metrics(args: argparse.Namespace, context: CommandContext) -> int:
     added = context.client.add_metrics(args.model, args.version, dict(args.values),
-                                       source=args.source, actor=context.actor)  # fmt: skip
+                                       source=args.source, actor=context.actor,
+                                       dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return _show_planned(args, context, added)
     if context.emit_json:
         print(json.dumps(added), file=context.out)
     else:
@@ -54,6 +61,35 @@ def add_metrics(args: argparse.Namespace, context: CommandContext) -> int:
         print(f"{printable(args.model)} version {printable(args.version)}: {values}"
               f" from {printable(added['source'])} at {added['at']}", file=context.out)  # fmt: skip
     return EXIT_OK
+
+
+def _show_planned(
+    args: argparse.Namespace, context: CommandContext, measurement: dict[str, Any]
+) -> int:
+    """Each metric's latest measurement now, and the one it would be: a measurement always
+    becomes the latest, so its source and time show even when the value stays. JSON:
+    {"dry_run", "subject", "before", "after" (name -> {value, source, at} or null),
+    "changes", "measurement"}."""
+    latest = context.client.latest_metrics(args.model, args.version)
+    before = {name: latest.get(name) for name in measurement["values"]}
+    after = {name: {"value": value, "source": measurement["source"], "at": measurement["at"]}
+             for name, value in measurement["values"].items()}  # fmt: skip
+    lines = field_changes(_texts(before), _texts(after))
+    subject = f"metrics of model {args.model} version {args.version}"
+    if context.emit_json:
+        print(json.dumps({"dry_run": True, "subject": subject, "before": before, "after": after,
+                          "changes": lines, "measurement": measurement}),
+              file=context.out)  # fmt: skip
+        return EXIT_OK
+    print(f"{printable(subject)}  (dry run: nothing written)", file=context.out)
+    for line in lines:
+        print(f"  {printable(line)}", file=context.out)
+    return EXIT_OK
+
+
+def _texts(latest: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str | None]:
+    return {name: None if m is None else f"{m['value']:g} ({m['source']}, {m['at']})"
+            for name, m in latest.items()}  # fmt: skip
 
 
 def metrics_history(args: argparse.Namespace, context: CommandContext) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument, show_planned
 from registry_client.cli.durations import format_duration, long_duration_argument
-from registry_client.cli.exit_codes import EXIT_OK
+from registry_client.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from registry_client.cli.tables import print_table
+from registry_client.errors import NotFound
 from registry_client.quality.task import TASKS, QualityConfig
 
 __all__ = ["add_parsers"]
@@ -33,6 +36,7 @@ def add_parsers(commands: Commands) -> None:
     )  # fmt: skip
     model.add_argument("--max-batch-size", type=int, help="rows per batched run and request")
     _add_quality_arguments(model)
+    add_dry_run_argument(model)
     model.set_defaults(handler=create_or_show_model)
 
 
@@ -76,17 +80,27 @@ def list_models(args: argparse.Namespace, context: CommandContext) -> int:
 
 
 def create_or_show_model(args: argparse.Namespace, context: CommandContext) -> int:
-    """`model create` writes the model, then shows it as `model show` does."""
+    """`model create` writes the model, then shows it as `model show` does; with --dry-run
+    it shows the fields that would change instead, and writes nothing."""
     client, out = context.client, context.out
+    if args.action == "show" and args.dry_run:
+        print(
+            "gatectl: --dry-run: only `model create` writes; `model show` reads", file=context.err
+        )
+        return EXIT_USAGE
     if args.action == "create":
         tags = None if args.tags is None else [t for t in args.tags.split(",") if t]
         quality = _quality(args, context) if any(
             getattr(args, flag) is not None for flag in QUALITY_FLAGS
         ) else None  # fmt: skip
-        client.create_model(args.name, actor=context.actor, owner=args.owner,
-                            description=args.description, tags=tags,
-                            batch_delay_us=args.batch_delay_us,
-                            max_batch_size=args.max_batch_size, quality=quality)  # fmt: skip
+        after = client.create_model(args.name, actor=context.actor, owner=args.owner,
+                                    description=args.description, tags=tags,
+                                    batch_delay_us=args.batch_delay_us,
+                                    max_batch_size=args.max_batch_size, quality=quality,
+                                    dry_run=args.dry_run)  # fmt: skip
+        if args.dry_run:
+            return show_planned(context, f"model {args.name}", _stored(context, args.name),
+                                _flat(after))  # fmt: skip
     shown = client.show_model(args.name)
     if context.emit_json:
         print(json.dumps(shown), file=out)
@@ -106,6 +120,33 @@ def _quality(args: argparse.Namespace, context: CommandContext) -> QualityConfig
         max_segment_values=args.max_segment_values,
         label_deadline_seconds=args.label_deadline,
     )  # fmt: skip
+
+
+def _stored(context: CommandContext, name: str) -> dict[str, Any] | None:
+    """The model's fields as a dry run compares them; None when it is not registered."""
+    try:
+        return _flat(context.client.show_model(name))
+    except NotFound:
+        return None
+
+
+def _flat(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored fields, the quality config (a dict, or its JSON text) one per field."""
+    flat: dict[str, Any] = {}
+    for field, value in fields.items():
+        if field in ("versions", "quality_error"):  # not fields create writes
+            continue
+        config = value
+        if field == "quality" and isinstance(value, str):
+            try:
+                config = json.loads(value)
+            except ValueError:  # unreadable as stored: compared as its text
+                config = value
+        if field == "quality" and isinstance(config, dict):
+            flat.update((f"quality.{k}", v) for k, v in config.items())
+        else:
+            flat[field] = value
+    return flat
 
 
 def _rows(shown: dict[str, Any]) -> list[list[object]]:

@@ -39,6 +39,17 @@ class GatectlParser(argparse.ArgumentParser):
         self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                           help="print JSON instead of tables (-o json)")  # fmt: skip
 
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's check, except that an unknown command word is answered with the
+        commands listed in help: hidden ones (aliases.py) are not offered."""
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            listed = ", ".join(repr(choice.dest) for choice in action._choices_actions)
+            # Named by its dest, as argparse names it without a metavar (aliases.py sets one).
+            raise argparse.ArgumentError(
+                None, f"argument {action.dest}: invalid choice: {value!r} (choose from {listed})"
+            )
+        super()._check_value(action, value)
+
     def format_help(self) -> str:
         """The help as argparse wraps it, then the epilog as written (its columns line up)."""
         epilog, self.epilog = self.epilog, None

@@ -1,27 +1,26 @@
 """`gatectl rollout start|status|pause|resume|abort|history`: progressive delivery from the
-command line. It parses and prints; RolloutStore holds the logic."""
+command line. It parses and prints (a rollout's status: rollout_status.py; what a --dry-run
+of start, pause, resume or abort would change: rollout_dry_run.py); RolloutStore holds the
+logic."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
-import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TextIO
 
 from registry_client.cli.apply_wait import add_wait_arguments, show_and_wait
 from registry_client.cli.arguments import add_schema_override_arguments, reason_text
 from registry_client.cli.context import CommandContext, Commands, Handler
-from registry_client.cli.durations import (
-    duration_argument,
-    format_duration,
-    long_duration_argument,
-)
+from registry_client.cli.dry_run import add_dry_run_argument
+from registry_client.cli.durations import duration_argument, long_duration_argument
 from registry_client.cli.exit_codes import EXIT_OK, EXIT_ROLLOUT_FAILED
-from registry_client.cli.formatting import iso_time, optional_number
 from registry_client.cli.plotting import add_plot_argument, write_plot
+from registry_client.cli.rollout_dry_run import show_planned_removal, show_planned_rollout
+from registry_client.cli.rollout_status import print_status, status_view
 from registry_client.cli.rollout_timeline import audited_state, timeline_picture
 from registry_client.cli.tables import print_table, printable
 from registry_client.cli.watching import Snapshot, add_watch_arguments, watch
@@ -30,7 +29,7 @@ from registry_client.records.leases import lease_holder
 from registry_client.rollout.plan import ABORTED, PROMOTED, ROLLED_BACK, RolloutState
 from registry_client.rollout.store import RolloutStore
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "print_status", "status_view"]
 
 # The exit code of `rollout status --watch` when the rollout ends.
 _WATCH_ENDS = {PROMOTED: EXIT_OK, ROLLED_BACK: EXIT_ROLLOUT_FAILED, ABORTED: EXIT_ROLLOUT_FAILED}
@@ -95,6 +94,7 @@ def add_parsers(commands: Commands) -> None:
                        " passes --max-fairness-gap and --max-auc-drop")  # fmt: skip
     add_schema_override_arguments(start)
     add_wait_arguments(start)
+    add_dry_run_argument(start)
     start.set_defaults(handler=start_rollout)
     handlers: tuple[tuple[str, str, Handler], ...] = (
         ("status", "where a rollout is and its last checks", show_rollout),
@@ -114,6 +114,8 @@ def add_parsers(commands: Commands) -> None:
             action.add_argument("--reason", type=reason_text, default="", help="why, for the audit")
         if name in ("resume", "abort"):  # they write the rule the rollout serves
             add_wait_arguments(action)
+        if name in ("pause", "resume", "abort"):
+            add_dry_run_argument(action)
         if name == "history":
             action.add_argument("--limit", type=int, default=20)
         action.set_defaults(handler=handler)
@@ -132,9 +134,11 @@ def start_rollout(args: argparse.Namespace, context: CommandContext) -> int:
         require_evaluation=args.require_evaluation, max_auc_drop=args.max_auc_drop,
         max_fairness_gap=args.max_fairness_gap, min_label_coverage=args.min_label_coverage,
         min_labels=args.min_labels, label_wait_seconds=args.label_wait,
-        allow_schema_change=args.allow_schema_change, reason=args.reason,
+        allow_schema_change=args.allow_schema_change, reason=args.reason, dry_run=args.dry_run,
         **({} if args.baseline is None else {"baseline": args.baseline}),
     )  # fmt: skip
+    if args.dry_run:
+        return show_planned_rollout(context, state, route=True)
     return _show(context, state, args.wait)
 
 
@@ -164,13 +168,19 @@ def _rollout(context: CommandContext, model: str) -> RolloutState:
 
 def pause_rollout(args: argparse.Namespace, context: CommandContext) -> int:
     state = RolloutStore(context.client).pause(args.model, actor=context.actor,
-                                               reason=args.reason)  # fmt: skip
+                                               reason=args.reason,
+                                               dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return show_planned_rollout(context, state, route=False)
     return _show(context, state, None)
 
 
 def resume_rollout(args: argparse.Namespace, context: CommandContext) -> int:
     state = RolloutStore(context.client).resume(args.model, actor=context.actor,
-                                                reason=args.reason)  # fmt: skip
+                                                reason=args.reason,
+                                                dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return show_planned_rollout(context, state, route=True)
     return _show(context, state, args.wait)
 
 
@@ -178,7 +188,11 @@ def abort_rollout(args: argparse.Namespace, context: CommandContext) -> int:
     """End the rollout; its rule goes back to the baseline alone. A rollout document that
     cannot be read is removed, and the rule left as it is."""
     state = RolloutStore(context.client).abort(args.model, actor=context.actor,
-                                               reason=args.reason)  # fmt: skip
+                                               reason=args.reason,
+                                               dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:
+        return (show_planned_removal(context, args.model) if state is None
+                else show_planned_rollout(context, state, route=True))  # fmt: skip
     if state is None:
         print(f"removed the unreadable rollout document of {printable(args.model)}; its rule"
               " is as it was: check it with gatectl route show", file=context.out)  # fmt: skip
@@ -206,71 +220,6 @@ def _show(context: CommandContext, state: RolloutState, wait_seconds: float | No
     return show_and_wait(client, state.plan.model, state.route_revision, wait_seconds, view,
                          lambda to: print_status(view, to), context.out, context.err,
                          emit_json=context.emit_json)  # fmt: skip
-
-
-def status_view(state: RolloutState, leader: str, now: float | None = None) -> dict[str, Any]:
-    """What `rollout status` shows, as JSON."""
-    now = time.time() if now is None else now
-    plan = state.plan
-    return {
-        "model": plan.model, "candidate": plan.candidate, "baseline": plan.baseline,
-        "status": state.status, "paused_status": state.paused_status,
-        "step": state.step + 1, "steps": list(plan.steps),
-        "candidate_weight": state.candidate_weight,
-        "started_at": iso_time(state.started_at), "started_by": state.started_by,
-        "interval_seconds": plan.interval_seconds,
-        "shadow_first_seconds": plan.shadow_first_seconds,
-        "failures": state.failures, "failures_to_rollback": plan.failures_to_rollback,
-        "next_check_in_seconds": (max(state.next_check_at - now, 0.0)
-                                  if state.active and state.next_check_at else None),
-        "route_revision": state.route_revision, "leader": leader,
-        "last_decision": dict(state.last_decision), "checks": [dict(c) for c in state.last_checks],
-        "plan": plan.to_dict(),
-        "labels_waiting_since": (iso_time(state.labels_waiting_since)
-                                 if state.labels_waiting_since else None),
-        "labels_waited_seconds": (max(now - state.labels_waiting_since, 0.0)
-                                  if state.labels_waiting_since and state.active else None),
-    }  # fmt: skip
-
-
-def print_status(view: dict[str, Any], out: TextIO) -> None:
-    """status_view() as `rollout status` prints it: the plan, where it is, the last decision
-    and the checks behind it."""
-    steps = view["steps"]
-    if view["step"] == 0:  # the shadow phase, before the first step
-        where = f"shadow phase (then {steps[0]}%)"
-    else:
-        where = f"step {view['step']}/{len(steps)}"
-    status = view["status"] + (f" (from {view['paused_status']})" if view["paused_status"] else "")
-    print(f"model {printable(view['model'])}  candidate {printable(view['candidate'])}  baseline"
-          f" {printable(view['baseline'])}  status {printable(status)}", file=out)  # fmt: skip
-    print(f"{where}  candidate weight {view['candidate_weight']}%  steps"
-          f" {','.join(map(str, steps))}  interval {format_duration(view['interval_seconds'])}"
-          f"  failures {view['failures']} of {view['failures_to_rollback']}", file=out)  # fmt: skip
-    next_check = view["next_check_in_seconds"]
-    when = "" if next_check is None else f"  next check in {next_check:.0f}s"
-    print(f"started {view['started_at']} by {printable(view['started_by'])}  leader"
-          f" {printable(view['leader'] or '-')}  rule revision {view['route_revision']}{when}",
-          file=out)  # fmt: skip
-    decision = view["last_decision"]
-    if decision:
-        print(f"last decision {iso_time(decision['at'])} {printable(decision['decision'])}:"
-              f" {printable(decision['reason'])}", file=out)  # fmt: skip
-    waited = view.get("labels_waited_seconds")
-    if waited is not None:  # the coverage so far and needed, the wait so far and its bound
-        coverage = next((c for c in view["checks"] if c["name"] == "label_coverage"), None)
-        found = "" if coverage is None else (
-            f": label_coverage {optional_number(coverage['value'], '.4g')} (want"
-            f" {coverage['threshold']})")  # fmt: skip
-        bound = format_duration(view["plan"]["label_wait_seconds"])
-        print(f"waiting for labels since {view['labels_waiting_since']}"
-              f" ({format_duration(round(waited))} of {bound}){found}", file=out)  # fmt: skip
-    if view["checks"]:
-        rows = [["check", "result", "value", "threshold", "detail"]]
-        for c in view["checks"]:
-            value = optional_number(c["value"], ".4g")
-            rows.append([c["name"], c["result"], value, c["threshold"], c["detail"]])
-        print_table(rows, out)
 
 
 def _print_history(entries: list[dict[str, str]], out: TextIO) -> None:

@@ -141,12 +141,15 @@ class DriftStore:
 
     def set_reference(
         self, model: str, version: str, features: Mapping[str, FeatureReference],
-        meta: Mapping[str, object], *, actor: str,
+        meta: Mapping[str, object], *, actor: str, dry_run: bool = False,
     ) -> None:  # fmt: skip
-        """Replace the version's reference profile, atomically and audited."""
+        """Replace the version's reference profile, atomically and audited (with `dry_run`,
+        encoded as it would be stored, and not stored)."""
         key = self._keys.reference(model, version)
         fields = {name: ref.to_json() for name, ref in features.items()}
         fields[META_FIELD] = json.dumps(dict(meta), sort_keys=True)
+        if dry_run:
+            return
         with redis_unreachable_as_error(), self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # str values are fine
@@ -163,6 +166,22 @@ class DriftStore:
                            " set one with gatectl reference set")  # fmt: skip
         named = {as_text(k): v for k, v in fields.items()}
         return {k: FeatureReference.from_json(v) for k, v in named.items() if k != META_FIELD}
+
+    def reference_summary(self, model: str, version: str) -> dict[str, object] | None:
+        """The stored reference's meta and its number of `features`, None when there is
+        none; a meta that cannot be read is said so rather than raised (a new profile
+        replaces it whole)."""
+        with redis_unreachable_as_error(), self._redis.pipeline(transaction=False) as pipe:
+            pipe.hlen(self._keys.reference(model, version))
+            pipe.hget(self._keys.reference(model, version), META_FIELD)
+            length, raw = pipe.execute()
+        if not length:
+            return None
+        try:
+            meta = {} if raw is None else dict(json.loads(raw))
+        except (ValueError, TypeError):
+            meta = {"meta": "unreadable"}
+        return {**meta, "features": length - (0 if raw is None else 1)}
 
     def reference_meta(self, model: str, version: str) -> dict[str, object]:
         with redis_unreachable_as_error():

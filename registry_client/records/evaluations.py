@@ -17,16 +17,19 @@ class EvaluationRecords(RegistryBase):
     """Storing and reading versions' evaluations."""
 
     def record_evaluation(
-        self, model: str, version: str, evaluation: Evaluation, *, actor: str
-    ) -> None:
+        self, model: str, version: str, evaluation: Evaluation, *, actor: str,
+        dry_run: bool = False,
+    ) -> None:  # fmt: skip
         """Store `evaluation` on the version (replacing an earlier one); NotFound for a
-        version that is not registered."""
+        version that is not registered. With `dry_run`, the check is made, nothing stored."""
         key = self.keys.version(checked_name(model, "model"), checked_name(version, "version"))
         document = evaluation.to_json()
 
         def write(pipe: redis.client.Pipeline) -> None:
             if not pipe.hget(key, "status"):
                 raise NotFound(f"version {version!r} of model {model!r} is not registered")
+            if dry_run:  # no MULTI: the transaction ends with the check
+                return
             pipe.multi()
             pipe.hset(key, "evaluation", document)
             summary = {"version": version, "rows": evaluation.rows,

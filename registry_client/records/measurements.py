@@ -31,10 +31,11 @@ class MeasurementRecords(RegistryBase):
 
     def add_metrics(
         self, model: str, version: str, values: Mapping[str, float], *, source: str,
-        actor: str,
+        actor: str, dry_run: bool = False,
     ) -> Measurement:  # fmt: skip
         """Append a measurement (audited); returns it. Rejected naming the metric or the
-        source when one is not valid; NotFound for a version that is not registered."""
+        source when one is not valid; NotFound for a version that is not registered. With
+        `dry_run`, every check is made and the measurement returned, but not appended."""
         key = self.keys.version(checked_name(model, "model"), checked_name(version, "version"))
         measurement = {"at": timestamp(), "by": actor, "source": _source(source),
                        "values": checked_metrics(values, "metrics")}  # fmt: skip
@@ -44,6 +45,8 @@ class MeasurementRecords(RegistryBase):
         def write(pipe: redis.client.Pipeline) -> None:
             if not pipe.hget(key, "status"):
                 raise NotFound(f"version {version!r} of model {model!r} is not registered")
+            if dry_run:  # no MULTI: the transaction ends with the check
+                return
             pipe.multi()
             pipe.rpush(history, document)
             pipe.ltrim(history, -MAX_MEASUREMENTS, -1)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.app import Gateway
 from gateway.drift.recorder import DriftRecorder
-from registry_client.cli import drift as drift_report
+from registry_client.cli import reference_data as drift_report
 from registry_client.cli.main import main as gatectl
 from registry_client.client import RegistryClient
 from registry_client.drift.reference import FeatureReference
