@@ -8,6 +8,9 @@ is 1; blank lines are skipped.
 
 .npz: one-dimensional arrays `request_id` (strings, or integers), `label` and optionally
 `weight` (numbers), of one length; arrays saved as objects are refused (they need pickle).
+
+Either is read a block at a time, never whole: a file of any size is checked and imported in
+bounded memory.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import abc
 import csv
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -30,6 +34,7 @@ __all__ = ["COLUMNS", "LabelFile", "Row", "open_label_file"]
 COLUMNS = ("request_id", "label", "weight")
 _FIELD_COLUMNS = {"request_id": "request_id", "value": "label", "weight": "weight"}
 _ID_KINDS, _NUMBER_KINDS = "USiu", "biuf"
+_BLOCK_BYTES = 1 << 20  # of each .npz array read at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +48,11 @@ class Row:
 
 class LabelFile(abc.ABC):
     """A file's rows; each `rows()` reads it again from the start. `done` is the share of
-    the file the current reading has passed (for progress)."""
+    the file the current reading has passed, of `size` bytes (for progress)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.size = path.stat().st_size
         self.done = 0.0
 
     @abc.abstractmethod
@@ -67,14 +73,17 @@ def open_label_file(path: Path) -> LabelFile:
     raise Rejected(f"{path}: expected a .csv or .npz file")
 
 
-def _row(request_id: str, value: str | float, weight: str | float, where: dict[str, str]) -> Row:
-    """The row for raw cells; `where` places each column ("line 3, column 2 (label)")."""
+def _row(
+    request_id: str, value: str | float, weight: str | float, where: Callable[[str], str]
+) -> Row:
+    """The row for raw cells; `where(column)` places a column ("line 3, column 2 (label)"),
+    asked only of a bad row (placing every row costs a large file seconds)."""
     numbers = []
     for column, cell in (("label", value), ("weight", weight)):
         try:
             numbers.append(float(cell))
         except ValueError:
-            return Row(None, where[column], f"expected a number, got {brief_repr(cell)}")
+            return Row(None, where(column), f"expected a number, got {brief_repr(cell)}")
     label = Label(request_id, numbers[0], numbers[1])
     problem = label_problem(label)
     if problem is None:
@@ -82,7 +91,7 @@ def _row(request_id: str, value: str | float, weight: str | float, where: dict[s
     field, expected = problem
     column = _FIELD_COLUMNS[field]
     given = {"request_id": request_id, "label": value, "weight": weight}[column]
-    return Row(None, where[column], f"{expected}, got {brief_repr(given)}")
+    return Row(None, where(column), f"{expected}, got {brief_repr(given)}")
 
 
 class _CsvFile(LabelFile):
@@ -139,54 +148,113 @@ class _CsvFile(LabelFile):
         if len(cells) != len(columns):
             expected = ",".join(sorted(columns, key=columns.__getitem__))
             return Row(None, f"line {line}", f"{len(cells)} columns; expected {expected}")
-        where = {name: f"line {line}, column {index + 1} ({name})"
-                 for name, index in columns.items()}  # fmt: skip
+
+        def where(name: str) -> str:
+            return f"line {line}, column {columns[name] + 1} ({name})"
+
         weight = cells[columns["weight"]] if "weight" in columns else ""
         return _row(cells[columns["request_id"]], cells[columns["label"]],
                     weight if weight.strip() else 1.0, where)  # fmt: skip
 
 
 class _NpzFile(LabelFile):
+    """The archive's arrays read side by side, a block of rows at a time (np.load would read
+    each whole)."""
+
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._arrays = self._load()
+        self._arrays = self._layout()
 
-    def _load(self) -> dict[str, np.ndarray]:
+    def _refused(self, exc: Exception | str) -> Rejected:
+        return Rejected(f"{self.path}: not a readable .npz of plain arrays: {exc}")
+
+    def _layout(self) -> dict[str, tuple[str, np.dtype[np.generic], int]]:
+        """Array name -> (member in the zip, dtype, length), checked as np.load would be."""
         try:
-            with np.load(self.path, allow_pickle=False) as archive:
-                names = set(archive.files)
+            with zipfile.ZipFile(self.path) as archive:
+                members = {n.removesuffix(".npy"): n for n in archive.namelist()}
+                names = set(members)
                 unknown, missing = names - set(COLUMNS), set(COLUMNS[:2]) - names
                 if unknown or missing:
                     raise Rejected(f"{self.path}: arrays {sorted(names)}; expected request_id"
                                    " and label, optionally weight")  # fmt: skip
-                arrays = {name: archive[name] for name in sorted(names)}
+                arrays = {}
+                for name in sorted(names):
+                    with archive.open(members[name]) as member:
+                        shape, dtype = self._header(member)
+                    arrays[name] = (members[name], dtype, shape)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            # numpy says "Object arrays cannot be loaded when allow_pickle=False" for objects.
-            raise Rejected(f"{self.path}: not a readable .npz of plain arrays: {exc}") from exc
-        for name, array in arrays.items():
+            raise self._refused(exc) from exc
+        for name, (_, dtype, shape) in arrays.items():
             kinds = _ID_KINDS if name == "request_id" else _NUMBER_KINDS
-            if array.ndim != 1 or array.dtype.kind not in kinds:
+            if len(shape) != 1 or dtype.kind not in kinds:
                 what = "strings" if name == "request_id" else "numbers"
                 raise Rejected(f"{self.path}: array {name}: expected one dimension of {what},"
-                               f" got shape {array.shape} of {array.dtype}")  # fmt: skip
-        lengths = {name: len(array) for name, array in arrays.items()}
+                               f" got shape {shape} of {dtype}")  # fmt: skip
+        lengths = {name: shape[0] for name, (_, _, shape) in arrays.items()}
         if len(set(lengths.values())) != 1:
             raise Rejected(f"{self.path}: arrays of different lengths {lengths}")
-        return arrays
+        return {name: (member, dtype, lengths[name]) for name, (member, dtype, _) in arrays.items()}
+
+    def _header(self, member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[np.generic]]:
+        """The .npy header's shape and dtype; the member is left at the array's first byte."""
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise self._refused(f".npy format version {version[0]}.{version[1]}")
+        if dtype.hasobject:  # np.load's own words for what it refuses
+            raise self._refused("Object arrays cannot be loaded when allow_pickle=False")
+        return shape, dtype
+
+    def _blocks(
+        self, archive: zipfile.ZipFile, name: str, rows_per_block: int
+    ) -> Iterator[np.ndarray]:
+        member, dtype, length = self._arrays[name]
+        with archive.open(member) as stream:
+            self._header(stream)
+            for start in range(0, length, rows_per_block):
+                count = min(rows_per_block, length - start)
+                raw = stream.read(count * dtype.itemsize)
+                if len(raw) != count * dtype.itemsize:
+                    raise self._refused(f"array {name} ends after {start} rows of {length}")
+                yield np.frombuffer(raw, dtype=dtype)
 
     def rows(self) -> Iterator[Row]:
-        ids, labels = self._arrays["request_id"], self._arrays["label"]
-        weights = self._arrays.get("weight")
-        count = max(len(ids), 1)
-        for index in range(len(ids)):
-            self.done = index / count
-            where = {name: f"row {index}, array {name}" for name in COLUMNS}
-            raw = ids[index].item()  # numpy scalars as Python's: messages quote them plainly
+        self.done = 0.0
+        count = next(iter(self._arrays.values()))[2]
+        # The same rows from every array at once: as many as the widest array's block holds.
+        widest = max(dtype.itemsize for _, dtype, _ in self._arrays.values())
+        rows_per_block = max(1, _BLOCK_BYTES // max(widest, 1))
+        names = [name for name in COLUMNS if name in self._arrays]
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                streams = [self._blocks(archive, name, rows_per_block) for name in names]
+                index = 0
+                for block in zip(*streams, strict=True):
+                    yield from self._block_rows(index, block, count)
+                    index += len(block[0])
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise self._refused(exc) from exc
+        self.done = 1.0
+
+    def _block_rows(self, first: int, block: tuple[np.ndarray, ...], count: int) -> Iterator[Row]:
+        ids, labels = block[0], block[1]
+        weights = block[2] if len(block) > 2 else None
+        for offset in range(len(ids)):
+            index = first + offset
+            self.done = index / max(count, 1)
+
+            def where(name: str, index: int = index) -> str:
+                return f"row {index}, array {name}"
+
+            raw = ids[offset].item()  # numpy scalars as Python's: messages quote them plainly
             try:
                 request_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             except UnicodeDecodeError:
-                yield Row(None, where["request_id"], f"expected UTF-8, got {brief_repr(raw)}")
+                yield Row(None, where("request_id"), f"expected UTF-8, got {brief_repr(raw)}")
                 continue
-            weight = 1.0 if weights is None else weights[index].item()
-            yield _row(request_id, labels[index].item(), weight, where)
-        self.done = 1.0
+            weight = 1.0 if weights is None else weights[offset].item()
+            yield _row(request_id, labels[offset].item(), weight, where)

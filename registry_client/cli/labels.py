@@ -2,24 +2,26 @@
 ids, from a CSV or .npz file (label_files.py reads them) into the model's label stream.
 
 The whole file is checked before anything is written, then written in batches of --batch
-labels (RegistryClient.put_labels, one pipeline each). Ids are not looked up: a label for an
-unknown or expired prediction is counted unmatched by the join, and a second label for an id
-replaces the first, so importing a file again is safe.
+labels (RegistryClient.put_labels, one pipeline each); it is read a row at a time both times,
+never held whole. Ids are not looked up: a label for an unknown or expired prediction is
+counted unmatched by the join, and a second label for an id replaces the first, so importing
+a file again is safe. --dry-run checks it all and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import redis
 
 from registry_client.cli.context import CommandContext, Commands
+from registry_client.cli.dry_run import add_dry_run_argument, show_planned
 from registry_client.cli.exit_codes import EXIT_OK, EXIT_REJECTED, EXIT_UNREACHABLE
 from registry_client.cli.label_files import LabelFile, open_label_file
+from registry_client.cli.progress import Progress, add_quiet_argument
 from registry_client.cli.tables import printable
 from registry_client.client import RegistryClient
 from registry_client.errors import NotFound, Rejected, Unreachable
@@ -30,6 +32,7 @@ __all__ = ["DEFAULT_BATCH", "MAX_BATCH", "add_parsers", "import_labels"]
 DEFAULT_BATCH = 1000
 MAX_BATCH = 100_000  # one pipeline's appends; a lost connection leaves at most this in doubt
 MAX_PROBLEMS_SHOWN = 10
+_ROWS_PER_UPDATE = 1024  # rows read between two reports of progress (each costs a format)
 _CREATE_HINT = "gatectl model create {model} --task binary|multiclass|regression"
 
 
@@ -59,28 +62,9 @@ def add_parsers(commands: Commands) -> None:
         "--batch", type=_batch_size, default=DEFAULT_BATCH, metavar="N",
         help=f"labels written per round trip ({DEFAULT_BATCH})",
     )  # fmt: skip
+    add_dry_run_argument(imported)
+    add_quiet_argument(imported)
     imported.set_defaults(handler=import_labels)
-
-
-class _Progress:
-    """One line on a terminal, rewritten in place when the percentage moves; nothing when
-    standard error is not a terminal (logs and pipes get the summary only)."""
-
-    def __init__(self, err: TextIO) -> None:
-        self._err = err if err.isatty() else None
-        self._percent = -1
-
-    def show(self, percent: int, text: Callable[[int], str]) -> None:
-        """Show text(percent); called for every row, so it formats only on a change."""
-        if self._err is not None and percent != self._percent:
-            self._err.write(f"\r{text(percent)}\x1b[K")  # then erase what a longer line left
-            self._err.flush()
-            self._percent = percent
-
-    def end(self) -> None:
-        if self._err is not None and self._percent >= 0:
-            self._err.write("\n")
-            self._percent = -1
 
 
 def _check_model(client: RegistryClient, model: str) -> None:
@@ -97,9 +81,10 @@ def _check_model(client: RegistryClient, model: str) -> None:
                    f" {_CREATE_HINT.format(model=model)}")  # fmt: skip
 
 
-def _checked_rows(source: LabelFile, progress: _Progress, err: TextIO) -> int | None:
+def _checked_rows(source: LabelFile, progress: Progress, err: TextIO) -> int | None:
     """Read the whole file; the number of labels, or None after printing its problems."""
     rows = problems = 0
+    progress.stage(f"checking {source.path.name}", source.size)
     for row in source.rows():
         if row.label is None:
             problems += 1
@@ -109,7 +94,9 @@ def _checked_rows(source: LabelFile, progress: _Progress, err: TextIO) -> int | 
                       f" {printable(row.problem)}", file=err)  # fmt: skip
         else:
             rows += 1
-        progress.show(int(100 * source.done), lambda p: f"checking {source.path.name}: {p}%")
+        if (rows + problems) % _ROWS_PER_UPDATE == 0:
+            progress.update(int(source.done * source.size), f"{rows + problems:,} rows")
+    progress.update(source.size, f"{rows + problems:,} rows")
     progress.end()
     if problems:
         more = problems - MAX_PROBLEMS_SHOWN
@@ -122,7 +109,7 @@ def _checked_rows(source: LabelFile, progress: _Progress, err: TextIO) -> int | 
 
 def _write(
     client: RegistryClient, model: str, source: LabelFile, total: int, batch_size: int,
-    progress: _Progress,
+    progress: Progress,
 ) -> tuple[int, int]:  # fmt: skip
     """Write every label in batches; (labels written, batches). Unreachable carries on as
     _Interrupted with what was written before."""
@@ -141,9 +128,9 @@ def _write(
                            " written") from exc  # fmt: skip
         batches += 1
         batch.clear()
-        progress.show(100 * written // max(total, 1), lambda p: f"writing {source.path.name}:"
-                      f" {written:,} of {total:,} labels ({p}%)")  # fmt: skip
+        progress.update(written)
 
+    progress.stage(f"writing {source.path.name}", total, unit="labels")
     for row in source.rows():
         if row.label is None:  # it was valid when checked
             raise Rejected(f"{source.path} changed while it was imported ({row.where}:"
@@ -167,14 +154,20 @@ class _Interrupted(Exception):
 
 
 def import_labels(args: argparse.Namespace, context: CommandContext) -> int:
-    """Check the model and the whole file, then write it in batches; print a summary."""
+    """Check the model and the whole file, then write it in batches; print a summary. With
+    --dry-run, what would be appended is shown instead, and nothing is."""
     client, model, out, err = context.client, args.model, context.out, context.err
     _check_model(client, model)
     source = open_label_file(args.file)
-    progress = _Progress(err)
+    progress = Progress.on(err, args.quiet)
     total = _checked_rows(source, progress, err)
     if total is None:
         return EXIT_REJECTED
+    if args.dry_run:
+        batches = -(-total // args.batch)
+        return show_planned(context, f"labels of model {model}", None,
+                            {"appended": total, "batches": batches,
+                             "stream": client.keys.labels(model)})  # fmt: skip
     summary: dict[str, object] = {"model": model, "file": str(args.file), "rows": total}
     try:
         written, batches = _write(client, model, source, total, args.batch, progress)

@@ -18,17 +18,23 @@ __all__ = ["VersionLifecycle"]
 class VersionLifecycle(RuleRecords):
     """Retire and unretire versions, audited. A retired version cannot be routed to."""
 
-    def retire_version(self, model: str, version: str, *, actor: str, reason: str = "") -> bool:
+    def retire_version(
+        self, model: str, version: str, *, actor: str, reason: str = "", dry_run: bool = False
+    ) -> bool:
         """Retire a version; False when it was retired already. Rejected, naming the rule,
-        while the model's rule routes or mirrors to it: route it away first."""
-        return self._set_retired(model, version, True, actor, reason)
+        while the model's rule routes or mirrors to it: route it away first. With `dry_run`,
+        every check is made and whether it would change returned; nothing is written."""
+        return self._set_retired(model, version, True, actor, reason, dry_run)
 
-    def unretire_version(self, model: str, version: str, *, actor: str, reason: str = "") -> bool:
-        """Make a retired version routable again; False when it was not retired."""
-        return self._set_retired(model, version, False, actor, reason)
+    def unretire_version(
+        self, model: str, version: str, *, actor: str, reason: str = "", dry_run: bool = False
+    ) -> bool:
+        """Make a retired version routable again; False when it was not retired. `dry_run`
+        as for retire_version()."""
+        return self._set_retired(model, version, False, actor, reason, dry_run)
 
     def _set_retired(
-        self, model: str, version: str, retired: bool, actor: str, reason: str
+        self, model: str, version: str, retired: bool, actor: str, reason: str, dry_run: bool
     ) -> bool:
         key = self.keys.version(checked_name(model, "model"), checked_name(version, "version"))
         route = self.keys.route(model)
@@ -50,6 +56,8 @@ class VersionLifecycle(RuleRecords):
                         f" {rule.revision}: {_describe(rule)}); route it away first"
                         " (gatectl route set)"
                     )
+            if dry_run:  # no MULTI: the transaction ends with the checks
+                return True
             pipe.multi()
             pipe.hset(key, "status", wanted)
             action = "version.retire" if retired else "version.unretire"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,12 +189,26 @@ def test_progress_is_drawn_on_a_terminal_and_the_summary_printed(url, client, tm
     out, err = io.StringIO(), Terminal()
     argv = ["--redis-url", url, "labels", "import", MODEL, str(path), "--batch", "1000"]
     assert main(argv, {"USER": "alice"}, out, err) == 0
-    drawn = err.getvalue()
-    assert "\rchecking labels.csv: 100%" in drawn
-    for done in ("1,000", "2,000", "2,500"):
-        assert f"\rwriting labels.csv: {done} of 2,500 labels" in drawn
+    checking, writing, rest = err.getvalue().split("\n")  # each stage keeps its own line
+    assert checking.startswith("\rchecking labels.csv  [") and rest == ""
+    assert checking.split("\r")[-1].startswith(
+        f"checking labels.csv  [{'#' * 24}] 100%  {path.stat().st_size / 1024:.1f} KiB of"
+    )
+    assert "  2,500 rows" in checking.split("\r")[-1]
+    assert writing.split("\r")[-1].startswith(
+        f"writing labels.csv  [{'#' * 24}] 100%  2,500 of 2,500 labels"
+    )
     assert out.getvalue() == f"imported 2,500 labels into credit from {path} in 3 batches\n"
     assert len(stream(url)) == 2500
+
+
+def test_quiet_draws_nothing_even_on_a_terminal(url, client, tmp_path):
+    path = rows_csv(tmp_path, 10)
+    out, err = io.StringIO(), Terminal()
+    argv = ["--redis-url", url, "labels", "import", MODEL, str(path), "--quiet"]
+    assert main(argv, {"USER": "alice"}, out, err) == 0
+    assert err.getvalue() == ""
+    assert out.getvalue() == f"imported 10 labels into credit from {path} in 1 batch\n"
 
 
 def test_redis_lost_mid_import_says_what_was_written_and_the_same_import_completes_it(
@@ -202,25 +217,29 @@ def test_redis_lost_mid_import_says_what_was_written_and_the_same_import_complet
     server = RedisServer(tmp_path, persistent=True)  # comes back with what it had written
     try:
         registered(server.url, tmp_path)
-        path = rows_csv(tmp_path, 3000)
+        # Enough rows that writing them outlasts a redraw of the progress line (0.1 s).
+        path = rows_csv(tmp_path, 100_000)
+        drawn: list[int] = []
 
-        def stop_after_first_batch(text: str) -> None:
-            if "writing labels.csv: 1,000 of" in text:
-                server.stop()
+        def stop_at_the_first_batches_drawn(text: str) -> None:
+            written = re.search(r"writing labels.csv .* ([\d,]+) of 100,000 labels", text)
+            if written and not drawn and int(written[1].replace(",", "")) > 0:
+                drawn.append(int(written[1].replace(",", "")))
+                server.stop()  # before the next batch: exactly the batches drawn are stored
 
-        out, err = io.StringIO(), Terminal(stop_after_first_batch)
+        out, err = io.StringIO(), Terminal(stop_at_the_first_batches_drawn)
         argv = ["--redis-url", server.url, "--json", "labels", "import", MODEL, str(path)]
         assert main(argv, {"USER": "alice"}, out, err) == 4
-        assert "1,000 of 3,000 labels were written; of the 1,000 being written then" in (
-            err.getvalue()
-        )
+        assert 0 < drawn[0] < 100_000
+        assert (f"{drawn[0]:,} of 100,000 labels were written; of the 1,000 being written then"
+                in err.getvalue())  # fmt: skip
         assert "Run the same import again once Redis answers" in err.getvalue()
-        assert json.loads(out.getvalue())["imported"] == 1000
+        assert json.loads(out.getvalue())["imported"] == drawn[0]
         server.start()
         code, _, _ = run_gatectl(server.url, "labels", "import", MODEL, str(path))
         assert code == 0
         ids = [rid for rid, _, _ in stream(server.url)]
-        assert len(ids) == 4000 and set(ids) == {f"id-{i}" for i in range(3000)}
+        assert len(ids) == drawn[0] + 100_000 and set(ids) == {f"id-{i}" for i in range(100_000)}
     finally:
         server.stop()
 
