@@ -80,6 +80,7 @@ class Gateway:
         if redis_url is None and settings.data_dir is not None:
             self.private_redis = PrivateRedis(settings.data_dir)
             redis_url = self.private_redis.url
+        self.redis_url = redis_url
         # Statistics windows and sketches are kept only when there is a registry to write
         # them to.
         self.request_stats = None
@@ -179,7 +180,8 @@ class Gateway:
                          " the client leaves")  # fmt: skip
         self.grpc_port = bind(self._server, settings, self.security)
         self._server.start()
-        self._metrics_server = start_metrics_endpoint(settings, self.security, self.registry)
+        self._metrics_server = start_metrics_endpoint(settings, self.security, self.registry,
+                                                      self.redis_url)  # fmt: skip
         if self._metrics_server is not None:
             self.metrics_port = self._metrics_server.server_port
         _log.info(

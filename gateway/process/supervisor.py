@@ -164,7 +164,9 @@ class Supervisor:
         )  # fmt: skip
         if settings.metrics_port >= 0:
             security = Security.from_settings(settings)  # the CLI has checked it already
-            self._metrics_server = start_metrics_endpoint(settings, security, self.metrics.registry)
+            self._metrics_server = start_metrics_endpoint(
+                settings, security, self.metrics.registry, redis_url
+            )
         if self._metrics_server is not None:
             self.metrics_port = self._metrics_server.server_port
         _log.info(

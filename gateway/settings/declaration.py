@@ -40,6 +40,9 @@ class Settings:
     host: str = SERVING("0.0.0.0", "address to bind")
     grpc_port: int = SERVING(8001, "gRPC port; 0 picks one")
     metrics_port: int = SERVING(8002, "Prometheus port; 0 picks one, -1: no metrics endpoint")
+    status_pages: bool = SERVING(True, "serve no status pages (/status) on the metrics port")
+    status_refresh_seconds: float = SERVING(
+        10.0, "status pages read the registry this often while viewed", at_least=1.0)  # fmt: skip
     # Processes serving one port (SO_REUSEPORT) under a supervisor; a worker is told how many
     # siblings it has, for its share of the CPUs and its metrics mode.
     workers: int = SERVING(
@@ -243,12 +246,10 @@ class Settings:
         True, "take no part in driving rollouts (for a Redis user that may only read)"
     )
     rollout_tick_seconds: float = ROLLOUTS(
-        1.0, "rollout controller's tick and lease renewal", at_least=0.01
-    )
+        1.0, "rollout controller's tick and lease renewal", at_least=0.01)  # fmt: skip
     rollout_lease_seconds: float = ROLLOUTS(
         10.0, "leader lease TTL: another gateway takes over this long after the leader dies",
-        at_least=0.1,
-    )  # fmt: skip
+        at_least=0.1)  # fmt: skip
     rollout_webhook_url: str = ROLLOUTS("", "POST rollout events and quality events here")
     rollout_webhook_secret_file: Path | None = ROLLOUTS(  # noqa: RUF009
         None, "HMAC-SHA256 key of the webhook's X-Onnxgate-Signature (at least 16 bytes)"
@@ -268,8 +269,7 @@ class Settings:
     log_format: str = LOGGING("json", "log line format", choices=("json", "text"))
     access_log_sample: float = LOGGING(
         0.0, "share of requests (0-1) logged on one access-log line each; 0: none",
-        at_least=0.0, at_most=1.0,
-    )  # fmt: skip
+        at_least=0.0, at_most=1.0)  # fmt: skip
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

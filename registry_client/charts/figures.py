@@ -135,7 +135,10 @@ def rollout_timeline(title: str, decisions: Sequence[Decision], steps: Sequence[
             f' fill="{colour}" data-decision={quoteattr(decision.decision)}><title>'
             f"{escape(f'{when} {decision.decision}: {decision.reason}')}</title></circle>"
         )
-        body.append(text(cx + 7, cy - 7, decision.decision))
+        if cx > width - 100:  # near the right edge: the label ends at the marker
+            body.append(text(cx - 7, cy - 7, decision.decision, "end"))
+        else:
+            body.append(text(cx + 7, cy - 7, decision.decision))
     summary = "; ".join(f"{d.decision} to {d.weight:g}%" for d in decisions)
     return document(width, height, title, f"Decisions in order: {summary}.", body)
 

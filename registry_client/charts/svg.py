@@ -4,6 +4,7 @@ escaped here, so names read from the registry cannot inject markup."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,11 +18,15 @@ FONT = 'font-family="sans-serif" font-size="11"'
 
 
 def document(width: int, height: int, title: str, description: str, body: Sequence[str]) -> str:
-    """A standalone SVG: role img, labelled by its <title> and described by its <desc>."""
+    """A standalone SVG: role img, labelled by its <title> and described by its <desc>. The
+    ids are the figure's own (a digest of its text), so several figures inlined in one page
+    are each labelled by their own title."""
+    ids = "chart-" + hashlib.sha256(f"{title}\0{description}".encode()).hexdigest()[:12]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
-        f' viewBox="0 0 {width} {height}" role="img" aria-labelledby="title desc">'
-        f'<title id="title">{escape(title)}</title><desc id="desc">{escape(description)}</desc>'
+        f' viewBox="0 0 {width} {height}" role="img" aria-labelledby="{ids}-title {ids}-desc">'
+        f'<title id="{ids}-title">{escape(title)}</title>'
+        f'<desc id="{ids}-desc">{escape(description)}</desc>'
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>' + "".join(body) + "</svg>\n"
     )
 

@@ -211,7 +211,9 @@ def test_compare_plot_draws_each_versions_latency_histogram(served, tmp_path):
     assert code == 0 and err == f"wrote {picture}\n"
     report = json.loads(out)
     root = ElementTree.parse(picture).getroot()
-    assert root.get("role") == "img" and root.get("aria-labelledby") == "title desc"
+    title, desc = root.find(f"{SVG}title"), root.find(f"{SVG}desc")
+    assert root.get("role") == "img" and title is not None and desc is not None
+    assert root.get("aria-labelledby", "").split() == [title.get("id"), desc.get("id")]
     assert root.findtext(f"{SVG}title", "").startswith("Latency of credit's versions")
     series = {line.get("data-series") for line in root.iter(f"{SVG}polyline")}
     drawn = {f"version {row['version']} ({row['role']})" for row in report["versions"]

@@ -24,6 +24,7 @@ from gateway.metrics.http.messages import (
     HeadBuffer,
     HeadTooLarge,
     MalformedRequest,
+    Page,
     Request,
     Response,
     answer,
@@ -223,8 +224,8 @@ class Connection(asyncio.Protocol):
         self._shared.table.busy(self)
         self._deadline.cancel()
         self._transport.pause_reading()
-        outcome = answer(request, self._shared.tokens)
-        if isinstance(outcome, Exposition):
+        outcome = answer(request, self._shared.tokens, self._shared.renderer.pages is not None)
+        if isinstance(outcome, Exposition | Page):
             loop = self._shared.loop
 
             def rendered(done: Future[Response]) -> None:  # on a render thread

@@ -1,7 +1,7 @@
 """The HTTP of /metrics without I/O: take request heads from the bytes received, parse them,
 decide the answer, and format a response. What make_wsgi_app answers is kept: any path but
-/favicon.ico serves the exposition, OPTIONS lists the methods, others get 405; with tokens,
-401 and 403 come first."""
+/favicon.ico (and, with status pages, /status and below) serves the exposition, OPTIONS lists
+the methods, others get 405; with tokens, 401 and 403 come first."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ __all__ = [
     "HeadBuffer",
     "HeadTooLarge",
     "MalformedRequest",
+    "Page",
     "Request",
     "Response",
     "answer",
@@ -32,6 +33,7 @@ _CRLF = b"\r\n"
 _VERSION = re.compile(r"HTTP/1\.[01]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods, header names
 _ALLOW = ("Allow", "OPTIONS,GET")
+STATUS_PREFIX = "/status"
 
 
 class MalformedRequest(ValueError):
@@ -82,6 +84,13 @@ class Exposition:
     accept: str
     gzip: bool
     names: frozenset[str] | None = field(default=None)  # ?name[]=...: only these samples
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A status page to render: the path, percent-decoded."""
+
+    path: str
 
 
 class HeadBuffer:
@@ -169,8 +178,10 @@ def _refusal(request: Request, tokens: TokenTable) -> Response | None:
     return None
 
 
-def answer(request: Request, tokens: TokenTable | None) -> Response | Exposition:
-    """The response, or the exposition to render for it."""
+def answer(
+    request: Request, tokens: TokenTable | None, pages: bool = False
+) -> Response | Exposition | Page:
+    """The response, or the exposition or status page (with `pages`) to render for it."""
     if tokens is not None:
         refusal = _refusal(request, tokens)
         if refusal is not None:
@@ -184,6 +195,9 @@ def answer(request: Request, tokens: TokenTable | None) -> Response | Exposition
     target = urlsplit(request.target)
     if unquote(target.path, "iso-8859-1") == "/favicon.ico":
         return Response("200 OK")  # browsers ask; make_wsgi_app answers it empty
+    path = unquote(target.path, "utf-8")
+    if pages and (path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/")):
+        return Page(path)
     names = parse_qs(target.query).get("name[]")
     return Exposition(
         request.headers.get("accept", ""),

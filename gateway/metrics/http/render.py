@@ -1,7 +1,9 @@
-"""Expositions rendered on a small fixed pool of threads, never on the event loop.
+"""Expositions and status pages rendered on a small fixed pool of threads, never on the event
+loop.
 
-Scrapes asking for the same exposition while one is still queued share it, so a flood of
-requests queues at most one rendering per distinct exposition ahead of a real scrape.
+Scrapes asking for the same exposition (or views of the same page) while one is still queued
+share it, so a flood of requests queues at most one rendering per distinct exposition or page
+ahead of a real scrape.
 """
 
 from __future__ import annotations
@@ -10,15 +12,25 @@ import gzip
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from gateway.metrics.http.messages import Exposition, Response
+from gateway.metrics.http.messages import Exposition, Page, Response
 
-__all__ = ["Renderer", "render"]
+__all__ = ["Pages", "Renderer", "render"]
 
 Delivery = Callable[["Future[Response]"], None]
+Rendering = Exposition | Page
+
+
+class Pages(Protocol):
+    """Status pages the server serves besides the exposition, and stops with itself."""
+
+    def respond(self, path: str) -> Response: ...
+
+    def stop(self) -> None: ...
 
 
 def render(registry: CollectorRegistry, exposition: Exposition) -> Response:
@@ -38,13 +50,16 @@ class Renderer:
     """Owns the render threads. submit() is called from one thread (the event loop);
     deliveries run on a pool thread and must hand the result back themselves."""
 
-    def __init__(self, registry: CollectorRegistry, threads: int) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, threads: int, pages: Pages | None = None
+    ) -> None:
         self._registry = registry
+        self.pages = pages
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="onnxgate-metrics-render")
         self._lock = threading.Lock()  # guards _queued between the loop and the pool
-        self._queued: dict[Exposition, list[Delivery]] = {}
+        self._queued: dict[Rendering, list[Delivery]] = {}
 
-    def submit(self, exposition: Exposition, deliver: Delivery) -> None:
+    def submit(self, exposition: Rendering, deliver: Delivery) -> None:
         """Render `exposition` (or join a queued rendering of it) and pass the finished future
         to `deliver`; its result is the response, its exception what the registry raised."""
         with self._lock:
@@ -61,9 +76,12 @@ class Renderer:
 
         future.add_done_callback(deliver_all)
 
-    def _render(self, exposition: Exposition) -> Response:
+    def _render(self, exposition: Rendering) -> Response:
         with self._lock:  # from here on a new request waits for a fresher rendering
             del self._queued[exposition]
+        if isinstance(exposition, Page):
+            assert self.pages is not None  # answer() asks for pages only when there are some
+            return self.pages.respond(exposition.path)
         return render(self._registry, exposition)
 
     def close(self) -> None:

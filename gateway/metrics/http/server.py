@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.metrics.http.connection import Connection, Shared
 from gateway.metrics.http.limits import ConnectionMetrics, ConnectionTable, MetricsLimits
-from gateway.metrics.http.render import Renderer
+from gateway.metrics.http.render import Pages, Renderer
 from gateway.security.tokens import TokenTable
 
 __all__ = ["MetricsServer", "start_metrics_server"]
@@ -36,6 +36,7 @@ class MetricsServer:
         ssl_context: ssl.SSLContext | None,
         tokens: TokenTable | None,
         limits: MetricsLimits,
+        pages: Pages | None = None,
     ) -> None:
         self.server_address: tuple[Any, ...] = listener.getsockname()
         self.server_port: int = self.server_address[1]
@@ -45,7 +46,7 @@ class MetricsServer:
         self._tokens = tokens
         self._table: ConnectionTable[Connection] = ConnectionTable(limits.max_connections)
         self.metrics = ConnectionMetrics(registry, self._table)
-        self._renderer = Renderer(registry, limits.render_threads)
+        self._renderer = Renderer(registry, limits.render_threads, pages)
         self._lock = threading.Lock()  # guards the stop request against the loop's start
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -61,9 +62,11 @@ class MetricsServer:
 
     def shutdown(self) -> None:
         """Stop accepting, drop every connection and wait for the server's threads to end
-        (a rendering under way finishes first)."""
+        (a rendering under way finishes first); then stop the status pages."""
         self._request_stop()
         self._thread.join()
+        if self._renderer.pages is not None:
+            self._renderer.pages.stop()
 
     def server_close(self) -> None:
         """Ask the server to stop without waiting for it; shutdown() waits."""
@@ -188,13 +191,17 @@ def start_metrics_server(
     ssl_context: ssl.SSLContext | None = None,
     tokens: TokenTable | None = None,
     limits: MetricsLimits | None = None,
+    pages: Pages | None = None,
 ) -> MetricsServer:
-    """Serve `registry` on host:port (0: a free port) until shutdown(); over TLS with
-    `ssl_context`, only to tokens with the `metrics` scope with `tokens`. Raises OSError when
-    the port cannot be bound, ValueError when `registry` already has this server's metrics."""
+    """Serve `registry` (and `pages` under /status) on host:port (0: a free port) until
+    shutdown(), which stops `pages` too; over TLS with `ssl_context`, only to tokens with the
+    `metrics` scope with `tokens`. Raises OSError when the port cannot be bound, ValueError
+    when `registry` already has this server's metrics."""
     listener = _bind(host, port)
     try:
-        server = MetricsServer(listener, registry, ssl_context, tokens, limits or MetricsLimits())
+        server = MetricsServer(
+            listener, registry, ssl_context, tokens, limits or MetricsLimits(), pages
+        )
     except ValueError:  # the registry has these metrics already
         listener.close()
         raise
