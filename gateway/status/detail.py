@@ -11,17 +11,16 @@ from gateway.status.drift_views import DriftReader
 from gateway.status.quality_reader import QualityReader
 from gateway.status.snapshot import ModelDetail
 from registry_client.charts.figures import latency_histograms
-from registry_client.cli.compare import compare_versions
 from registry_client.cli.rollout_timeline import timeline_picture
 from registry_client.client import RegistryClient
 from registry_client.errors import RegistryError, Unreachable
+from registry_client.reports.comparison import compare_versions
 from registry_client.rollout.store import RolloutStore
 
-__all__ = ["COMPARE_SECONDS", "DetailReader"]
+__all__ = ["DetailReader"]
 
 _log = logging.getLogger("gateway.status")
 
-COMPARE_SECONDS = 900.0  # the comparison's window, as `gatectl compare` defaults to
 _HISTORY = 200  # rollout audit entries read for the timeline table
 
 
@@ -40,7 +39,7 @@ class DetailReader:
         client = self._client
         history: tuple[dict[str, str], ...]
         try:
-            comparison = compare_versions(client, model, [], COMPARE_SECONDS)
+            comparison = compare_versions(client, model)  # since the current rule revision
             drift = self._drift.read(model, _serving(comparison))
             quality = self._quality.read(model)
             state = RolloutStore(client).get(model)
@@ -60,7 +59,8 @@ class DetailReader:
             for row in comparison["versions"]
             if row["latency_buckets"]
         }
-        latency = latency_histograms(f"Latency of {model}'s versions, last 15 minutes", buckets)
+        title = f"Latency of {model}'s versions under rule revision {comparison['rule_revision']}"
+        latency = latency_histograms(title, buckets)
         return ModelDetail(
             model, time.time(), comparison, latency, drift, quality, rollout_svg, history
         )

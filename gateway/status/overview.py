@@ -7,7 +7,7 @@ import logging
 import time
 
 from gateway.status.snapshot import ModelSummary, Overview
-from registry_client.cli.rollout import status_view
+from registry_client.cli.rollout_status import status_view
 from registry_client.client import RegistryClient
 from registry_client.errors import RegistryError, Unreachable
 from registry_client.records.leases import lease_holder

@@ -26,7 +26,7 @@ from registry_client.cli.tables import print_table, printable
 from registry_client.records.measurements import REGISTRATION_SOURCE
 from registry_client.reports.comparison import REVISION, compare_versions
 
-__all__ = ["add_parsers", "print_comparison"]
+__all__ = ["SIGNIFICANT", "add_parsers", "interval_cell", "print_comparison", "rank_cell"]
 
 SIGNIFICANT = "*"  # marks an interval that excludes zero
 
@@ -147,14 +147,14 @@ def _print_differences(rows: Sequence[Mapping[str, Any]], several: bool, out: Te
         latency = found["latency_ms"]
         table.append([
             row["version"], row["role"], *([_revision(row["revision"])] if several else []),
-            found["against"], _interval_cell(found["error_rate_points"], " pts"),
-            *(_interval_cell(latency[q]) for q in ("p50", "p90", "p99")),
-            _rank_cell(found["latency_rank_test"]),
+            found["against"], interval_cell(found["error_rate_points"], " pts"),
+            *(interval_cell(latency[q]) for q in ("p50", "p90", "p99")),
+            rank_cell(found["latency_rank_test"]),
         ])  # fmt: skip
     print_table(table, out)
 
 
-def _interval_cell(found: Mapping[str, Any] | None, unit: str = "") -> str:
+def interval_cell(found: Mapping[str, Any] | None, unit: str = "") -> str:
     """`+0.30 pts [-0.10, +0.71]`, marked when the interval excludes zero."""
     if found is None:
         return "-"
@@ -165,7 +165,7 @@ def _interval_cell(found: Mapping[str, Any] | None, unit: str = "") -> str:
     return f"{estimate}{unit} [{low}, {high}]{marker}"
 
 
-def _rank_cell(found: Mapping[str, Any] | None) -> str:
+def rank_cell(found: Mapping[str, Any] | None) -> str:
     """The rank test's p-value, and which side is slower when it is significant."""
     if found is None:
         return "-"

@@ -122,10 +122,22 @@ def test_the_overview_shows_what_the_registry_holds(scene: Scene) -> None:
 
 def test_the_model_page_compares_draws_and_judges(scene: Scene) -> None:
     body = _read(scene, f"/status/models/{MODEL}", "Shadow agreement")
+    rule = scene.client.get_route(MODEL)
+    assert rule is not None
+    assert f"Versions compared since rule revision {rule.revision} took effect" in body
     compared = {(r["version"], r["role"]): r for r in _table(body, "Versions compared")}
     assert set(compared) == {("1", "primary"), ("2", "primary"), ("3", "shadow")}
     assert compared["3", "shadow"]["rule share"] == "100%"
     assert all(int(r["requests"]) > 0 for r in compared.values())
+    # Every version but the baseline against it, with an interval. The rule weighs 1 and 2
+    # alike: the baseline is the one that served more (the lower version on a tie).
+    baseline = max(("1", "2"), key=lambda v: (int(compared[v, "primary"]["requests"]), -int(v)))
+    other = "2" if baseline == "1" else "1"
+    differences = {(r["version"], r["role"]): r for r in _table(body, "Difference from the")}
+    assert set(differences) == {(other, "primary"), ("3", "shadow")}
+    assert all(r["baseline"] == baseline for r in differences.values())
+    assert all(re.fullmatch(r"[+-]\S+ pts \[\S+, \S+\]( \*)?", r["error rate"])
+               for r in differences.values())  # fmt: skip
     drift = {r["feature"]: r for r in _table(body, "Inputs of the last 15 minutes")}
     assert drift["input[0]"]["verdict"] == "alert"  # moved by a standard deviation
     assert {drift[f"input[{i}]"]["verdict"] for i in (1, 2, 3)} == {"ok"}

@@ -134,10 +134,13 @@ def start_scene(redis_url: str, directory: Path, **settings: object) -> Scene:
     drifted[:, 0] += 1.0  # feature 0 moved by a standard deviation
 
     def send() -> None:
-        _send(address, drifted[_RNG.integers(0, 3_000, 200)], per_request=1)
+        # Few at a time: paused within 10 requests of its first step, the rollout cannot have
+        # the 20 candidate requests a second step needs.
+        _send(address, drifted[_RNG.integers(0, 3_000, 10)], per_request=1)
 
-    _send(address, drifted)
     _paused_after_a_step(client, send)
+    _send(address, drifted)  # under the paused rollout's rule: what the pages compare
     _labels(client)
-    assert gateway.sketch_flusher is not None and gateway.sketch_flusher.flush()
+    for flusher in (gateway.stats_flusher, gateway.sketch_flusher):
+        assert flusher is not None and flusher.flush()
     return Scene(gateway, client)

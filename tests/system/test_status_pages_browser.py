@@ -145,7 +145,9 @@ def test_the_model_page_in_a_browser(browser: Browser, scene: Scene) -> None:
     names = [charts.nth(i).get_attribute("aria-labelledby") for i in range(charts.count())]
     assert len(names) == 3
     titles = visit.texts("svg > title")
-    assert titles[0] == f"Latency of {MODEL}'s versions, last 15 minutes"
+    rule = scene.client.get_route(MODEL)
+    assert rule is not None
+    assert titles[0] == f"Latency of {MODEL}'s versions under rule revision {rule.revision}"
     assert titles[1].startswith(f"Drift of {MODEL} version 1 against reference")
     assert titles[2].startswith(f"PSI of {MODEL} version 1's inputs")
     # The latency chart draws a line per version and role that served.

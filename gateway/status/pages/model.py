@@ -1,6 +1,7 @@
-"""/status/models/<model>: its versions with their derived status, the comparison of the
-versions over the last 15 minutes with their latency histograms, shadow agreement, drift per
-version (reference against live, and PSI over the hour), and live quality per segment."""
+"""/status/models/<model>: its versions with their derived status; the versions compared since
+the current rule revision took effect, each one's difference from the baseline, and their
+latency histograms; shadow agreement; drift per version (reference against live, and PSI over
+the hour); live quality and fairness per segment."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from gateway.status.pages.html import Cell, e, figure, number, percent, table
 from gateway.status.pages.quality import quality_section
 from gateway.status.snapshot import DriftView, ModelDetail, ModelSummary
+from registry_client.cli.compare import SIGNIFICANT, interval_cell, rank_cell
 
 __all__ = ["model_body"]
 
@@ -79,11 +81,43 @@ def _comparison(report: dict[str, Any]) -> str:
         "p99 ms",
         "agreement",
     ]
+    took_effect = report["revision_took_effect_at"] or report["from"]
     caption = (
-        f"Versions compared from {report['from']} to {report['to']}, rule revision"
-        f" {report['rule_revision']}, {len(report['replicas'])} replicas"
+        f"Versions compared since rule revision {report['rule_revision']} took effect at"
+        f" {took_effect}, to {report['to']}, {len(report['replicas'])} replicas"
     )
-    return "<h2>Comparison</h2>" + table(caption, header, rows, numeric=range(2, 10))
+    return (
+        "<h2>Comparison</h2>"
+        + table(caption, header, rows, numeric=range(2, 10))
+        + _differences(report)
+    )
+
+
+def _differences(report: dict[str, Any]) -> str:
+    """Each version's difference from the baseline with its 95% interval, marked where the
+    interval excludes zero: whether "0.3 points worse" is more than noise."""
+    rows = []
+    for row in report["versions"]:
+        found = row.get("difference")
+        if not found:
+            continue
+        latency = found["latency_ms"]
+        rows.append(
+            [
+                e(row["version"]),
+                e(row["role"]),
+                e(found["against"]),
+                e(interval_cell(found["error_rate_points"], " pts")),
+                *(e(interval_cell(latency[q], " ms")) for q in ("p50", "p90", "p99")),
+                e(rank_cell(found["latency_rank_test"])),
+            ]
+        )
+    header = ["version", "role", "baseline", "error rate", "p50", "p90", "p99", "rank test"]
+    caption = (
+        f"Difference from the baseline (95% intervals; {SIGNIFICANT}: the interval excludes 0;"
+        " rank test: Mann-Whitney U over the latencies)"
+    )
+    return table(caption, header, rows)
 
 
 def _agreement(report: dict[str, Any]) -> str:
