@@ -23,7 +23,7 @@ import yaml
 from registry_client.cli.apply_wait import add_wait_arguments, print_outcome, wait_for_revision
 from registry_client.cli.arguments import REASON_HELP, reason_text
 from registry_client.cli.context import CommandContext, Commands
-from registry_client.cli.exit_codes import EXIT_CONFLICT, EXIT_OK
+from registry_client.cli.exit_codes import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTED
 from registry_client.cli.rule_diff import changes, routing
 from registry_client.cli.tables import print_table, printable
 from registry_client.errors import Conflict, NotFound, Rejected
@@ -56,12 +56,19 @@ def add_parsers(commands: Commands) -> None:
 
 
 def get_rules(args: argparse.Namespace, context: CommandContext) -> int:
-    rules, _ = context.client.rules()
+    """The rules as one document. A stored rule that cannot be read is left out of it, named
+    on stderr with why, and the exit is 1: a file written from it would lack that model."""
+    rules, invalid = context.client.rules()
     if args.models:
-        missing = sorted(set(args.models) - set(rules))
+        missing = sorted(set(args.models) - set(rules) - set(invalid))
         if missing:
             raise NotFound(f"no rule for model(s) {', '.join(map(repr, missing))}")
-        rules = {model: rules[model] for model in args.models}
+        rules = {model: rules[model] for model in args.models if model in rules}
+        invalid = {model: invalid[model] for model in args.models if model in invalid}
+    for model, found in sorted(invalid.items()):
+        print(f"gatectl: rule of model {printable(model)!r} left out: it cannot be read"
+              f" ({printable(found.reason)}); gatectl route set {printable(model)} writes a"
+              " new one", file=context.err)  # fmt: skip
     document = render_rule_set(rules)
     out, output = context.out, getattr(args, "output_format", "table")
     if output == "yaml":
@@ -72,7 +79,7 @@ def get_rules(args: argparse.Namespace, context: CommandContext) -> int:
         rows = [[model, rule.revision, *(routing(rule) or {}).values()]
                 for model, rule in sorted(rules.items())]  # fmt: skip
         print_table([["model", "revision", "split", "shadows", "sticky"], *rows], out)
-    return EXIT_OK
+    return EXIT_REJECTED if invalid else EXIT_OK
 
 
 def apply_rules(args: argparse.Namespace, context: CommandContext) -> int:

@@ -59,6 +59,18 @@ def test_get_rules_and_apply_round_trip_without_writing(url, tmp_path):
     assert _audit_length(url, "credit") == before
 
 
+def test_an_unreadable_rule_is_named_left_out_and_fails_the_export(url, redis_server):
+    raw = RegistryClient.from_url(url)
+    raw._redis.set(raw.keys.route("echo"), b"{not json")
+    raw.close()
+    code, out, err = run_gatectl(url, "get", "rules", "-o", "yaml")
+    assert code == 1 and list(yaml.safe_load(out)["rules"]) == ["credit"]
+    assert "rule of model 'echo' left out: it cannot be read" in err
+    code, out, err = run_gatectl(url, "get", "rules", "echo", "-o", "yaml")
+    assert code == 1 and yaml.safe_load(out)["rules"] == {} and "'echo' left out" in err
+    assert run_gatectl(url, "get", "rules", "credit", "-o", "yaml")[0] == 0
+
+
 def test_dry_run_shows_the_diff_and_writes_nothing_then_apply_writes_it(url, tmp_path):
     document = _rules(url)
     document["rules"]["credit"]["split"] = {"1": 90, "2": 10}  # type: ignore[index]
