@@ -186,13 +186,19 @@ def wait_for_revision(
 
 
 def print_outcome(
-    report: ApplyReport | None, wait_seconds: float, out: TextIO | None, err: TextIO
+    report: ApplyReport | None,
+    wait_seconds: float,
+    out: TextIO | None,
+    err: TextIO,
+    *,
+    named: bool = False,
 ) -> int:
     """Say how a written revision was taken up and return gatectl's exit code: 0 when every
     live gateway applied it, when some did (the others are listed on `err` as a warning) and
     when none is live (a note: gateways apply it as they start); EXIT_NOT_APPLIED when none of
     the live ones did. `out` gets the one-line summary (None: it is in the JSON already);
-    `report` None (--no-wait) says nothing."""
+    `report` None (--no-wait) says nothing. `named`: the summary names the model and revision
+    (several rules were written)."""
     if report is None:
         return EXIT_OK
     what = f"revision {report.revision} of {printable(report.model)}"
@@ -203,7 +209,8 @@ def print_outcome(
         return EXIT_OK
     applied = live - len(missing)
     if out is not None:
-        print(f"applied by {applied} of {live} live gateways", file=out)
+        named_as = f"{printable(report.model)} revision {report.revision}: " if named else ""
+        print(f"{named_as}applied by {applied} of {live} live gateways", file=out)
     if not missing:
         return EXIT_OK
     waited = f"{report.waited_seconds:.1f} s after the write (--wait {wait_seconds:g})"

@@ -123,7 +123,7 @@ def apply_rules(args: argparse.Namespace, context: CommandContext) -> int:
             left = max(0.0, deadline - time.monotonic())
             report = wait_for_revision(client, model, revision, left)
             outcome = print_outcome(report, args.wait, None if context.emit_json else context.out,
-                                    context.err)  # fmt: skip
+                                    context.err, named=True)  # fmt: skip
             code = code or outcome
     return code
 

@@ -14,6 +14,7 @@ from registry_client.client import RegistryClient
 from registry_client.records.rule_documents import Split
 from tests.support import onnx_models
 from tests.support.gatectl import run_gatectl
+from tests.support.gateways import make_gateway
 from tests.support.redis_server import RedisServer
 
 
@@ -187,3 +188,20 @@ def test_a_dry_run_refuses_what_the_write_would_refuse(url):
     code, _, err = run_gatectl(url, "route", "set", "credit", "--split", "2=100",
                                "--expected-revision", "7", "--dry-run")  # fmt: skip
     assert code == 3 and "is at revision 1, not 7" in err
+
+
+def test_each_rule_applied_is_named_with_its_gateways(url, tmp_path):
+    gateway = make_gateway(None, redis_url=url, rules_poll_seconds=0.2)
+    try:
+        document = _rules(url)
+        document["rules"]["credit"]["split"] = {"1": 50, "2": 50}  # type: ignore[index]
+        document["rules"]["echo"]["sticky"] = False  # type: ignore[index]
+        code, out, _ = run_gatectl(url, "apply", "-f", _write(tmp_path / "rules.yaml", document),
+                                   "--wait", "30")  # fmt: skip
+        assert code == 0
+        assert out.splitlines()[-2:] == [
+            "credit revision 2: applied by 1 of 1 live gateways",
+            "echo revision 2: applied by 1 of 1 live gateways",
+        ]
+    finally:
+        gateway.stop(grace_seconds=1)
