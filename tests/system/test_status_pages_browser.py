@@ -2,7 +2,7 @@
 gateway with traffic, a split, a shadow, a reference and a rollout: each page loads with no
 console error (a blocked style or script would be one), shows the models, versions, weights
 and charts, meets basic accessibility, and is saved as a screenshot under test-artifacts/
-(or $ONNXGATE_TEST_ARTIFACTS)."""
+(or $TEST_ARTIFACTS_DIR)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.status_scene import MODEL, Scene, start_scene
 
 ARTIFACTS = Path(
-    os.environ.get(
-        "ONNXGATE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"
-    )
+    os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().parents[2] / "test-artifacts")
 )
 CHROMIUM = shutil.which("chromium")
 
