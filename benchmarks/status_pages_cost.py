@@ -10,6 +10,10 @@ A and B back to back, alternating which goes first. Reports per round the req/s 
 ratio B/A and its median, and the same for the CPU time the gateway's process group spent per
 request answered (which other tenants' load moves far less than req/s).
 
+The A/B cannot resolve a difference of a few percent on a shared machine, so the pages' parts
+are also timed one by one, in CPU time on one thread against the same registry after the load:
+the worker's readings and each page's rendering, and what one viewer costs a second from them.
+
     python benchmarks/status_pages_cost.py --rounds 5 --concurrency 8 --refresh-seconds 1
 """
 
@@ -21,7 +25,9 @@ import math
 import statistics
 import tempfile
 import threading
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,11 @@ from models import build_repository
 from round_stats import paired_ratios
 from servers import HOST, group_cpu_seconds, port_pair, start_server
 
+from gateway.status.detail import DetailReader
+from gateway.status.overview import read_overview
+from gateway.status.pages.html import page
+from gateway.status.pages.model import model_body
+from gateway.status.pages.overview import overview_body
 from registry_client import RegistryClient
 from registry_client.connection import private_redis_url
 from registry_client.drift.reference import FeatureReference
@@ -74,6 +85,38 @@ def _reference(data_dir: Path) -> None:
     client.close()
 
 
+def _thread_cpu_ms(action: Callable[[], object], calls: int) -> float:
+    """The median CPU time of `action` on this thread, in ms (other threads not counted)."""
+    spent = []
+    for _ in range(calls):
+        started = time.thread_time()
+        action()
+        spent.append((time.thread_time() - started) * 1000.0)
+    return statistics.median(spent)
+
+
+def _parts(url: str, calls: int) -> dict[str, float]:
+    """What one refresh of the pages costs, part by part: the worker's readings of the
+    registry and the renderings of each page from them."""
+    client = RegistryClient.from_url(url)
+    details = DetailReader(client)
+    overview = read_overview(client)
+    detail = details.read(MODEL)
+    summary = next(m for m in overview.models if m.name == MODEL)
+    found = {
+        "overview reading": _thread_cpu_ms(lambda: read_overview(client), calls),
+        "model detail reading": _thread_cpu_ms(lambda: details.read(MODEL), calls),
+        "render overview": _thread_cpu_ms(
+            lambda: page("Status", overview_body(overview), 10.0), calls
+        ),
+        "render model page": _thread_cpu_ms(
+            lambda: page(MODEL, model_body(summary, detail), 10.0), calls
+        ),
+    }
+    client.close()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -81,6 +124,7 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=90.0)
     parser.add_argument("--refresh-seconds", type=float, default=1.0,
                         help="the gateway's --status-refresh-seconds")  # fmt: skip
+    parser.add_argument("--calls", type=int, default=20, help="calls per part measured")
     add_perf_analyzer_args(parser, window_ms=3000)
     args = parser.parse_args()
     args.model = MODEL
@@ -121,7 +165,20 @@ def main() -> None:
         run_rounds(args.rounds, plan, measure, runs,
                    line=lambda r: f"round {r.repeat + 1} {r.server} c={r.concurrency}:"
                                   f" {r.rps} req/s, p99 {r.p99_ms} ms {r.error or ''}")  # fmt: skip
+        parts = _parts(private_redis_url(work / "data"), args.calls)
     print(f"\npages served to the viewer per run: {viewed_pages}")
+    print("\nCPU of the status pages' parts, on this process's thread, medians of"
+          f" {args.calls} calls against the benchmark's registry after its load:\n")  # fmt: skip
+    print("| part | CPU ms |\n| --- | ---: |")
+    for name, milliseconds in parts.items():
+        print(f"| {name} | {milliseconds:.2f} |")
+    reading = parts["overview reading"] + parts["model detail reading"]
+    rendering = sum(v for k, v in parts.items() if k.startswith("render"))
+    per_second = reading / args.refresh_seconds + rendering / args.refresh_seconds
+    print(
+        f"\none viewer of every page, refreshing every {args.refresh_seconds:g} s:"
+        f" {per_second:.2f} ms of CPU a second, {per_second / 10:.3f}% of one core"
+    )
     for concurrency in args.concurrency:
         rps = {n: [r.rps or math.nan for r in runs if (r.server, r.concurrency) == (n, concurrency)]
                for n in ("idle", "viewed")}  # fmt: skip

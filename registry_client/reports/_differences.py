@@ -9,7 +9,7 @@ from typing import Any
 from registry_client.records.rule_documents import RouteRule
 from registry_client.reports._revisions import Revision
 from registry_client.reports._rows import PRIMARY, QUANTILES
-from registry_client.stats.difference import mann_whitney, quantile_difference, rate_difference
+from registry_client.stats.difference import mann_whitney, quantile_differences, rate_difference
 
 __all__ = ["attach_differences"]
 
@@ -56,8 +56,7 @@ def _difference(row: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str
         ).scaled(100.0).to_json()  # fmt: skip
     ours, theirs = _buckets(row), _buckets(baseline)
     latency: dict[str, Any] = {}
-    for q in QUANTILES:
-        found = quantile_difference(ours, theirs, q)
+    for q, found in quantile_differences(ours, theirs, QUANTILES).items():
         latency[f"p{round(q * 100)}"] = None if found is None else found.scaled(1000.0).to_json()
     ranks = mann_whitney(ours, theirs)
     return {

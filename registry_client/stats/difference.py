@@ -12,7 +12,7 @@ slower at all" beside an effect size for "by how much".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "RankTest",
     "mann_whitney",
     "quantile_difference",
+    "quantile_differences",
     "rate_difference",
     "wilson_interval",
 ]
@@ -164,33 +165,53 @@ def quantile_difference(
 ) -> Difference | None:  # fmt: skip
     """a's q-quantile minus b's, in seconds, with a percentile bootstrap interval; the
     estimate is bucket_quantile()'s. None when a side has no latencies."""
-    if not 0 < q < 1:
-        raise ValueError(f"q: expected a quantile between 0 and 1, got {q!r}")
-    ours, theirs = bucket_quantile(buckets_a, q), bucket_quantile(buckets_b, q)
-    if ours is None or theirs is None:
-        return None
+    return quantile_differences(buckets_a, buckets_b, (q,), resamples=resamples,
+                                confidence=confidence, seed=seed)[q]  # fmt: skip
+
+
+def quantile_differences(
+    buckets_a: Mapping[int, int], buckets_b: Mapping[int, int], qs: Sequence[float], *,
+    resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[float, Difference | None]:  # fmt: skip
+    """quantile_difference() at each of `qs`, from one set of resamples per side (the draws
+    dominate the cost; each quantile's interval is what quantile_difference gives alone)."""
+    for q in qs:
+        if not 0 < q < 1:
+            raise ValueError(f"q: expected a quantile between 0 and 1, got {q!r}")
+    pairs = [(bucket_quantile(buckets_a, q), bucket_quantile(buckets_b, q)) for q in qs]
+    estimates = [ours - theirs for ours, theirs in pairs if ours is not None and theirs is not None]
+    if len(estimates) != len(qs):  # a side has no latencies
+        return dict.fromkeys(qs)
     rng = np.random.default_rng(seed)
-    drawn = _resampled_quantiles(rng, buckets_a, q, resamples) - _resampled_quantiles(
-        rng, buckets_b, q, resamples
+    drawn = _resampled_quantiles(rng, buckets_a, qs, resamples) - _resampled_quantiles(
+        rng, buckets_b, qs, resamples
     )
     tail = (1 - confidence) / 2
-    low, high = np.quantile(drawn, [tail, 1 - tail])
-    return Difference(ours - theirs, float(low), float(high))
+    found: dict[float, Difference | None] = {}
+    for i, q in enumerate(qs):
+        low, high = np.quantile(drawn[i], [tail, 1 - tail])
+        found[q] = Difference(estimates[i], float(low), float(high))
+    return found
 
 
 def _resampled_quantiles(
-    rng: np.random.Generator, buckets: Mapping[int, int], q: float, resamples: int
+    rng: np.random.Generator, buckets: Mapping[int, int], qs: Sequence[float], resamples: int
 ) -> np.ndarray:
-    """The q-quantile of `resamples` bootstrap resamples, as bucket_quantile() computes it."""
+    """Each q-quantile (rows) of `resamples` bootstrap resamples (columns), as
+    bucket_quantile() computes it."""
     indices = np.array(sorted(b for b, n in buckets.items() if n > 0))
     counts = np.array([buckets[b] for b in indices], dtype=np.int64)
     total = int(counts.sum())
     drawn = rng.multinomial(total, counts / total, size=resamples)
     cumulative = drawn.cumsum(axis=1)
-    rank = q * total
-    at = np.argmax(cumulative >= rank, axis=1)  # q > 0, so this bucket holds a request
     rows = np.arange(resamples)
-    count = drawn[rows, at]
-    within = (rank - (cumulative[rows, at] - count)) / count
-    exponent = (indices[at] + within) / BUCKETS_PER_DOUBLING
-    return np.asarray(BUCKET_BASE_SECONDS * np.exp2(exponent), dtype=np.float64)
+    found = np.empty((len(qs), resamples), dtype=np.float64)
+    for i, q in enumerate(qs):
+        rank = q * total
+        at = np.argmax(cumulative >= rank, axis=1)  # q > 0, so this bucket holds a request
+        count = drawn[rows, at]
+        within = (rank - (cumulative[rows, at] - count)) / count
+        exponent = (indices[at] + within) / BUCKETS_PER_DOUBLING
+        found[i] = BUCKET_BASE_SECONDS * np.exp2(exponent)
+    return found

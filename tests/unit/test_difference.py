@@ -13,6 +13,7 @@ from scipy import stats
 from registry_client.stats.difference import (
     mann_whitney,
     quantile_difference,
+    quantile_differences,
     rate_difference,
     wilson_interval,
 )
@@ -162,3 +163,12 @@ def test_latency_intervals_cover_the_true_difference_about_95_percent_of_the_tim
         assert found is not None
         covered += found.low <= truth <= found.high
     assert 0.89 <= covered / runs <= 0.99
+
+
+def test_several_quantiles_from_one_set_of_resamples_match_each_alone():
+    rng = np.random.default_rng(3)
+    a = Counter(latency_bucket(v) for v in rng.lognormal(-7.0, 0.5, 3_000))
+    b = Counter(latency_bucket(v) for v in rng.lognormal(-6.9, 0.5, 2_000))
+    together = quantile_differences(a, b, (0.5, 0.9, 0.99))
+    assert together == {q: quantile_difference(a, b, q) for q in (0.5, 0.9, 0.99)}
+    assert quantile_differences(a, {}, (0.5, 0.9)) == {0.5: None, 0.9: None}
