@@ -4,7 +4,6 @@ histograms, drift per version, live quality per segment and the rollout's timeli
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from gateway.status.drift_views import DriftReader
@@ -51,7 +50,7 @@ class DetailReader:
             raise
         except (RegistryError, ValueError) as exc:
             _log.warning("model page unreadable", extra={"model": model, "reason": str(exc)})
-            return ModelDetail(model, time.time(), error=str(exc))
+            return ModelDetail(model, error=str(exc))
         buckets = {
             f"{row['version']} ({row['role']})": {
                 int(k): v for k, v in row["latency_buckets"].items()
@@ -61,9 +60,7 @@ class DetailReader:
         }
         title = f"Latency of {model}'s versions under rule revision {comparison['rule_revision']}"
         latency = latency_histograms(title, buckets)
-        return ModelDetail(
-            model, time.time(), comparison, latency, drift, quality, rollout_svg, history
-        )
+        return ModelDetail(model, comparison, latency, drift, quality, rollout_svg, history)
 
 
 def _serving(comparison: dict[str, Any]) -> list[str]:

@@ -5,10 +5,9 @@ unknown page or model."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 
 from gateway.metrics.http.messages import Response
-from gateway.status.pages.html import CONTENT_SECURITY_POLICY, e, model_href, page
+from gateway.status.pages.html import CONTENT_SECURITY_POLICY, clock, e, model_href, page
 from gateway.status.pages.model import model_body
 from gateway.status.pages.overview import overview_body
 from gateway.status.pages.rollout import rollout_body
@@ -111,20 +110,16 @@ def _ok(body: bytes) -> Response:
     return Response("200 OK", _HEADERS, body)
 
 
-def _clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _meta(reading: Reading, taken_at: float, gateways: int, refresh: float) -> str:
     text = (
-        f"Read from the registry at {_clock(taken_at)}; {gateways} live"
+        f"Read from the registry at {clock(taken_at)}; {gateways} live"
         f" gateway{'s' if gateways != 1 else ''}; refreshes every {refresh:g}s."
     )
     error = ""
     if reading.error:
         error = (
             f'<p class="error" role="alert">The registry could not be read at'
-            f" {_clock(reading.error_at)}: {e(reading.error)}. Showing the last"
+            f" {clock(reading.error_at)}: {e(reading.error)}. Showing the last"
             " reading.</p>"
         )
     return f'<p class="meta">{e(text)}</p>{error}'

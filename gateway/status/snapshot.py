@@ -59,7 +59,6 @@ class ModelDetail:
     """What a model's page shows beyond its summary; `error` when it could not be read."""
 
     name: str
-    taken_at: float
     comparison: dict[str, Any] | None = None  # gatectl compare's report
     latency_svg: str = ""
     drift: tuple[DriftView, ...] = ()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -15,6 +14,7 @@ from urllib.parse import quote
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "Cell",
+    "clock",
     "e",
     "figure",
     "model_href",
@@ -22,7 +22,6 @@ __all__ = [
     "page",
     "percent",
     "rollout_href",
-    "since",
     "table",
 ]
 
@@ -79,11 +78,9 @@ def percent(share: float | None, spec: str = ".2f") -> Cell:
     return "-" if share is None else e(f"{100.0 * share:{spec}}%")
 
 
-def since(epoch: float, now: float | None = None) -> str:
-    """`12:03:04 UTC (5s ago)`."""
-    now = time.time() if now is None else now
-    clock = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"{clock} ({max(now - epoch, 0.0):.0f}s ago)"
+def clock(epoch: float) -> str:
+    """`2026-12-03 12:03:04 UTC`."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def table(

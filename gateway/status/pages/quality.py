@@ -3,10 +3,9 @@ and per value of each segment the model is reported by (where fairness shows).""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from gateway.status.pages.html import Cell, e, number, percent, table
+from gateway.status.pages.html import Cell, clock, e, number, percent, table
 from gateway.status.snapshot import QualityView
 from registry_client.cli.quality_window import HEADLINE_METRICS
 
@@ -36,7 +35,7 @@ def quality_section(quality: QualityView | None) -> str:
         "<h2>Quality</h2>",
         table(
             f"Live {quality.task} quality from joined labels, from {overall['from']} (read"
-            f" {datetime.fromtimestamp(quality.read_at, UTC):%H:%M:%S} UTC, every minute)",
+            f" {clock(quality.read_at)}, every minute)",
             ["version", "role", "labelled", "logged", "coverage", *names],
             rows,
             numeric=range(2, 5 + len(names)),
