@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import redis
-
-from registry_client.connection import redis_client
+from registry_client.connection import RedisClient, redis_client
 from registry_client.drift.store import DriftStore
 from registry_client.quality.labels import Label, LabelStore
 from registry_client.quality.prediction_store import PredictionStore
@@ -37,7 +35,7 @@ class RegistryClient(GatewayRecords, VersionLifecycle, EvaluationRecords, Measur
     (GatewayRecords); versions retired and back (VersionLifecycle), their evaluations
     (EvaluationRecords) and the metrics measured on them over time (MeasurementRecords)."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
+    def __init__(self, client: RedisClient, namespace: str = "onnxgate") -> None:
         super().__init__(client, namespace)
         self.stats = StatsStore(client, self.keys)
         self.drift = DriftStore(client, self.keys, self._audit)
@@ -55,7 +53,9 @@ class RegistryClient(GatewayRecords, VersionLifecycle, EvaluationRecords, Measur
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "onnxgate") -> RegistryClient:
-        """Connect lazily to `redis://`, `rediss://` or `unix://` URLs, with retries."""
+        """Connect lazily to the Redis a URL names (one server, a Sentinel primary or a
+        Cluster: registry_client.connection.urls), with retries. RedisUrlError (a
+        ValueError) for a URL of no such form."""
         return cls(redis_client(url), namespace)
 
 

@@ -63,7 +63,7 @@ class HintListener:
         backoff = 0.05
         while not self._stop.is_set():
             try:
-                pubsub = self._registry.events()
+                subscription = self._registry.events()
             except (RegistryError, redis.RedisError):
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -73,20 +73,16 @@ class HintListener:
             # redis-py reconnects and resubscribes by itself when the connection drops, and
             # this loop sees no error: hints published meanwhile are lost unless that
             # reconnect, too, asks for a resync.
-            connection = pubsub.connection
-            if connection is not None:
-                connection.register_connect_callback(self._subscribed)
+            subscription.on_reconnect(self._subscribed)
             try:
                 while not self._stop.is_set():
-                    if pubsub.get_message(timeout=0.25) is not None:
+                    if subscription.wait(0.25):
                         self._on_hint()
                     self._check()
             except (redis.RedisError, OSError):
                 self._on_hint()
             finally:
-                if connection is not None:  # the pool hands the connection to others next
-                    connection.deregister_connect_callback(self._subscribed)
-                pubsub.close()
+                subscription.close()
 
     def _subscribed(self, _connection: object = None) -> None:
         self._on_subscribed()

@@ -73,8 +73,27 @@ def _webhook_backoff(settings: Settings) -> str | None:
     return None
 
 
+def _redis_url(settings: Settings) -> str | None:
+    if settings.redis_url is None:
+        return None
+    # Imported here: the URL's forms belong to the registry client, which `onnxgate probe`
+    # (the settings without serving) does not load.
+    from registry_client.connection.urls import RedisUrlError, parse_redis_url
+
+    try:
+        parse_redis_url(settings.redis_url)
+    except RedisUrlError as exc:
+        return f"{_flag('redis_url')}: {exc}"
+    return None
+
+
 # After the bounds, in this order.
 CHECKS = (
+    Check(
+        "`--redis-url` is one of the forms in [security.md](security.md#redis-urls), and"
+        " a password file it names can be read.",
+        _redis_url,
+    ),
     Check(
         f"`--max-version-memory-bytes` is -1, 0 or at least {MIN_VERSION_MEMORY_BYTES // 2**20}"
         " MiB: below that onnxruntime can fail its own allocations in ways that hang it.",

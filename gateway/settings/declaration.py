@@ -162,7 +162,7 @@ class Settings:
         " taken from the grace period (at most half of it)", at_least=0.0,
     )  # fmt: skip
 
-    redis_url: str | None = REGISTRY(None, "follow the registry's routing rules in this Redis")
+    redis_url: str | None = REGISTRY(None, "follow the registry in this Redis, Sentinel or Cluster")
     data_dir: Path | None = REGISTRY(  # noqa: RUF009
         None, "without --redis-url: run a private redis-server here",
         default_text="$XDG_DATA_HOME/onnxgate, else ~/.local/share/onnxgate",

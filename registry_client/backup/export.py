@@ -19,11 +19,10 @@ any state exported.
 
 from __future__ import annotations
 
-import redis
-
 from registry_client.backup.document import RegistryExport, blob_of
 from registry_client.backup.reading import read_blobs, read_epoch_and_models, read_models
 from registry_client.client import RegistryClient
+from registry_client.connection import RedisClient
 from registry_client.errors import Rejected, redis_unreachable_as_error
 from registry_client.records.values import timestamp
 from registry_client.schema import NAME_RULE, is_valid_name
@@ -31,7 +30,7 @@ from registry_client.schema import NAME_RULE, is_valid_name
 __all__ = ["export", "missing_blobs", "redis_of"]
 
 
-def redis_of(client: RegistryClient) -> redis.Redis:
+def redis_of(client: RegistryClient) -> RedisClient:
     """The client's connection pool, for pipelined reads (the client's stores take it so)."""
     return client._redis
 

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from registry_client.backup.document import AuditRecord, ModelRecord, VersionRecord
+from registry_client.connection import Pipeline, RedisClient
 from registry_client.errors import Rejected
 from registry_client.schema import Keys
 
@@ -19,7 +20,7 @@ _AUDIT_PAGE = 1000  # entries per XRANGE: under a MB per reply, a millisecond or
 _ROUND_ONE = 8  # commands per model in the first round trip
 
 
-def read_epoch_and_models(raw: redis.Redis, keys: Keys) -> tuple[int, list[str]]:
+def read_epoch_and_models(raw: RedisClient, keys: Keys) -> tuple[int, list[str]]:
     """The epoch and every model name, sorted, read together."""
     with raw.pipeline(transaction=True) as pipe:
         pipe.get(keys.epoch)
@@ -29,7 +30,7 @@ def read_epoch_and_models(raw: redis.Redis, keys: Keys) -> tuple[int, list[str]]
 
 
 def read_models(
-    raw: redis.Redis, keys: Keys, models: Sequence[str], *,
+    raw: RedisClient, keys: Keys, models: Sequence[str], *,
     versions: Mapping[str, Sequence[str]] | None = None, audit: bool = True,
 ) -> dict[str, ModelRecord]:  # fmt: skip
     """Each model's keys, as stored. The rule, rollout, model hash, quality events and version
@@ -72,7 +73,7 @@ def read_models(
     }
 
 
-def read_blobs(raw: redis.Redis, keys: Keys, hashes: Sequence[str]) -> dict[str, bytes]:
+def read_blobs(raw: RedisClient, keys: Keys, hashes: Sequence[str]) -> dict[str, bytes]:
     """The uploaded artifacts under these hashes whose bytes are there and hash to their
     name; the others (absent, cut short) are left out."""
     with raw.pipeline(transaction=False) as pipe:
@@ -88,7 +89,7 @@ def read_blobs(raw: redis.Redis, keys: Keys, hashes: Sequence[str]) -> dict[str,
 
 
 def _read_versions(
-    raw: redis.Redis, keys: Keys, wanted: Mapping[str, list[str]],
+    raw: RedisClient, keys: Keys, wanted: Mapping[str, list[str]],
     scores: Mapping[str, Mapping[str, float]],
 ) -> dict[str, dict[str, VersionRecord]]:  # fmt: skip
     with raw.pipeline(transaction=True) as pipe:
@@ -113,7 +114,7 @@ def _read_versions(
     return found
 
 
-def _read_audit(raw: redis.Redis, keys: Keys, models: list[str]) -> dict[str, list[AuditRecord]]:
+def _read_audit(raw: RedisClient, keys: Keys, models: list[str]) -> dict[str, list[AuditRecord]]:
     """Every entry of each model's stream, oldest first: a page of each model per round trip."""
     entries: dict[str, list[AuditRecord]] = {m: [] for m in models}
     pending = dict.fromkeys(models, "-")
@@ -134,7 +135,7 @@ def _read_audit(raw: redis.Redis, keys: Keys, models: list[str]) -> dict[str, li
     return entries
 
 
-def _execute(pipe: redis.client.Pipeline) -> list[Any]:
+def _execute(pipe: Pipeline) -> list[Any]:
     try:
         return pipe.execute()
     except redis.ResponseError as exc:  # WRONGTYPE: a key written by hand

@@ -36,6 +36,7 @@ from registry_client.backup.plan import REFUSED, RESTORED, ModelPlan, plan_model
 from registry_client.backup.reading import read_models
 from registry_client.backup.staging import AuditStaging
 from registry_client.client import RegistryClient
+from registry_client.connection import Pipeline, RedisClient, queue_publish
 from registry_client.errors import Rejected, redis_unreachable_as_error
 from registry_client.records.artifacts import upload_blob
 from registry_client.records.base import hset
@@ -111,7 +112,7 @@ def restore(
                                      dry_run)  # fmt: skip
     staging = AuditStaging(raw, keys)
 
-    def write(pipe: redis.client.Pipeline) -> RestoreSummary:
+    def write(pipe: Pipeline) -> RestoreSummary:
         epoch = int(raw.get(keys.epoch) or 0)  # on another connection: WATCHed already
         plans = _plans(raw, keys, exported, force)
         missing = _missing_blobs(raw, keys, exported, plans)
@@ -142,8 +143,8 @@ def restore(
                 )  # fmt: skip
                 if plan.rule and record.rule is not None:
                     revision = RouteRule.from_json(record.rule).revision
-                    pipe.publish(keys.events, json.dumps({"model": plan.model,
-                                                          "revision": revision}))  # fmt: skip
+                    hint = json.dumps({"model": plan.model, "revision": revision})
+                    queue_publish(pipe, keys.events, hint)
         return RestoreSummary(
             exported.exported_at, digest,
             max(epoch, exported.epoch) + len(changed) if changed else epoch,
@@ -157,7 +158,7 @@ def restore(
             staging.discard()
 
 
-def _plans(raw: redis.Redis, keys: Keys, exported: RegistryExport,
+def _plans(raw: RedisClient, keys: Keys, exported: RegistryExport,
            force: bool) -> dict[str, ModelPlan]:  # fmt: skip
     names = {model: list(record.versions) for model, record in exported.models.items()}
     current = read_models(raw, keys, list(names), versions=names, audit=False)
@@ -165,7 +166,7 @@ def _plans(raw: redis.Redis, keys: Keys, exported: RegistryExport,
             for model, record in exported.models.items()}  # fmt: skip
 
 
-def _store_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
+def _store_blobs(raw: RedisClient, keys: Keys, exported: RegistryExport,
                  plans: Mapping[str, ModelPlan], dry_run: bool) -> int:  # fmt: skip
     """Upload the artifacts of the models not refused that Redis lacks; how many (with
     `dry_run`, how many it would)."""
@@ -178,7 +179,7 @@ def _store_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
     return stored
 
 
-def _missing_blobs(raw: redis.Redis, keys: Keys, exported: RegistryExport,
+def _missing_blobs(raw: RedisClient, keys: Keys, exported: RegistryExport,
                    plans: Mapping[str, ModelPlan]) -> list[tuple[str, str, str]]:  # fmt: skip
     """The restored versions whose uploaded artifact Redis does not have: gateways cannot
     load them until it is uploaded again (gatectl register --upload, the same bytes). Those
@@ -216,7 +217,7 @@ def _watched(keys: Keys, exported: RegistryExport) -> list[str]:
     return watched
 
 
-def _queue(pipe: redis.client.Pipeline, keys: Keys, model: str, record: ModelRecord,
+def _queue(pipe: Pipeline, keys: Keys, model: str, record: ModelRecord,
            plan: ModelPlan) -> None:  # fmt: skip
     """After MULTI: the writes `plan` names, each key replaced whole (the audit stream is
     moved into place from where it was staged)."""
@@ -248,13 +249,13 @@ def _queue(pipe: redis.client.Pipeline, keys: Keys, model: str, record: ModelRec
         _replace_hash(pipe, keys.quality_events(model), record.quality_events)
 
 
-def _replace_hash(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None:
+def _replace_hash(pipe: Pipeline, key: str, fields: dict[str, str]) -> None:
     pipe.delete(key)
     if fields:
         hset(pipe, key, fields)
 
 
-def _replace_string(pipe: redis.client.Pipeline, key: str, value: str | None) -> None:
+def _replace_string(pipe: Pipeline, key: str, value: str | None) -> None:
     if value is None:
         pipe.delete(key)
     else:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import redis
-
 from registry_client.backup.document import AuditRecord
+from registry_client.connection import Pipeline, RedisClient
 from registry_client.schema import Keys
 
 __all__ = ["AuditStaging"]
@@ -23,7 +22,7 @@ class AuditStaging:
     """The staged streams of one restore: `{ns}:audit:<model>:restoring:<random>` (a model
     name holds no ':', so no model's stream has such a name). Not thread-safe: one restore."""
 
-    def __init__(self, raw: redis.Redis, keys: Keys) -> None:
+    def __init__(self, raw: RedisClient, keys: Keys) -> None:
         self._raw = raw
         self._keys = keys
         self._staged: dict[str, str] = {}
@@ -44,10 +43,11 @@ class AuditStaging:
         return key
 
     @staticmethod
-    def queue_move(pipe: redis.client.Pipeline, staged: str, stream: str) -> None:
+    def queue_move(pipe: Pipeline, staged: str, stream: str) -> None:
         """After MULTI: the staged stream becomes the model's (which does not exist: the
         transaction WATCHes it), lasting."""
-        pipe.rename(staged, stream)
+        # Issued as a command: a cluster pipeline has no rename method.
+        pipe.execute_command("RENAME", staged, stream)  # type: ignore[no-untyped-call]
         pipe.persist(stream)
 
     def discard(self) -> None:

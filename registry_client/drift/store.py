@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import redis
-
+from registry_client.connection import Pipeline, RedisClient
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import (
     FeatureSketch,
@@ -75,9 +74,9 @@ class MergedSketches:
 class DriftStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: Keys,
-        audit: Callable[[redis.client.Pipeline, str, str, str, object, object, str], None],
+        audit: Callable[[Pipeline, str, str, str, object, object, str], None],
     ) -> None:
         self._redis = client
         self._keys = keys

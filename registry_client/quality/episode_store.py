@@ -15,9 +15,8 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-import redis
-
 from registry_client.client import RegistryClient
+from registry_client.connection import Pipeline
 from registry_client.quality.episodes import (
     EVENTS,
     Episode,
@@ -136,7 +135,7 @@ class EpisodeStore:
         key = self._keys.quality_events(judgement.model)
         lease = self._keys.rollout_leader
 
-        def write(pipe: redis.client.Pipeline) -> list[QualityEvent]:
+        def write(pipe: Pipeline) -> list[QualityEvent]:
             if as_text(pipe.get(lease)) != leader:
                 raise LeaseLost(f"{lease_holder(leader)} no longer holds the rollout"
                                 " controller's lease")  # fmt: skip
@@ -165,7 +164,7 @@ class EpisodeStore:
         """The model's stored episodes (open ones and those with a streak), by subject."""
         key = self._keys.quality_events(checked_name(model, "model"))
 
-        def read(pipe: redis.client.Pipeline) -> dict[str, str]:
+        def read(pipe: Pipeline) -> dict[str, str]:
             return {as_text(k): as_text(v) for k, v in pipe.hgetall(key).items()}
 
         found = self._client.transaction([key], read, retry=True)

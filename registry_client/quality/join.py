@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from registry_client.connection import release_pipeline
+from registry_client.connection import Pipeline, RedisClient, release_pipeline
 from registry_client.errors import Unreachable, redis_unreachable_as_error
 from registry_client.quality.labels import StoredLabel, label_of, parse_stored_label
 from registry_client.quality.prediction_store import PredictionStore
@@ -75,7 +75,7 @@ class _Batch:
         self.joined = self.replaced = self.late = 0
         self.unmatched: dict[str, int] = {}
 
-    def load(self, client: redis.Redis, found: Mapping[str, list[PredictionRecord]]) -> None:
+    def load(self, client: RedisClient, found: Mapping[str, list[PredictionRecord]]) -> None:
         """Read this writer's windows, the applied labels and admitted values the rows touch,
         after the WATCH: each is written only with the watched checkpoint, so a change fails
         the EXEC."""
@@ -160,7 +160,7 @@ class _Batch:
             else:
                 state.add(record.score, label, weight, delay)
 
-    def queue_writes(self, pipe: redis.client.Pipeline, checkpoint: str) -> None:
+    def queue_writes(self, pipe: Pipeline, checkpoint: str) -> None:
         """Queue every write of the batch (inside MULTI)."""
         model, keys = self.model, self.keys
         window_ttl = int(self.config.label_deadline_seconds) + 2 * DAY_SECONDS
@@ -198,7 +198,7 @@ class LabelJoiner:
     Not thread-safe: one owner; several joiners (processes) may run, each under its own
     writer name, and each batch is counted once whichever of them joins it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, writer: str) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, writer: str) -> None:
         self._redis = client
         self._keys = keys
         self.writer = validate_name(writer, "writer")
@@ -211,22 +211,24 @@ class LabelJoiner:
         """Join up to `batch` labels after the model's checkpoint that arrived at least
         `settle_seconds` before `now` (by the stream's clock, Redis'): a gateway writes a
         prediction a few seconds after it was made, so a label given at once waits that long
-        rather than being counted unmatched. With `lease_key`, write
-        only while it holds `lease_value` (else lease_lost, nothing written). A concurrent
-        join retries the batch from the new checkpoint. Unreachable when Redis does not
-        answer (the batch may or may not have been written; joining again is safe)."""
+        rather than being counted unmatched. With `lease_key`, join only while it holds
+        `lease_value` (else lease_lost, nothing written). The checkpoint, WATCHed, is what
+        counts each batch once: a joiner whose lease ran out mid-join and the one that took
+        it over cannot both write a batch (the lease is in another hash slot than the model's
+        keys, so a Redis Cluster transaction cannot watch both). A concurrent join retries
+        the batch from the new checkpoint. Unreachable when Redis does not answer (the batch
+        may or may not have been written; joining again is safe)."""
         validate_name(model, "model name")
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         checkpoint_key = self._keys.labels_checkpoint(model)
-        watched = [checkpoint_key] if lease_key is None else [checkpoint_key, lease_key]
         with redis_unreachable_as_error():
             while True:
-                pipe = self._redis.pipeline()
+                if lease_key is not None and as_text(self._redis.get(lease_key)) != lease_value:
+                    return JoinResult(lease_lost=True)
+                pipe = self._redis.pipeline(transaction=True)
                 try:
-                    pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
-                    if lease_key is not None and as_text(pipe.get(lease_key)) != lease_value:
-                        return JoinResult(lease_lost=True)
+                    pipe.watch(checkpoint_key)
                     result, last = self._attempt(pipe, model, config, now, batch,
                                                  settle_seconds)  # fmt: skip
                     if last is not None:
@@ -242,7 +244,7 @@ class LabelJoiner:
                     release_pipeline(pipe)
 
     def _attempt(
-        self, pipe: redis.client.Pipeline, model: str, config: QualityConfig, now: float,
+        self, pipe: Pipeline, model: str, config: QualityConfig, now: float,
         batch: int, settle_seconds: float,
     ) -> tuple[JoinResult, str | None]:  # fmt: skip
         """Read a batch, queue its writes on `pipe`; the last id joined (None: nothing)."""

@@ -8,8 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import redis
-
+from registry_client.connection import RedisClient
 from registry_client.errors import Rejected, redis_unreachable_as_error
 from registry_client.quality.state import MAX_CLASSES
 from registry_client.quality.task import QualityConfig
@@ -59,7 +58,7 @@ def label_problem(label: Label) -> tuple[str, str] | None:
 class LabelStore:
     """Appends labels to a model's stream; thread-safe (redis-py pools are)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
 

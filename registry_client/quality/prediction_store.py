@@ -8,8 +8,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import redis
-
+from registry_client.connection import RedisClient
 from registry_client.errors import redis_unreachable_as_error
 from registry_client.quality.predictions import (
     DAY_SECONDS,
@@ -32,7 +31,7 @@ _log = logging.getLogger(__name__)
 class PredictionStore:
     """Thread-safe (redis-py pools are; the bucket-count cache has a lock)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
         self._lock = threading.Lock()

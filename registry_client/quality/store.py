@@ -7,8 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import redis
-
+from registry_client.connection import RedisClient
 from registry_client.errors import redis_unreachable_as_error
 from registry_client.quality.state import (
     QualityFormatError,
@@ -38,7 +37,7 @@ class MergedQuality:
 class QualityStore:
     """Reads what LabelJoiner writes; thread-safe (redis-py pools are)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
 

@@ -18,6 +18,7 @@ from urllib.request import url2pathname
 
 import redis
 
+from registry_client.connection import RedisClient
 from registry_client.errors import NotFound, Rejected, redis_unreachable_as_error
 from registry_client.schema import BLOB_CHUNK_BYTES
 
@@ -157,7 +158,7 @@ def signature(data: bytes, artifact: Path) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
 
 
-def _upload(client: redis.Redis, key: str, chunks: Iterable[bytes], progress: Progress) -> None:
+def _upload(client: RedisClient, key: str, chunks: Iterable[bytes], progress: Progress) -> None:
     """Push `chunks` to a partial key a few per round trip, then rename it to `key`: the blob
     appears whole or not at all, and a partial key left behind expires."""
     partial = f"{key}:partial:{uuid.uuid4().hex}"
@@ -184,10 +185,10 @@ def _upload(client: redis.Redis, key: str, chunks: Iterable[bytes], progress: Pr
                 pending.append(0)
             if pending:
                 send()
-            # RENAMENX keeps the partial's expiry; PERSIST takes it off the blob. When the
-            # blob is there already (uploaded meanwhile, the same bytes), the partial goes.
-            pipe.multi()
-            pipe.renamenx(partial, key)
+        # RENAMENX keeps the partial's expiry; PERSIST takes it off the blob. When the blob
+        # is there already (uploaded meanwhile, the same bytes), the partial goes.
+        with redis_unreachable_as_error(), client.pipeline(transaction=True) as pipe:
+            pipe.execute_command("RENAMENX", partial, key)  # a cluster pipeline has no renamenx
             pipe.persist(key)
             renamed = bool(pipe.execute()[0])
     finally:
@@ -197,7 +198,7 @@ def _upload(client: redis.Redis, key: str, chunks: Iterable[bytes], progress: Pr
                 client.delete(partial)
 
 
-def upload_blob(client: redis.Redis, key: str, data: bytes) -> None:
+def upload_blob(client: RedisClient, key: str, data: bytes) -> None:
     """Store bytes at `key` (named by their hash), chunked; written whole or not at all: the
     chunks go to a partial key first, renamed into place."""
     with redis_unreachable_as_error():
@@ -209,7 +210,7 @@ def upload_blob(client: redis.Redis, key: str, data: bytes) -> None:
 
 
 def upload_file(
-    client: redis.Redis, key: str, artifact: Path, sha256: str, size: int,
+    client: RedisClient, key: str, artifact: Path, sha256: str, size: int,
     progress: Progress = SILENT,
 ) -> None:  # fmt: skip
     """Store the file's bytes at `key` as upload_blob() does, a few chunks at a time.
@@ -243,7 +244,7 @@ def _verified(chunks: Iterable[bytes], sha256: str, size: int, artifact: Path) -
                        " was stored: register it again")  # fmt: skip
 
 
-def fetch_blob(client: redis.Redis, key: str, sha256: str, max_bytes: int) -> bytes:
+def fetch_blob(client: RedisClient, key: str, sha256: str, max_bytes: int) -> bytes:
     """The bytes uploaded at `key` under their hash; NotFound when absent, Rejected when
     corrupt or over `max_bytes` (of which no more than a chunk beyond is read)."""
     last_chunk = max_bytes // BLOB_CHUNK_BYTES + 1

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from registry_client.connection import release_pipeline
+from registry_client.connection import Pipeline, RedisClient, in_transaction, release_pipeline
 from registry_client.errors import Conflict, Unreachable, redis_unreachable_as_error
 from registry_client.records.values import checked_name, timestamp
 from registry_client.schema import Keys
@@ -23,7 +23,7 @@ AUDIT_MAX_ENTRIES = 50_000
 _T = TypeVar("_T")
 
 
-def hset(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None:
+def hset(pipe: Pipeline, key: str, fields: dict[str, str]) -> None:
     """Queue HSET of every field."""
     pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's key type is invariant
 
@@ -32,7 +32,7 @@ class RegistryBase:
     """The connection pool and namespace the registry's records are kept under; thread-safe
     (redis-py pools are)."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "onnxgate") -> None:
+    def __init__(self, client: RedisClient, namespace: str = "onnxgate") -> None:
         self._redis = client
         self.keys = Keys(checked_name(namespace, "namespace"))
 
@@ -40,9 +40,7 @@ class RegistryBase:
         """Close the connection pool."""
         self._redis.close()
 
-    def transaction(
-        self, watched: list[str], body: Callable[[redis.client.Pipeline], _T], *, retry: bool
-    ) -> _T:
+    def transaction(self, watched: list[str], body: Callable[[Pipeline], _T], *, retry: bool) -> _T:
         """WATCH `watched` and run `body`: its reads, then pipe.multi() and the writes it
         queues, executed atomically. A concurrent change retries the body when `retry`, else
         raises Conflict; a lost connection raises Unreachable."""
@@ -59,7 +57,7 @@ class RegistryBase:
         return {m.encode() if isinstance(m, str) else m for m in members}
 
     def audit(
-        self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,
+        self, pipe: Pipeline, actor: str, action: str, model: str,
         before: object, after: object, reason: str,
     ) -> None:  # fmt: skip
         """Queue one audit entry in the model's stream (and the epoch bump every registry
@@ -67,7 +65,7 @@ class RegistryBase:
         self._audit(pipe, actor, action, model, before, after, reason)
 
     def _audit(
-        self, pipe: redis.client.Pipeline, actor: str, action: str, model: str,
+        self, pipe: Pipeline, actor: str, action: str, model: str,
         before: object, after: object, reason: str,
     ) -> None:  # fmt: skip
         def encode(value: object) -> str:
@@ -83,15 +81,15 @@ class RegistryBase:
         pipe.incr(self.keys.epoch)
 
     def _transaction(
-        self, watched: list[str], body: Callable[[redis.client.Pipeline], _T], *, retry: bool
+        self, watched: list[str], body: Callable[[Pipeline], _T], *, retry: bool
     ) -> _T:
         with self._connection():
             while True:
-                pipe = self._redis.pipeline()
+                pipe = self._redis.pipeline(transaction=True)
                 try:
-                    pipe.watch(*watched)  # type: ignore[no-untyped-call]  # unannotated
+                    pipe.watch(*watched)
                     result = body(pipe)
-                    if pipe.explicit_transaction:
+                    if in_transaction(pipe):
                         pipe.execute()
                     return result
                 except redis.WatchError as exc:

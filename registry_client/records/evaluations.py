@@ -3,8 +3,7 @@ stored by `gatectl evaluate`, audited, read by rollouts and quality events."""
 
 from __future__ import annotations
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import NotFound, Rejected
 from registry_client.quality.evaluation import Evaluation
 from registry_client.records.base import RegistryBase
@@ -25,7 +24,7 @@ class EvaluationRecords(RegistryBase):
         key = self.keys.version(checked_name(model, "model"), checked_name(version, "version"))
         document = evaluation.to_json()
 
-        def write(pipe: redis.client.Pipeline) -> None:
+        def write(pipe: Pipeline) -> None:
             if not pipe.hget(key, "status"):
                 raise NotFound(f"version {version!r} of model {model!r} is not registered")
             if dry_run:  # no MULTI: the transaction ends with the check

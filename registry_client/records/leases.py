@@ -9,8 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import Conflict
 from registry_client.records.values import as_text
 
@@ -54,7 +53,7 @@ class Lease:
         """Take the lease when it is free, renew it when it is ours; True while ours.
         RegistryError (Unreachable) when Redis does not answer."""
 
-        def claim(pipe: redis.client.Pipeline) -> bool:
+        def claim(pipe: Pipeline) -> bool:
             current = as_text(pipe.get(self.key))
             if current not in ("", self.value):
                 return False
@@ -70,7 +69,7 @@ class Lease:
     def release(self) -> None:
         """Give the lease up at once (at stop) so another replica need not wait out the TTL."""
 
-        def drop(pipe: redis.client.Pipeline) -> None:
+        def drop(pipe: Pipeline) -> None:
             if as_text(pipe.get(self.key)) == self.value:
                 pipe.multi()
                 pipe.delete(self.key)

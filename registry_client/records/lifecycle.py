@@ -4,8 +4,7 @@ status is derived from the rule, the rollout and the replicas (registry_client/v
 
 from __future__ import annotations
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import NotFound, Rejected
 from registry_client.records.rule_documents import RouteRule
 from registry_client.records.rules import RuleRecords
@@ -41,7 +40,7 @@ class VersionLifecycle(RuleRecords):
         validate_reason(reason)
         wanted = "retired" if retired else "registered"
 
-        def write(pipe: redis.client.Pipeline) -> bool:
+        def write(pipe: Pipeline) -> bool:
             before = as_text(pipe.hget(key, "status"))
             if not before:
                 raise NotFound(f"version {version!r} of model {model!r} is not registered")

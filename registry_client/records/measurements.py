@@ -9,8 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import NotFound, Rejected
 from registry_client.records.base import RegistryBase
 from registry_client.records.values import as_text, checked_name, timestamp
@@ -42,7 +41,7 @@ class MeasurementRecords(RegistryBase):
         document = json.dumps(measurement, sort_keys=True)
         history = self.keys.measurements(model, version)
 
-        def write(pipe: redis.client.Pipeline) -> None:
+        def write(pipe: Pipeline) -> None:
             if not pipe.hget(key, "status"):
                 raise NotFound(f"version {version!r} of model {model!r} is not registered")
             if dry_run:  # no MULTI: the transaction ends with the check

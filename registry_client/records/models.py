@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import NotFound, Rejected
 from registry_client.quality.task import QualityConfig
 from registry_client.records import artifacts
@@ -75,7 +74,7 @@ class ModelRecords(VersionRegistration, ModelQualityRecords):
         if quality is not None:
             fields["quality"] = quality.validate().to_json()
 
-        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+        def write(pipe: Pipeline) -> dict[str, str]:
             stored = pipe.hgetall(self.keys.model(name))
             before = {as_text(k): as_text(v) for k, v in stored.items()}
             after = {**before, **fields, "created_at": before.get("created_at") or timestamp()}

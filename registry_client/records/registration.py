@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from registry_client.cards.card import validate_card
+from registry_client.connection import Pipeline
 from registry_client.drift.features import validate_feature_names
 from registry_client.errors import NotFound, Rejected
 from registry_client.records import artifacts
@@ -70,7 +69,7 @@ class VersionRegistration(RegistryBase):
         if parent is not None:
             watched.append(self.keys.version(*parent))
 
-        def stored_or_none(pipe: redis.client.Pipeline) -> dict[str, str] | None:
+        def stored_or_none(pipe: Pipeline) -> dict[str, str] | None:
             """Inside the WATCH: the refusals the registry decides, and the stored fields when
             these bytes are registered already."""
             if not (model_planned and dry_run) and not pipe.exists(self.keys.model(model)):
@@ -118,7 +117,7 @@ class VersionRegistration(RegistryBase):
             artifacts.upload_file(self._redis, self.keys.blob(sha256), path, sha256, size,
                                   progress)  # fmt: skip
 
-        def write(pipe: redis.client.Pipeline) -> dict[str, str]:
+        def write(pipe: Pipeline) -> dict[str, str]:
             stored = stored_or_none(pipe)  # again: the registry may have changed meanwhile
             if stored is not None:
                 return stored

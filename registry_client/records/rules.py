@@ -9,8 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 
-import redis
-
+from registry_client.connection import Pipeline, Subscription, queue_publish
 from registry_client.errors import Conflict, NotFound, Rejected
 from registry_client.records.models import ModelRecords
 from registry_client.records.rule_documents import (
@@ -127,7 +126,7 @@ class RuleRecords(ModelRecords, SchemaGate):
         self, candidate: RouteRule, actor: str, action: str, expected_revision: int | None,
         allow_schema_change: bool, dry_run: bool = False,
     ) -> RouteRule:  # fmt: skip
-        def write(pipe: redis.client.Pipeline) -> RouteRule:
+        def write(pipe: Pipeline) -> RouteRule:
             current, new = self.stage_route(pipe, candidate, actor, expected_revision)
             overridden = self.gate_rule(pipe, current, new, allow_schema_change, new.reason)
             if dry_run:  # no MULTI: the transaction ends with the checks
@@ -146,7 +145,7 @@ class RuleRecords(ModelRecords, SchemaGate):
         return [self.keys.route(model), *(self.keys.version(model, v) for v in candidate.versions)]
 
     def stage_route(
-        self, pipe: redis.client.Pipeline, candidate: RouteRule, actor: str,
+        self, pipe: Pipeline, candidate: RouteRule, actor: str,
         expected_revision: int | None,
     ) -> tuple[RouteRule | None, RouteRule]:  # fmt: skip
         """Inside a transaction that WATCHes route_keys(candidate), before MULTI: the rule now
@@ -174,14 +173,15 @@ class RuleRecords(ModelRecords, SchemaGate):
         return current, new
 
     def queue_route(
-        self, pipe: redis.client.Pipeline, current: RouteRule | None, new: RouteRule,
+        self, pipe: Pipeline, current: RouteRule | None, new: RouteRule,
         actor: str, action: str,
     ) -> None:  # fmt: skip
         """After MULTI: write the rule staged by stage_route, audit it and publish the hint."""
         pipe.set(self.keys.route(new.model), new.to_json())
         before = None if current is None else current.to_json()
         self._audit(pipe, actor, action, new.model, before, new.to_json(), new.reason)
-        pipe.publish(self.keys.events, json.dumps({"model": new.model, "revision": new.revision}))
+        hint = json.dumps({"model": new.model, "revision": new.revision})
+        queue_publish(pipe, self.keys.events, hint)
 
     def epoch(self) -> int:
         """The counter every registry write bumps (0 on an empty registry)."""
@@ -210,11 +210,7 @@ class RuleRecords(ModelRecords, SchemaGate):
                 invalid[model] = InvalidRule(str(exc), digest)
         return valid, invalid
 
-    def events(self) -> redis.client.PubSub:
+    def events(self) -> Subscription:
         """A subscription to the change hints on `{ns}:events` (hints only: poll the epoch)."""
         with self._connection():
-            pubsub: redis.client.PubSub = self._redis.pubsub(  # type: ignore[no-untyped-call]
-                ignore_subscribe_messages=True
-            )
-            pubsub.subscribe(self.keys.events)
-            return pubsub
+            return Subscription(self._redis, self.keys.events)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis
-
+from registry_client.connection import Pipeline
 from registry_client.errors import Rejected
 from registry_client.records.base import RegistryBase
 from registry_client.records.compatibility import VersionSchema, schema_mismatches
@@ -33,7 +32,7 @@ class SchemaGate(RegistryBase):
     """Checks made inside a rule-writing transaction, before MULTI."""
 
     def gate_rule(
-        self, pipe: redis.client.Pipeline, current: RouteRule | None, new: RouteRule,
+        self, pipe: Pipeline, current: RouteRule | None, new: RouteRule,
         allow: bool, reason: str,
     ) -> list[str]:  # fmt: skip
         """The versions `new` adds to `current` (every version but the primary when there is
@@ -47,7 +46,7 @@ class SchemaGate(RegistryBase):
         return self.gate_versions(pipe, new.model, reference, joining, allow, reason)
 
     def gate_versions(
-        self, pipe: redis.client.Pipeline, model: str, reference: str,
+        self, pipe: Pipeline, model: str, reference: str,
         versions: Sequence[str], allow: bool, reason: str,
     ) -> list[str]:  # fmt: skip
         """Each of `versions` checked against `reference`; Rejected naming every mismatch
@@ -71,7 +70,7 @@ class SchemaGate(RegistryBase):
         return found
 
     def queue_schema_override(
-        self, pipe: redis.client.Pipeline, actor: str, model: str, overridden: list[str],
+        self, pipe: Pipeline, actor: str, model: str, overridden: list[str],
         reason: str,
     ) -> None:  # fmt: skip
         """After MULTI: audit the mismatches an operator let through."""
@@ -79,7 +78,7 @@ class SchemaGate(RegistryBase):
             self._audit(pipe, actor, SCHEMA_OVERRIDE_ACTION, model, None,
                         {"mismatches": overridden}, reason)  # fmt: skip
 
-    def _schema(self, pipe: redis.client.Pipeline, model: str, version: str) -> VersionSchema:
+    def _schema(self, pipe: Pipeline, model: str, version: str) -> VersionSchema:
         fields = pipe.hgetall(self.keys.version(model, version))
         stored = {as_text(k): as_text(v) for k, v in fields.items()}
         try:

@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from registry_client.client import RegistryClient
+from registry_client.connection import Pipeline
 from registry_client.errors import Conflict, Rejected
 from registry_client.records.leases import lease_holder
 from registry_client.records.rule_documents import RouteRule, Shadow, Split
@@ -72,7 +71,7 @@ class RolloutWrites:
         plan, model = first.plan, first.plan.model
         key = self._keys.rollout(model)
 
-        def write(pipe: redis.client.Pipeline) -> RolloutState:
+        def write(pipe: Pipeline) -> RolloutState:
             raw = pipe.get(key)
             if raw is not None:
                 existing = parsed(model, key, raw)
@@ -125,7 +124,7 @@ class RolloutWrites:
         expected = before.route_revision if expected_route_revision is None else (
             expected_route_revision)  # fmt: skip
 
-        def write(pipe: redis.client.Pipeline) -> RolloutState:
+        def write(pipe: Pipeline) -> RolloutState:
             raw = pipe.get(key)
             stored = None if raw is None else RolloutState.from_json(raw)
             if stored is None or stored.revision != before.revision:
@@ -155,7 +154,7 @@ class RolloutWrites:
         """Delete the model's rollout document, whatever it holds (audited)."""
         key = self._keys.rollout(model)
 
-        def write(pipe: redis.client.Pipeline) -> None:
+        def write(pipe: Pipeline) -> None:
             raw = pipe.get(key)
             if dry_run:
                 return
@@ -172,7 +171,7 @@ class RolloutWrites:
         return [self._keys.rollout(state.plan.model), *self._client.route_keys(target)]
 
     def _stage_rule(
-        self, pipe: redis.client.Pipeline, state: RolloutState, actor: str,
+        self, pipe: Pipeline, state: RolloutState, actor: str,
         expected_revision: int | None,
     ) -> tuple[RouteRule | None, RouteRule]:  # fmt: skip
         raw = pipe.get(self._keys.route(state.plan.model))

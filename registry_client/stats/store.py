@@ -8,8 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import redis
-
+from registry_client.connection import RedisClient
 from registry_client.errors import redis_unreachable_as_error
 from registry_client.schema import Keys, validate_name
 from registry_client.stats.window import (
@@ -68,7 +67,7 @@ class WindowedStats:
 
 
 class StatsStore:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
 
