@@ -32,6 +32,10 @@ CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*
     " +watch +unwatch +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
 )
 
+# On a Redis Cluster, on top: the client learns the slots' owners (CLUSTER SLOTS) and each
+# command's keys (COMMAND), and hints go by sharded pub/sub.
+CLUSTER_ACL = " +cluster|slots +command +ssubscribe +spublish"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
