@@ -144,6 +144,11 @@ def _cluster(location: RedisLocation) -> redis.cluster.RedisCluster:
     return redis.cluster.RedisCluster(
         startup_nodes=nodes,
         username=location.username, password=location.password, ssl=location.tls,
+        # Learn the slots' owners again at the first connection error or MOVED. redis-py
+        # counts errors towards its default of 5 per pipeline, and each transaction is a new
+        # pipeline that gives up after its retries: a failed-over shard's transactions would
+        # go to the dead primary forever.
+        reinitialize_steps=1,
         retry=_retry(), maint_notifications_config=MaintNotificationsConfig(enabled=False),
         **(_timeouts() | _options(location)),  # the URL's own timeouts win
     )  # fmt: skip

@@ -149,6 +149,19 @@ class RedisClusterDeployment:
                 return next(node for node in self.nodes if node.port == port)
         raise RuntimeError(f"no node serves slot {slot}")
 
+    def wait_until_promoted(self, key: str, old: _Process, timeout: float = 30.0) -> _Process:
+        """Wait until another node serves the slot of `key` as primary, and every live node
+        sees the cluster ok."""
+
+        def promoted() -> bool:
+            node = self.primary_of(key)
+            ok = all(n.client().execute_command("CLUSTER INFO")["cluster_state"] == "ok"
+                     for n in self.live_nodes())  # fmt: skip
+            return node is not old and ok and node.client().execute_command("ROLE")[0] == b"master"
+
+        _wait(promoted, f"a replica serves the slot of {key}", timeout)
+        return self.primary_of(key)
+
     def _replicas_in_sync(self, primary: _Process) -> bool:
         role = primary.client().execute_command("ROLE")
         replicas = role[2]

@@ -1,0 +1,113 @@
+"""Failover under load: three gateways serve a client while the registry's Redis primary is
+killed (SIGKILL, as a crash) and Sentinel promotes its replica, or a Redis Cluster's shard
+fails over to its replica. Inference goes on from the last rules (no request fails); every
+gateway follows a rule written on the new primary within two seconds of the promotion; the
+statistics written before, during and after count every request answered once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from registry_client.client import RegistryClient
+from registry_client.errors import RegistryError
+from registry_client.records.rule_documents import Split
+from tests.support import onnx_models
+from tests.support.gateways import eventually
+from tests.support.redis_topologies import (
+    DOWN_AFTER_MS,
+    RedisClusterDeployment,
+    SentinelDeployment,
+)
+from tests.support.rollout_rig import Rig, Traffic, rig
+
+FOLLOW_SECONDS = 2.0  # after the promotion, for every gateway to apply a new rule
+
+
+@pytest.fixture
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeployment]:
+    deployment = SentinelDeployment(tmp_path_factory.mktemp("sentinel"))
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterDeployment]:
+    deployment = RedisClusterDeployment(tmp_path_factory.mktemp("cluster"))
+    yield deployment
+    deployment.stop()
+
+
+def test_a_sentinel_failover_fails_no_request_and_loses_no_count(
+    sentinel: SentinelDeployment, tmp_path: Path
+) -> None:
+    def fail_over() -> float:
+        old = sentinel.primary()
+        old.kill()
+        sentinel.wait_for_new_primary(old)
+        return time.monotonic()
+
+    _serve_through_a_failover(sentinel.url, tmp_path, fail_over)
+
+
+@pytest.mark.parametrize("shard", ["{onnxgate}", "{onnxgate:credit}"])
+def test_a_cluster_shard_failover_fails_no_request_and_loses_no_count(
+    cluster: RedisClusterDeployment, tmp_path: Path, shard: str
+) -> None:
+    """The shard of the control plane (rules, hints, heartbeats), or of the model's
+    statistics."""
+
+    def fail_over() -> float:
+        old = cluster.primary_of(shard)
+        old.kill()
+        cluster.wait_until_promoted(shard, old)
+        return time.monotonic()
+
+    _serve_through_a_failover(cluster.url, tmp_path, fail_over)
+
+
+class _Url:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _serve_through_a_failover(url: str, tmp_path: Path, fail_over: Callable[[], float]) -> None:
+    with rig(_Url(url), tmp_path, onnx_models.classifier(seed=2), gateways=3) as r:
+        with Traffic(r.addresses) as traffic:
+            eventually(lambda: _counted(r) >= 200, timeout=30)
+            killed = time.monotonic()
+            promoted = fail_over()
+            _write_until_acknowledged(r.registry, {"1": 50, "2": 50})
+            eventually(lambda: r.serving({"1": 50, "2": 50}), timeout=FOLLOW_SECONDS + 10)
+            followed = time.monotonic()
+            sent_after = len(traffic.records)
+            eventually(lambda: len(traffic.records) >= sent_after + 200, timeout=30)
+        failed = [status for _, _, status in traffic.records if status != "OK"]
+        assert failed == []
+        assert followed - promoted <= FOLLOW_SECONDS, (killed, promoted, followed)
+        assert promoted - killed >= DOWN_AFTER_MS / 1000
+        for gateway in r.gateways:
+            gateway.stop(grace_seconds=5)  # writes its last statistics
+        assert _counted(r) == len(traffic.records)
+
+
+def _write_until_acknowledged(registry: RegistryClient, weights: dict[str, int]) -> None:
+    """What an operator does after a failover: write until a primary acknowledges."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            registry.set_route("credit", [Split(v, w) for v, w in weights.items()], actor="ops")
+            return
+        except RegistryError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def _counted(r: Rig) -> int:
+    """Requests (primaries') every gateway's statistics count for model credit, the last
+    hour."""
+    merged = r.registry.stats.read("credit", 3600)
+    return sum(s.requests for (_, role), s in merged.by_version.items() if role == "primary")
