@@ -35,6 +35,7 @@ class _Window:
     features: dict[str, FeatureSketch] = field(default_factory=dict)
     rows: int = 0
     dirty: bool = True
+    confirmed: bool = False
     in_hour: bool = False  # a closed minute is merged into its hour once
 
     def add(self, other: _Window) -> None:
@@ -133,9 +134,9 @@ class DriftRecorder:
         return sum(rows.values())
 
     def pending(self) -> list[SketchWrite]:
-        """Fold, roll closed minutes into their hour, and encode every changed window; closed
-        windows already written are forgotten. Call failed() when the write does not
-        succeed."""
+        """Fold, roll closed minutes into their hour, and encode every changed window; a
+        closed window already written is written once more, then forgotten (window_ledger
+        says why). Call failed() when the write does not succeed."""
         self.fold()
         now = self._clock()
         minute, hour = window_of(now), int(now // 3600)

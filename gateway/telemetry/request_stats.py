@@ -25,6 +25,7 @@ __all__ = ["RequestStats"]
 class _ModelWindow:
     by_version: dict[tuple[str, str, int | None], VersionStats] = field(default_factory=dict)
     dirty: bool = True
+    confirmed: bool = False
 
     def version(self, version: str, role: str, revision: int | None) -> VersionStats:
         key = (version, role, revision)
@@ -37,8 +38,9 @@ class _ModelWindow:
 class RequestStats:
     """Statistics per (model, window, version, role, rule revision). Thread-safe.
 
-    A closed window stays until a flush after its last change has succeeded; while Redis is
-    unreachable at most `keep_windows` windows are kept, the oldest are given up (and logged).
+    A closed window stays until its last write has been made twice (window_ledger says why);
+    while Redis is unreachable at most `keep_windows` windows are kept, the oldest are given
+    up (and logged).
     """
 
     def __init__(
@@ -105,8 +107,9 @@ class RequestStats:
         return state
 
     def pending(self) -> list[WindowWrite]:
-        """Encode every changed window and mark it written; closed windows already written
-        are forgotten. Call failed() with the result when the write does not succeed."""
+        """Encode every changed window and mark it written; a closed window already written
+        is written once more, then forgotten (window_ledger says why). Call failed() with the
+        result when the write does not succeed."""
         current = window_of(self._clock())
         with self._lock:
             self._fold()

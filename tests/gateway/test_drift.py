@@ -293,6 +293,7 @@ def test_closed_minutes_roll_into_the_hour_that_long_ranges_read(redis_server):
         client.drift.write("replica-a", recorder.pending(), 3600, 86400)
         clock[0] += 60
     client.drift.write("replica-a", recorder.pending(), 3600, 86400)
+    client.drift.write("replica-a", recorder.pending(), 3600, 86400)  # the last one confirmed
     assert recorder.windows() == 1  # closed minutes written and forgotten; the open hour stays
     recent = client.drift.read("credit", "1", 120, now=clock[0])
     assert (recent.granularity, recent.rows) == ("m", 20)  # minutes 1 and 2 overlap the range

@@ -128,7 +128,9 @@ def test_a_window_is_written_while_it_changes_then_forgotten():
     stats.record("credit", "1", "primary", "OK", 0.001)
     (again,) = stats.pending()
     assert {s.requests for s in decode_window(again.payload) if s.version == "1"} == {2}
-    clock.now += WINDOW_SECONDS  # the window closes; it was written, so it is let go
+    clock.now += WINDOW_SECONDS  # the window closes: written once more, then let go
+    fraud = next(w for w in writes if w.model == "fraud")
+    assert stats.pending() == [again, fraud]  # what a crashed primary lost lands again
     assert stats.pending() == []
     assert stats.windows() == 0
 
@@ -148,6 +150,27 @@ def test_a_failed_write_is_retried_and_a_closed_window_kept_until_written():
     assert stats.pending() == []
     assert stats.windows() == 0
     assert given_up == ["window"]  # counted, so drops are exact, not only logged
+
+
+def test_a_closed_windows_confirming_write_is_retried_and_never_counted_as_given_up():
+    clock = Clock()
+    given_up: list[str] = []
+    stats = RequestStats(clock, keep_windows=3, on_given_up=lambda: given_up.append("window"))
+    stats.record("credit", "1", "primary", "OK", 0.001)
+    (written,) = stats.pending()
+    clock.now += WINDOW_SECONDS
+    confirming = stats.pending()
+    assert confirming == [written]
+    stats.failed(confirming)  # the primary that acknowledged it crashed: no one answers
+    assert stats.pending() == [written]  # written again to whoever answers now
+    assert stats.pending() == []
+    stats.record("credit", "1", "primary", "OK", 0.001)
+    assert len(stats.pending()) == 1  # the next window, written
+    clock.now += WINDOW_SECONDS
+    stats.failed(stats.pending())  # its confirming write fails, and Redis stays away
+    clock.now += 10 * WINDOW_SECONDS
+    assert stats.pending() == [] and stats.windows() == 0
+    assert given_up == []  # its change was acknowledged once: not a window given up
 
 
 def test_flushes_are_idempotent_and_replicas_add_up(redis_server):
