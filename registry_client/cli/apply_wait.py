@@ -9,6 +9,11 @@ it picks a new rule up at once from the change hint, or at its next epoch poll
 (--rules-poll-seconds, 2). So a poll every POLL_SECONDS sees each outcome soon after the
 gateway has it, and DEFAULT_WAIT_SECONDS covers a missed hint, a heartbeat period and the loads
 of small models; a longer load is reported as still loading.
+
+Each poll also reads the rule back. Redis replicates asynchronously: a primary that
+acknowledges a write and fails before its replica has it loses the write when the replica
+is promoted. The rule read back is then older than the revision written, which is said
+(exit 4), rather than waited for until the timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, TextIO
 from registry_client.cli.exit_codes import EXIT_NOT_APPLIED, EXIT_OK
 from registry_client.cli.tables import printable
 from registry_client.client import RegistryClient
+from registry_client.errors import Unreachable
 
 __all__ = [
     "APPLIED",
@@ -171,12 +177,27 @@ def wait_for_revision(
     poll_seconds: float = POLL_SECONDS,
 ) -> ApplyReport:  # fmt: skip
     """Poll the heartbeats until every live gateway has applied or given up on `revision` of
-    the model's rule, or `timeout_seconds` have passed; at once when no gateway is live."""
+    the model's rule, or `timeout_seconds` have passed; at once when no gateway is live.
+    Unreachable when the rule is read back older than `revision`: the write was acknowledged
+    and lost (module docstring)."""
     started = time.monotonic()
     deadline = started + timeout_seconds
     while True:
-        status = client.replica_status(model)
+        try:
+            status = client.replica_status(model)
+        except Unreachable:  # a failover under way: its new primary answers soon
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(poll_seconds)
+            continue
         stored = _revision(status.get("revision"))
+        if stored is None or stored < revision:
+            raise Unreachable(
+                f"the registry lost revision {revision} of {model}'s rule after acknowledging"
+                f" it: it holds {'no rule' if stored is None else f'revision {stored}'} now."
+                " Redis failed over before a replica had the write (or an older copy was"
+                " restored); read the rule and write it again"
+            )
         outcomes = tuple(gateway_outcome(r, revision, stored) for r in status["replicas"])
         now = time.monotonic()
         settled = all(o.state != PENDING for o in outcomes)

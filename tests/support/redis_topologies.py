@@ -236,6 +236,10 @@ class SentinelDeployment:
         _wait(promoted, "the sentinels promote a replica", timeout)
         return self.primary()
 
+    def replicas_in_sync(self) -> bool:
+        """Every replica has all the primary has written."""
+        return self._in_sync(self.primary())
+
     def _is_primary(self, server: _Process) -> bool:
         return bool(server.alive() and server.client().execute_command("ROLE")[0] == b"master")
 

@@ -439,6 +439,7 @@ def test_cut_off_registry_calls_never_cross_replies_or_leak_connections(
     gateway = Gateway(settings, CollectorRegistry())
     client = gateway.registry_client
     assert client is not None and gateway.watcher is not None
+    assert isinstance(client._redis, redis.Redis)  # one server's client
     pool = client._redis.connection_pool  # the pool every user of this client shares
     tally = Tally()
     assert not pool._created_connections, "a connection was made before the class was set"
