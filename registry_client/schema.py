@@ -179,6 +179,12 @@ class Keys:
         """Predictions logged on the day, every replica (sizes the next day's buckets)."""
         return f"{self.model_tag(model)}:pred:{day}:count"
 
+    def prediction_guard(self, model: str) -> str:
+        """Never written: a prediction write WATCHes it, so that redis-py, finding the
+        connection lost, raises rather than sending the transaction again (it may have been
+        applied: the writer's own retry reads what it stored first)."""
+        return f"{self.model_tag(model)}:pred:guard"
+
     def predictions_logged(self, model: str, minute: int) -> str:
         """Predictions logged in one minute, a field per `version|role` (label coverage)."""
         return f"{self.model_tag(model)}:pred:logged:{minute}"

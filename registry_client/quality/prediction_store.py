@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from registry_client.connection import RedisClient
-from registry_client.errors import redis_unreachable_as_error
+import redis
+
+from registry_client.connection import RedisClient, release_pipeline
+from registry_client.errors import Unreachable, redis_unreachable_as_error
 from registry_client.quality.predictions import (
     DAY_SECONDS,
     PredictionFormatError,
@@ -42,8 +44,11 @@ class PredictionStore:
         ttl_seconds: int,
     ) -> None:  # fmt: skip
         """Store each id's records (its primary's and shadows'), filed under the day of the
-        first; an id written again is replaced whole, so a retried write never duplicates.
-        Each day's keys expire `ttl_seconds` after the day ends."""
+        first, in one transaction; an id written again is replaced whole. A write retried
+        after its answer was lost counts nothing twice: what the ids hold already is read
+        first and left out of the day's and the minutes' counts. Each day's keys expire
+        `ttl_seconds` after the day ends. Unreachable when Redis does not answer (the write
+        may have been applied: write it again)."""
         validate_name(model, "model name")
         days: dict[int, _DayWrite] = {}
         with redis_unreachable_as_error():
@@ -53,28 +58,67 @@ class PredictionStore:
                 if batch is None:
                     batch = days[day] = _DayWrite(self._bucket_count(model, day, ttl_seconds))
                 batch.add(request_id, records)
-            with self._redis.pipeline(transaction=False) as pipe:
-                for day, batch in days.items():
-                    expire_at = (day + 1) * DAY_SECONDS + ttl_seconds
-                    for bucket, mapping in batch.fields.items():
-                        key = self._keys.predictions(model, day, bucket)
-                        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-                        pipe.expireat(key, expire_at)
-                    for minute, counted in batch.logged_per_minute().items():
-                        logged_key = self._keys.predictions_logged(model, minute)
-                        for version_role, count in counted.items():
-                            pipe.hincrby(logged_key, version_role, count)
-                        pipe.expireat(logged_key, expire_at)
-                    count_key = self._keys.prediction_count(model, day)
-                    pipe.incrby(count_key, batch.ids)
-                    pipe.expireat(count_key, expire_at + DAY_SECONDS)  # sizes the next day
-                pipe.execute()
+            self._leave_out_stored(model, days)
+            for _ in range(3):
+                if self._written(model, days, ttl_seconds):
+                    return
+            raise Unreachable(
+                "the predictions were not written: the registry's keys were being deleted"
+                " (FLUSHALL?) at every attempt; write them again"
+            )
+
+    def _written(self, model: str, days: Mapping[int, _DayWrite], ttl_seconds: int) -> bool:
+        """One attempt at the write's transaction; False when the guard was touched (a
+        FLUSHALL): try again."""
+        pipe = self._redis.pipeline(transaction=True)
+        try:
+            pipe.watch(self._keys.prediction_guard(model))
+            pipe.multi()
+            for day, batch in days.items():
+                expire_at = (day + 1) * DAY_SECONDS + ttl_seconds
+                for bucket, mapping in batch.fields.items():
+                    key = self._keys.predictions(model, day, bucket)
+                    pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                    pipe.expireat(key, expire_at)
+                for minute, counted in batch.logged_per_minute().items():
+                    logged_key = self._keys.predictions_logged(model, minute)
+                    for version_role, count in counted.items():
+                        pipe.hincrby(logged_key, version_role, count)
+                    pipe.expireat(logged_key, expire_at)
+                count_key = self._keys.prediction_count(model, day)
+                pipe.incrby(count_key, batch.ids)
+                pipe.expireat(count_key, expire_at + DAY_SECONDS)  # sizes the next day
+            pipe.execute()
+            return True
+        except redis.WatchError as exc:
+            lost = exc.__context__
+            if isinstance(lost, redis.ConnectionError | redis.TimeoutError):
+                raise Unreachable(f"Redis is unreachable: {lost}; the predictions may or may"
+                                  " not have been written: write them again") from exc  # fmt: skip
+            return False
+        finally:
+            release_pipeline(pipe)
+
+    def _leave_out_stored(self, model: str, days: Mapping[int, _DayWrite]) -> None:
+        """Read what the ids of a write hold already (an earlier attempt of it, whose answer
+        was lost), and count only the records they lack. Not watched: an id is written by
+        the gateway that served it, whose earlier attempt has ended, applied whole or not at
+        all, by the time it writes again."""
+        wanted = [(day, bucket, list(mapping)) for day, batch in days.items()
+                  for bucket, mapping in batch.fields.items()]  # fmt: skip
+        with self._redis.pipeline(transaction=False) as pipe:
+            for day, bucket, ids in wanted:
+                pipe.hmget(self._keys.predictions(model, day, bucket), ids)
+            found: list[list[bytes | None]] = pipe.execute()
+        for (day, _, ids), values in zip(wanted, found, strict=True):
+            for request_id, value in zip(ids, values, strict=True):
+                if value is not None:
+                    days[day].stored(self._decode(model, request_id, value, day))
 
     def logged(self, model: str, first_minute: int, last_minute: int) -> dict[tuple[str, str], int]:
         """Predictions logged per (version, role) in minutes `first_minute` to `last_minute`
         (inclusive, minutes since the epoch), every replica: what label coverage divides by.
-        A retried write counts its predictions again, so this may exceed what was logged by
-        the writes an outage made a gateway retry."""
+        A write retried after its answer was lost counts nothing twice."""
         validate_name(model, "model name")
         with redis_unreachable_as_error(), self._redis.pipeline(transaction=False) as pipe:
             for minute in range(first_minute, last_minute + 1):
@@ -172,9 +216,19 @@ class _DayWrite:
             counted = (record.time // 60, record.version, record.role)
             logged[counted] = logged.get(counted, 0) + 1
 
+    def stored(self, records: Sequence[PredictionRecord]) -> None:
+        """An id of this write holds `records` already: neither it nor they count again."""
+        self.ids -= 1
+        logged = self._logged
+        for record in records:
+            counted = (record.time // 60, record.version, record.role)
+            if logged.get(counted, 0) > 0:
+                logged[counted] -= 1
+
     def logged_per_minute(self) -> dict[int, dict[str, int]]:
-        """minute -> `version|role` -> records."""
+        """minute -> `version|role` -> records (those left out: none)."""
         counted: dict[int, dict[str, int]] = defaultdict(dict)
         for (minute, version, role), count in self._logged.items():
-            counted[minute][f"{version}|{role}"] = count
+            if count:
+                counted[minute][f"{version}|{role}"] = count
         return counted

@@ -63,6 +63,23 @@ def test_a_retried_write_replaces_rather_than_duplicates(redis_server):
     buckets = int(client.get(KEYS.prediction_buckets("credit", day_of(TODAY))) or 0)
     keys = [KEYS.predictions("credit", day_of(TODAY), b) for b in range(buckets)]
     assert sum(client.hlen(k) for k in keys) == 1
+    minute = (TODAY + 10) // 60
+    assert store.logged("credit", minute, minute) == {("1", PRIMARY): 1}  # counted once
+    assert int(client.get(KEYS.prediction_count("credit", day_of(TODAY))) or 0) == 1
+
+
+def test_a_retry_with_a_shadow_folded_since_counts_only_the_shadow(redis_server):
+    store, client = store_of(redis_server)
+    primary = record("1", TODAY + 10, 0.9)
+    store.write("credit", [("a", [primary]), ("b", [record("1", TODAY + 12, 0.4)])], TTL)
+    # The answer was lost; the retry has a's shadow too, and c, new.
+    shadow = record("2", TODAY + 10, 0.8, SHADOW)
+    store.write("credit", [("a", [primary, shadow]), ("c", [record("1", TODAY + 70, 0.3)])],
+                TTL)  # fmt: skip
+    minute = (TODAY + 10) // 60
+    assert store.logged("credit", minute, minute + 1) == {("1", PRIMARY): 3, ("2", SHADOW): 1}
+    assert int(client.get(KEYS.prediction_count("credit", day_of(TODAY))) or 0) == 3
+    assert store.lookup("credit", ["a"], TTL, now=TODAY + 60) == {"a": [primary, shadow]}
 
 
 def test_the_days_bucket_count_comes_from_the_day_before_and_every_writer_agrees(redis_server):

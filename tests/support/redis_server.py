@@ -11,14 +11,15 @@ from pathlib import Path
 import redis
 
 # Least privilege for a gateway (docs/security.md, "Redis security"): read the registry, write
-# only its own heartbeat, statistics, sketches and prediction log, subscribe only to the hints.
+# only its own heartbeat, statistics, sketches and prediction log (a transaction WATCHing a key
+# no one writes), subscribe only to the hints.
 GATEWAY_ACL = (
     "on >gateway-secret resetkeys %R~{onnxgate}:* %RW~{onnxgate}:gateway:*"
     " %W~{onnxgate:*}:stats:* %RW~{onnxgate:*}:sketch:* %RW~{onnxgate:*}:pred:*"
     " %R~{onnxgate:*}:quality:*"
     " resetchannels &{onnxgate}:events -@all +ping +get +hget +hgetall +smembers +zrange"
     " +lrange +subscribe +multi +exec +del +hset +expire +expireat +incrby +hincrby +set"
-    " +mget +hmget"
+    " +mget +hmget +watch +unwatch"
 )
 
 # What a gateway that drives rollouts needs on top of a serving gateway's rights: a decision
@@ -29,7 +30,7 @@ CONTROLLER_ACL = GATEWAY_ACL.replace("%W~{onnxgate:*}:stats:*", "%RW~{onnxgate:*
     " %RW~{onnxgate}:rollout* %RW~{onnxgate}:route:* %RW~{onnxgate}:audit:* %RW~{onnxgate}:epoch"
     " %RW~{onnxgate}:label-joiner %RW~{onnxgate:*}:labels* %RW~{onnxgate:*}:quality:*"
     " %RW~{onnxgate}:quality-events:*"
-    " +watch +unwatch +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
+    " +set +incrby +xadd +publish +scan +xrange +xtrim +sadd"
 )
 
 # On a Redis Cluster, on top: the client learns the slots' owners (CLUSTER SLOTS) and each
