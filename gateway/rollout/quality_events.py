@@ -128,8 +128,10 @@ class QualityEvents:
                 done = False  # judged again next tick, from what was written meanwhile
                 continue
             except (Rejected, SchemaError, ValueError, redis.ResponseError) as exc:
-                # A document of this model is unreadable, or Redis refuses (an ACL without
-                # the controller's rights, OOM): said once, not tried again this window.
+                # A document of this model is unreadable, or Redis refuses this user (an ACL
+                # without the controller's rights): said once, not tried again this window.
+                # A Redis refusing writes for its own state (full, no replicas) is
+                # Unreachable, retried below like an outage.
                 if model not in self._refused:
                     _log.error("quality events skipped a model: a document is unreadable, or"
                                " Redis refuses this gateway's user the controller's rights"

@@ -27,7 +27,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_REJECTED}  rejected: validation failed, or no such model, version, rule or rollout
   {EXIT_USAGE}  usage: a malformed flag or value, no Redis given
   {EXIT_CONFLICT}  conflict: the rule changed underneath; read it again and retry
-  {EXIT_UNREACHABLE}  Redis unreachable
+  {EXIT_UNREACHABLE}  Redis unreachable, or refusing writes (full, too few replicas, read-only)
   {EXIT_NOT_APPLIED}  a rule was written, but none of the live gateways applied it within --wait
      (each is listed with why: a version FAILED, still loading); it stays stored
   {EXIT_ROLLOUT_FAILED}  rollout status --watch: the rollout ended rolled back or aborted

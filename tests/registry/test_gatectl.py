@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from registry_client.cli.main import main
 from tests.support import onnx_models
@@ -79,6 +80,29 @@ def test_unreachable_redis_exits_4(redis_server):
     code, _, err = _gatectl(url, "models")
     assert code == 4
     assert "Redis is unreachable" in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("maxmemory", "1", "it is full (used memory above maxmemory"),
+        ("min-replicas-to-write", "1", "the primary has fewer connected replicas than its"),
+    ],
+)
+def test_a_redis_refusing_writes_exits_4_saying_why_and_writes_nothing(
+    redis_server, url, setting, value, said
+):
+    admin = redis.Redis.from_url(url)
+    default = str(admin.config_get(setting)[setting])
+    admin.config_set(setting, value)
+    code, _, err = _gatectl(url, "route", "set", "credit", "--split", "1=100", "--no-wait")
+    assert code == 4
+    assert f"gatectl: Redis refused the write: {said}" in err
+    assert "Traceback" not in err
+    admin.config_set(setting, default)
+    code, out, _ = _gatectl(url, "route", "set", "credit", "--split", "1=100", "--no-wait")
+    assert code == 0 and "revision 1" in out  # the refused write left no revision behind
+    admin.close()
 
 
 def test_missing_redis_url_is_a_usage_error():
