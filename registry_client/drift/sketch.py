@@ -26,6 +26,7 @@ from registry_client.records.values import read_versioned
 __all__ = [
     "KLL_K",
     "QUANTILE_LEVELS",
+    "TRANSPORT_LEVELS",
     "FeatureSketch",
     "SketchFormatError",
     "decode_sketches",
@@ -39,6 +40,9 @@ FORMAT = 1
 MIXED_BINS = "mixed"
 # The reference's bin edges: quantiles 0.005, 0.05, 0.10 ... 0.95, 0.995.
 QUANTILE_LEVELS = (0.005, 0.05, *(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.995)
+# The midpoints of 200 equal rank slices: the Wasserstein distance is the mean gap between two
+# distributions' quantiles at these levels.
+TRANSPORT_LEVELS = tuple((i + 0.5) / 200 for i in range(200))
 
 
 class SketchFormatError(ValueError):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from registry_client.drift.reference import FeatureReference
 from registry_client.drift.sketch import (
+    TRANSPORT_LEVELS,
     FeatureSketch,
+    SketchFormatError,
     decode_sketches,
     encode_sketches,
     merge_sketches,
@@ -54,6 +58,9 @@ def test_shifted_inputs_match_exact_statistics(shift):
     assert drift.psi == pytest.approx(_exact_psi(current), abs=1e-9)
     assert drift.ks == pytest.approx(stats.ks_2samp(current, TRAINING).statistic, abs=0.03)
     exact_w = stats.wasserstein_distance(current, TRAINING) / TRAINING.std()
+    # Only the current window's sketch errs (the reference holds exact quantiles): over 18,000
+    # sketches of such data, at shifts 0, 0.1 and 0.5, it was off by at most 0.041 (99.9th
+    # percentile 0.033); with both sides sketched, by up to 0.07.
     assert drift.wasserstein == pytest.approx(exact_w, abs=0.05)
     assert drift.missing_increase == 0
     exact_out = np.mean((current < TRAINING.min()) | (current > TRAINING.max()))
@@ -129,6 +136,21 @@ def test_replica_sketches_merge_into_the_sketch_of_all_their_data():
     for q in (0.01, 0.5, 0.99):
         rank = np.mean(everything[np.isfinite(everything)] <= one.kll.get_quantile(q))
         assert rank == pytest.approx(q, abs=0.02)  # KLL rank error, k=200
+
+
+def test_a_stored_reference_reads_back_whole_and_an_older_one_without_exact_quantiles_too():
+    stored = FeatureReference.from_json(REFERENCE.to_json())
+    assert stored.transport.tolist() == REFERENCE.transport.tolist()
+    assert stored.transport.tolist() == np.quantile(TRAINING, TRANSPORT_LEVELS).tolist()
+    current = _sketch(RNG.normal(5.2, 2.0, 20_000))
+    assert feature_drift("x", current, stored) == feature_drift("x", current, REFERENCE)
+    older = json.loads(REFERENCE.to_json())
+    del older["transport"]  # stored before references kept them: read from its sketch
+    from_sketch = FeatureReference.from_json(json.dumps(older)).transport
+    ranks = np.searchsorted(np.sort(TRAINING), from_sketch) / TRAINING.size
+    assert ranks == pytest.approx(TRANSPORT_LEVELS, abs=0.02)  # KLL rank error, k=200
+    with pytest.raises(SketchFormatError, match="transport has the wrong length"):
+        FeatureReference.from_json(json.dumps(older | {"transport": [1.0, 2.0]}))
 
 
 @pytest.mark.parametrize(
