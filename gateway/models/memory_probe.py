@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.models.memory_probe_child import ALLOCATION_FAILURES
 from gateway.models.ort_errors import rejection_reason, without_source_locations
+from gateway.process.cgroups import CGROUP_ROOT, OWN_CGROUPS, memory_limits
 
 __all__ = [
     "ProbeFailed",
@@ -79,13 +80,12 @@ def default_memory_budget() -> int:
 
 def memory_limit_bytes() -> int:
     """The memory this process may use: the tightest cgroup limit over it, else the machine's."""
-    return _available_memory(Path("/proc/meminfo"), Path("/proc/self/cgroup"),
-                             Path("/sys/fs/cgroup"))  # fmt: skip
+    return _available_memory(Path("/proc/meminfo"), OWN_CGROUPS, CGROUP_ROOT)
 
 
 def _available_memory(meminfo: Path, own_cgroups: Path, cgroup_root: Path) -> int:
     """The least of the machine's memory and the memory limits of this process's cgroups."""
-    return min([_mem_total(meminfo), *_cgroup_limits(own_cgroups, cgroup_root)])
+    return min([_mem_total(meminfo), *memory_limits(own_cgroups, cgroup_root)])
 
 
 def _mem_total(meminfo: Path) -> int:
@@ -96,39 +96,6 @@ def _mem_total(meminfo: Path) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _cgroup_limits(own_cgroups: Path, cgroup_root: Path) -> list[int]:
-    """Memory limits of this process's cgroup and of its ancestors (each one caps it).
-
-    A container often sees its own cgroup at the mount's root while /proc/self/cgroup names a
-    deeper path; walking up to the root reads the container's limit either way. cgroup v1
-    writes "no limit" as a huge number, which the machine's memory then undercuts.
-    """
-    try:
-        lines = own_cgroups.read_text().splitlines()
-    except OSError:
-        return []
-    limits = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            base, name = cgroup_root, "memory.max"
-        elif "memory" in controllers.split(","):
-            base, name = cgroup_root / "memory", "memory.limit_in_bytes"
-        else:
-            continue
-        directory = base / path.lstrip("/")
-        for candidate in (directory, *directory.parents):
-            try:
-                value = (candidate / name).read_text().strip()
-            except OSError:
-                value = ""
-            if value.isdigit():
-                limits.append(int(value))
-            if candidate == base:
-                break
-    return limits
 
 
 def probe_version(

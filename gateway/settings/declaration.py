@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from gateway.process.cgroups import available_cpus
 from gateway.settings.concerns import CONCERNS
 from gateway.settings.environment import read_env, write_env
 
@@ -45,9 +46,12 @@ class Settings:
         10.0, "status pages read the registry this often while viewed", at_least=1.0)  # fmt: skip
     # Processes serving one port (SO_REUSEPORT) under a supervisor; a worker is told how many
     # siblings it has, for its share of the CPUs and its metrics mode.
+    # auto suits a host or container of its own; the default leaves CPUs to the neighbours.
     workers: int = SERVING(
-        1, "gateway processes sharing the port, supervised and restarted", at_least=1
-    )
+        1, "gateway processes sharing the port, supervised and restarted; auto: one per CPU"
+        " this process may use (its affinity, capped by its cgroup's CPU quota)", at_least=1,
+        auto=available_cpus,
+    )  # fmt: skip
     # Measured: 8 lost 5-10% to 4 on one core (benchmarks/RESULTS.md).
     grpc_threads: int = SERVING(4, "request threads", at_least=1)
     # A ModelStreamInfer stream holds a thread while open (grpcio's synchronous server), so

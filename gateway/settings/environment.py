@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from pathlib import Path
 
 from gateway.settings.schema import ENV_PREFIX, Declared, declared, env_variable
 
@@ -66,17 +65,10 @@ def _refuse_unknown(settings: tuple[Declared, ...], env: Mapping[str, str]) -> N
 
 def _convert(setting: Declared, raw: str) -> object:
     try:
-        if setting.kind == "int":
-            return int(raw)
-        if setting.kind == "float":
-            return float(raw)
-        if setting.kind == "Path":
-            return Path(raw)
-        if setting.kind == "bool":
-            return _boolean(raw)
+        return _boolean(raw) if setting.kind == "bool" else setting.parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{setting.env}={raw!r}: expected {setting.annotation}") from exc
-    return raw
+        expected = setting.annotation + (' or "auto"' if setting.spec.auto else "")
+        raise SettingsError(f"{setting.env}={raw!r}: expected {expected}") from exc
 
 
 def _boolean(raw: str) -> bool:

@@ -4,14 +4,12 @@ flag, its variable and its default cannot disagree with what the gateway reads."
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from collections.abc import Callable
 
 from gateway.settings.declaration import Settings
 from gateway.settings.schema import Concern, Declared, declared
 
 __all__ = ["add_setting_flags"]
-
-_TYPES: dict[str, type] = {"int": int, "float": float, "Path": Path, "str": str}
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> dict[Concern, argparse._ArgumentGroup]:
@@ -36,6 +34,17 @@ def _add_flag(group: argparse._ArgumentGroup, setting: Declared) -> None:
                            help=help_text)  # fmt: skip
         return
     group.add_argument(
-        setting.flag, dest=setting.name, type=_TYPES[setting.kind],
+        setting.flag, dest=setting.name, type=_flag_type(setting),
         choices=setting.spec.choices or None, help=help_text,
     )  # fmt: skip
+
+
+def _flag_type(setting: Declared) -> Callable[[str], object]:
+    """Argparse's converter for the setting's flag: it names the type when a value is not one
+    ("invalid int value"), so the function carries the type's name."""
+
+    def convert(raw: str) -> object:
+        return setting.parse(raw)
+
+    convert.__name__ = setting.kind + (' or "auto"' if setting.spec.auto else "")
+    return convert

@@ -6,7 +6,9 @@ docs/configuration.md are all derived from that one declaration.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["ENV_PREFIX", "Concern", "Declared", "Spec", "declared", "env_variable"]
@@ -36,6 +38,7 @@ class Spec:
     at_most: float | None  # larger values, and NaN, are refused (exit 2)
     choices: tuple[str, ...]
     default_text: str | None  # a default worked out at start, said in words
+    auto: Callable[[], int] | None  # the value "auto" stands for, worked out when read
 
 
 class Concern:
@@ -59,8 +62,9 @@ class Concern:
         at_most: float | None = None,
         choices: tuple[str, ...] = (),
         default_text: str | None = None,
+        auto: Callable[[], int] | None = None,
     ) -> T:
-        spec = Spec(self, help, flag, at_least, at_most, choices, default_text)
+        spec = Spec(self, help, flag, at_least, at_most, choices, default_text, auto)
         field: T = dataclasses.field(default=default, metadata={_SPEC: spec})
         return field
 
@@ -90,6 +94,20 @@ class Declared:
     def kind(self) -> str:
         """int, float, bool, Path or str."""
         return self.annotation.split(" | ")[0]
+
+    def parse(self, raw: str) -> object:
+        """A flag's or variable's text as this setting's type (ValueError if it is not one):
+        int, float or Path, "auto" where the setting has one, else the text itself."""
+        if self.spec.auto is not None and raw == "auto":
+            return self.spec.auto()
+        kind = self.kind
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
 
     def default_shown(self) -> str | None:
         """The default as --help and the documentation say it; None when there is none."""

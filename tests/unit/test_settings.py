@@ -123,6 +123,20 @@ def test_a_bound_is_checked_whether_the_value_came_from_a_flag_or_the_environmen
     assert "onnxgate: --workers 0: expected 1 or more" in capsys.readouterr().err
 
 
+def test_workers_auto_is_one_per_cpu_this_process_may_use_from_a_flag_or_the_environment():
+    cpus = len(os.sched_getaffinity(0))  # no cgroup CPU quota where the tests run
+    assert parse_settings(["serve", "--workers", "auto"], {}).workers == cpus
+    assert Settings.from_env({"ONNXGATE_WORKERS": "auto"}).workers == cpus
+    with pytest.raises(SettingsError, match=r"ONNXGATE_WORKERS='all': expected int or \"auto\""):
+        Settings.from_env({"ONNXGATE_WORKERS": "all"})
+
+
+def test_auto_is_refused_where_a_setting_has_no_auto(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["serve", "--grpc-threads", "auto"], {})
+    assert "--grpc-threads: invalid int value: 'auto'" in capsys.readouterr().err
+
+
 def test_the_default_replica_id_is_the_host_and_pid_fit_for_a_registry_key():
     replica = Settings().resolved_replica_id()
     assert re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", replica)
