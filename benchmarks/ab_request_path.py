@@ -155,24 +155,32 @@ def main() -> None:
     first, second = variants
     print(f"\nload average at the end: {load[0]:.2f}")
     for concurrency in args.concurrency:
-        rps = {name: [r.rps or math.nan for r in runs
-                      if (r.server, r.concurrency) == (name, concurrency)]
-               for name in variants}  # fmt: skip
+
+        def per_round(field: str, name: str, concurrency: int = concurrency) -> list[float]:
+            return [getattr(r, field) or math.nan for r in runs
+                    if (r.server, r.concurrency) == (name, concurrency)]  # fmt: skip
+
+        rps = {name: per_round("rps", name) for name in variants}
+        # perf_analyzer's latencies; not measured with --simultaneous (NaN, shown "nan").
+        p50 = {name: per_round("p50_ms", name) for name in variants}
+        p99 = {name: per_round("p99_ms", name) for name in variants}
         cpu = {name: [cpu_us.get((rnd, name, concurrency), math.nan)
                       for rnd in range(args.rounds)]
                for name in variants}  # fmt: skip
         print(f"\nconcurrency {concurrency}:\n")
         print(f"| per round | {first} | {second} | {second} / {first} | median |")
         print("| --- | --- | --- | --- | ---: |")
-        # CPU per request: a ratio below 1 is B cheaper, the inverse of req/s.
-        for what, values in (("req/s", rps), ("CPU us per request", cpu)):
+        # Latency and CPU: a ratio below 1 is B better.
+        for what, values in (("req/s", rps), ("CPU us per request", cpu), ("p50 ms", p50),
+                             ("p99 ms", p99)):  # fmt: skip
             a, b = values[first], values[second]
             ratios = paired_ratios(a, b)
             # A round where either side failed to measure has no ratio; NaN would poison
             # the median.
             measured = [r for r in ratios if not math.isnan(r)]
             middle = f"{statistics.median(measured):.3f} of {len(measured)}" if measured else "-"
-            print(f"| {what} | {joined(a, ',.0f')} | {joined(b, ',.0f')} |"
+            form = ".2f" if what.endswith(" ms") else ",.0f"
+            print(f"| {what} | {joined(a, form)} | {joined(b, form)} |"
                   f" {joined(ratios, '.3f')} | {middle} |")  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,16 +15,25 @@ from typing import Any
 import grpc
 import numpy as np
 import onnxruntime as ort
+from driver import csv_list
 from google.protobuf.message import Message
 from load import V2_TO_NUMPY
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import model_config_pb2 as mc
+from gateway.api.call_threads import CallThreads
+from gateway.api.interceptors import ErrorMappingInterceptor
+from gateway.pipeline.cpu_turns import RequestTurns
 
 SERVICE = "inference.GRPCInferenceService"
 VERSION = "1"
 MAX_BATCH_SIZE = 1024
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# The gateway's layers around grpcio, each addable to the bare server to weigh its cost: its
+# call-thread executor (with the receive deadline), its CPU turns (as many requests at once
+# as the pool has threads) and its error-mapping interceptor (which also puts the request id
+# in the trailer).
+LAYERS = ("call-threads", "turns", "interceptor")
 ORT_TO_V2: dict[str, str] = {
     "tensor(bool)": "BOOL",
     "tensor(uint8)": "UINT8",
@@ -161,8 +170,11 @@ class BareModel:
 SERVER_METADATA = pb.ServerMetadataResponse(name="bare_server", version="0.1.0", extensions=[])
 
 
-def handlers(model: BareModel) -> dict[str, tuple[Handler, type[Message], type[Message]]]:
-    """Map RPC name -> (handler, request, response class); others answer UNIMPLEMENTED."""
+def handlers(
+    model: BareModel, turns: RequestTurns | None = None
+) -> dict[str, tuple[Handler, type[Message], type[Message]]]:
+    """Map RPC name -> (handler, request, response class); others answer UNIMPLEMENTED. With
+    `turns`, an inference holds a turn while it runs and its response is built."""
 
     def server_live(request: Any, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -189,6 +201,16 @@ def handlers(model: BareModel) -> dict[str, tuple[Handler, type[Message], type[M
     def model_infer(request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         return model.infer(request)
 
+    def model_infer_in_turn(
+        request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        assert turns is not None
+        turn = turns.take(None)
+        try:
+            return model.infer(request)
+        finally:
+            turns.give_back(turn)
+
     return {
         "ServerLive": (server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
         "ServerReady": (server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
@@ -196,7 +218,11 @@ def handlers(model: BareModel) -> dict[str, tuple[Handler, type[Message], type[M
         "ServerMetadata": (server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
         "ModelMetadata": (model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
         "ModelConfig": (model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
-        "ModelInfer": (model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ModelInfer": (
+            model_infer if turns is None else model_infer_in_turn,
+            pb.ModelInferRequest,
+            pb.ModelInferResponse,
+        ),
     }
 
 
@@ -209,7 +235,9 @@ def as_coroutine(handler: Handler) -> Callable[[Any, Context], Awaitable[Message
     return wrapper
 
 
-def generic_handler(model: BareModel, aio: bool) -> grpc.GenericRpcHandler[Any, Any]:
+def generic_handler(
+    model: BareModel, aio: bool, turns: RequestTurns | None = None
+) -> grpc.GenericRpcHandler[Any, Any]:
     """Build the service's generic handler, with coroutine handlers for grpc.aio."""
     methods = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -218,7 +246,7 @@ def generic_handler(model: BareModel, aio: bool) -> grpc.GenericRpcHandler[Any, 
             # The class's own method: the base Message.SerializeToString is abstract under upb.
             response_serializer=response_cls.SerializeToString,
         )
-        for name, (fn, request_cls, response_cls) in handlers(model).items()
+        for name, (fn, request_cls, response_cls) in handlers(model, turns).items()
     }
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 
@@ -232,13 +260,26 @@ def bind(server: grpc.Server | grpc.aio.Server, host: str, port: int) -> None:
         raise SystemExit(f"cannot bind {host}:{port}: {err}") from err
 
 
-def serve_threads(model: BareModel, host: str, port: int, threads: int) -> None:
-    """Run the thread-pool server until SIGTERM or SIGINT (which main() has blocked)."""
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((generic_handler(model, aio=False),))
+def serve_threads(
+    model: BareModel, host: str, port: int, threads: int, layers: tuple[str, ...] = ()
+) -> None:
+    """Run the thread-pool server until SIGTERM or SIGINT (which main() has blocked), with
+    the gateway's own `layers` (see LAYERS) in place of grpcio's defaults."""
+    executor: Executor = ThreadPoolExecutor(max_workers=threads)
+    if "call-threads" in layers:  # as the gateway's defaults: 16 streams, 4 label calls
+        executor = CallThreads(threads + 16 + 4, 1000, receive_timeout=10.0)
+    turns = RequestTurns(threads) if "turns" in layers else None
+    interceptors = [ErrorMappingInterceptor()] if "interceptor" in layers else []
+    server = grpc.server(
+        executor,  # type: ignore[arg-type]  # grpcio takes any Executor; its stubs say less
+        interceptors=interceptors,
+        options=SERVER_OPTIONS,
+    )
+    server.add_generic_rpc_handlers((generic_handler(model, aio=False, turns=turns),))
     bind(server, host, port)
     server.start()
-    print(f"bare thread-pool server ({threads} threads) on {host}:{port}", flush=True)
+    with_layers = f" with {', '.join(layers)}" if layers else ""
+    print(f"bare thread-pool server ({threads} threads{with_layers}) on {host}:{port}", flush=True)
     signal.sigwait(STOP_SIGNALS)
     server.stop(grace=1.0).wait()
 
@@ -268,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--threads", type=int, default=4, help="thread-pool size")
     parser.add_argument("--aio", action="store_true", help="grpc.aio server instead of threads")
+    parser.add_argument(
+        "--layers", type=csv_list(str, LAYERS), default=(),
+        help="the gateway's own layers, to weigh each: " + ", ".join(LAYERS),
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.aio:
         # A signal handler may run on a gRPC thread while the main thread sleeps in a lock and
@@ -278,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.aio:
         asyncio.run(serve_aio(model, args.host, args.port))
     else:
-        serve_threads(model, args.host, args.port, args.threads)
+        serve_threads(model, args.host, args.port, args.threads, tuple(args.layers))
     return 0
 
 

@@ -286,7 +286,8 @@ def server_command(
     kind: str, args: argparse.Namespace, repo: Path, port: int, metrics_port: int
 ) -> list[str]:
     """The command line of one server under test: "gateway" (`onnxgate serve`, its private
-    registry next to the repository), "gateway-aio", "bare" or "aio"."""
+    registry next to the repository), "gateway-aio", "bare", "bare+LAYER[+LAYER...]" (with some
+    of the gateway's layers: benchmarks/bare_server.py LAYERS) or "aio"."""
     model_path = repo / args.model / "1" / "model.onnx"
     if kind == "gateway":
         return [
@@ -309,4 +310,11 @@ def server_command(
         return [args.python, script, "--models", str(repo), "--port", str(port)]
     bare = [args.python, str(HERE / "bare_server.py"), "--model-path", str(model_path)]
     bare += ["--model-name", args.model, "--host", HOST, "--port", str(port)]
-    return [*bare, "--aio"] if kind == "aio" else [*bare, "--threads", str(args.threads)]
+    if kind == "aio":
+        return [*bare, "--aio"]
+    bare += ["--threads", str(args.threads)]
+    layers = {
+        "bare-executor": "call-threads,turns",
+        "bare-layers": "call-threads,turns,interceptor",
+    }
+    return [*bare, "--layers", layers[kind]] if kind in layers else bare

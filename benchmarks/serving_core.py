@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bare_server import LAYERS
 from bench_report import failures_section
 from driver import csv_list, finish, load_average, run_rounds, start_run
 from load_tools import Run, add_perf_analyzer_args, describe_run, measure_one
@@ -35,6 +37,12 @@ SERVER_LABELS = {
     "gateway-aio": "onnxgate request path on grpc.aio",
     "bare": "bare thread-pool grpc.server",
     "aio": "bare grpc.aio server",
+}
+# "bare+LAYER[+LAYER...]": the bare thread-pool server with some of the gateway's layers.
+SERVER_LABELS |= {
+    "+".join(("bare", *chosen)): "bare + " + ", ".join(chosen)
+    for n in range(1, len(LAYERS) + 1)
+    for chosen in itertools.combinations(LAYERS, n)
 }
 TOOLS = ("perf_analyzer", "load.py")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 
 from prometheus_client import Gauge
 
@@ -20,6 +22,9 @@ __all__ = ["DriftMonitor"]
 
 _log = logging.getLogger(__name__)
 _STATE = {OK: 0, WARN: 1, ALERT: 2}  # onnxgate_drift_state's values
+# fold() runs several times a second; a version whose registry entry cannot be read is tried
+# again this much later, not at every fold.
+CONFIGURE_RETRY_SECONDS = 1.0
 
 
 class DriftMonitor:
@@ -31,6 +36,7 @@ class DriftMonitor:
         metrics: GatewayMetrics,
         window_seconds: float,
         minute_ttl: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._recorder = recorder
@@ -43,16 +49,20 @@ class DriftMonitor:
         # Versions whose registry entry could not be read, warned about once until it can: a
         # registry that lost them (flushed, restarted empty) would else be logged every fold.
         self._unreadable: set[tuple[str, str]] = set()
+        self._clock = clock
+        self._retry_at: dict[tuple[str, str], float] = {}
 
     def fold(self) -> None:
         """Configure versions that became READY since the last call, then fold: a new
         version's first rows are named and binned as its registry entry says."""
         for model, by_version in self._versions.ready_versions().items():
             for version in by_version:
-                if (model, version) not in self._configured:
+                key = (model, version)
+                if key not in self._configured and self._retry_at.get(key, 0.0) <= self._clock():
                     try:
                         self._configure(model, version)
-                    except RegistryError as exc:  # retried on the next call
+                    except RegistryError as exc:  # tried again a little later
+                        self._retry_at[key] = self._clock() + CONFIGURE_RETRY_SECONDS
                         self._warn_once("drift not configured", model, version, exc)
         self._recorder.fold()
 
@@ -67,6 +77,7 @@ class DriftMonitor:
         self._recorder.set_bins(model, version, {n: r.bins for n, r in references.items()})
         self._configured.add((model, version))
         self._unreadable.discard((model, version))
+        self._retry_at.pop((model, version), None)
         return references
 
     def _warn_once(self, message: str, model: str, version: str, exc: RegistryError) -> None:

@@ -1,8 +1,8 @@
 """Per-version request statistics of the current 1-minute windows, kept in memory.
 
-Request threads only append a tuple to a deque (atomic, no lock); the flusher's thread folds
-the queue into the windows' t-digests, then encodes the changed windows and writes them to
-Redis, all in the background. Requests are counted per (version, role) and per revision of
+Request threads only append a tuple to a deque (atomic, no lock); a background thread folds
+the queue into the windows' t-digests several times a second, and the flusher's thread encodes
+the changed windows and writes them to Redis. Requests are counted per (version, role) and per revision of
 the rule that routed them, so a reader can tell a new rule's traffic from the one before.
 """
 
@@ -64,6 +64,12 @@ class RequestStats:
         """One finished request; `seconds` counts only when `code` is OK; `revision`: of the
         rule that routed it (the route's, already at hand). Costs an append."""
         self._recorded.append((model, version, role, code, seconds, self._clock(), revision))
+
+    def fold(self) -> None:
+        """Move the recorded requests into their windows (see TelemetryTasks: often, in small
+        batches)."""
+        with self._lock:
+            self._fold()
 
     def _fold(self) -> None:
         """Move the recorded requests into their windows; the caller holds the lock."""
