@@ -1,7 +1,8 @@
-"""Scaling: `onnxgate serve --workers 2` against `--workers 1`, and ModelStreamInfer against
-ModelInfer, with the server CPU time each request costs.
+"""Scaling: `onnxgate serve --workers auto` (2 workers on a 2-CPU machine) against
+`--workers 1`, and ModelStreamInfer against ModelInfer, with the server CPU time each request
+costs.
 
-A. workers: two gateways, `--workers 1` and `--workers 2`, nothing pinned: gateway and client
+A. workers: two gateways, `--workers 1` and `--workers auto`, nothing pinned: gateway and client
    share the machine's cores, as the measurement asks for ("with the client on the same two cores").
    load.py runs a closed loop at concurrency 32 over 8 channels (each its own connection, since
    the kernel gives each connection to one worker), perf_analyzer at concurrency 32 (it opens
@@ -88,6 +89,8 @@ from servers import (
     wait_ready,
 )
 
+from gateway.process.cgroups import available_cpus
+
 HERE = Path(__file__).resolve().parent
 PARTS = ("workers", "streaming")
 MODES = ("unary", "streaming")
@@ -158,14 +161,17 @@ def make_gateways(args: argparse.Namespace, repo: Path, work: Path) -> dict[str,
 
     server_command puts a gateway's private registry next to its repository: two gateways
     must not share one."""
-    specs: list[tuple[str, bool, list[str]]] = []
+    specs: list[tuple[str, bool, list[str], int]] = []
     if "workers" in args.parts:
-        specs += [("w1", False, ["--workers", "1"]), ("w2", False, ["--workers", "2"])]
+        # "w2" is `--workers auto`: one worker per CPU, 2 on the machine this was written for.
+        specs += [("w1", False, ["--workers", "1"], 1),
+                  ("w2", False, ["--workers", "auto"], available_cpus())]  # fmt: skip
     if "streaming" in args.parts:
-        specs.append(("pinned", True, ["--workers", "1", "--max-streams", str(args.max_streams)]))
+        specs.append(("pinned", True, ["--workers", "1", "--max-streams", str(args.max_streams)],
+                      1))  # fmt: skip
     gws: dict[str, Gateway] = {}
     taken: set[int] = set()
-    for name, pinned, flags in specs:
+    for name, pinned, flags, workers in specs:
         own = work / name / "repo"
         shutil.copytree(repo, own)
         port, metrics_port = port_pair(taken)
@@ -173,7 +179,7 @@ def make_gateways(args: argparse.Namespace, repo: Path, work: Path) -> dict[str,
         cmd = server_command("gateway", args, own, port, metrics_port)
         cmd += [*flags, "--log-format", "json"]
         log = work / f"{name}.log"
-        gws[name] = Gateway(name, int(flags[1]), pinned, flags, port, metrics_port, cmd, log)
+        gws[name] = Gateway(name, workers, pinned, flags, port, metrics_port, cmd, log)
     return gws
 
 
@@ -506,7 +512,7 @@ def workers_section(
     if not rows:
         return []
     lines = [
-        "## A. `--workers 2` against `--workers 1`, nothing pinned",
+        "## A. `--workers auto` against `--workers 1`, nothing pinned",
         "",
         f"Gateway and client share all {os.cpu_count()} CPUs. load.py: closed loop, concurrency "
         f"{args.workers_concurrency} over {args.channels} channels (own connections); "
@@ -527,7 +533,7 @@ def workers_section(
             f"{fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | {ratio} | "
             f"{fmt(r['server_us'], '.0f')} | {procs} | {fmt(r['client_us'], '.0f')} | {conns} |"
         )
-    lines += ["", "Server CPU per request, `--workers 2` over `--workers 1`, same round:"]
+    lines += ["", "Server CPU per request, `--workers auto` over `--workers 1`, same round:"]
     lines += [
         f"- {r['tool']}: {rounds_cell(r['vs_w1']['server_us'])}"
         for r in rows

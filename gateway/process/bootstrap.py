@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -16,12 +17,19 @@ from gateway.settings import Settings
 __all__ = ["start_process"]
 
 _log = logging.getLogger(__name__)
+# How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms).
+# Request threads give it up at every C call that blocks or computes (onnxruntime, grpcio), so
+# the interval mostly decides how often they are interrupted in between: measured, 20 ms served
+# 1.09x the requests at concurrency 8 (p99 0.92x) and 1.06x at 32 (p99 0.98x); 1 ms served
+# 0.91x (p99 1.21x). Background work is folded in batches well under it.
+GIL_SWITCH_SECONDS = 0.02
 
 
 def start_process(settings: Settings, draining: str) -> threading.Event:
     """Configure logging and metrics; return an event that SIGTERM or SIGINT sets, logging
     `draining` with the signal's name."""
     configure_logging(settings.log_level, settings.log_format)
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     # *_created series double the scrape size and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
     stop = threading.Event()

@@ -2,8 +2,9 @@
 
 Request threads only append a tuple to a deque (atomic, no lock); a background thread folds
 the queue into the windows' t-digests several times a second, and the flusher's thread encodes
-the changed windows and writes them to Redis. Requests are counted per (version, role) and per revision of
-the rule that routed them, so a reader can tell a new rule's traffic from the one before.
+the changed windows and writes them to Redis. Requests are counted per (version, role) and per
+revision of the rule that routed them, so a reader can tell a new rule's traffic from the one
+before.
 """
 
 from __future__ import annotations

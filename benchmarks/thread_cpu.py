@@ -1,0 +1,199 @@
+"""Where a gateway's CPU goes under load: microseconds per request answered, per thread.
+
+Starts each variant's gateway on the server CPU (its private redis-server too), loads it with
+perf_analyzer from the client CPU, and reads every thread's CPU time from /proc over a window
+of steady load; py-spy names the Python threads (grpcio's C threads name themselves). Threads
+of one kind are summed: `onnxgate-rpc (N)` is the N call threads. Variants take turns in each
+round, so the shared machine's drift falls on all alike; the table shows medians of rounds.
+
+    python benchmarks/thread_cpu.py --variant default= --variant no-registry=--no-registry \\
+        --rounds 3 --seconds 20 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench_report import scrape, total
+from driver import alternate
+from load_tools import add_perf_analyzer_args, perf_analyzer_command, perf_analyzer_env
+from models import build_repository
+from servers import CLIENT_CPU, HOST, BenchError, port_pair, start_server
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_WARMUP_SECONDS = 5.0
+_NUMBERED = re.compile(r"_\d+$")  # onnxgate-rpc_12 is one of the call threads
+_DUMPED = re.compile(r'Thread (\d+) \([^)]*\): "([^"]*)"')
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    name, sep, flags = text.partition("=")
+    if not name or not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=FLAGS (FLAGS may be empty), got {text!r}")
+    return name, shlex.split(flags)
+
+
+def _thread_ticks(pids: list[int]) -> dict[tuple[int, int], int]:
+    """(pid, tid) -> user + system clock ticks, for every thread of `pids`."""
+    found = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            found[pid, int(task.name)] = int(fields[11]) + int(fields[12])
+    return found
+
+
+def _thread_names(pid: int, py_spy: str) -> dict[int, str]:
+    """tid -> name: Python's thread names from py-spy, else the kernel's (C threads)."""
+    names = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            names[int(task.name)] = (task / "comm").read_text().strip() + " (C)"
+    dump = subprocess.run([py_spy, "dump", "--pid", str(pid), "--nonblocking"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    for tid, name in _DUMPED.findall(dump.stdout):
+        names[int(tid)] = name
+    return names
+
+
+def _kind(name: str) -> str:
+    return _NUMBERED.sub("", name)
+
+
+def _measure(args: argparse.Namespace, port: int, metrics_port: int, pids: list[int],
+             work: Path) -> tuple[dict[tuple[int, int], int], float]:  # fmt: skip
+    """Load the gateway; (ticks per thread over the window, requests answered in it)."""
+    # One window longer than the whole measurement: perf_analyzer only has to keep loading.
+    window_ms = int((_WARMUP_SECONDS + args.seconds + 30) * 1e3)
+    long = argparse.Namespace(**{**vars(args), "pa_max_trials": 1, "pa_window_ms": window_ms})
+    command = perf_analyzer_command(long, port, args.concurrency, work / "pa.csv",
+                                    ["taskset", "-c", CLIENT_CPU])  # fmt: skip
+    load = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=perf_analyzer_env(args))  # fmt: skip
+    try:
+        time.sleep(_WARMUP_SECONDS)
+        before = _thread_ticks(pids), _answered(metrics_port, args.model)
+        time.sleep(args.seconds)
+        after = _thread_ticks(pids), _answered(metrics_port, args.model)
+        if load.poll() is not None:
+            raise BenchError("perf_analyzer exited before the window ended")
+    finally:
+        load.terminate()
+        load.wait(timeout=30)
+    spent = {key: ticks - before[0].get(key, 0) for key, ticks in after[0].items()}
+    return spent, after[1] - before[1]
+
+
+def _answered(metrics_port: int, model: str) -> float:
+    return total(scrape(metrics_port), "onnxgate_requests_total", model=model, role="primary")
+
+
+def _redis_pid(gateway_pid: int) -> int | None:
+    """The private redis-server the gateway started (its child), if any."""
+    children = Path(f"/proc/{gateway_pid}/task/{gateway_pid}/children").read_text().split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/comm").read_text().strip() == "redis-server":
+                return int(child)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", type=_variant, action="append", required=True,
+                        help="NAME=FLAGS: onnxgate serve's extra flags (may be empty)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--model", default="tiny", choices=["tiny", "medium"])
+    parser.add_argument("--ready-timeout", type=float, default=90.0)
+    add_perf_analyzer_args(parser, window_ms=3000)
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        parser.error("py-spy is not installed (pip install -e '.[dev]')")
+    variants = dict(args.variant)
+    # variant -> thread kind -> us per request, one value per round
+    costs: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in variants}
+    counts: dict[str, dict[str, int]] = {name: {} for name in variants}
+    with tempfile.TemporaryDirectory(prefix="thread-cpu-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        build_repository(work / "repo", [args.model])
+        started = {}
+        for name, flags in variants.items():
+            port, metrics_port = port_pair()
+            command = [str(args.onnxgate), "serve", "--models", str(work / "repo"), "--grpc-port",
+                       str(port), "--metrics-port", str(metrics_port), "--host", HOST,
+                       "--data-dir", str(work / f"data-{name}"), *flags]  # fmt: skip
+            proc = start_server(stack, f"{name}", command, work / f"{name}.log", port,
+                                args.model, args.ready_timeout)  # fmt: skip
+            started[name] = (port, metrics_port, proc.pid)
+        for rnd in range(args.rounds):
+            for name in alternate(list(variants), rnd):
+                port, metrics_port, pid = started[name]
+                redis = _redis_pid(pid)
+                pids = [pid] if redis is None else [pid, redis]
+                spent, answered = _measure(args, port, metrics_port, pids, work)
+                names = _thread_names(pid, py_spy)
+                by_kind: dict[str, float] = defaultdict(float)
+                threads: dict[str, int] = defaultdict(int)
+                for (owner, tid), ticks in spent.items():
+                    kind = "redis-server" if owner != pid else _kind(names.get(tid, "?"))
+                    by_kind[kind] += ticks / _TICK / answered * 1e6
+                    threads[kind] += 1
+                for kind, us in by_kind.items():
+                    costs[name][kind].append(us)
+                counts[name] = dict(threads)
+                print(f"round {rnd + 1} {name}: {answered / args.seconds:,.0f} req/s,"
+                      f" {sum(by_kind.values()):.0f} us CPU per request", flush=True)  # fmt: skip
+    _report(args, variants, costs, counts)
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    variants: dict[str, list[str]],
+    costs: dict[str, dict[str, list[float]]],
+    counts: dict[str, dict[str, int]],
+) -> None:
+    names = list(variants)
+
+    def heaviest_first(kind: str) -> float:
+        return -max(statistics.median(costs[n].get(kind, [0.0])) for n in names)
+
+    kinds = sorted({k for c in costs.values() for k in c}, key=heaviest_first)
+    print(f"\nCPU us per request answered, c={args.concurrency}, medians of {args.rounds}"
+          f" rounds ({args.seconds:g} s each); threads of a kind summed (how many)\n")  # fmt: skip
+    print("| thread | " + " | ".join(names) + " |")
+    print("| --- |" + " ---: |" * len(names))
+    totals = {n: [sum(v[i] for v in costs[n].values() if i < len(v)) for i in range(args.rounds)]
+              for n in names}  # fmt: skip
+    for kind in kinds:
+        cells = []
+        for n in names:
+            values = costs[n].get(kind)
+            cells.append("-" if not values else
+                         f"{statistics.median(values):.1f} ({counts[n].get(kind, 0)})")  # fmt: skip
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    print("| **total** | " + " | ".join(f"**{statistics.median(totals[n]):.0f}**" for n in names)
+          + " |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
