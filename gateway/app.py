@@ -125,11 +125,12 @@ class Gateway:
             self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
             self.loaded.is_set, RequestTurns(settings.grpc_threads), self.quality.recorder,
         )  # fmt: skip
+        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, server_version(), settings.max_batch_size,
             settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
+            self.call_threads.holding,
         )  # fmt: skip
-        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
         self._server = build_server(settings, self.security, self.servicer, self.health,
                                     self.call_threads, self.registry_client)  # fmt: skip
         self.metrics.watch_transport(

@@ -1,32 +1,42 @@
-"""The gRPC server's call threads: elastic, and no call may wait for ever for its request.
+"""The gRPC server's call threads: as many as do requests' Python work at once, and no call
+may wait for ever for its request.
 
 grpcio's synchronous server hands a call to a pool thread as soon as its HEADERS arrive; the
 thread then waits for the request message. A client that sends headers and never the body
 holds that thread. So:
 
-- a thread waiting for a request message does not count against the `core` threads: the
-  pool grows by one for each, up to `maximum` (the server refuses calls beyond that many at
-  once with RESOURCE_EXHAUSTED), and threads above `core` retire after idling, giving a
-  flood's memory back. Otherwise the pool is `core` threads, as a ThreadPoolExecutor of
-  that size would be: a thread that finishes a call takes the next queued one, which costs
-  less than waking another thread for it (measured: benchmarks/RESULTS.md);
+- the pool is `core` threads (--grpc-threads): a thread that finishes a call takes the next
+  queued one, as a ThreadPoolExecutor of that size would. More threads than that would only
+  contend for the GIL: measured, a pool that grew with every call to 50 threads at
+  concurrency 32 served 0.88x the requests of 4 threads, p99 1.3x (benchmarks/RESULTS.md);
+- a handler that holds its thread for long (a ModelStreamInfer stream while open, PutLabels
+  while it waits on Redis) raises the count by one while in `holding()`;
+- so does a call whose thread has waited for its request message for STALL_SECONDS: a slow
+  or silent client holds a thread, not a turn, up to `maximum` threads in all (the server
+  refuses calls beyond that many at once with RESOURCE_EXHAUSTED). Every unary call waits a
+  moment for its message (grpcio asks for it only once the thread runs), so the pool does not
+  grow at once, or it would grow with every call under load;
+- a thread above the count retires when its call ends (or after idling), giving a flood's
+  memory back;
 - a call whose request message has not arrived `receive_timeout` seconds after its thread
   started waiting for it is cancelled with DEADLINE_EXCEEDED, whatever its own deadline.
 
 grpcio has no public hook between "call started" and "request received", so the receive
 deadline recognises grpcio's unary-request work items (runner, rpc event, state, behaviour,
-request thunk, ...). Should a grpcio release change that shape, calls are still served but
-without the receive deadline: the gateway warns at start, and the receive-timeout tests fail.
+request thunk, ...). Should a grpcio release
+change that shape, calls are still served but without the receive deadline: the gateway warns
+at start, and the receive-timeout tests fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -35,7 +45,10 @@ import grpc
 __all__ = ["CallThreads", "receive_deadlines_apply"]
 
 _log = logging.getLogger(__name__)
-IDLE_SECONDS = 30.0  # a thread above the core count idle this long retires
+IDLE_SECONDS = 30.0  # a thread above the count idle this long retires
+# A call waiting this long for its request message gets a thread of its own counted; the
+# waits are checked this often while any call waits (else every `granularity`).
+STALL_SECONDS = 0.01
 _DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 
 try:  # the functions grpcio's server runs for a unary-request call (see module docstring)
@@ -53,24 +66,27 @@ def receive_deadlines_apply() -> bool:
 
 
 class _ReceiveDeadlines:
-    """Cancels calls whose request message is late.
+    """Cancels calls whose request message is late, and counts the calls that have waited
+    for it STALL_SECONDS (`stalled`), telling `on_stalled` when that count rises.
 
     A call is in `waiting` only while its thread waits for the message, normally
     microseconds, so the table stays small and its entries die young (no per-call objects
-    live on for the garbage collector to scan); a thread sweeps it every `granularity`.
-    `on_reading` is called as a thread starts to wait."""
+    live on for the garbage collector to scan); a thread sweeps it every STALL_SECONDS while it
+    has entries, else every `granularity`."""
 
     def __init__(
-        self, timeout: float, on_expired: Callable[[], None], on_reading: Callable[[], None]
+        self, timeout: float, on_expired: Callable[[], None], on_stalled: Callable[[], None]
     ) -> None:
         self._timeout = timeout
-        self._on_reading = on_reading
-        # How late a cancellation may come: a sweep for each call would cost the serving
-        # threads the GIL hundreds of times a second, for no useful precision.
+        self._on_stalled = on_stalled
+        # How late a cancellation may come, and a first stall be seen, on an idle server: a
+        # sweep for each call would cost the serving threads the GIL hundreds of times a
+        # second, for no useful precision.
         self._granularity = min(timeout / 10, 0.5)
         self._on_expired = on_expired
         self._waiting: dict[int, tuple[float, Any]] = {}
         self._keys = itertools.count()
+        self.stalled = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="onnxgate-receive-deadlines", daemon=True
@@ -79,13 +95,12 @@ class _ReceiveDeadlines:
 
     def wrap(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """grpcio's work-item arguments with the request thunk timed (see module docstring)."""
-        waiting, keys, on_reading = self._waiting, self._keys, self._on_reading
+        waiting, keys = self._waiting, self._keys
         event, read_request = args[1], args[4]
 
         def timed_read() -> Any:
             key = next(keys)
             waiting[key] = (time.monotonic(), event)
-            on_reading()
             try:
                 return read_request()
             finally:
@@ -93,18 +108,21 @@ class _ReceiveDeadlines:
 
         return (*args[:4], timed_read, *args[5:])
 
-    def reading(self) -> int:
-        """Threads waiting for a request message now."""
-        return len(self._waiting)
-
     def _run(self) -> None:
         waiting = self._waiting
-        while not self._stopping.wait(self._granularity):
-            started_before = time.monotonic() - self._timeout
+        while not self._stopping.wait(STALL_SECONDS if waiting else self._granularity):
+            now = time.monotonic()
+            started_before, stalled_before = now - self._timeout, now - STALL_SECONDS
+            stalled = 0
             # A copy made in one C call: request threads add and remove entries meanwhile.
             for key, (started, event) in list(waiting.items()):
                 if started <= started_before and waiting.pop(key, None) is not None:
                     self._expire(event)
+                elif started <= stalled_before:
+                    stalled += 1
+            rose, self.stalled = stalled > self.stalled, stalled
+            if rose:
+                self._on_stalled()
 
     def _expire(self, event: Any) -> None:
         try:
@@ -123,8 +141,8 @@ class _ReceiveDeadlines:
 
 
 class CallThreads(Executor):
-    """An executor of `core` threads, plus one for each waiting for a request message, up to
-    `maximum` in all (see module docstring)."""
+    """An executor of `core` threads, plus one for each handler in holding() and each call
+    stalled waiting for its request message, up to `maximum` in all (see module docstring)."""
 
     def __init__(
         self,
@@ -145,9 +163,10 @@ class CallThreads(Executor):
         self._lock = threading.Lock()
         self._threads = 0
         self._numbered = 0
+        self._held = 0  # handlers in holding()
         self._shut_down = False
         self._deadlines = (
-            _ReceiveDeadlines(receive_timeout, on_receive_expired, self._reading)
+            _ReceiveDeadlines(receive_timeout, on_receive_expired, self._stalled)
             if receive_deadlines_apply()
             else None
         )
@@ -169,23 +188,41 @@ class CallThreads(Executor):
             self._add_thread()
         return future
 
-    def _reading(self) -> None:
-        """A thread starts to wait for a request message: queued calls get a thread of their
-        own rather than wait behind it."""
-        if not self._work.empty():
-            # Not counting itself: its message has usually arrived with its headers.
-            self._add_thread(caller_reading=True)
-
-    def _add_thread(self, caller_reading: bool = False) -> None:
-        deadlines = self._deadlines
-        reading = deadlines.reading() - caller_reading if deadlines is not None else 0
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Around a handler's long wait (an open stream, a call waiting on Redis): the pool
+        counts one thread more meanwhile, so queued calls do not wait behind it."""
         with self._lock:
-            if self._threads >= min(self._core + reading, self._maximum):
-                return  # the call waits for a thread to come free
+            self._held += 1
+        if not self._work.empty():
+            self._add_thread()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+
+    def _count(self) -> int:
+        """How many threads the pool keeps now (see module docstring)."""
+        stalled = self._deadlines.stalled if self._deadlines is not None else 0
+        return min(self._core + self._held + stalled, self._maximum)
+
+    def _stalled(self) -> None:
+        """More calls wait for their request message: queued calls get threads of their own
+        rather than wait behind them."""
+        while not self._work.empty() and self._add_thread():
+            pass
+
+    def _add_thread(self) -> bool:
+        """Start a thread unless the pool has its count; whether one was started."""
+        with self._lock:
+            if self._threads >= self._count():
+                return False  # the call waits for a thread to come free
             self._threads += 1
             self._numbered += 1
             number = self._numbered
         threading.Thread(target=self._serve, name=f"{self._name}_{number}", daemon=True).start()
+        return True
 
     def _serve(self) -> None:
         work = self._work
@@ -207,12 +244,16 @@ class CallThreads(Executor):
                 else:
                     future.set_result(result)
             del item, future, fn, args  # a finished call's objects are not kept while idle
+            with self._lock:
+                if self._threads > self._count():  # a stall or a holding() has ended
+                    self._threads -= 1
+                    return
             self._idle.release()
 
     def _retire(self) -> bool:
-        """Leave if above the core count, taking back this thread's idle token."""
+        """Leave if above the count, taking back this thread's idle token."""
         with self._lock:
-            if self._threads > self._core and self._idle.acquire(blocking=False):
+            if self._threads > self._count() and self._idle.acquire(blocking=False):
                 self._threads -= 1
                 return True
         return False

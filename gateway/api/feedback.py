@@ -10,7 +10,8 @@ labels never hold a thread or a CPU turn ModelInfer needs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import grpc
 import redis
@@ -64,7 +65,14 @@ class FeedbackServicer(fb_grpc.FeedbackServicer):
     """PutLabels over the registry client (None: a gateway serving --models without a
     registry, which answers FAILED_PRECONDITION). Thread-safe."""
 
-    def __init__(self, client: RegistryClient | None, max_calls: int) -> None:
+    def __init__(
+        self,
+        client: RegistryClient | None,
+        max_calls: int,
+        hold_thread: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> None:
+        """`hold_thread()` is entered while a call waits on Redis (CallThreads.holding)."""
+        self._hold_thread = hold_thread
         self._client = client
         self._max_calls = max_calls
         self._slots = threading.BoundedSemaphore(max_calls)
@@ -90,8 +98,9 @@ class FeedbackServicer(fb_grpc.FeedbackServicer):
                 " most it takes at once (--feedback-max-calls); retry after a moment"
             )
         try:
-            _check_model(client, model, len(labels))
-            return fb.PutLabelsResponse(accepted=_store(client, model, labels))
+            with self._hold_thread():
+                _check_model(client, model, len(labels))
+                return fb.PutLabelsResponse(accepted=_store(client, model, labels))
         finally:
             self._slots.release()
 

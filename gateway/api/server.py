@@ -56,11 +56,12 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 
 
 def call_threads(settings: Settings, on_receive_expired: Callable[[], None]) -> CallThreads:
-    """The server's call threads: request threads, a thread per open stream and per PutLabels
-    call always exist (streams hold theirs while open, PutLabels while it waits on Redis, so
-    neither takes a request's); more, up to max_calls, while calls need them."""
+    """The server's call threads: --grpc-threads for the calls' Python work, and one more for
+    each open stream and each PutLabels call while it runs (the servicers hold theirs in
+    `holding()`: streams while open, PutLabels while it waits on Redis, so neither takes a
+    request's), up to max_calls."""
     return CallThreads(
-        settings.grpc_threads + settings.max_streams + settings.feedback_max_calls,
+        settings.grpc_threads,
         settings.max_calls,
         settings.receive_timeout_seconds,
         on_receive_expired,
@@ -89,7 +90,7 @@ def build_server(
         maximum_concurrent_rpcs=settings.max_calls,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    feedback = FeedbackServicer(registry_client, settings.feedback_max_calls)
+    feedback = FeedbackServicer(registry_client, settings.feedback_max_calls, threads.holding)
     fb_grpc.add_FeedbackServicer_to_server(feedback, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]

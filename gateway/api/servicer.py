@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from random import random
 
 import grpc
@@ -48,7 +49,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         max_streams: int = 16,
         request_timeout: float = 60.0,
         access_log_sample: float = 0.0,
+        hold_thread: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
+        """`hold_thread()` is entered while a stream is open (CallThreads.holding)."""
+        self._hold_thread = hold_thread
         self._pipeline = pipeline
         self._versions = versions
         self._state = state
@@ -188,17 +192,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             self._open_streams += 1
         try:
-            for request in request_iterator:
-                try:
-                    response = self._serve(request, context, metadata, in_stream=True)
-                except GatewayError as exc:  # answered in-band, as Triton does; the stream goes on
-                    message = answer_for(exc, _STREAM_METHOD, context)
-                    yield pb.ModelStreamInferResponse(error_message=message)
-                    continue
-                yield pb.ModelStreamInferResponse(infer_response=response)
+            with self._hold_thread():
+                yield from self._answer(request_iterator, context, metadata)
         finally:
             with self._streams_lock:
                 self._open_streams -= 1
+
+    def _answer(
+        self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,
+        metadata: _Metadata,
+    ) -> Iterator[pb.ModelStreamInferResponse]:  # fmt: skip
+        """A stream's responses, one per request."""
+        for request in request_iterator:
+            try:
+                response = self._serve(request, context, metadata, in_stream=True)
+            except GatewayError as exc:  # answered in-band, as Triton does; the stream goes on
+                message = answer_for(exc, _STREAM_METHOD, context)
+                yield pb.ModelStreamInferResponse(error_message=message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
 
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext

@@ -73,7 +73,8 @@ class Settings:
         128, "HTTP/2 streams one client connection may have open at once", at_least=1
     )
     # Calls waiting for their request message, for a thread, for a turn or running. Threads
-    # beyond grpc_threads + max_streams exist only for calls waiting for their request.
+    # beyond grpc_threads exist only for open streams, PutLabels calls running and calls
+    # stalled waiting for their request.
     max_calls: int = CONNECTIONS(
         1000, "calls in progress at once; more are RESOURCE_EXHAUSTED at once"
     )

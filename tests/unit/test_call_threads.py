@@ -1,5 +1,5 @@
-"""The gRPC server's call threads: a thread per call up to the core count, one more for each
-call whose thread waits for its request message, up to the maximum; idle extras retire."""
+"""The gRPC server's call threads: the core count, one more for each long-held call running
+and each call stalled waiting for its request message, up to the maximum; extras retire."""
 
 from __future__ import annotations
 
@@ -19,14 +19,22 @@ class _RpcEvent:
     call = None
 
 
-def _runner(runner: object, event: object, state: object, behaviour: object,
-            read_request: Callable[[], Any]) -> Any:  # fmt: skip
-    return read_request()
+def _runner(
+    runner: object,
+    event: object,
+    state: object,
+    behaviour: Callable[[Any], Any] | None,
+    read_request: Callable[[], Any],
+) -> Any:
+    request = read_request()
+    return request if behaviour is None else behaviour(request)
 
 
-def _call(threads: CallThreads, read_request: Callable[[], Any]) -> Future[Any]:
+def _call(threads: CallThreads, read_request: Callable[[], Any],
+          behaviour: Callable[[Any], Any] | None = None) -> Future[Any]:  # fmt: skip
     """A work item shaped as grpcio's server submits a unary-request call."""
-    return threads.submit(_runner, _unary_response_in_pool, _RpcEvent(), None, None, read_request)
+    return threads.submit(_runner, _unary_response_in_pool, _RpcEvent(), None, behaviour,
+                          read_request)  # fmt: skip
 
 
 def test_calls_waiting_for_their_request_add_threads_up_to_the_maximum() -> None:
@@ -69,6 +77,49 @@ def test_threads_above_the_core_retire_when_idle() -> None:
         future.result(10)
     eventually(lambda: threads.threads == 1, timeout=10)
     assert threads.submit(lambda: 42).result(10) == 42  # the core thread still serves
+    threads.shutdown()
+
+
+def test_calls_whose_request_has_arrived_keep_to_the_core_threads() -> None:
+    threads = CallThreads(core=2, maximum=50, receive_timeout=10)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def behaviour(request: str) -> str:
+        started.release()
+        release.wait(10)
+        return request
+
+    futures = [_call(threads, lambda: "request", behaviour) for _ in range(6)]
+    for _ in range(2):
+        assert started.acquire(timeout=10)
+    assert not started.acquire(timeout=0.2)  # no third call runs: the other 4 are queued
+    assert threads.threads == 2
+    release.set()
+    assert [f.result(10) for f in futures] == ["request"] * 6
+    assert threads.threads == 2
+    threads.shutdown()
+
+
+def test_a_handler_holding_its_thread_gets_one_beyond_the_core_until_it_ends() -> None:
+    threads = CallThreads(core=1, maximum=10, receive_timeout=10)
+    stream_open, stream_closed = threading.Event(), threading.Event()
+
+    def stream(request: str) -> str:
+        with threads.holding():  # as an open ModelStreamInfer stream does
+            stream_open.set()
+            stream_closed.wait(10)
+        return "stream done"
+
+    streaming = _call(threads, lambda: "first", stream)
+    assert stream_open.wait(10)
+    # The stream holds its thread; a unary call still has one to run on.
+    assert _call(threads, lambda: "unary").result(10) == "unary"
+    assert threads.threads == 2
+    stream_closed.set()
+    assert streaming.result(10) == "stream done"
+    eventually(lambda: threads.threads == 1)  # the thread it counted has retired
+    assert _call(threads, lambda: "after").result(10) == "after"
     threads.shutdown()
 
 
