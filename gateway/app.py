@@ -5,9 +5,8 @@ answers about 1.8x the requests of `grpc.aio` on the same path (benchmarks/RESUL
 onnxruntime's run() releases the GIL, so request threads overlap model work. Every request
 is served from memory; loading runs on the VersionStore's threads.
 
-Start: the private Redis and the replica id claim first, then the gRPC server and /metrics,
-then the background work, and last what fills the route table (the rule watcher, or the
---models directory loaded directly).
+Start: the private Redis and the replica id claim, the gRPC server and /metrics, the background
+work, and last what fills the route table (the rule watcher, or --models loaded directly).
 
 Stop is not the reverse of start: intake goes first and the requests in flight are drained,
 then what they leave behind (shadow runs, runs past their deadline, loads), then the

@@ -8,7 +8,7 @@ holds that thread. So:
 - the pool is `core` threads (--grpc-threads): a thread that finishes a call takes the next
   queued one, as a ThreadPoolExecutor of that size would. More threads than that would only
   contend for the GIL: measured, a pool that grew with every call to 50 threads at
-  concurrency 32 served 0.88x the requests of 4 threads, p99 1.3x (benchmarks/RESULTS.md);
+  concurrency 32 served 0.94x the requests of this one, p99 1.26x (benchmarks/RESULTS.md);
 - a handler that holds its thread for long (a ModelStreamInfer stream while open, PutLabels
   while it waits on Redis) raises the count by one while in `holding()`;
 - so does a call whose thread has waited for its request message for STALL_SECONDS: a slow

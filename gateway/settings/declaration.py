@@ -45,13 +45,11 @@ class Settings:
     status_refresh_seconds: float = SERVING(
         10.0, "status pages read the registry this often while viewed", at_least=1.0)  # fmt: skip
     # Processes serving one port (SO_REUSEPORT) under a supervisor; a worker is told how many
-    # siblings it has, for its share of the CPUs and its metrics mode.
-    # auto suits a host or container of its own; the default leaves CPUs to the neighbours.
-    workers: int = SERVING(
-        1, "gateway processes sharing the port, supervised and restarted; auto: one per CPU"
-        " this process may use (its affinity, capped by its cgroup's CPU quota)", at_least=1,
-        auto=available_cpus,
-    )  # fmt: skip
+    # siblings it has, for its share of the CPUs and its metrics mode. Not auto by default:
+    # on a shared host that would take every CPU.
+    workers: int = SERVING(1, "gateway processes sharing the port, supervised and restarted;"
+                           " auto: one per CPU this process may use (its affinity, capped by its"
+                           " cgroup's CPU quota)", at_least=1, auto=available_cpus)  # fmt: skip
     # Measured: 8 lost 5-10% to 4 on one core (benchmarks/RESULTS.md).
     grpc_threads: int = SERVING(4, "request threads", at_least=1)
     # A ModelStreamInfer stream holds a thread while open (grpcio's synchronous server), so
@@ -73,8 +71,7 @@ class Settings:
         128, "HTTP/2 streams one client connection may have open at once", at_least=1
     )
     # Calls waiting for their request message, for a thread, for a turn or running. Threads
-    # beyond grpc_threads exist only for open streams, PutLabels calls running and calls
-    # stalled waiting for their request.
+    # beyond grpc_threads serve only open streams, PutLabels calls and stalled requests.
     max_calls: int = CONNECTIONS(
         1000, "calls in progress at once; more are RESOURCE_EXHAUSTED at once"
     )
@@ -245,11 +242,9 @@ class Settings:
     quality_events_margin: float = QUALITY(
         0.01, "an episode ends with its figure this far inside", at_least=0.0)  # fmt: skip
 
-    # The gateway holding the lease (a Redis key with this TTL, renewed every tick) drives
-    # rollouts.
+    # The gateway holding the lease (a Redis key with this TTL, renewed every tick) drives them.
     rollout_controller: bool = ROLLOUTS(
-        True, "take no part in driving rollouts (for a Redis user that may only read)"
-    )
+        True, "take no part in driving rollouts (for a Redis user that may only read)")  # fmt: skip
     rollout_tick_seconds: float = ROLLOUTS(
         1.0, "rollout controller's tick and lease renewal", at_least=0.01)  # fmt: skip
     rollout_lease_seconds: float = ROLLOUTS(
