@@ -80,8 +80,7 @@ class Gateway:
             self.private_redis = PrivateRedis(settings.data_dir)
             redis_url = self.private_redis.url
         self.redis_url = redis_url
-        # Statistics windows and sketches are kept only when there is a registry to write
-        # them to.
+        # Statistics windows and sketches are kept only with a registry to write them to.
         self.request_stats = None
         if redis_url:
             self.request_stats = RequestStats(on_given_up=lambda: self._given_up("statistics"))
@@ -120,11 +119,12 @@ class Gateway:
                                     lambda: self.versions.ready_versions().keys())  # fmt: skip
 
         # The request path: pipeline, then the servicer over it.
+        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
         self.pipeline = InferencePipeline(
             self.routes, self.versions, self.metrics, code_name, self.shadows, self.drift,
             self.loaded.is_set, RequestTurns(settings.grpc_threads), self.quality.recorder,
+            self.call_threads.holding,
         )  # fmt: skip
-        self.call_threads = call_threads(settings, self.metrics.receive_timeouts.inc)
         self.servicer = InferenceServicer(
             self.pipeline, self.versions, self.state, server_version(), settings.max_batch_size,
             settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,

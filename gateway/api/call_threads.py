@@ -10,7 +10,8 @@ holds that thread. So:
   contend for the GIL: measured, a pool that grew with every call to 50 threads at
   concurrency 32 served 0.94x the requests of this one, p99 1.26x (benchmarks/RESULTS.md);
 - a handler that holds its thread for long (a ModelStreamInfer stream while open, PutLabels
-  while it waits on Redis) raises the count by one while in `holding()`;
+  while it waits on Redis, a request waiting in its version's queue or for its batch) raises
+  the count by one while in `holding()`;
 - so does a call whose thread has waited for its request message for STALL_SECONDS: a slow
   or silent client holds a thread, not a turn, up to `maximum` threads in all (the server
   refuses calls beyond that many at once with RESOURCE_EXHAUSTED). Every unary call waits a

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -123,10 +124,14 @@ class LoadedVersion:
         """Requests of this version being served now (for the inflight gauge)."""
         return self._admission.active
 
-    def admit(self, deadline: float | None, wait: bool = True) -> None:
+    def admit(
+        self, deadline: float | None, wait: bool = True,
+        hold: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> None:  # fmt: skip
         """Enter the version: Overloaded at once when its admission limit is reached; with a
         concurrency limit, wait for a turn to run until the deadline (DeadlineExceeded), or
-        not at all without `wait` (Overloaded). Pair with release()."""
+        not at all without `wait` (Overloaded), in `hold()` (CallThreads.holding: the wait
+        holds a thread, not the pool's). Pair with release()."""
         if not self._admission.try_enter():  # fail fast, never queue behind the limit
             raise Overloaded(
                 f"model '{self.model}' version '{self.version}' has reached its limit of"
@@ -136,8 +141,11 @@ class LoadedVersion:
         if runs is None or runs.acquire(blocking=False):
             return
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        if wait and runs.acquire(timeout=timeout):
-            return
+        if wait:
+            with hold():
+                acquired = runs.acquire(timeout=timeout)
+            if acquired:
+                return
         self._admission.leave()
         if not wait:
             raise Overloaded(
@@ -161,9 +169,11 @@ class LoadedVersion:
         feeds: dict[str, np.ndarray],
         deadline: float | None,
         metrics: VersionMetrics | None = None,
+        hold: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> list[np.ndarray]:
         """Run the model for an admitted request, unless its deadline has passed; arguments in
-        onnxruntime's order. `metrics` replaces the version's own (see run_as_shadow)."""
+        onnxruntime's order. `metrics` replaces the version's own (see run_as_shadow); a
+        batched request waits for its batch in `hold()` (see admit)."""
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded(
                 f"deadline passed before model '{self.model}' version '{self.version}' ran"
@@ -172,7 +182,8 @@ class LoadedVersion:
         watch = None
         try:
             if self._batcher is not None:  # it times, bounds and counts the runs it makes
-                return self._batcher.run(output_names, feeds, deadline)
+                with hold():
+                    return self._batcher.run(output_names, feeds, deadline)
             if deadline is not None and self._deadlines is not None:
                 watch = self._deadlines.watch(deadline)
             started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 
 import numpy as np
@@ -51,10 +52,14 @@ class InferencePipeline:
         started: Callable[[], bool] = lambda: True,
         turns: RequestTurns | None = None,
         predictions: PredictionRecorder | None = None,
+        hold_thread: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         """`outcome_label(error)` is the metric label of a request that ended in `error` (the
         api layer decides it). `started` turns true once the first routes are known (versions
-        loaded or rules synced); before that, no route means "not yet", not "no such model"."""
+        loaded or rules synced); before that, no route means "not yet", not "no such model".
+        A request waits in its version's queue or for its batch in `hold_thread()`
+        (CallThreads.holding), so that waiting requests do not take the request threads."""
+        self._hold_thread = hold_thread
         self._started = started
         self._turns = turns
         self._routes = routes
@@ -197,7 +202,7 @@ class Serving:
         try:
             # Admitted (and waiting in the version's queue) before taking a turn: a request
             # that waits for its version holds no turn that another model could use.
-            loaded.admit(request.deadline)
+            loaded.admit(request.deadline, hold=pipeline._hold_thread)
             if pipeline._turns is not None:
                 try:
                     self._turn = pipeline._turns.take(request.deadline)
@@ -218,7 +223,7 @@ class Serving:
             names = outputs.names
             if score is not None and score not in names:
                 names = (*names, score)
-            arrays = loaded.run(names, feeds, request.deadline)
+            arrays = loaded.run(names, feeds, request.deadline, hold=pipeline._hold_thread)
         except ModelFailed as exc:
             metrics.failed(pipeline._outcome(request, exc), revision)
             # The version was sent these inputs: sketched, or a version that fails on a
