@@ -1,13 +1,15 @@
 """Where a gateway's CPU goes under load: microseconds per request answered, per thread.
 
-Starts each variant's gateway on the server CPU (its private redis-server too), loads it with
-perf_analyzer from the client CPU, and reads every thread's CPU time from /proc over a window
-of steady load; py-spy names the Python threads (grpcio's C threads name themselves). Threads
-of one kind are summed: `onnxgate-rpc (N)` is the N call threads. Variants take turns in each
+Starts each variant's server on the server CPU (a gateway's private redis-server too), loads
+it with perf_analyzer from the client CPU for a fixed number of requests after a warm-up, and
+reads every thread's CPU time from /proc before and after; py-spy names the Python threads
+(grpcio's C threads name themselves). Threads of one kind are summed: `onnxgate-rpc (N)` is
+the N call threads. A variant is a gateway's extra flags, or `bare` for the bare thread-pool
+server (benchmarks/bare_server.py), the ceiling to compare with. Variants take turns in each
 round, so the shared machine's drift falls on all alike; the table shows medians of rounds.
 
-    python benchmarks/thread_cpu.py --variant default= --variant no-registry=--no-registry \\
-        --rounds 3 --seconds 20 --concurrency 32
+    python benchmarks/thread_cpu.py --variant default= --variant bare=bare \\
+        --rounds 3 --requests 60000 --concurrency 32
 """
 
 from __future__ import annotations
@@ -26,14 +28,19 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench_report import scrape, total
 from driver import alternate
-from load_tools import add_perf_analyzer_args, perf_analyzer_command, perf_analyzer_env
+from load_tools import (
+    add_perf_analyzer_args,
+    perf_analyzer_command,
+    perf_analyzer_env,
+    perf_analyzer_timeout,
+)
 from models import build_repository
-from servers import CLIENT_CPU, HOST, BenchError, port_pair, start_server
+from servers import CLIENT_CPU, HOST, BenchError, port_pair, server_command, start_server
 
 _TICK = os.sysconf("SC_CLK_TCK")
-_WARMUP_SECONDS = 5.0
+_WARMUP_REQUESTS = 5000
+_BARE = ["bare"]  # the variant flags that mean the bare server
 _NUMBERED = re.compile(r"_\d+$")  # onnxgate-rpc_12 is one of the call threads
 _DUMPED = re.compile(r'Thread (\d+) \([^)]*\): "([^"]*)"')
 
@@ -76,32 +83,28 @@ def _kind(name: str) -> str:
     return _NUMBERED.sub("", name)
 
 
-def _measure(args: argparse.Namespace, port: int, metrics_port: int, pids: list[int],
+def _measure(args: argparse.Namespace, port: int, pids: list[int],
              work: Path) -> tuple[dict[tuple[int, int], int], float]:  # fmt: skip
-    """Load the gateway; (ticks per thread over the window, requests answered in it)."""
-    # One window longer than the whole measurement: perf_analyzer only has to keep loading.
-    window_ms = int((_WARMUP_SECONDS + args.seconds + 30) * 1e3)
-    long = argparse.Namespace(**{**vars(args), "pa_max_trials": 1, "pa_window_ms": window_ms})
-    command = perf_analyzer_command(long, port, args.concurrency, work / "pa.csv",
+    """Warm up, then load the server with args.requests requests: (ticks per thread, seconds)
+    meanwhile (the load's connection set-up included: a few ms against seconds)."""
+    _load(args, port, _WARMUP_REQUESTS, work)
+    before = _thread_ticks(pids), time.monotonic()
+    _load(args, port, args.requests, work)
+    after = _thread_ticks(pids), time.monotonic()
+    return {key: ticks - before[0].get(key, 0) for key, ticks in after[0].items()}, after[
+        1
+    ] - before[1]
+
+
+def _load(args: argparse.Namespace, port: int, requests: int, work: Path) -> None:
+    command = perf_analyzer_command(args, port, args.concurrency, work / "pa.csv",
                                     ["taskset", "-c", CLIENT_CPU])  # fmt: skip
-    load = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=perf_analyzer_env(args))  # fmt: skip
-    try:
-        time.sleep(_WARMUP_SECONDS)
-        before = _thread_ticks(pids), _answered(metrics_port, args.model)
-        time.sleep(args.seconds)
-        after = _thread_ticks(pids), _answered(metrics_port, args.model)
-        if load.poll() is not None:
-            raise BenchError("perf_analyzer exited before the window ended")
-    finally:
-        load.terminate()
-        load.wait(timeout=30)
-    spent = {key: ticks - before[0].get(key, 0) for key, ticks in after[0].items()}
-    return spent, after[1] - before[1]
-
-
-def _answered(metrics_port: int, model: str) -> float:
-    return total(scrape(metrics_port), "onnxgate_requests_total", model=model, role="primary")
+    command += ["--request-count", str(requests)]
+    timeout = perf_analyzer_timeout(args) + requests / 100  # at 100 req/s, something is wrong
+    done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(args),
+                          timeout=timeout, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"perf_analyzer exited {done.returncode}: {done.stdout[-2000:]}")
 
 
 def _redis_pid(gateway_pid: int) -> int | None:
@@ -117,12 +120,15 @@ def _redis_pid(gateway_pid: int) -> int | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", type=_variant, action="append", required=True,
-                        help="NAME=FLAGS: onnxgate serve's extra flags (may be empty)")  # fmt: skip
+                        help="NAME=FLAGS: onnxgate serve's extra flags (may be empty), or"
+                             " NAME=bare for the bare thread-pool server")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
+    parser.add_argument("--requests", type=int, default=60000, help="measured per run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--model", default="tiny", choices=["tiny", "medium"])
     parser.add_argument("--ready-timeout", type=float, default=90.0)
+    parser.add_argument("--python", default=sys.executable, help="the bare server's interpreter")
+    parser.add_argument("--threads", type=int, default=4, help="the bare server's threads")
     add_perf_analyzer_args(parser, window_ms=3000)
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -138,18 +144,24 @@ def main() -> int:
         started = {}
         for name, flags in variants.items():
             port, metrics_port = port_pair()
-            command = [str(args.onnxgate), "serve", "--models", str(work / "repo"), "--grpc-port",
-                       str(port), "--metrics-port", str(metrics_port), "--host", HOST,
-                       "--data-dir", str(work / f"data-{name}"), *flags]  # fmt: skip
+            if flags == _BARE:
+                command = server_command("bare", args, work / "repo", port, metrics_port)
+            else:
+                command = [str(args.onnxgate), "serve", "--models", str(work / "repo"),
+                           "--grpc-port", str(port), "--metrics-port", str(metrics_port),
+                           "--host", HOST, "--data-dir", str(work / f"data-{name}"),
+                           *flags]  # fmt: skip
             proc = start_server(stack, f"{name}", command, work / f"{name}.log", port,
                                 args.model, args.ready_timeout)  # fmt: skip
-            started[name] = (port, metrics_port, proc.pid)
+            started[name] = (port, proc.pid)
         for rnd in range(args.rounds):
             for name in alternate(list(variants), rnd):
-                port, metrics_port, pid = started[name]
+                port, pid = started[name]
                 redis = _redis_pid(pid)
                 pids = [pid] if redis is None else [pid, redis]
-                spent, answered = _measure(args, port, metrics_port, pids, work)
+                spent, seconds = _measure(args, port, pids, work)
+                rate = args.requests / seconds
+                answered = args.requests
                 names = _thread_names(pid, py_spy)
                 by_kind: dict[str, float] = defaultdict(float)
                 threads: dict[str, int] = defaultdict(int)
@@ -160,7 +172,7 @@ def main() -> int:
                 for kind, us in by_kind.items():
                     costs[name][kind].append(us)
                 counts[name] = dict(threads)
-                print(f"round {rnd + 1} {name}: {answered / args.seconds:,.0f} req/s,"
+                print(f"round {rnd + 1} {name}: ~{rate:,.0f} req/s,"
                       f" {sum(by_kind.values()):.0f} us CPU per request", flush=True)  # fmt: skip
     _report(args, variants, costs, counts)
     return 0
@@ -179,7 +191,8 @@ def _report(
 
     kinds = sorted({k for c in costs.values() for k in c}, key=heaviest_first)
     print(f"\nCPU us per request answered, c={args.concurrency}, medians of {args.rounds}"
-          f" rounds ({args.seconds:g} s each); threads of a kind summed (how many)\n")  # fmt: skip
+          f" rounds ({args.requests:,} requests each);"
+          " threads of a kind summed (how many)\n")  # fmt: skip
     print("| thread | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
     totals = {n: [sum(v[i] for v in costs[n].values() if i < len(v)) for i in range(args.rounds)]
