@@ -24,9 +24,8 @@ holds that thread. So:
 
 grpcio has no public hook between "call started" and "request received", so the receive
 deadline recognises grpcio's unary-request work items (runner, rpc event, state, behaviour,
-request thunk, ...). Should a grpcio release
-change that shape, calls are still served but without the receive deadline: the gateway warns
-at start, and the receive-timeout tests fail.
+request thunk, ...). Should a grpcio release change that shape, calls are still served but
+without the receive deadline: the gateway warns at start, and the receive-timeout tests fail.
 """
 
 from __future__ import annotations
@@ -191,8 +190,9 @@ class CallThreads(Executor):
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """Around a handler's long wait (an open stream, a call waiting on Redis): the pool
-        counts one thread more meanwhile, so queued calls do not wait behind it."""
+        """Around a handler's long wait (an open stream, a call waiting on Redis, a request
+        waiting in its version's queue or for its batch): the pool counts one thread more
+        meanwhile, so queued calls do not wait behind it."""
         with self._lock:
             self._held += 1
         if not self._work.empty():

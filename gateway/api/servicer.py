@@ -15,7 +15,12 @@ from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.access_log import log_access
 from gateway.api.codec import decode_infer_request, encode_infer_response
 from gateway.api.health import ServingState
-from gateway.api.interceptors import answer_for, new_request_id, request_id_of
+from gateway.api.interceptors import (
+    answer_for,
+    answer_with_request_id,
+    new_request_id,
+    request_id_of,
+)
 from gateway.api.metadata import model_config, model_metadata
 from gateway.api.status import status_for
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
@@ -120,8 +125,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
         """The response's `id` is the prediction's: the request's `id` when it has one, else
-        the request id the interceptor put in the trailer x-request-id (the caller's, or a
-        generated one)."""
+        the call's request id (the caller's x-request-id, or a generated one), which the
+        trailer x-request-id carries when a log line names it (see interceptors.py)."""
         return self._serve(request, context, context.invocation_metadata(), in_stream=False)
 
     def _serve(
@@ -139,7 +144,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata,
         in_stream: bool,
     ) -> pb.ModelInferResponse:  # fmt: skip
-        """_infer, then one access-log line with the status the caller gets."""
+        """_infer, then one access-log line with the status the caller gets; a ModelInfer
+        answer names the line's request id in its trailer."""
         started = time.perf_counter()
         # A request that fails before routing knows only the version it pinned, if any.
         version: str | None = request.model_version or None
@@ -152,7 +158,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code, version = status_for(exc).name, exc.version or version
             raise
         finally:
-            log_access(request.model_name, version, code, started, request_id_of(context))
+            request_id = request_id_of(context)
+            if not in_stream:  # a stream's trailer names the stream already
+                answer_with_request_id(context, request_id)
+            log_access(request.model_name, version, code, started, request_id)
 
     def _infer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext, metadata: _Metadata,

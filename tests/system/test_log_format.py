@@ -158,6 +158,20 @@ def test_at_rate_1_every_answer_and_every_failure_is_logged(sampled_gateway, acc
     assert {e["role"] for e in _access(access_log)} == {"primary"}
 
 
+@pytest.mark.parametrize("sampled_gateway", [1.0], indirect=True)
+def test_a_logged_answer_names_its_lines_request_id_in_the_trailer(sampled_gateway, access_log):
+    """The line's id is the call's, not the request's own `id` (the response's): the trailer
+    is how the caller finds the line."""
+    with _stub(sampled_gateway) as stub:
+        request = infer_request("classifier", FEATURES, request_id="body-9")
+        response, call = stub.ModelInfer.with_call(request)
+    trailers: Iterable[Any] = call.trailing_metadata() or ()  # (key, value) pairs
+    [logged] = _access(access_log)
+    assert response.id == "body-9"
+    assert re.fullmatch(r"[0-9a-f]{32}", dict(trailers)["x-request-id"])
+    assert logged["request_id"] == dict(trailers)["x-request-id"]
+
+
 @pytest.mark.parametrize("sampled_gateway", [0.0], indirect=True)
 def test_at_rate_0_nothing_is_logged(sampled_gateway, access_log):
     with _stub(sampled_gateway) as stub:
