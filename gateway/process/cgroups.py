@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["available_cpus", "cgroup_files", "cpu_quota", "memory_limits"]
+__all__ = ["available_cpus", "cgroup_files", "cpu_capacity", "cpu_quota", "memory_limits"]
 
 OWN_CGROUPS = Path("/proc/self/cgroup")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -74,20 +74,25 @@ def cpu_quota(own_cgroups: Path = OWN_CGROUPS, cgroup_root: Path = CGROUP_ROOT) 
     for values in found:
         # v2: "QUOTA PERIOD" or "max PERIOD"; v1: QUOTA (-1: none) and PERIOD, two files.
         parts = values[0].split() if len(values) == 1 else values
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[1]):
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) > 0 \
+                and int(parts[1]) > 0:  # fmt: skip
             quotas.append(int(parts[0]) / int(parts[1]))
     return min(quotas) if quotas else None
 
 
-def available_cpus(own_cgroups: Path = OWN_CGROUPS, cgroup_root: Path = CGROUP_ROOT) -> int:
-    """How many CPUs this process may keep busy: those it may run on (taskset, cpusets),
-    capped by its cgroups' CPU quota rounded down, and at least one. Rounded down as Go's
-    automaxprocs does: a worker beyond the quota is throttled, in pauses its requests feel."""
+def cpu_capacity(own_cgroups: Path = OWN_CGROUPS, cgroup_root: Path = CGROUP_ROOT) -> float:
+    """How many CPUs' worth of time this process may use: the CPUs it may run on (taskset,
+    cpusets), capped by its cgroups' CPU quota (1.5 under a Kubernetes limit of 1500m)."""
     if hasattr(os, "sched_getaffinity"):
         cpus = len(os.sched_getaffinity(0))
     else:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
     quota = cpu_quota(own_cgroups, cgroup_root)
-    if quota is not None:
-        cpus = min(cpus, math.floor(quota))
-    return max(1, cpus)
+    return float(cpus) if quota is None else min(float(cpus), quota)
+
+
+def available_cpus(own_cgroups: Path = OWN_CGROUPS, cgroup_root: Path = CGROUP_ROOT) -> int:
+    """How many CPUs this process may keep busy: its cpu_capacity() rounded down, as Go's
+    automaxprocs does (a worker beyond the quota is throttled, in pauses its requests feel),
+    and at least one."""
+    return max(1, math.floor(cpu_capacity(own_cgroups, cgroup_root)))

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import time
 
+from gateway.process.cgroups import cpu_capacity
 from gateway.telemetry.periodic import Periodic
 
 __all__ = ["CpuHeadroom"]
 
 
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):  # honours taskset and cpusets
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 class CpuHeadroom:
     """Samples this process's CPU time every `interval` seconds on a thread of its own;
-    `spare` is True while it used less than `max_busy` of its share of the CPUs it may run on
-    (`cpu_share`: 1/N for one of N worker processes).
+    `spare` is True while it used less than `max_busy` of its share of the CPU time it may use
+    (cpu_capacity(): its CPUs, capped by a cgroup quota; `cpu_share`: 1/N for one of N worker
+    processes).
 
     Readers pay one attribute read. A limit of 1.0 or more always reports spare CPU.
     """
 
     def __init__(self, max_busy: float, cpu_share: float = 1.0, interval: float = 0.1) -> None:
         self._max_busy = max_busy
-        self._cpus = _usable_cpus() * cpu_share
+        self._cpus = cpu_capacity() * cpu_share
         self.spare = True
         self._last = (time.monotonic(), time.process_time())
         self._sampler = Periodic("headroom", interval, self._sample)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.process.cgroups import available_cpus, cpu_quota
+from gateway.process.cgroups import available_cpus, cpu_capacity, cpu_quota
 
 
 def _tree(root: Path, own_cgroups: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -58,3 +58,15 @@ def test_available_cpus_rounds_a_quota_down_and_never_below_one(tmp_path, cpu_ma
 def test_a_quota_above_the_cpus_it_may_run_on_counts_the_cpus(tmp_path):
     own, root = _tree(tmp_path, "0::/\n", {"fs/cpu.max": "6400000 100000"})  # 64 CPUs
     assert available_cpus(own, root) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("cpu_max", "quota"), [("150000 100000", 1.5), ("50000 100000", 0.5)])
+def test_cpu_capacity_is_a_fractional_quota_under_the_cpus(tmp_path, cpu_max, quota):
+    """What the shadows' CPU headroom divides by: a quota of 1.5 CPUs is busy at 1.5, not 1."""
+    own, root = _tree(tmp_path, "0::/\n", {"fs/cpu.max": cpu_max})
+    assert cpu_capacity(own, root) == min(float(len(os.sched_getaffinity(0))), quota)
+
+
+def test_a_quota_of_zero_is_no_quota(tmp_path):
+    own, root = _tree(tmp_path, "0::/\n", {"fs/cpu.max": "0 100000"})
+    assert cpu_quota(own, root) is None
