@@ -17,6 +17,7 @@ the rollout controller's last notifications, both before the registry client clo
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -287,6 +288,10 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
     except (PrivateRedisError, ReplicaIdInUse) as exc:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
+    # Start-up's objects (modules, settings, clients, metrics) live as long as the process:
+    # frozen, the collector's full passes no longer scan them. Measured: a full pass over the
+    # ~70,000 of them held the GIL for ~40 ms, every request waiting.
+    gc.freeze()
     # In slices: a signal the kernel gives another thread only marks Python's handler pending,
     # which a main thread blocked in an untimed wait never runs (a SIGTERM was lost so).
     while not stop_requested.wait(0.5):
