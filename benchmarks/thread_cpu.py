@@ -33,13 +33,15 @@ from load_tools import (
     add_perf_analyzer_args,
     perf_analyzer_command,
     perf_analyzer_env,
-    perf_analyzer_timeout,
 )
 from models import build_repository
 from servers import CLIENT_CPU, HOST, BenchError, port_pair, server_command, start_server
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _WARMUP_REQUESTS = 5000
+_START_SECONDS = 30.0  # perf_analyzer's start-up and its model queries
+_SLOWEST_RATE = 500.0  # req/s: a load slower than this is taken to have hung
+_ATTEMPTS = 3
 _BARE = ["bare"]  # the variant flags that mean the bare server
 _NUMBERED = re.compile(r"_\d+$")  # onnxgate-rpc_12 is one of the call threads
 _DUMPED = re.compile(r'Thread (\d+) \([^)]*\): "([^"]*)"')
@@ -86,25 +88,34 @@ def _kind(name: str) -> str:
 def _measure(args: argparse.Namespace, port: int, pids: list[int],
              work: Path) -> tuple[dict[tuple[int, int], int], float]:  # fmt: skip
     """Warm up, then load the server with args.requests requests: (ticks per thread, seconds)
-    meanwhile (the load's connection set-up included: a few ms against seconds)."""
+    meanwhile (the load's connection set-up included: a few ms against seconds). A load that
+    hangs is measured again (see _load), at most _ATTEMPTS times."""
     _load(args, port, _WARMUP_REQUESTS, work)
-    before = _thread_ticks(pids), time.monotonic()
-    _load(args, port, args.requests, work)
-    after = _thread_ticks(pids), time.monotonic()
-    return {key: ticks - before[0].get(key, 0) for key, ticks in after[0].items()}, after[
-        1
-    ] - before[1]
+    for _ in range(_ATTEMPTS):
+        before, started = _thread_ticks(pids), time.monotonic()
+        if _load(args, port, args.requests, work):
+            after, seconds = _thread_ticks(pids), time.monotonic() - started
+            return {key: ticks - before.get(key, 0) for key, ticks in after.items()}, seconds
+    raise BenchError(f"perf_analyzer hung {_ATTEMPTS} times in a row")
 
 
-def _load(args: argparse.Namespace, port: int, requests: int, work: Path) -> None:
+def _load(args: argparse.Namespace, port: int, requests: int, work: Path) -> bool:
+    """Send `requests` requests; False when perf_analyzer outlasted its bound. With
+    --request-count it now and then never exits after its last answer (seen against the
+    gateway and the bare server alike: every request answered, the client waiting on)."""
     command = perf_analyzer_command(args, port, args.concurrency, work / "pa.csv",
                                     ["taskset", "-c", CLIENT_CPU])  # fmt: skip
     command += ["--request-count", str(requests)]
-    timeout = perf_analyzer_timeout(args) + requests / 100  # at 100 req/s, something is wrong
-    done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(args),
-                          timeout=timeout, check=False)  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              env=perf_analyzer_env(args),
+                              timeout=_START_SECONDS + requests / _SLOWEST_RATE)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        print(f"  perf_analyzer hung after {requests:,} requests; measuring again", flush=True)
+        return False
     if done.returncode != 0:
         raise BenchError(f"perf_analyzer exited {done.returncode}: {done.stdout[-2000:]}")
+    return True
 
 
 def _redis_pid(gateway_pid: int) -> int | None:
