@@ -17,9 +17,7 @@ the rollout controller's last notifications, both before the registry client clo
 
 from __future__ import annotations
 
-import gc
 import logging
-import os
 import threading
 import time
 
@@ -39,7 +37,7 @@ from gateway.models.run_deadlines import RunDeadlines
 from gateway.models.store import VersionStore
 from gateway.pipeline.cpu_turns import RequestTurns
 from gateway.pipeline.inference import InferencePipeline
-from gateway.process.bootstrap import start_process
+from gateway.process.bootstrap import freeze_startup_objects, start_process, watch_supervisor
 from gateway.process.metrics_endpoint import start_metrics_endpoint
 from gateway.process.private_redis import PrivateRedis, PrivateRedisError
 from gateway.process.shutdown import (
@@ -57,7 +55,6 @@ from gateway.security.material import Security, SecurityError
 from gateway.settings import Settings
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.telemetry.background import TelemetryTasks
-from gateway.telemetry.periodic import Periodic
 from gateway.telemetry.request_stats import RequestStats
 from registry_client.repository import scan_repository
 
@@ -273,25 +270,13 @@ def serve(settings: Settings, parent_pid: int | None = None) -> int:
     except SecurityError as exc:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
-    orphan_watch: Periodic | None = None
-    if parent_pid is not None:
-
-        def stop_when_orphaned() -> None:
-            if os.getppid() != parent_pid:
-                _log.warning("supervisor gone; draining")
-                stop_requested.set()
-
-        orphan_watch = Periodic("orphan-watch", 1.0, stop_when_orphaned)
-        orphan_watch.start()
+    orphan_watch = None if parent_pid is None else watch_supervisor(parent_pid, stop_requested)
     try:
         gateway.start()
     except (PrivateRedisError, ReplicaIdInUse) as exc:
         _log.error("cannot start", extra={"reason": str(exc)})
         return 2
-    # Start-up's objects (modules, settings, clients, metrics) live as long as the process:
-    # frozen, the collector's full passes no longer scan them. Measured: a full pass over the
-    # ~70,000 of them held the GIL for ~40 ms, every request waiting.
-    gc.freeze()
+    freeze_startup_objects()
     # In slices: a signal the kernel gives another thread only marks Python's handler pending,
     # which a main thread blocked in an untimed wait never runs (a SIGTERM was lost so).
     while not stop_requested.wait(0.5):
