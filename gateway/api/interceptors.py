@@ -36,13 +36,13 @@ else:
     ServerInterceptorBase = grpc.ServerInterceptor
 REQUEST_ID_METADATA = "x-request-id"
 _MAX_REQUEST_ID_CHARS = 128
-# An inference call's request id goes in its trailer when a log line names it: on every
-# failure (set here, whatever raised) and, by the servicer, on an access-logged answer. A
-# stream's trailer names the stream, so it is set when the stream begins. Not on every
-# ModelInfer answer: the response's `id` carries the prediction's id already, and a trailer
-# on each answer cost 7% of the requests served at concurrency 32 (CPU per request 0.93x:
-# gRPC's encoding of it, not the Python around it).
-_STAMPED_METHODS = frozenset(
+# The inference methods. Their call's request id goes in its trailer when a log line names
+# it: on every failure (set here, whatever raised) and, by the servicer, on an access-logged
+# answer. A stream's trailer names the stream, so it is set when the stream begins. Not on
+# every ModelInfer answer: the response's `id` carries the prediction's id already, and a
+# trailer on each answer cost 7% of the requests served at concurrency 32 (CPU per request
+# 0.93x: gRPC's encoding of it, not the Python around it).
+_INFERENCE_METHODS = frozenset(
     {
         "/inference.GRPCInferenceService/ModelInfer",
         "/inference.GRPCInferenceService/ModelStreamInfer",
@@ -85,7 +85,7 @@ def request_id_of(context: grpc.ServicerContext) -> str:
 
 
 def answer_with_request_id(context: grpc.ServicerContext, request_id: str) -> None:
-    """Put `request_id` in the call's trailer (see _STAMPED_METHODS for when)."""
+    """Put `request_id` in the call's trailer (see _INFERENCE_METHODS for when)."""
     context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
 
 
@@ -147,7 +147,7 @@ def _stamp(context: grpc.ServicerContext) -> None:
 def stamp_request_id(method: str, context: grpc.ServicerContext) -> None:
     """Give an inference call's answer its request id, for refusals made before this
     interceptor runs (authentication)."""
-    if method in _STAMPED_METHODS:
+    if method in _INFERENCE_METHODS:
         _stamp(context)
 
 
@@ -176,7 +176,7 @@ def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         finally:
             _call_request_id.reset(token)
 
-    if method in _STAMPED_METHODS:
+    if method in _INFERENCE_METHODS:
         return handle_inference
     if getattr(behavior, "experimental_non_blocking", False):
         handle.experimental_non_blocking = True  # type: ignore[attr-defined]
@@ -186,7 +186,7 @@ def _wrap_call(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
 def _wrap_streaming(
     behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
 ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-    stamped = method in _STAMPED_METHODS
+    stamped = method in _INFERENCE_METHODS
 
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         if stamped:

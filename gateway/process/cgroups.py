@@ -74,9 +74,11 @@ def cpu_quota(own_cgroups: Path = OWN_CGROUPS, cgroup_root: Path = CGROUP_ROOT) 
     for values in found:
         # v2: "QUOTA PERIOD" or "max PERIOD"; v1: QUOTA (-1: none) and PERIOD, two files.
         parts = values[0].split() if len(values) == 1 else values
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) > 0 \
-                and int(parts[1]) > 0:  # fmt: skip
-            quotas.append(int(parts[0]) / int(parts[1]))
+        if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+            continue  # "max", "-1" or unreadable: no quota here
+        quota, period = int(parts[0]), int(parts[1])
+        if quota > 0 and period > 0:
+            quotas.append(quota / period)
     return min(quotas) if quotas else None
 
 
