@@ -31,6 +31,7 @@ from gateway.api.server import INFERENCE_SERVICE, bind, build_server, call_threa
 from gateway.api.servicer import InferenceServicer
 from gateway.api.status import code_name
 from gateway.drift.recorder import DriftRecorder
+from gateway.drift.sampling import RowSampler
 from gateway.metrics.gateway_metrics import GatewayMetrics
 from gateway.metrics.http import MetricsServer
 from gateway.models.run_deadlines import RunDeadlines
@@ -96,9 +97,11 @@ class Gateway:
         )  # fmt: skip
         self.drift: DriftRecorder | None = None
         if redis_url and settings.drift_buffer_rows > 0:
+            cap = settings.drift_max_rows_per_second / settings.workers
             self.drift = DriftRecorder(
                 self.metrics.sketch_dropped, settings.drift_buffer_rows,
                 on_given_up=lambda: self._given_up("sketches"),
+                sampler=RowSampler(cap) if cap > 0 else None,
             )  # fmt: skip
         self.loaded = threading.Event()
         self.health = HealthService([INFERENCE_SERVICE], alive=self.is_alive)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Counter
 
+from gateway.drift.sampling import RowSampler
 from gateway.telemetry.window_ledger import mark_unwritten, take_pending
 from registry_client.drift.features import feature_columns
 from registry_client.drift.sketch import (
@@ -46,7 +47,8 @@ class _Window:
 
 class DriftRecorder:
     """Thread-safe. observe() is the request path's only call: it never folds and never
-    blocks on I/O; over `buffer_rows` queued rows, inputs are dropped and counted."""
+    blocks on I/O; over `buffer_rows` queued rows, inputs are dropped and counted. With a
+    sampler, a version's rows over its rate are a uniform sample (sampling.py)."""
 
     def __init__(
         self,
@@ -55,9 +57,11 @@ class DriftRecorder:
         clock: Callable[[], float] = time.time,
         keep_minutes: int = 60,
         on_given_up: Callable[[], None] = lambda: None,
+        sampler: RowSampler | None = None,
     ) -> None:
         self._on_given_up = on_given_up  # told of each minute dropped unwritten
         self._dropped = dropped
+        self._sampler = sampler  # None: every row is sketched
         self._capacity = buffer_rows
         self._clock = clock
         self._keep_minutes = keep_minutes
@@ -81,6 +85,8 @@ class DriftRecorder:
         not copies: the inputs are read-only views of the request, the outputs are not
         written after). Outputs are sketched as features named `output:NAME...`, so a
         canary's answers can be compared with the baseline's as its inputs are."""
+        if self._sampler is not None and self._sampler.skips(model, version):
+            return
         first = next(iter(feeds.values()), None)
         rows = first.shape[0] if first is not None and first.ndim else 1
         with self._buffer_lock:
@@ -118,6 +124,8 @@ class DriftRecorder:
                     grouped[model, version, OUTPUT_PREFIX + name, array.shape[1:]].append(array)
         minute = window_of(self._clock())
         with self._state_lock:
+            if self._sampler is not None:
+                self._sampler.counted(rows)
             for (model, version), count in rows.items():
                 state = self._windows.setdefault((model, version, MINUTE, minute), _Window())
                 state.rows += count

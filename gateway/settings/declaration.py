@@ -78,8 +78,7 @@ class Settings:
     # Whatever the call's deadline: headers without a body cannot hold a thread.
     receive_timeout_seconds: float = CONNECTIONS(
         10.0, "a call's request message must arrive this soon after its thread waits for it,"
-        " or it ends DEADLINE_EXCEEDED", at_least=0.001,
-    )  # fmt: skip
+        " or it ends DEADLINE_EXCEEDED", at_least=0.001)  # fmt: skip
     max_connections: int = CONNECTIONS(
         1000, "client connections open at once; more are closed at once", at_least=1
     )
@@ -93,16 +92,14 @@ class Settings:
     # A vanished client's stream gives its thread back.
     keepalive_seconds: float = CONNECTIONS(
         60.0, "ping connections idle this long; close them unanswered after"
-        " --keepalive-timeout-seconds", at_least=0.001,
-    )  # fmt: skip
+        " --keepalive-timeout-seconds", at_least=0.001)  # fmt: skip
     keepalive_timeout_seconds: float = CONNECTIONS(
         20.0, "close a pinged connection that has not answered this soon", at_least=0.001
     )
     # gRPC's default is 5 minutes, which cuts off any client with keepalive on.
     min_client_ping_seconds: float = CONNECTIONS(
         10.0, "clients pinging more often are disconnected (GOAWAY too_many_pings) at their"
-        " third faster ping", at_least=0.0,
-    )  # fmt: skip
+        " third faster ping", at_least=0.0)  # fmt: skip
 
     tls_cert_file: Path | None = SECURITY(  # noqa: RUF009
         None, "PEM certificate chain: serve gRPC over TLS (with --tls-key)", flag="--tls-cert"
@@ -110,12 +107,10 @@ class Settings:
     tls_key_file: Path | None = SECURITY(None, "PEM private key", flag="--tls-key")  # noqa: RUF009
     tls_client_ca_file: Path | None = SECURITY(  # noqa: RUF009
         None, "PEM CA bundle: require client certificates it signed (mutual TLS)",
-        flag="--tls-client-ca",
-    )  # fmt: skip
+        flag="--tls-client-ca")  # fmt: skip
     auth_tokens_file: Path | None = SECURITY(  # noqa: RUF009
         None, "bearer tokens, one 'NAME SCOPES TOKEN' per line (scopes: infer, admin,"
-        " metrics, feedback); calls without a known token are refused",
-    )  # fmt: skip
+        " metrics, feedback); calls without a known token are refused")  # fmt: skip
     metrics_tls: bool = SECURITY(
         False, "serve /metrics over TLS with --tls-cert/--tls-key/--tls-client-ca"
     )
@@ -129,14 +124,12 @@ class Settings:
     # abandoned.
     load_timeout_seconds: float = MODELS(
         120.0, "a version's fetch, memory probe, creation and warm-up get this long, then"
-        " FAILED", at_least=0.001,
-    )  # fmt: skip
+        " FAILED", at_least=0.001)  # fmt: skip
     # The version loads here only when that probe passes; checks.py says why not below 64 MiB.
     max_version_memory_bytes: int = MODELS(
         -1, "probe each version's load and warm-up first in a child process limited to this"
         " much memory above its start; -1: a quarter of the machine's (or the cgroup's)"
-        " memory; 0: no probe", at_least=-1,
-    )  # fmt: skip
+        " memory; 0: no probe", at_least=-1)  # fmt: skip
     max_model_bytes: int = MODELS(
         2**31 - 1, "larger model files are refused unread (FAILED)", at_least=1
     )
@@ -147,28 +140,24 @@ class Settings:
     max_concurrency_per_version: int = ADMISSION(
         0, "requests of one version running at once, with up to --max-queue-per-version more"
         " waiting, each until its deadline; beyond that, UNAVAILABLE; 0: no limit of its own",
-        at_least=0,
-    )  # fmt: skip
+        at_least=0)  # fmt: skip
     max_queue_per_version: int = ADMISSION(64, "with --max-concurrency-per-version: requests"
                                            " that may wait beyond it", at_least=0)  # fmt: skip
     # Only versions with a dynamic batch dimension are batched.
     batch_delay_us: int = ADMISSION(
         -1, "dynamic batching: -1 off; else concurrent requests run together, waiting at most"
-        " this many microseconds for more",
-    )  # fmt: skip
+        " this many microseconds for more")  # fmt: skip
 
     shutdown_grace_seconds: float = SHUTDOWN(30.0, "drain time on SIGTERM")
     # Balancers and health-checking clients stop sending before intake closes.
     drain_notice_seconds: float = SHUTDOWN(
         1.0, "on SIGTERM, health says NOT_SERVING this long before new RPCs are refused,"
-        " taken from the grace period (at most half of it)", at_least=0.0,
-    )  # fmt: skip
+        " taken from the grace period (at most half of it)", at_least=0.0)  # fmt: skip
 
     redis_url: str | None = REGISTRY(None, "follow the registry in this Redis, Sentinel or Cluster")
     data_dir: Path | None = REGISTRY(  # noqa: RUF009
         None, "without --redis-url: run a private redis-server here",
-        default_text="$XDG_DATA_HOME/onnxgate, else ~/.local/share/onnxgate",
-    )  # fmt: skip
+        default_text="$XDG_DATA_HOME/onnxgate, else ~/.local/share/onnxgate")  # fmt: skip
     namespace: str = REGISTRY("onnxgate", "registry key namespace")
     replica_id: str = REGISTRY("", "name in heartbeats", default_text="<hostname>-<pid>")
     rules_poll_seconds: float = REGISTRY(2.0, "epoch poll interval, the backstop for lost hints")
@@ -180,8 +169,7 @@ class Settings:
                                    " primaries' priority)")  # fmt: skip
     shadow_max_cpu_busy: float = SHADOWS(
         0.85, "drop shadow copies while the process uses more than this share of its CPUs;"
-        " 1: never",
-    )  # fmt: skip
+        " 1: never")  # fmt: skip
     # Counted, not compared.
     shadow_timeout_seconds: float = SHADOWS(
         5.0, "a shadow run still going this long is terminated", at_least=0.001
@@ -190,6 +178,10 @@ class Settings:
     stats_flush_seconds: float = TELEMETRY(10.0, "per-version statistics write interval")
     stats_retention_seconds: int = TELEMETRY(86400, "1-minute statistics windows kept in Redis")
     drift_buffer_rows: int = TELEMETRY(65536, "input rows waiting to be sketched; 0: no drift")
+    # Per gateway: each of --workers N sketches up to 1/N of it.
+    drift_max_rows_per_second: float = TELEMETRY(
+        500.0, "rows sketched per model-version and second; beyond it a uniform random sample"
+        " of them; 0: every row", at_least=0.0)  # fmt: skip
     drift_flush_seconds: float = TELEMETRY(10.0, "sketch write interval")
     # gatectl's default too.
     drift_minute_ttl_seconds: int = TELEMETRY(3600, "1-minute sketch windows kept")
@@ -203,18 +195,15 @@ class Settings:
                                      at_least=0)  # fmt: skip
     prediction_ttl_seconds: int = QUALITY(
         7 * 86400, "how long a prediction waits for its label", flag="--prediction-ttl",
-        at_least=3600,
-    )  # fmt: skip
+        at_least=3600)  # fmt: skip
     # Per gateway: each of --workers N logs up to 1/N of it (sizing it: docs/quality.md).
     prediction_log_max_per_second: float = QUALITY(
         100.0, "predictions logged per model and second; the rest are counted, not logged",
-        at_least=0.0,
-    )  # fmt: skip
+        at_least=0.0)  # fmt: skip
     # An id's shadows finish after its primary; its records are written together.
     prediction_hold_seconds: float = QUALITY(
         2.0, "a prediction is written this long after it was made, with its shadows'",
-        at_least=0.0,
-    )  # fmt: skip
+        at_least=0.0)  # fmt: skip
     prediction_flush_seconds: float = QUALITY(1.0, "prediction log write interval",
                                               at_least=0.01)  # fmt: skip
     # The joiner holding the lease joins every model's labels; the others stand by.

@@ -187,6 +187,24 @@ def test_a_redis_outage_loses_nothing_the_buffer_holds(redis_server, gateway):
     client.close()
 
 
+def test_a_busy_version_is_sketched_at_its_cap_not_in_full(redis_server, registry):
+    gateway = make_gateway(None, redis_url=redis_server.url, drift_max_rows_per_second=50)
+    address, served = f"127.0.0.1:{gateway.grpc_port}", 0
+    try:
+        # Four rate periods of load: the rows are all sketched until the first period that
+        # measured them ends, then about 50 a second.
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            _serve(address, RNG.normal(0.0, 1.0, (100, 4)).astype(np.float32))
+            served += 100
+        _flushed(gateway)
+    finally:
+        gateway.stop(grace_seconds=1)
+    merged = registry.drift.read("credit", "1", 300)
+    assert 0 < merged.rows < 0.6 * served
+    assert all(sketch.count == merged.rows for sketch in merged.features.values())
+
+
 def test_a_full_buffer_drops_and_counts_rows():
     registry = CollectorRegistry()
     dropped = Counter("dropped", "", ["model"], registry=registry)

@@ -41,6 +41,8 @@ def make_gateway(repo: Path | None, **overrides: object) -> Gateway:
         # The memory probe costs a Python start per load (about 0.3 s): in-process gateways
         # load hundreds of versions in this suite, so only the tests about it turn it on.
         max_version_memory_bytes=0,
+        # Tests count the rows their sketches hold; the sampling of busy versions has its own.
+        drift_max_rows_per_second=0,
     ).with_overrides(**overrides)
     gateway = Gateway(settings, CollectorRegistry())
     gateway.start()
@@ -81,9 +83,10 @@ def _pump(stream: IO[str], lines: list[str], started: threading.Event) -> None:
 
 def start_gateway_process(repo: Path, *args: str) -> GatewayProcess:
     """Start a gateway subprocess on free ports; returns once it has logged its ports."""
+    # Exact sketch counts, as make_gateway's.
     command = [sys.executable, "-m", "gateway", "serve", "--models", str(repo), "--host",
                "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--log-format", "json",
-               *args]  # fmt: skip
+               "--drift-max-rows-per-second", "0", *args]  # fmt: skip
     if not {"--redis-url", "--data-dir"} & set(args):
         command.append("--no-registry")  # serve the directory itself
     process = subprocess.Popen(
