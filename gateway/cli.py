@@ -107,7 +107,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Entry point of the `onnxgate` console script: the only reader of argv and environ."""
+    """The `onnxgate` command (gateway/command.py chose gRPC's transport first): the only
+    reader of argv and environ."""
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
     if argv[:1] == ["probe"]:

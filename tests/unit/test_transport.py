@@ -1,0 +1,41 @@
+"""gRPC's transport: chosen by the `onnxgate` command before grpcio loads, unless the
+operator's environment chose one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from gateway.api.transport import GRPC_EXPERIMENTS, POLLER_OWNS_SOCKETS, choose_transport
+
+# What the command's first module leaves in the environment, and whether grpcio had loaded.
+_PROBE = (
+    "import os, sys; from gateway.command import main; from gateway.api.transport import"
+    " choose_transport; loaded = 'grpc' in sys.modules; choose_transport();"
+    " print(loaded, os.environ.get('GRPC_EXPERIMENTS'))"
+)
+
+
+def _run(env_extra: dict[str, str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k != GRPC_EXPERIMENTS}
+    env.update(env_extra)
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_the_command_chooses_the_transport_before_grpcio_is_loaded() -> None:
+    assert _run({}) == f"False {POLLER_OWNS_SOCKETS}"
+
+
+def test_an_operators_own_grpc_experiments_are_kept() -> None:
+    assert _run({GRPC_EXPERIMENTS: "event_engine_listener"}) == "False event_engine_listener"
+
+
+def test_nothing_is_set_once_grpcio_is_loaded() -> None:
+    import grpc  # noqa: F401  loaded in this process already, as in any embedding
+
+    environ: dict[str, str] = {}
+    assert choose_transport(environ) is False
+    assert environ == {}
