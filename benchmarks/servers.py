@@ -22,6 +22,7 @@ import grpc
 
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
+from gateway.api.transport import GRPC_EXPERIMENTS, POLLER_OWNS_SOCKETS
 from registry_client.client import RegistryClient
 from registry_client.errors import Unreachable
 
@@ -31,6 +32,8 @@ HOST = "127.0.0.1"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 LOG_TAIL = 600
+# "bare+transport": the bare server on the gateway's gRPC transport (gateway/api/transport.py).
+TRANSPORT_LAYER = "transport"
 
 
 class BenchError(RuntimeError):
@@ -287,7 +290,7 @@ def server_command(
 ) -> list[str]:
     """The command line of one server under test: "gateway" (`onnxgate serve`, its private
     registry next to the repository), "gateway-aio", "bare", "bare+LAYER[+LAYER...]" (with some
-    of the gateway's layers: benchmarks/bare_server.py LAYERS) or "aio"."""
+    of the gateway's layers: benchmarks/bare_server.py LAYERS, or TRANSPORT_LAYER) or "aio"."""
     model_path = repo / args.model / "1" / "model.onnx"
     if kind == "gateway":
         return [
@@ -313,8 +316,9 @@ def server_command(
     if kind == "aio":
         return [*bare, "--aio"]
     bare += ["--threads", str(args.threads)]
-    layers = {
-        "bare-executor": "call-threads,turns",
-        "bare-layers": "call-threads,turns,interceptor",
-    }
-    return [*bare, "--layers", layers[kind]] if kind in layers else bare
+    _, *layers = kind.split("+")
+    environment = []
+    if TRANSPORT_LAYER in layers:  # read by grpc core as grpcio loads: set before it starts
+        layers.remove(TRANSPORT_LAYER)
+        environment = ["env", f"{GRPC_EXPERIMENTS}={POLLER_OWNS_SOCKETS}"]
+    return [*environment, *bare, *(["--layers", ",".join(layers)] if layers else [])]

@@ -23,6 +23,7 @@ from servers import (
     CLIENT_CPU,
     HERE,
     SERVER_CPU,
+    TRANSPORT_LAYER,
     BenchError,
     Server,
     check_alive,
@@ -38,11 +39,13 @@ SERVER_LABELS = {
     "bare": "bare thread-pool grpc.server",
     "aio": "bare grpc.aio server",
 }
-# "bare+LAYER[+LAYER...]": the bare thread-pool server with some of the gateway's layers.
+# "bare+LAYER[+LAYER...]": the bare thread-pool server with some of the gateway's layers, its
+# gRPC transport among them.
+_BARE_LAYERS = (TRANSPORT_LAYER, *LAYERS)
 SERVER_LABELS |= {
     "+".join(("bare", *chosen)): "bare + " + ", ".join(chosen)
-    for n in range(1, len(LAYERS) + 1)
-    for chosen in itertools.combinations(LAYERS, n)
+    for n in range(1, len(_BARE_LAYERS) + 1)
+    for chosen in itertools.combinations(_BARE_LAYERS, n)
 }
 TOOLS = ("perf_analyzer", "load.py")
 
