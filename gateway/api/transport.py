@@ -4,8 +4,9 @@ By default grpcio (1.85) accepts connections and moves their bytes on EventEngin
 its own, which hand each call's events over to the thread polling the completion queue. With
 the EventEngine listener off, grpc core's epoll poller does that socket work on the polling
 thread itself, and a request costs fewer hand-overs between threads: measured on one server
-core (benchmarks/RESULTS.md), 15 context switches a request against 23 at concurrency 1, and
-1.11-1.14x the requests served, for this server and for a bare grpcio server alike.
+core (benchmarks/RESULTS.md, "Fourth pass"), 15 context switches a request instead of 25 at
+concurrency 1, and 1.13x / 1.16x the requests served at concurrency 8 / 32; a bare grpcio
+server gains as much.
 
 grpc core reads GRPC_EXPERIMENTS once, as grpcio is imported, so the `onnxgate` command makes
 this choice first (gateway/command.py). An operator's own GRPC_EXPERIMENTS is left as it is:

@@ -31,6 +31,8 @@ def test_the_command_chooses_the_transport_before_grpcio_is_loaded() -> None:
 
 def test_an_operators_own_grpc_experiments_are_kept() -> None:
     assert _run({GRPC_EXPERIMENTS: "event_engine_listener"}) == "False event_engine_listener"
+    # Set empty: grpcio's default transport, as the operations guide says.
+    assert _run({GRPC_EXPERIMENTS: ""}) == "False"
 
 
 def test_nothing_is_set_once_grpcio_is_loaded() -> None:
