@@ -9,11 +9,13 @@ import sys
 
 from gateway.api.transport import GRPC_EXPERIMENTS, POLLER_OWNS_SOCKETS, choose_transport
 
-# What the command's first module leaves in the environment, and whether grpcio had loaded.
+# Whether importing the command loads grpcio, then what `onnxgate --version` leaves in the
+# environment: the command as a user runs it, in a fresh interpreter.
 _PROBE = (
-    "import os, sys; from gateway.command import main; from gateway.api.transport import"
-    " choose_transport; loaded = 'grpc' in sys.modules; choose_transport();"
-    " print(loaded, os.environ.get('GRPC_EXPERIMENTS'))"
+    "import os, sys; from gateway import command; loaded = 'grpc' in sys.modules;"
+    " sys.argv = ['onnxgate', '--version'];\n"
+    "try: command.main()\nexcept SystemExit: pass\n"
+    "print(loaded, os.environ.get('GRPC_EXPERIMENTS'))"
 )
 
 
@@ -22,7 +24,7 @@ def _run(env_extra: dict[str, str]) -> str:
     env.update(env_extra)
     done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
-    return done.stdout.strip()
+    return done.stdout.splitlines()[-1].strip()  # after the version line
 
 
 def test_the_command_chooses_the_transport_before_grpcio_is_loaded() -> None:
