@@ -266,8 +266,8 @@ def serve_threads(
     """Run the thread-pool server until SIGTERM or SIGINT (which main() has blocked), with
     the gateway's own `layers` (see LAYERS) in place of grpcio's defaults."""
     executor: Executor = ThreadPoolExecutor(max_workers=threads)
-    if "call-threads" in layers:  # as the gateway's defaults: 16 streams, 4 label calls
-        executor = CallThreads(threads + 16 + 4, 1000, receive_timeout=10.0)
+    if "call-threads" in layers:  # as the gateway's: one per request thread, up to max_calls
+        executor = CallThreads(threads, 1000, receive_timeout=10.0)
     turns = RequestTurns(threads) if "turns" in layers else None
     interceptors = [ErrorMappingInterceptor()] if "interceptor" in layers else []
     server = grpc.server(

@@ -5,8 +5,10 @@ it with perf_analyzer from the client CPU for a fixed number of requests after a
 reads every thread's CPU time from /proc before and after; py-spy names the Python threads
 (grpcio's C threads name themselves). Threads of one kind are summed: `onnxgate-rpc (N)` is
 the N call threads. A variant is a gateway's extra flags, or `bare` for the bare thread-pool
-server (benchmarks/bare_server.py), the ceiling to compare with. Variants take turns in each
-round, so the shared machine's drift falls on all alike; the table shows medians of rounds.
+server (benchmarks/bare_server.py), the ceiling to compare with, or `bare+transport` for it on
+the gateway's gRPC transport (any of serving_core.py's `bare+LAYER` kinds). Variants take
+turns in each round, so the shared machine's drift falls on all alike; the table shows
+medians of rounds.
 
     python benchmarks/thread_cpu.py --variant default= --variant bare=bare \\
         --rounds 3 --requests 60000 --concurrency 32
@@ -42,7 +44,6 @@ _WARMUP_REQUESTS = 5000
 _START_SECONDS = 30.0  # perf_analyzer's start-up and its model queries
 _SLOWEST_RATE = 500.0  # req/s: a load slower than this is taken to have hung
 _ATTEMPTS = 3
-_BARE = ["bare"]  # the variant flags that mean the bare server
 _NUMBERED = re.compile(r"_\d+$")  # onnxgate-rpc_12 is one of the call threads
 _DUMPED = re.compile(r'Thread (\d+) \([^)]*\): "([^"]*)"')
 
@@ -52,6 +53,12 @@ def _variant(text: str) -> tuple[str, list[str]]:
     if not name or not sep:
         raise argparse.ArgumentTypeError(f"expected NAME=FLAGS (FLAGS may be empty), got {text!r}")
     return name, shlex.split(flags)
+
+
+def _bare_kind(flags: list[str]) -> bool:
+    """Whether a variant's flags name a bare server: `bare`, or `bare+LAYER[+LAYER...]` (see
+    servers.server_command)."""
+    return len(flags) == 1 and flags[0].split("+")[0] == "bare"
 
 
 def _thread_ticks(pids: list[int]) -> dict[tuple[int, int], int]:
@@ -132,7 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", type=_variant, action="append", required=True,
                         help="NAME=FLAGS: onnxgate serve's extra flags (may be empty), or"
-                             " NAME=bare for the bare thread-pool server")  # fmt: skip
+                             " NAME=bare (or bare+LAYER...) for the bare server")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=60000, help="measured per run")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -155,8 +162,8 @@ def main() -> int:
         started = {}
         for name, flags in variants.items():
             port, metrics_port = port_pair()
-            if flags == _BARE:
-                command = server_command("bare", args, work / "repo", port, metrics_port)
+            if _bare_kind(flags):
+                command = server_command(flags[0], args, work / "repo", port, metrics_port)
             else:
                 command = [str(args.onnxgate), "serve", "--models", str(work / "repo"),
                            "--grpc-port", str(port), "--metrics-port", str(metrics_port),
