@@ -22,7 +22,7 @@ from load import V2_TO_NUMPY
 from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import model_config_pb2 as mc
 from gateway.api.call_threads import CallThreads
-from gateway.api.interceptors import ErrorMappingInterceptor
+from gateway.api.error_mapping import ErrorMappedRegistry
 from gateway.pipeline.cpu_turns import RequestTurns
 
 SERVICE = "inference.GRPCInferenceService"
@@ -31,9 +31,9 @@ MAX_BATCH_SIZE = 1024
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # The gateway's layers around grpcio, each addable to the bare server to weigh its cost: its
 # call-thread executor (with the receive deadline), its CPU turns (as many requests at once
-# as the pool has threads) and its error-mapping interceptor (which also puts the request id
-# in the trailer).
-LAYERS = ("call-threads", "turns", "interceptor")
+# as the pool has threads) and its error mapping (each handler wrapped as it is registered;
+# it also chooses the request id a failure's trailer carries).
+LAYERS = ("call-threads", "turns", "error-mapping")
 ORT_TO_V2: dict[str, str] = {
     "tensor(bool)": "BOOL",
     "tensor(uint8)": "UINT8",
@@ -269,13 +269,12 @@ def serve_threads(
     if "call-threads" in layers:  # as the gateway's: one per request thread, up to max_calls
         executor = CallThreads(threads, 1000, receive_timeout=10.0)
     turns = RequestTurns(threads) if "turns" in layers else None
-    interceptors = [ErrorMappingInterceptor()] if "interceptor" in layers else []
     server = grpc.server(
         executor,  # type: ignore[arg-type]  # grpcio takes any Executor; its stubs say less
-        interceptors=interceptors,
         options=SERVER_OPTIONS,
     )
-    server.add_generic_rpc_handlers((generic_handler(model, aio=False, turns=turns),))
+    services = ErrorMappedRegistry(server).as_server() if "error-mapping" in layers else server
+    services.add_generic_rpc_handlers((generic_handler(model, aio=False, turns=turns),))
     bind(server, host, port)
     server.start()
     with_layers = f" with {', '.join(layers)}" if layers else ""

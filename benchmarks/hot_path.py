@@ -41,7 +41,7 @@ class _Context:
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         # A successful ModelInfer has no trailer; its request id is the call's (a fresh one
-        # here, as the interceptor would choose).
+        # here, as error mapping would choose).
         return ()
 
 

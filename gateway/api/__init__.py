@@ -1,1 +1,1 @@
-"""The gRPC surface: servicer, codec, status mapping and interceptors."""
+"""The gRPC surface: server, servicers, codec, error mapping and authentication."""

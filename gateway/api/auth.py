@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from gateway.api.interceptors import ServerInterceptorBase, stamp_request_id
+from gateway.api.error_mapping import stamp_request_id
 from gateway.api.status import status_for
 from gateway.errors import GatewayError, NotAllowed, NotAuthenticated
 from gateway.security.tokens import TokenTable
@@ -23,6 +23,10 @@ from gateway.security.tokens import TokenTable
 __all__ = ["AuthInterceptor", "required_scope"]
 
 _log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
+    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptorBase = grpc.ServerInterceptor
 
 _INFERENCE = "/inference.GRPCInferenceService/"
 _INFER_METHODS = frozenset(
@@ -75,8 +79,8 @@ def _refusal(
 class AuthInterceptor(ServerInterceptorBase):
     """Answers UNAUTHENTICATED without a known token and PERMISSION_DENIED without the scope.
 
-    It must come first: the error-mapping interceptor caches handlers per method, and a cache
-    in front of this check would let every call after the first one through."""
+    It runs for every call, before the method's handler (wrapped by error mapping as it was
+    registered) is given the call; its refusals answer with their own status."""
 
     def __init__(self, tokens: TokenTable) -> None:
         self._tokens = tokens

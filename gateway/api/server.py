@@ -1,4 +1,4 @@
-"""The gRPC server: its thread pool, interceptors, transport options and services."""
+"""The gRPC server: its thread pool, authentication, transport options and services."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.auth import AuthInterceptor
 from gateway.api.call_threads import CallThreads
+from gateway.api.error_mapping import ErrorMappedRegistry
 from gateway.api.feedback import FeedbackServicer
-from gateway.api.interceptors import ErrorMappingInterceptor
 from gateway.api.servicer import InferenceServicer
 from gateway.security.material import Security
 from gateway.settings import Settings
@@ -77,11 +77,12 @@ def build_server(
     registry_client: RegistryClient | None,
 ) -> grpc.Server:
     """A server with the inference, feedback, health and reflection services, not yet bound;
-    without a registry client the feedback service says labels need one."""
-    # Authentication first: the error-mapping interceptor caches handlers per method.
-    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [ErrorMappingInterceptor()]
+    without a registry client the feedback service says labels need one. Every method's
+    errors are mapped to statuses (error_mapping.py); with tokens, AuthInterceptor checks each
+    call first."""
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] | None = None
     if security.tokens is not None:
-        interceptors.insert(0, AuthInterceptor(security.tokens))
+        interceptors = [AuthInterceptor(security.tokens)]
     server = grpc.server(
         threads,  # type: ignore[arg-type]  # grpcio takes any Executor; its stubs say less
         interceptors=interceptors,
@@ -89,12 +90,13 @@ def build_server(
         # Refused on grpcio's polling thread, before any call thread is taken.
         maximum_concurrent_rpcs=settings.max_calls,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    services = ErrorMappedRegistry(server).as_server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, services)
     feedback = FeedbackServicer(registry_client, settings.feedback_max_calls, threads.holding)
-    fb_grpc.add_FeedbackServicer_to_server(feedback, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(services, server)
+    fb_grpc.add_FeedbackServicer_to_server(feedback, services)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
+    names = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, services)
     return server
 
 

@@ -14,13 +14,13 @@ from gateway._proto import grpc_service_pb2 as pb
 from gateway._proto import grpc_service_pb2_grpc as pb_grpc
 from gateway.api.access_log import log_access
 from gateway.api.codec import decode_infer_request, encode_infer_response
-from gateway.api.health import ServingState
-from gateway.api.interceptors import (
+from gateway.api.error_mapping import (
     answer_for,
     answer_with_request_id,
     new_request_id,
     request_id_of,
 )
+from gateway.api.health import ServingState
 from gateway.api.metadata import model_config, model_metadata
 from gateway.api.status import status_for
 from gateway.errors import GatewayError, TooManyStreams, Unsupported
@@ -126,7 +126,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         """The response's `id` is the prediction's: the request's `id` when it has one, else
         the call's request id (the caller's x-request-id, or a generated one), which the
-        trailer x-request-id carries when a log line names it (see interceptors.py)."""
+        trailer x-request-id carries when a log line names it (see error_mapping.py)."""
         return self._serve(request, context, context.invocation_metadata(), in_stream=False)
 
     def _serve(

@@ -50,7 +50,7 @@ def test_internal_error_carries_the_callers_request_id(stub):
 
 
 def test_internal_error_details_go_only_to_the_log(stub, caplog):
-    with caplog.at_level(logging.ERROR, logger="gateway.api.interceptors"):
+    with caplog.at_level(logging.ERROR, logger="gateway.api.error_mapping"):
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(
                 infer_request("lookup", OUT_OF_TABLE), metadata=[("x-request-id", "log-1")]

@@ -94,7 +94,7 @@ def test_clients_cancelling_their_streams_are_not_internal_errors(small_gateway,
     caplog.set_level(logging.INFO)
     with grpc.insecure_channel(f"127.0.0.1:{small_gateway.grpc_port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        # gRPC ends a cancelled stream's requests either with an RpcError (the interceptor
+        # gRPC ends a cancelled stream's requests either with an RpcError (error mapping
         # must see a client gone, not a failure) or as a plain end: five tries meet the first.
         for _ in range(5):
             stream = _Stream(stub)

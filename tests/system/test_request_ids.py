@@ -103,7 +103,7 @@ def test_an_error_answer_carries_the_callers_request_id(stub):
 
 
 def test_an_error_answer_and_its_log_line_share_the_generated_id(stub, caplog):
-    with caplog.at_level(logging.INFO, logger="gateway.api.interceptors"):
+    with caplog.at_level(logging.INFO, logger="gateway.api.error_mapping"):
         with pytest.raises(grpc.RpcError) as refused:
             stub.ModelInfer(infer_request("absent", FEATURES))
     request_id = trailer(refused.value)
@@ -113,7 +113,7 @@ def test_an_error_answer_and_its_log_line_share_the_generated_id(stub, caplog):
 
 
 def test_an_internal_error_names_the_trailers_id_in_its_message_and_log(stub, caplog):
-    with caplog.at_level(logging.ERROR, logger="gateway.api.interceptors"):
+    with caplog.at_level(logging.ERROR, logger="gateway.api.error_mapping"):
         with pytest.raises(grpc.RpcError) as failed:
             stub.ModelInfer(infer_request("lookup", OUT_OF_TABLE))
     request_id = trailer(failed.value)

@@ -1,7 +1,11 @@
-"""The error-mapping interceptor every RPC goes through, and the request ids it logs.
+"""Every RPC's errors mapped to statuses, and the request ids they are logged with.
 
 Domain errors become their status from api/status.py with their message; anything else
 becomes INTERNAL with a fixed message and a request id, and the traceback goes only to the log.
+
+Each method's handler is wrapped once, as its service is registered (ErrorMappedRegistry),
+not by a server interceptor: grpcio runs its interceptor pipeline on its one polling thread
+for every call, and that cost 1.6% of the requests served (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from random import randbytes
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 
@@ -19,8 +23,7 @@ from gateway.errors import GatewayError, ModelFailed
 
 __all__ = [
     "REQUEST_ID_METADATA",
-    "ErrorMappingInterceptor",
-    "ServerInterceptorBase",
+    "ErrorMappedRegistry",
     "answer_for",
     "answer_with_request_id",
     "new_request_id",
@@ -31,9 +34,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # the stubs make it generic; at run time it is a plain class
-    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
+    _GenericHandlerBase = grpc.GenericRpcHandler[Any, Any]
 else:
-    ServerInterceptorBase = grpc.ServerInterceptor
+    _GenericHandlerBase = grpc.GenericRpcHandler
 REQUEST_ID_METADATA = "x-request-id"
 _MAX_REQUEST_ID_CHARS = 128
 # The inference methods. Their call's request id goes in its trailer when a log line names
@@ -230,24 +233,48 @@ def _wrapped(
     )
 
 
-class ErrorMappingInterceptor(ServerInterceptorBase):
-    """Wraps each method's handler once; the per-request cost is one dict lookup."""
+class _MappedGenericHandler(_GenericHandlerBase):
+    """A generic handler whose method handlers are wrapped, each once, when first asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any]) -> None:
+        self._inner = inner
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         wrapped = self._handlers.get(method)
         if wrapped is not None:
             return wrapped
-        handler = continuation(handler_call_details)
+        handler = self._inner.service(handler_call_details)
         if handler is None:
             return None
-        wrapped = _wrapped(handler, method)
-        self._handlers[method] = wrapped
-        return wrapped
+        return self._handlers.setdefault(method, _wrapped(handler, method))
+
+
+class ErrorMappedRegistry:
+    """What services are registered on: `server`, each method's handler wrapped to map its
+    errors (see the module docstring). The generated `add_*Servicer_to_server` functions take
+    it as `as_server()`; they call only the two methods below."""
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def as_server(self) -> grpc.Server:
+        """This registry where grpcio's registration functions expect a server."""
+        return cast(grpc.Server, self)
+
+    def add_generic_rpc_handlers(
+        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        """Methods found by name at call time (the fallback for unregistered ones)."""
+        self._server.add_generic_rpc_handlers(tuple(_MappedGenericHandler(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        """A service's methods, which gRPC core matches by name before grpcio sees the call."""
+        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]  # not in grpc-stubs
+            service, {name: _wrapped(h, f"/{service}/{name}") for name, h in handlers.items()}
+        )
