@@ -3,4 +3,9 @@
 
 from gateway.api.transport import choose_transport
 
-choose_transport()
+if not choose_transport():
+    raise ImportError(
+        "grpcio was loaded before the tests' package (by a pytest plugin or a conftest.py"
+        " outside tests/?): the servers the tests start in-process would run gRPC's default"
+        " transport, not the gateway's; load grpcio only from tests/"
+    )
