@@ -33,6 +33,7 @@ from tests.support.wire import infer_request
 # One connection per channel: grpcio shares one between channels to the same target otherwise.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 SLOW_ROWS = 8192
+SLOW_LAYERS = 144  # a run of 0.6 s or more: well past the 0.2 s grace below on any host
 
 
 def _server_ids() -> set[int]:
@@ -85,9 +86,9 @@ def test_a_call_still_queued_in_grpc_core_when_intake_closes_is_cancelled_unserv
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ModelInfer(request, timeout=30).model_version == "1"
             started = _calls_started(server_id)
-            # grpcio's server asks core for one call per method at a time, and asks for the
-            # next one on its polling thread under this lock. Held here, the first of two
-            # calls takes the one outstanding ask, the second stays queued in core.
+            # grpcio's server, and the gateway's ModelInfer lane, ask core for one call per
+            # method at a time, and for the next one under this lock. Held here, the first of
+            # two calls takes the one outstanding ask, the second stays queued in core.
             state = gateway._server._state  # type: ignore[attr-defined]
             with state.lock:
                 calls = [stub.ModelInfer.future(request, timeout=30) for _ in range(2)]
@@ -155,7 +156,7 @@ def test_under_load_through_a_drain_only_the_calls_answered_ok_reached_the_gatew
 
 @pytest.mark.timeout(120)
 def test_a_call_still_served_when_the_grace_runs_out_ends_unavailable(tmp_path):
-    onnx_models.save(onnx_models.slow(), tmp_path, "slow", "1")
+    onnx_models.save(onnx_models.slow(layers=SLOW_LAYERS), tmp_path, "slow", "1")
     gateway = make_gateway(tmp_path, max_batch_size=SLOW_ROWS)
     slow = infer_request("slow", {"x": np.ones((SLOW_ROWS, 256), np.float32)})
     options = [("grpc.max_send_message_length", 64 << 20)]

@@ -18,13 +18,16 @@ from tests.support import onnx_models
 from tests.support.gateways import make_gateway
 from tests.support.wire import infer_request
 
-SLOW_ROWS = 8192  # about half a second per run of the slow model on one core
+SLOW_ROWS = 8192
+# Runs must last well past the 0.2 s timeouts below on any host: 48 layers took 0.19 s on a
+# fast one, this depth 0.6-1.5 s on the hosts measured.
+SLOW_LAYERS = 144
 
 
 @pytest.fixture(scope="module")
 def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("slow")
-    onnx_models.save(onnx_models.slow(), repo, "slow", "1")
+    onnx_models.save(onnx_models.slow(layers=SLOW_LAYERS), repo, "slow", "1")
     onnx_models.save(onnx_models.busy(), repo, "busy", "1")
     onnx_models.save(onnx_models.classifier(), repo, "classifier", "1")
     return repo
@@ -116,7 +119,7 @@ def test_without_a_client_deadline_the_servers_bounds_the_wait_and_the_run(slow_
     try:
         with _channel(gateway) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            first = stub.ModelInfer.future(_slow_request())  # a run of about 0.5 s
+            first = stub.ModelInfer.future(_slow_request())  # a run of 0.6 s or more
             _wait_for(lambda: _inflight(gateway) == 1)
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as err:
@@ -209,7 +212,7 @@ def test_a_version_runs_its_limit_queues_its_queue_and_refuses_the_rest(
     try:
         with _channel(gateway) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            # A kilobyte each, so all ten arrive while the first runs (about half a second).
+            # A kilobyte each, so all ten arrive while the first runs (0.6 s or more).
             request = infer_request("busy", {"x": np.ones((1, 256), np.float32)})
             calls = [stub.ModelInfer.future(request, timeout=150) for _ in range(10)]
             codes = []

@@ -86,9 +86,13 @@ def test_the_sample_has_the_distribution_of_all_the_rows():
         _second(recorder, clock, {"1": served})
     rows, sketch = _windows(recorder)["1"]
     assert 5000 < rows < 7000  # the first period whole, then ~200 of 4000 in each of 10
+    # Compared in rank, where the sketch's own error is bounded (KLL at k=200: 1.65% at 99%
+    # confidence) whatever the density: compared in value, the tails' error swung past 0.25
+    # in 8 of 150 runs; the rank error's worst in 150 runs was 0.017.
     quantiles = np.linspace(0.05, 0.95, 19)
-    expected = stats.norm.ppf(quantiles, loc=3.0, scale=2.0)
-    assert np.allclose(sketch.kll.get_quantiles(quantiles), expected, atol=0.25)
+    values = stats.norm.ppf(quantiles, loc=3.0, scale=2.0)
+    ranks = [sketch.kll.get_rank(float(value)) for value in values]
+    assert np.allclose(ranks, quantiles, atol=0.04)
 
 
 def test_a_version_whose_traffic_falls_is_sketched_whole_again():
