@@ -1,9 +1,10 @@
 """Composition root: builds every part of one gateway process, starts them and drains them.
 
-Server model: a thread-pool `grpc.server`. Measured on this project's 2-core machine it
-answers about 1.8x the requests of `grpc.aio` on the same path (benchmarks/RESULTS.md);
-onnxruntime's run() releases the GIL, so request threads overlap model work. Every request
-is served from memory; loading runs on the VersionStore's threads.
+Server model: a thread-pool `grpc.server` (1.8x the requests of `grpc.aio`), whose ModelInfer
+calls the InferLane answers from gRPC core's completion queue without grpcio's per-call
+Python (api/infer_lane.py; both measured in benchmarks/RESULTS.md); onnxruntime's run()
+releases the GIL, so request threads overlap model work. Every request is served from memory;
+loading runs on the VersionStore's threads.
 
 Start: the private Redis and the replica id claim, the gRPC server and /metrics, the background
 work, and last what fills the route table (the rule watcher, or --models loaded directly).
@@ -131,8 +132,10 @@ class Gateway:
             settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
             self.call_threads.holding,
         )  # fmt: skip
-        self._server = build_server(settings, self.security, self.servicer, self.health,
-                                    self.call_threads, self.registry_client)  # fmt: skip
+        serving = build_server(settings, self.security, self.servicer, self.health,
+                               self.call_threads, self.registry_client,
+                               self.metrics.receive_timeouts.inc)  # fmt: skip
+        self._server, self._lane = serving.server, serving.lane
         self.metrics.watch_transport(
             lambda: self.call_threads.threads, lambda: open_connections(self.grpc_port)
         )
@@ -181,6 +184,8 @@ class Gateway:
                          " the client leaves")  # fmt: skip
         self.grpc_port = bind(self._server, settings, self.security)
         self._server.start()
+        if self._lane is not None:
+            self._lane.start()
         self._metrics_server = start_metrics_endpoint(settings, self.security, self.registry,
                                                       self.redis_url)  # fmt: skip
         if self._metrics_server is not None:
@@ -239,6 +244,8 @@ class Gateway:
         stopped = self._server.stop(max(deadline - time.monotonic(), 0.0))
         self.health.close_watches()  # watchers have seen NOT_SERVING; they must not hold the drain
         stopped.wait()
+        if self._lane is not None:  # its thread outlives a call still running, not the drain
+            self._lane.stop(max(deadline - time.monotonic(), 0.0))
         self.call_threads.shutdown(wait=False)
         # Shadows copied from the drained requests finish within what is left of the grace.
         self.shadows.stop(max(deadline - time.monotonic(), 0.0))

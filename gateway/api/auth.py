@@ -10,7 +10,7 @@ Health checks stay open for load balancers and container probes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -91,12 +91,21 @@ class AuthInterceptor(ServerInterceptorBase):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
-        scope = required_scope(method)
         handler = continuation(handler_call_details)
-        if scope is None or handler is None:
-            return handler
+        if handler is None:
+            return None
+        error = self.refusal(method, handler_call_details.invocation_metadata)
+        return handler if error is None else _refusal(handler, error, method)
+
+    def refusal(
+        self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
+    ) -> GatewayError | None:
+        """Why a call to `method` with `metadata` is refused (logged), or None."""
+        scope = required_scope(method)
+        if scope is None:
+            return None
         authorization = None
-        for key, value in handler_call_details.invocation_metadata or ():
+        for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
                 authorization = value
                 break
@@ -105,21 +114,12 @@ class AuthInterceptor(ServerInterceptorBase):
             why = "missing" if authorization is None else "unknown or malformed"
             _log.info("request refused", extra={"method": method, "code": "UNAUTHENTICATED",
                                                 "detail": f"{why} bearer token"})  # fmt: skip
-            return _refusal(
-                handler,
-                NotAuthenticated(
-                    "expected metadata 'authorization: Bearer <token>' with a token this"
-                    " gateway knows"
-                ),
-                method,
+            return NotAuthenticated(
+                "expected metadata 'authorization: Bearer <token>' with a token this gateway knows"
             )
         name, scopes = caller
         if scope not in scopes:
             _log.info("request refused", extra={"method": method, "code": "PERMISSION_DENIED",
                                                 "caller": name})  # fmt: skip
-            return _refusal(
-                handler,
-                NotAllowed(f"token {name!r} lacks the {scope!r} scope for {method}"),
-                method,
-            )
-        return handler
+            return NotAllowed(f"token {name!r} lacks the {scope!r} scope for {method}")
+        return None

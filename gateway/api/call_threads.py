@@ -157,8 +157,9 @@ class CallThreads(Executor):
         self._idle_seconds = idle_seconds
         self._maximum = max(maximum, core)
         self._name = name
-        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
-                                      | None] = queue.SimpleQueue()  # fmt: skip
+        self._work: queue.SimpleQueue[
+            tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one token per thread waiting for work
         self._lock = threading.Lock()
         self._threads = 0
@@ -187,6 +188,13 @@ class CallThreads(Executor):
         if not self._idle.acquire(blocking=False):
             self._add_thread()
         return future
+
+    def execute(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run fn(*args) on a call thread with no Future (a Condition and its locks): for
+        calls that answer themselves (InferLane); what fn raises is logged."""
+        self._work.put((None, fn, args))
+        if not self._idle.acquire(blocking=False):
+            self._add_thread()
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -237,7 +245,12 @@ class CallThreads(Executor):
             if item is None:
                 return
             future, fn, args = item
-            if future.set_running_or_notify_cancel():
+            if future is None:
+                try:
+                    fn(*args)
+                except Exception:
+                    _log.exception("call thread's work failed")
+            elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args)
                 except BaseException as exc:  # handed to the future's owner

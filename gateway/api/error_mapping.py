@@ -11,7 +11,7 @@ for every call, and that cost 1.6% of the requests served (benchmarks/RESULTS.md
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from random import randbytes
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -256,10 +256,16 @@ class _MappedGenericHandler(_GenericHandlerBase):
 class ErrorMappedRegistry:
     """What services are registered on: `server`, each method's handler wrapped to map its
     errors (see the module docstring). The generated `add_*Servicer_to_server` functions take
-    it as `as_server()`; they call only the two methods below."""
+    it as `as_server()`; they call only the two methods below. A method named in `elsewhere`
+    is served by another taker of its wrapped handler (InferLane), not by `server`."""
 
-    def __init__(self, server: grpc.Server) -> None:
+    def __init__(
+        self,
+        server: grpc.Server,
+        elsewhere: Mapping[str, Callable[[grpc.RpcMethodHandler[Any, Any]], None]] | None = None,
+    ) -> None:
         self._server = server
+        self._elsewhere = elsewhere or {}
 
     def as_server(self) -> grpc.Server:
         """This registry where grpcio's registration functions expect a server."""
@@ -275,6 +281,12 @@ class ErrorMappedRegistry:
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         """A service's methods, which gRPC core matches by name before grpcio sees the call."""
-        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]  # not in grpc-stubs
-            service, {name: _wrapped(h, f"/{service}/{name}") for name, h in handlers.items()}
-        )
+        mine = {}
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            taker = self._elsewhere.get(method)
+            if taker is None:
+                mine[name] = _wrapped(handler, method)
+            else:
+                taker(_wrapped(handler, method))
+        self._server.add_registered_method_handlers(service, mine)  # type: ignore[attr-defined]  # not in grpc-stubs

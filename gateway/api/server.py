@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
@@ -17,14 +20,25 @@ from gateway.api.auth import AuthInterceptor
 from gateway.api.call_threads import CallThreads
 from gateway.api.error_mapping import ErrorMappedRegistry
 from gateway.api.feedback import FeedbackServicer
+from gateway.api.infer_lane import InferLane
 from gateway.api.servicer import InferenceServicer
 from gateway.security.material import Security
 from gateway.settings import Settings
 from registry_client.client import RegistryClient
 
-__all__ = ["FEEDBACK_SERVICE", "INFERENCE_SERVICE", "bind", "build_server", "call_threads"]
+__all__ = [
+    "FEEDBACK_SERVICE",
+    "INFERENCE_SERVICE",
+    "MODEL_INFER",
+    "Serving",
+    "bind",
+    "build_server",
+    "call_threads",
+]
 
+_log = logging.getLogger(__name__)
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MODEL_INFER = f"/{INFERENCE_SERVICE}/ModelInfer"
 FEEDBACK_SERVICE = fb.DESCRIPTOR.services_by_name["Feedback"].full_name
 
 
@@ -68,6 +82,15 @@ def call_threads(settings: Settings, on_receive_expired: Callable[[], None]) -> 
     )
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The gRPC server and, unless it is off or this grpcio cannot host it, the lane that
+    answers ModelInfer (infer_lane.py); start the lane after the server, stop it after."""
+
+    server: grpc.Server
+    lane: InferLane | None
+
+
 def build_server(
     settings: Settings,
     security: Security,
@@ -75,14 +98,16 @@ def build_server(
     health_servicer: health.HealthServicer,
     threads: CallThreads,
     registry_client: RegistryClient | None,
-) -> grpc.Server:
+    on_receive_expired: Callable[[], None],
+) -> Serving:
     """A server with the inference, feedback, health and reflection services, not yet bound;
     without a registry client the feedback service says labels need one. Every method's
     errors are mapped to statuses (error_mapping.py); with tokens, AuthInterceptor checks each
-    call first."""
+    call first (the lane asks it too)."""
+    auth = None if security.tokens is None else AuthInterceptor(security.tokens)
     interceptors: list[grpc.ServerInterceptor[Any, Any]] | None = None
-    if security.tokens is not None:
-        interceptors = [AuthInterceptor(security.tokens)]
+    if auth is not None:
+        interceptors = [auth]
     server = grpc.server(
         threads,  # type: ignore[arg-type]  # grpcio takes any Executor; its stubs say less
         interceptors=interceptors,
@@ -90,14 +115,26 @@ def build_server(
         # Refused on grpcio's polling thread, before any call thread is taken.
         maximum_concurrent_rpcs=settings.max_calls,
     )
-    services = ErrorMappedRegistry(server).as_server()
+    lane = None
+    if settings.infer_lane:
+        refusal = None if auth is None else partial(auth.refusal, MODEL_INFER)
+        lane = InferLane(MODEL_INFER, threads.execute, settings.max_calls,
+                         settings.receive_timeout_seconds, on_receive_expired, refusal)  # fmt: skip
+        if not lane.attach(server):
+            _log.warning(
+                "this grpcio's server is not built as the ModelInfer lane expects: grpcio's"
+                " server answers ModelInfer, at a higher cost per request"
+            )
+            lane = None
+    elsewhere = None if lane is None else {lane.method: lane.serve_with}
+    services = ErrorMappedRegistry(server, elsewhere).as_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, services)
     feedback = FeedbackServicer(registry_client, settings.feedback_max_calls, threads.holding)
     fb_grpc.add_FeedbackServicer_to_server(feedback, services)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, services)
-    return server
+    return Serving(server, lane)
 
 
 def bind(server: grpc.Server, settings: Settings, security: Security) -> int:

@@ -52,6 +52,12 @@ class Settings:
                            " cgroup's CPU quota)", at_least=1, auto=available_cpus)  # fmt: skip
     # Measured: 8 lost 5-10% to 4 on one core (benchmarks/RESULTS.md).
     grpc_threads: int = SERVING(4, "request threads", at_least=1)
+    # The lane answers ModelInfer from gRPC core's completion queue without grpcio's per-call
+    # Python (gateway/api/infer_lane.py); off, grpcio's server answers it like every method.
+    infer_lane: bool = SERVING(
+        True, "answer ModelInfer through grpcio's server like every other method, not"
+        " through the gateway's own completion-queue lane (slower; to compare, or if the lane"
+        " fails)")  # fmt: skip
     # A ModelStreamInfer stream holds a thread while open (grpcio's synchronous server), so
     # streams get threads of their own; more are RESOURCE_EXHAUSTED.
     max_streams: int = SERVING(

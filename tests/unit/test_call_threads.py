@@ -135,3 +135,25 @@ def test_results_and_exceptions_reach_the_future() -> None:
     threads.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         threads.submit(lambda: None)
+
+
+def test_executed_work_runs_on_the_core_threads_and_a_failure_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the ModelInfer lane hands over answers its call itself: no Future, and an error
+    it did not answer leaves the thread serving the next."""
+    threads = CallThreads(core=1, maximum=5, receive_timeout=10)
+    done: list[str] = []
+    finished = threading.Event()
+
+    def fail() -> None:
+        raise ValueError("unanswered")
+
+    threads.execute(fail)
+    threads.execute(done.append, "after the failure")
+    threads.execute(finished.set)
+    assert finished.wait(10)
+    assert done == ["after the failure"]
+    assert threads.threads == 1
+    assert "unanswered" in caplog.text
+    threads.shutdown()
