@@ -299,13 +299,19 @@ async def serve_aio(model: BareModel, host: str, port: int) -> None:
     await server.stop(grace=1.0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def server_arguments(description: str | None) -> argparse.ArgumentParser:
+    """A parser with the model and address flags of every bare server."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-path", type=Path, required=True)
     parser.add_argument("--model-name", default="tiny")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = server_arguments(__doc__)
     parser.add_argument("--threads", type=int, default=4, help="thread-pool size")
     parser.add_argument("--aio", action="store_true", help="grpc.aio server instead of threads")
     parser.add_argument(

@@ -290,7 +290,8 @@ def server_command(
 ) -> list[str]:
     """The command line of one server under test: "gateway" (`onnxgate serve`, its private
     registry next to the repository), "gateway-aio", "bare", "bare+LAYER[+LAYER...]" (with some
-    of the gateway's layers: benchmarks/bare_server.py LAYERS, or TRANSPORT_LAYER) or "aio"."""
+    of the gateway's layers: benchmarks/bare_server.py LAYERS, or TRANSPORT_LAYER), "aio" or
+    "bare-cq" (the bare handler on gRPC core's completion queue, as the gateway's lane)."""
     model_path = repo / args.model / "1" / "model.onnx"
     if kind == "gateway":
         return [
@@ -315,6 +316,9 @@ def server_command(
     bare += ["--model-name", args.model, "--host", HOST, "--port", str(port)]
     if kind == "aio":
         return [*bare, "--aio"]
+    if kind == "bare-cq":  # the gateway's ModelInfer lane, with the bare handler; its transport
+        cq = [args.python, str(HERE / "bare_cq_server.py"), *bare[2:]]
+        return ["env", f"{GRPC_EXPERIMENTS}={POLLER_OWNS_SOCKETS}", *cq]
     bare += ["--threads", str(args.threads)]
     _, *layers = kind.split("+")
     environment = []

@@ -38,6 +38,7 @@ SERVER_LABELS = {
     "gateway-aio": "onnxgate request path on grpc.aio",
     "bare": "bare thread-pool grpc.server",
     "aio": "bare grpc.aio server",
+    "bare-cq": "bare, on gRPC core's completion queue (the lane's ceiling)",
 }
 # "bare+LAYER[+LAYER...]": the bare thread-pool server with some of the gateway's layers, its
 # gRPC transport among them.
