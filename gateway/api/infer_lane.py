@@ -2,26 +2,21 @@
 
 grpcio's synchronous server runs a few hundred lines of its own Python for every call around
 the handler: a call state with a condition, four events on its one polling thread, and a
-call thread that asks for the request message only once it runs and then waits for it. On
-this project's hosts that machinery cost more than the gateway's whole request path
-(benchmarks/RESULTS.md). ModelInfer, the call that carries the traffic, bypasses it: gRPC
-core matches the method as registered and hands its calls to this lane's completion queue,
-whose one thread asks for each call's message at once and, when it has arrived, gives the
-call to a call thread; that thread runs the servicer and answers in one batch (metadata,
-response, status).
+call thread that asks for the request message only once it runs, then waits for it. That
+cost more than the gateway's whole request path (benchmarks/RESULTS.md). So gRPC core hands
+ModelInfer's calls, as a registered method, to this lane's completion queue, whose thread
+asks for each call's message at once and gives the call with its message to a call thread,
+which runs the servicer and answers in one batch (metadata, response, status).
 
-Every other method (metadata, streams, labels, health, reflection) stays with grpcio's
-server. The two share one gRPC core server: its port, transport options and connections, the
-call threads, the --max-calls count (grpcio's own, which the lane adds its calls to) and the
-drain (server.stop lets the lane's calls finish within the grace and cancels the rest).
+Every other method stays with grpcio's server. The two share one gRPC core server (port,
+transport, connections), the call threads, the --max-calls count (grpcio's, which the lane
+adds its calls to) and the drain (server.stop lets the lane's calls finish within the grace,
+then cancels them). ModelInfer keeps the error mapping (status, message, x-request-id
+trailer), bearer tokens (checked before the message is asked for), the receive timeout, the
+caller's deadline and cancellation (`is_active`).
 
-For ModelInfer the lane keeps what grpcio's path gives it: the error mapping (status,
-message, the x-request-id trailer), bearer tokens (checked before the message is asked for),
-the receive timeout, the caller's deadline and cancellation (`is_active`).
-
-It reaches into grpcio's server for gRPC core's server object and its call count. Should a
-grpcio release move them, `attach` says so, ModelInfer stays with grpcio's server, the
-gateway warns at start and the lane's tests fail.
+The lane reaches into grpcio's server for gRPC core's server object and its call count.
+Should a grpcio release move them, `attach` says so and grpcio's server answers ModelInfer.
 """
 
 from __future__ import annotations

@@ -83,8 +83,9 @@ class Settings:
     )
     # Whatever the call's deadline: headers without a body cannot hold a thread.
     receive_timeout_seconds: float = CONNECTIONS(
-        10.0, "a call's request message must arrive this soon after its thread waits for it,"
-        " or it ends DEADLINE_EXCEEDED", at_least=0.001)  # fmt: skip
+        10.0, "a call's request message must arrive this soon after the server waits for it"
+        " (a ModelInfer call: from its start; others: from their thread's), or it ends"
+        " DEADLINE_EXCEEDED", at_least=0.001)  # fmt: skip
     max_connections: int = CONNECTIONS(
         1000, "client connections open at once; more are closed at once", at_least=1
     )
