@@ -6,8 +6,9 @@ reads every thread's CPU time from /proc before and after; py-spy names the Pyth
 (grpcio's C threads name themselves). Threads of one kind are summed: `onnxgate-rpc (N)` is
 the N call threads. A variant is a gateway's extra flags, or `bare` for the bare thread-pool
 server (benchmarks/bare_server.py), the ceiling to compare with, or `bare+transport` for it on
-the gateway's gRPC transport (any of serving_core.py's `bare+LAYER` kinds). Variants take
-turns in each round, so the shared machine's drift falls on all alike; the table shows
+the gateway's gRPC transport (any of serving_core.py's `bare+LAYER` kinds), or `bare-cq` for
+the bare handler on gRPC core's completion queue, as the gateway's ModelInfer lane. Variants
+take turns in each round, so the shared machine's drift falls on all alike; the table shows
 medians of rounds.
 
     python benchmarks/thread_cpu.py --variant default= --variant bare=bare \\
@@ -56,9 +57,9 @@ def _variant(text: str) -> tuple[str, list[str]]:
 
 
 def _bare_kind(flags: list[str]) -> bool:
-    """Whether a variant's flags name a bare server: `bare`, or `bare+LAYER[+LAYER...]` (see
-    servers.server_command)."""
-    return len(flags) == 1 and flags[0].split("+")[0] == "bare"
+    """Whether a variant's flags name a bare server: `bare`, `bare+LAYER[+LAYER...]` or
+    `bare-cq` (see servers.server_command)."""
+    return len(flags) == 1 and (flags[0] == "bare-cq" or flags[0].split("+")[0] == "bare")
 
 
 def _thread_ticks(pids: list[int]) -> dict[tuple[int, int], int]:
