@@ -132,10 +132,10 @@ class Gateway:
             settings.max_streams, settings.request_timeout_seconds, settings.access_log_sample,
             self.call_threads.holding,
         )  # fmt: skip
-        serving = build_server(settings, self.security, self.servicer, self.health,
-                               self.call_threads, self.registry_client,
-                               self.metrics.receive_timeouts.inc)  # fmt: skip
-        self._server, self._lane = serving.server, serving.lane
+        built = build_server(settings, self.security, self.servicer, self.health,
+                             self.call_threads, self.registry_client,
+                             self.metrics.receive_timeouts.inc)  # fmt: skip
+        self._server, self._lane = built.server, built.lane
         self.metrics.watch_transport(
             lambda: self.call_threads.threads, lambda: open_connections(self.grpc_port)
         )

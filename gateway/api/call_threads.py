@@ -42,7 +42,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["CallThreads", "receive_deadlines_apply"]
+__all__ = ["CallThreads", "cancel_late", "receive_deadlines_apply"]
 
 _log = logging.getLogger(__name__)
 IDLE_SECONDS = 30.0  # a thread above the count idle this long retires
@@ -63,6 +63,21 @@ except ImportError:  # pragma: no cover - only with a grpcio whose internals mov
 def receive_deadlines_apply() -> bool:
     """Whether this grpcio's work items are recognised, so receive deadlines are enforced."""
     return bool(_UNARY_REQUEST_RUNNERS)
+
+
+def cancel_late(call: Any, timeout: float) -> bool:
+    """End a gRPC core call whose request message is later than `timeout` s DEADLINE_EXCEEDED
+    (also for the ModelInfer lane's calls); False if it had ended already."""
+    try:
+        call.cancel(
+            _DEADLINE_EXCEEDED,
+            f"the request message did not arrive within {timeout:g} s of the call's start"
+            " (--receive-timeout-seconds)",
+        )
+    except Exception as exc:  # a call that just ended cannot be cancelled
+        _log.debug("late call not cancelled", extra={"detail": str(exc)})
+        return False
+    return True
 
 
 class _ReceiveDeadlines:
@@ -125,16 +140,8 @@ class _ReceiveDeadlines:
                 self._on_stalled()
 
     def _expire(self, event: Any) -> None:
-        try:
-            event.call.cancel(
-                _DEADLINE_EXCEEDED,
-                f"the request message did not arrive within {self._timeout:g} s of the call's"
-                " start (--receive-timeout-seconds)",
-            )
-        except Exception as exc:  # a call that just ended cannot be cancelled
-            _log.debug("late call not cancelled", extra={"detail": str(exc)})
-            return
-        self._on_expired()
+        if cancel_late(event.call, self._timeout):
+            self._on_expired()
 
     def stop(self) -> None:
         self._stopping.set()

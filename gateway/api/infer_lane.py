@@ -31,6 +31,7 @@ import grpc
 from grpc._common import STATUS_CODE_TO_CYGRPC_STATUS_CODE
 from grpc._cython import cygrpc  # type: ignore[attr-defined]  # grpcio ships no stubs for it
 
+from gateway.api.call_threads import cancel_late
 from gateway.api.lane_context import LaneAbort, LaneContext
 from gateway.api.status import status_for
 from gateway.errors import GatewayError
@@ -289,9 +290,5 @@ class InferLane:
         late = [c for c in self._waiting if c.waiting_since <= started_before]
         for lane_call in late:
             del self._waiting[lane_call]
-            lane_call.call.cancel(
-                STATUS_CODE_TO_CYGRPC_STATUS_CODE[grpc.StatusCode.DEADLINE_EXCEEDED],
-                f"the request message did not arrive within {self._receive_timeout:g} s of the"
-                " call's start (--receive-timeout-seconds)",
-            )
-            self._on_receive_expired()
+            if cancel_late(lane_call.call, self._receive_timeout):
+                self._on_receive_expired()

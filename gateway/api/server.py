@@ -30,7 +30,7 @@ __all__ = [
     "FEEDBACK_SERVICE",
     "INFERENCE_SERVICE",
     "MODEL_INFER",
-    "Serving",
+    "BuiltServer",
     "bind",
     "build_server",
     "call_threads",
@@ -83,7 +83,7 @@ def call_threads(settings: Settings, on_receive_expired: Callable[[], None]) -> 
 
 
 @dataclass(frozen=True)
-class Serving:
+class BuiltServer:
     """The gRPC server and, unless it is off or this grpcio cannot host it, the lane that
     answers ModelInfer (infer_lane.py); start the lane after the server, stop it after."""
 
@@ -99,7 +99,7 @@ def build_server(
     threads: CallThreads,
     registry_client: RegistryClient | None,
     on_receive_expired: Callable[[], None],
-) -> Serving:
+) -> BuiltServer:
     """A server with the inference, feedback, health and reflection services, not yet bound;
     without a registry client the feedback service says labels need one. Every method's
     errors are mapped to statuses (error_mapping.py); with tokens, AuthInterceptor checks each
@@ -134,7 +134,7 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = [INFERENCE_SERVICE, FEEDBACK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, services)
-    return Serving(server, lane)
+    return BuiltServer(server, lane)
 
 
 def bind(server: grpc.Server, settings: Settings, security: Security) -> int:
